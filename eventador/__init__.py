@@ -1,0 +1,59 @@
+"""eventador: event sourcing for Python on Arrow, Parquet and DuckDB.
+
+    import eventador as ev
+"""
+
+from eventador.clock import Clock, ManualClock, SystemClock
+from eventador.errors import (
+    ActorError,
+    ActorNameInUseError,
+    ActorNotFoundError,
+    ActorStoppedError,
+    AskTimeoutError,
+    CommandRejected,
+    ConcurrencyError,
+    CorruptionError,
+    EventadorError,
+    MessageError,
+    ProjectionError,
+    QueueError,
+    ReadOnlyError,
+    RegistrationError,
+    SerializationError,
+    StoreClosedError,
+    StoreError,
+    StoreLockedError,
+)
+from eventador.messages import Command, Event, State, TypeRegistry, UnknownEvent, registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActorError",
+    "ActorNameInUseError",
+    "ActorNotFoundError",
+    "ActorStoppedError",
+    "AskTimeoutError",
+    "Clock",
+    "Command",
+    "CommandRejected",
+    "ConcurrencyError",
+    "CorruptionError",
+    "Event",
+    "EventadorError",
+    "ManualClock",
+    "MessageError",
+    "ProjectionError",
+    "QueueError",
+    "ReadOnlyError",
+    "RegistrationError",
+    "SerializationError",
+    "State",
+    "StoreClosedError",
+    "StoreError",
+    "StoreLockedError",
+    "SystemClock",
+    "TypeRegistry",
+    "UnknownEvent",
+    "registry",
+]

@@ -1,0 +1,164 @@
+"""Every error eventador raises, under one root.
+
+    EventadorError
+    ├── MessageError                  the shape of a message is wrong
+    │   ├── RegistrationError         two classes claim one event type name
+    │   └── SerializationError        a value cannot be encoded (names the field)
+    ├── StoreError                    the event store refused or failed
+    │   ├── ConcurrencyError          expected_version did not match: reload, retry
+    │   ├── StoreLockedError          another process writes this directory
+    │   ├── StoreClosedError          the store was closed
+    │   ├── ReadOnlyError             a write on a read-only store
+    │   └── CorruptionError           a file on disk is damaged (names file, offset)
+    ├── ActorError                    the actor system refused a request
+    │   ├── ActorNotFoundError        no actor by that name
+    │   ├── ActorStoppedError         the actor stopped before it could answer
+    │   ├── ActorNameInUseError       spawn with a name already taken
+    │   └── AskTimeoutError           ask() waited too long (also a TimeoutError)
+    ├── CommandRejected               a business rule refused a command
+    ├── ProjectionError               a projection's SQL or handler failed
+    └── QueueError                    the durable queue refused an operation
+
+Each error keeps its data as attributes, so callers can act on them without
+parsing messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EventadorError(Exception):
+    """The root of every error eventador raises."""
+
+
+# -- messages ------------------------------------------------------------------
+
+
+class MessageError(EventadorError):
+    """A message class or value is not what eventador can store."""
+
+
+class RegistrationError(MessageError):
+    """Two different classes claim the same event type name."""
+
+    def __init__(self, event_type: str, existing: type, new: type) -> None:
+        super().__init__(
+            f"event type {event_type!r} is already registered to "
+            f"{existing.__module__}.{existing.__qualname__}; "
+            f"give {new.__module__}.{new.__qualname__} another name with "
+            f"class {new.__name__}(Event, event_type='...')"
+        )
+        self.event_type, self.existing, self.new = event_type, existing, new
+
+
+class SerializationError(MessageError):
+    """A value cannot be encoded; `path` names the field, as in `Deposited.amount`."""
+
+    def __init__(self, path: str, value: Any, reason: str) -> None:
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"{path}: {reason} (got {shown})")
+        self.path, self.value, self.reason = path, value, reason
+
+
+# -- the store ------------------------------------------------------------------
+
+
+class StoreError(EventadorError):
+    """The event store refused a request or failed to carry it out."""
+
+
+class ConcurrencyError(StoreError):
+    """Another writer appended to the stream first: reload and retry."""
+
+    def __init__(self, stream_id: str, expected: object, actual: int) -> None:
+        super().__init__(f"stream {stream_id!r} is at version {actual}, not {expected}")
+        self.stream_id, self.expected, self.actual = stream_id, expected, actual
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store directory open for writing."""
+
+    def __init__(self, path: str, holder: str) -> None:
+        super().__init__(
+            f"store {path} is open for writing by {holder}; "
+            "open it with read_only=True, or stop that process"
+        )
+        self.path, self.holder = path, holder
+
+
+class StoreClosedError(StoreError):
+    """The store was closed; open it again to use it."""
+
+
+class ReadOnlyError(StoreError):
+    """A write was attempted on a store opened read-only or a view of the past."""
+
+
+class CorruptionError(StoreError):
+    """A file of the store is damaged; `path` and `offset` say where."""
+
+    def __init__(self, path: str, reason: str, offset: int | None = None) -> None:
+        where = f"{path} at byte {offset}" if offset is not None else path
+        super().__init__(f"{where}: {reason}")
+        self.path, self.reason, self.offset = path, reason, offset
+
+
+# -- actors ---------------------------------------------------------------------
+
+
+class ActorError(EventadorError):
+    """The actor system refused a request."""
+
+
+class ActorNotFoundError(ActorError):
+    """No live actor has that name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no actor named {name!r}")
+        self.name = name
+
+
+class ActorStoppedError(ActorError):
+    """The actor is stopped (or stopped while the message waited)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"actor {name!r} is stopped")
+        self.name = name
+
+
+class ActorNameInUseError(ActorError):
+    """spawn() was given a name a live actor already has."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"an actor named {name!r} is already running")
+        self.name = name
+
+
+class AskTimeoutError(ActorError, TimeoutError):
+    """ask() got no answer within its timeout."""
+
+    def __init__(self, name: str, timeout: float) -> None:
+        super().__init__(f"actor {name!r} did not answer within {timeout:g} s")
+        self.name, self.timeout = name, timeout
+
+
+# -- domain, projections, queue --------------------------------------------------
+
+
+class CommandRejected(EventadorError):
+    """A business rule refused the command; nothing was persisted."""
+
+
+class ProjectionError(EventadorError):
+    """A projection's SQL or handler failed; `projection` names it."""
+
+    def __init__(self, projection: str, reason: str) -> None:
+        super().__init__(f"projection {projection!r}: {reason}")
+        self.projection, self.reason = projection, reason
+
+
+class QueueError(EventadorError):
+    """The durable queue refused an operation."""

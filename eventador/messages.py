@@ -1,0 +1,133 @@
+"""Commands, events and states: the three kinds of message, and the event type registry.
+
+A subclass that only declares annotated fields becomes a dataclass with a
+keyword-only constructor and value equality, without writing ``@dataclass``:
+
+    class Deposited(ev.Event):
+        account_id: str
+        amount: Decimal
+
+Every ``Event`` subclass is registered under a stable type name (its class name,
+or ``event_type=`` in the class statement). That name, not the Python class, is
+what the store records, so a store can be read by a process that never saw the
+writer's code (its events load as ``UnknownEvent``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any, ClassVar, TypeVar, dataclass_transform
+
+from eventador.errors import RegistrationError
+
+__all__ = ["Command", "Event", "State", "TypeRegistry", "UnknownEvent", "registry"]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+T = TypeVar("T")
+
+
+class TypeRegistry:
+    """Maps stable event type names to event classes, and back.
+
+    Redefining a class of the same module and name (re-running a notebook cell)
+    replaces the old one; a class from another module that claims a taken name
+    raises ``RegistrationError``.
+    """
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, type[Event]] = {}
+        self._lock = threading.Lock()
+
+    def register(self, cls: type[Event], name: str) -> None:
+        with self._lock:
+            existing = self._by_name.get(name)
+            if existing is not None and existing is not cls and not _same_definition(existing, cls):
+                raise RegistrationError(name, existing, cls)
+            self._by_name[name] = cls
+
+    def resolve(self, name: str) -> type[Event] | None:
+        """The class registered under `name`, or None."""
+        return self._by_name.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def __iter__(self) -> Iterator[tuple[str, type[Event]]]:
+        return iter(sorted(self._by_name.items()))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __repr__(self) -> str:
+        return f"TypeRegistry({len(self._by_name)} event types)"
+
+
+def _same_definition(a: type, b: type) -> bool:
+    # A notebook cell or a test run again defines a new class object with the same name.
+    return a.__module__ == b.__module__ and a.__name__ == b.__name__
+
+
+registry = TypeRegistry()
+"""The process-wide registry every ``Event`` subclass joins when it is defined."""
+
+
+@dataclass_transform(kw_only_default=True, frozen_default=True)
+class Message:
+    """Base of Command, Event and State: subclasses become frozen keyword-only dataclasses."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclasses.dataclass(cls, kw_only=True, frozen=True, eq=True, repr=True)
+
+
+class Command(Message):
+    """A request to change something. Handlers may refuse it."""
+
+
+class Event(Message):
+    """Something that happened. Events are immutable and stored forever.
+
+    The class statement may name the stored type: ``class X(Event, event_type="bank.X")``.
+    """
+
+    event_type: ClassVar[str] = "Event"
+
+    def __init_subclass__(
+        cls, event_type: str | None = None, _register: bool = True, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if not _register:
+            return
+        name = cls.__name__ if event_type is None else event_type
+        if not isinstance(name, str) or not name.strip():
+            raise TypeError(f"event_type of {cls.__qualname__} must be a non-empty str, got {name!r}")
+        cls.event_type = name
+        registry.register(cls, name)
+
+
+class State(Message):
+    """The state an aggregate folds its events into.
+
+    ``version`` is the number of events applied; ``last_modified`` when the last one was.
+    """
+
+    version: int = 0
+    last_modified: datetime = EPOCH
+
+    def copy_with(self: T, **changes: Any) -> T:
+        """A new state with `changes` applied; the original is unchanged."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+class UnknownEvent(Event, _register=False):
+    """An event whose type this process does not define; its fields are kept in `data`.
+
+    Reading a store never needs the writer's code: such events load as this class.
+    """
+
+    event_type: str  # type: ignore[misc]  # an instance field here: the stored type name
+    data: dict[str, Any]
