@@ -14,6 +14,7 @@ from eventador.errors import (
     ConcurrencyError,
     CorruptionError,
     EventadorError,
+    InvalidInputError,
     MessageError,
     ProjectionError,
     QueueError,
@@ -25,10 +26,29 @@ from eventador.errors import (
     StoreLockedError,
 )
 from eventador.messages import Command, Event, State, TypeRegistry, UnknownEvent, registry
+from eventador.store import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    EventStore,
+    ExpectedVersion,
+    PastView,
+    RecordedEvent,
+    open_store,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "EventStore",
+    "ExpectedVersion",
+    "InvalidInputError",
+    "PastView",
+    "RecordedEvent",
+    "open_store",
     "ActorError",
     "ActorNameInUseError",
     "ActorNotFoundError",

@@ -1,6 +1,7 @@
 """Every error eventador raises, under one root.
 
     EventadorError
+    ├── InvalidInputError             an argument is wrong (also a ValueError)
     ├── MessageError                  the shape of a message is wrong
     │   ├── RegistrationError         two classes claim one event type name
     │   └── SerializationError        a value cannot be encoded (names the field)
@@ -30,6 +31,10 @@ from typing import Any
 
 class EventadorError(Exception):
     """The root of every error eventador raises."""
+
+
+class InvalidInputError(EventadorError, ValueError):
+    """An argument is not acceptable; the message says which and why."""
 
 
 # -- messages ------------------------------------------------------------------

@@ -1,0 +1,365 @@
+"""CBOR encoding of message payloads, driven by each class's annotations.
+
+A payload is a CBOR map of field name to value. cbor2 writes most supported
+types natively (str, int, float, bool, bytes, None, Decimal, UUID, aware
+datetime, date, list, tuple, set, dict); this module adds the rest (Enum,
+timedelta, frozenset, nested dataclasses) and turns values back into the
+annotated types on the way in.
+
+Per class, a ``Schema`` is compiled once: which fields need a converter on
+decode, how each field is checked on encode, and a fingerprint of the field
+layout (snapshots keep it, so a changed class never loads a stale snapshot).
+Decoding a class with only natively typed fields bypasses ``__init__``: the
+decoded dict becomes the instance's ``__dict__`` (the hot path of replays).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import types
+import typing
+import uuid
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Union
+
+import cbor2
+
+from eventador.errors import SerializationError
+from eventador.messages import Event, TypeRegistry, UnknownEvent
+
+__all__ = ["Schema", "decode_event", "decode_value", "encode_event", "encode_value", "schema_of"]
+
+# Private CBOR tag for timedelta: [days, seconds, microseconds] keeps it exact.
+_TAG_TIMEDELTA = 40_001
+
+_NATIVE_SCALARS: tuple[type, ...] = (str, int, float, bool, bytes, Decimal, uuid.UUID, datetime, date)
+
+
+def _default(encoder: Any, value: Any) -> None:
+    if isinstance(value, enum.Enum):
+        encoder.encode(value.value)
+    elif isinstance(value, timedelta):
+        encoder.encode(cbor2.CBORTag(_TAG_TIMEDELTA, [value.days, value.seconds, value.microseconds]))
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        encoder.encode({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+    else:
+        raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _tag_hook(decoder: Any, tag: Any) -> Any:
+    if tag.tag == _TAG_TIMEDELTA:
+        days, seconds, micros = tag.value
+        return timedelta(days=days, seconds=seconds, microseconds=micros)
+    return tag
+
+
+def encode_value(value: Any, *, what: str = "value") -> bytes:
+    """CBOR bytes for any supported value (metadata, snapshots, queue messages).
+
+    Raises:
+        SerializationError: naming the path of the first value that cannot be encoded.
+    """
+    try:
+        return cbor2.dumps(value, default=_default)
+    except Exception as exc:
+        raise _explain(value, what, exc) from None
+
+
+def decode_value(data: bytes) -> Any:
+    """The value `encode_value` wrote (containers come back as list/dict/set)."""
+    return cbor2.loads(data, tag_hook=_tag_hook)
+
+
+# -- schemas -------------------------------------------------------------------------
+
+Converter = Callable[[Any], Any]
+Checker = Callable[[Any], bool]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Schema:
+    """What the codec knows about one message class."""
+
+    cls: type
+    names: tuple[str, ...]
+    hints: dict[str, Any]
+    checkers: tuple[tuple[str, Checker, str], ...]
+    converters: tuple[tuple[str, Converter], ...]
+    defaults: dict[str, Callable[[], Any]]
+    fingerprint: str
+
+    @property
+    def plain(self) -> bool:
+        """True when decoded values need no conversion (the fast path)."""
+        return not self.converters
+
+
+def schema_of(cls: type) -> Schema:
+    """The compiled schema of a dataclass message type (cached on the class).
+
+    Raises:
+        SerializationError: a field's annotation is not a supported payload type.
+    """
+    cached = cls.__dict__.get("__eventador_schema__")
+    if cached is not None:
+        return typing.cast(Schema, cached)
+    schema = _compile(cls)
+    type.__setattr__(cls, "__eventador_schema__", schema)
+    return schema
+
+
+def _compile(cls: type) -> Schema:
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception as exc:
+        raise SerializationError(cls.__qualname__, cls, f"cannot resolve field annotations: {exc}") from exc
+    fields = [f for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    names = tuple(f.name for f in fields)
+    checkers = []
+    converters = []
+    defaults: dict[str, Callable[[], Any]] = {}
+    layout = []
+    for f in fields:
+        tp = hints[f.name]
+        path = f"{cls.__qualname__}.{f.name}"
+        checker, expected = _checker_for(tp, path)
+        checkers.append((f.name, checker, expected))
+        conv = _converter_for(tp)
+        if conv is not None:
+            converters.append((f.name, conv))
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = lambda v=f.default: v
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory
+        layout.append(f"{f.name}:{_type_name(tp)}")
+    fingerprint = hashlib.blake2b("|".join(layout).encode(), digest_size=8).hexdigest()
+    return Schema(cls, names, hints, tuple(checkers), tuple(converters), defaults, fingerprint)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__qualname__", None) or repr(tp)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _checker_for(tp: Any, path: str) -> tuple[Checker, str]:
+    """A cheap isinstance test for one annotated field, and the type's name for errors."""
+    inner, optional = _unwrap_optional(tp)
+    if inner is Any or inner is object:
+        return (lambda v: True), "any value"
+    origin = typing.get_origin(inner) or inner
+    if origin in (Union, types.UnionType):
+        return (lambda v: True), "any of " + repr(inner)
+    if origin is float:
+        accepted: tuple[type, ...] = (float, int)
+    elif origin in (list, tuple, set, frozenset, dict):
+        accepted = (origin,)
+        if origin is dict:
+            key_tp = (typing.get_args(inner) or (str,))[0]
+            if key_tp not in (str, Any):
+                raise SerializationError(path, tp, "dict keys must be str")
+    elif isinstance(origin, type) and (
+        issubclass(origin, (*_NATIVE_SCALARS, enum.Enum, timedelta)) or dataclasses.is_dataclass(origin)
+    ):
+        accepted = (origin,)
+    elif origin is type(None):
+        return (lambda v: v is None), "None"
+    else:
+        raise SerializationError(path, tp, "unsupported payload type")
+    name = " | ".join(t.__name__ for t in accepted) + (" | None" if optional else "")
+    if optional:
+        return (lambda v: v is None or isinstance(v, accepted)), name
+    return (lambda v: isinstance(v, accepted)), name
+
+
+def _converter_for(tp: Any) -> Converter | None:
+    """How to turn a decoded CBOR value back into `tp`, or None when it needs nothing."""
+    inner, optional = _unwrap_optional(tp)
+    origin = typing.get_origin(inner) or inner
+    args = typing.get_args(inner)
+    conv: Converter | None = None
+    if isinstance(origin, type) and issubclass(origin, enum.Enum):
+        conv = origin
+    elif isinstance(origin, type) and dataclasses.is_dataclass(origin):
+        conv = _nested_decoder(origin)
+    elif origin is tuple:
+        item = _converter_for(args[0]) if len(args) == 2 and args[1] is Ellipsis else None
+        conv = (lambda v: tuple(map(item, v))) if item else tuple
+    elif origin is frozenset:
+        conv = frozenset
+    elif origin is list and args:
+        item = _converter_for(args[0])
+        if item is not None:
+            conv = lambda v: [item(x) for x in v]  # noqa: E731
+    elif origin is set and args:
+        item = _converter_for(args[0])
+        if item is not None:
+            conv = lambda v: {item(x) for x in v}  # noqa: E731
+    elif origin is dict and len(args) == 2:
+        item = _converter_for(args[1])
+        if item is not None:
+            conv = lambda v: {k: item(x) for k, x in v.items()}  # noqa: E731
+    elif origin is datetime:
+        # cbor2 may hand back a date for an all-midnight value written by another encoder; keep datetimes.
+        conv = None
+    if conv is None:
+        return None
+    if optional:
+        base = conv
+        return lambda v: None if v is None else base(v)
+    return conv
+
+
+def _nested_decoder(cls: type) -> Converter:
+    def decode(value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return _build(schema_of(cls), value)
+
+    return decode
+
+
+def _build(schema: Schema, data: dict[str, Any]) -> Any:
+    """An instance of `schema.cls` from decoded field values, without running __init__."""
+    if schema.converters:
+        for name, conv in schema.converters:
+            if name in data:
+                try:
+                    data[name] = conv(data[name])
+                except (ValueError, TypeError, KeyError):
+                    pass  # keep the raw value: reading must not fail on an old enum member
+    if len(data) != len(schema.names) or data.keys() != set(schema.names):
+        data = _fit_layout(schema, data)
+    obj = object.__new__(schema.cls)
+    object.__setattr__(obj, "__dict__", data)
+    return obj
+
+
+def _fit_layout(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
+    # The class changed since the event was written: fill new fields from their defaults,
+    # drop fields it no longer has. A new field without a default reads as None.
+    fitted = {}
+    for name in schema.names:
+        if name in data:
+            fitted[name] = data[name]
+        elif name in schema.defaults:
+            fitted[name] = schema.defaults[name]()
+        else:
+            fitted[name] = None
+    return fitted
+
+
+# -- events ----------------------------------------------------------------------------
+
+
+def encode_event(event: Event) -> bytes:
+    """The CBOR payload of one event, after checking every field against its annotation.
+
+    Raises:
+        SerializationError: naming `Type.field` of the first bad value; nothing is written.
+    """
+    if not isinstance(event, Event):
+        raise SerializationError("event", event, "expected an instance of an ev.Event subclass")
+    if isinstance(event, UnknownEvent):
+        return encode_value(event.data, what=f"UnknownEvent[{event.event_type}].data")
+    schema = schema_of(type(event))
+    values = event.__dict__
+    for name, check, expected in schema.checkers:
+        value = values[name]
+        if not check(value):
+            raise SerializationError(
+                f"{type(event).__qualname__}.{name}", value, f"expected {expected}, got {type(value).__name__}"
+            )
+    try:
+        return cbor2.dumps(values, default=_default)
+    except Exception as exc:
+        raise _explain(values, type(event).__qualname__, exc) from None
+
+
+def decode_event(event_type: str, payload: bytes, registry: TypeRegistry) -> Event:
+    """The typed event for a stored payload; an ``UnknownEvent`` when no class is registered."""
+    data = cbor2.loads(payload, tag_hook=_tag_hook)
+    cls = registry.resolve(event_type)
+    if cls is None:
+        return UnknownEvent(event_type=event_type, data=data)
+    return typing.cast(Event, _build(schema_of(cls), data))
+
+
+def make_decoder(registry: TypeRegistry) -> Callable[[str, bytes], Event]:
+    """A decoding function for bulk reads: resolves each type's class and schema once."""
+    loads = cbor2.loads
+    new = object.__new__
+    setattr_ = object.__setattr__
+    plan: dict[str, tuple[type, Schema] | None] = {}
+
+    def decode(event_type: str, payload: bytes) -> Event:
+        try:
+            entry = plan[event_type]
+        except KeyError:
+            cls = registry.resolve(event_type)
+            entry = plan[event_type] = (cls, schema_of(cls)) if cls is not None else None
+        data = loads(payload, tag_hook=_tag_hook)
+        if entry is None:
+            return UnknownEvent(event_type=event_type, data=data)
+        cls, schema = entry
+        if schema.converters or len(data) != len(schema.names):
+            return typing.cast(Event, _build(schema, data))
+        obj = new(cls)
+        setattr_(obj, "__dict__", data)
+        return typing.cast(Event, obj)
+
+    return decode
+
+
+# -- error paths -----------------------------------------------------------------------
+
+
+def _explain(value: Any, path: str, exc: Exception) -> SerializationError:
+    """Find the first value under `value` that cannot be encoded, for a useful message."""
+    found = _find_bad(value, path)
+    if found is not None:
+        return found
+    return SerializationError(path, value, f"cannot be encoded: {exc}")
+
+
+def _find_bad(value: Any, path: str) -> SerializationError | None:
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            return SerializationError(path, value, "naive datetime: pass an aware one, e.g. tzinfo=UTC")
+        return None
+    if value is None or isinstance(value, (*_NATIVE_SCALARS, enum.Enum, timedelta)):
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**64) <= value < 2**64:
+            return SerializationError(path, value, "integer out of the 64-bit range")
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return SerializationError(f"{path}[{k!r}]", k, "dict keys must be str")
+            bad = _find_bad(v, f"{path}.{k}" if path else k)
+            if bad is not None:
+                return bad
+        return None
+    if isinstance(value, (list, tuple, set, frozenset)):
+        for i, v in enumerate(value):
+            bad = _find_bad(v, f"{path}[{i}]")
+            if bad is not None:
+                return bad
+        return None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            bad = _find_bad(getattr(value, f.name), f"{path}.{f.name}")
+            if bad is not None:
+                return bad
+        return None
+    return SerializationError(path, value, f"type {type(value).__name__} cannot be stored")

@@ -1,0 +1,15 @@
+"""The event store: durable appends, Arrow hot tier, Parquet files, DuckDB SQL."""
+
+from eventador.store.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion, RecordedEvent
+from eventador.store.store import EventStore, PastView, open_store
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "EventStore",
+    "ExpectedVersion",
+    "PastView",
+    "RecordedEvent",
+    "open_store",
+]

@@ -1,0 +1,191 @@
+"""The hot tier: appended events not yet in a Parquet file, held as growing columns.
+
+Appends extend Python lists (cheap); readers and SQL get an Arrow table built
+from them on demand and cached until the next append. The typed instances the
+caller appended are kept too, so reading recent events decodes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+
+from eventador.codec import decode_value
+
+from eventador.messages import Event
+from eventador.store.columns import ENVELOPE, typed_columns
+from eventador.store.records import RecordedEvent
+
+__all__ = ["HotBuffer"]
+
+
+def _metadata_json(rows: list[bytes | None]) -> list[str | None]:
+    # One append shares one metadata object across its events: convert each once.
+    done: dict[bytes, str] = {}
+    out: list[str | None] = []
+    for raw in rows:
+        if raw is None:
+            out.append(None)
+            continue
+        text = done.get(raw)
+        if text is None:
+            text = done[raw] = json.dumps(decode_value(raw), default=str)
+        out.append(text)
+    return out
+
+
+class HotBuffer:
+    """Rows with positions ``first_position ..``, in commit order."""
+
+    def __init__(self, first_position: int) -> None:
+        self.first_position = first_position
+        self.stream_ids: list[str] = []
+        self.versions: list[int] = []
+        self.event_types: list[str] = []
+        self.event_ids: list[bytes] = []
+        self.recorded: list[int] = []
+        self.occurred: list[int | None] = []
+        self.stream_types: list[str | None] = []
+        self.metadata: list[bytes | None] = []
+        self.payloads: list[bytes] = []
+        self.events: list[Event | None] = []  # None: recovered from the log, decoded on demand
+        self.by_stream: dict[str, list[int]] = {}
+        self._chunks: list[pa.Table] = []  # Arrow form of rows [0, _chunked_rows)
+        self._chunked_rows = 0
+        self._table: pa.Table | None = None
+        self._classes: frozenset[tuple[str, type[Event]]] = frozenset()
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+    @property
+    def last_position(self) -> int:
+        return self.first_position + len(self.payloads) - 1
+
+    def add(
+        self,
+        stream_id: str,
+        first_version: int,
+        recorded_us: int,
+        stream_type: str | None,
+        metadata: bytes | None,
+        rows: list[tuple[str, bytes, int | None, bytes]],
+        events: list[Event] | None,
+    ) -> None:
+        """Add one append's rows: (event_type, event_id, occurred µs, payload) each."""
+        start = len(self.payloads)
+        n = len(rows)
+        self.stream_ids.extend([stream_id] * n)
+        self.versions.extend(range(first_version, first_version + n))
+        self.recorded.extend([recorded_us] * n)
+        self.stream_types.extend([stream_type] * n)
+        self.metadata.extend([metadata] * n)
+        for event_type, event_id, occurred_us, payload in rows:
+            self.event_types.append(event_type)
+            self.event_ids.append(event_id)
+            self.occurred.append(occurred_us)
+            self.payloads.append(payload)
+        self.events.extend(events if events is not None else [None] * n)
+        self.by_stream.setdefault(stream_id, []).extend(range(start, start + n))
+
+    def _event(self, i: int, decode: Callable[[str, bytes], Event]) -> Event:
+        event = self.events[i]
+        if event is None:
+            event = self.events[i] = decode(self.event_types[i], self.payloads[i])
+        return event
+
+    def record(self, i: int, decode: Callable[[str, bytes], Event]) -> RecordedEvent:
+        return RecordedEvent.from_raw(
+            (
+                self.stream_ids[i],
+                self.versions[i],
+                self.first_position + i,
+                self.event_types[i],
+                self._event(i, decode),
+                self.event_ids[i],
+                self.recorded[i],
+                self.occurred[i],
+                self.metadata[i],
+            )
+        )
+
+    def stream_records(
+        self,
+        stream_id: str,
+        from_version: int,
+        to_version: int | None,
+        upto_row: int,
+        decode: Callable[[str, bytes], Event],
+    ) -> list[RecordedEvent]:
+        """The stream's rows before `upto_row` (the visible prefix), within the version range."""
+        rows = self.by_stream.get(stream_id)
+        if not rows:
+            return []
+        versions = self.versions
+        return [
+            self.record(i, decode)
+            for i in rows
+            if i < upto_row and versions[i] >= from_version and (to_version is None or versions[i] <= to_version)
+        ]
+
+    def records(
+        self, start_row: int, stop_row: int, types: set[str] | None, decode: Callable[[str, bytes], Event]
+    ) -> list[RecordedEvent]:
+        event_types = self.event_types
+        return [
+            self.record(i, decode)
+            for i in range(start_row, stop_row)
+            if types is None or event_types[i] in types
+        ]
+
+    def to_arrow(
+        self, upto_row: int, classes: dict[str, type[Event]], decode: Callable[[str, bytes], Event]
+    ) -> pa.Table:
+        """Rows before `upto_row` as an Arrow table (envelope + typed columns).
+
+        Built incrementally: only rows added since the last call are converted.
+        """
+        signature = frozenset(classes.items())
+        if signature != self._classes:  # a class was (re)defined: typed columns change
+            self._chunks, self._chunked_rows, self._table, self._classes = [], 0, None, signature
+        while self._chunked_rows < upto_row:
+            stop = upto_row
+            self._chunks.append(self._build(self._chunked_rows, stop, classes, decode))
+            self._chunked_rows = stop
+            self._table = None
+            if len(self._chunks) > 32:
+                merged = pa.concat_tables(self._chunks, promote_options="default").combine_chunks()
+                self._chunks = [merged]
+        if self._table is None:
+            if not self._chunks:
+                self._table = ENVELOPE.empty_table()
+            else:
+                self._table = pa.concat_tables(self._chunks, promote_options="default")
+        table = self._table
+        return table if table.num_rows == upto_row else table.slice(0, upto_row)
+
+    def _build(
+        self, start: int, stop: int, classes: dict[str, type[Event]], decode: Callable[[str, bytes], Event]
+    ) -> pa.Table:
+        events = [self._event(i, decode) for i in range(start, stop)]
+        first = self.first_position + start
+        arrays: list[Any] = [
+            pa.array(range(first, first + stop - start), pa.int64()),
+            pa.array(self.stream_ids[start:stop], pa.string()),
+            pa.array(self.versions[start:stop], pa.int64()),
+            pa.array(self.event_types[start:stop], pa.string()),
+            pa.array(self.event_ids[start:stop], pa.binary(16)),
+            pa.array(self.recorded[start:stop], pa.int64()).cast(ENVELOPE.field("recorded_at").type),
+            pa.array(self.occurred[start:stop], pa.int64()).cast(ENVELOPE.field("occurred_at").type),
+            pa.array(self.stream_types[start:stop], pa.string()),
+            pa.array(self.metadata[start:stop], pa.binary()),
+            pa.array(_metadata_json(self.metadata[start:stop]), pa.string()),
+            pa.array(self.payloads[start:stop], pa.binary()),
+        ]
+        table = pa.Table.from_arrays(arrays, schema=ENVELOPE)
+        for name, column in typed_columns(self.event_types[start:stop], events, classes).items():
+            table = table.append_column(name, column)
+        return table

@@ -1,0 +1,115 @@
+"""The catalog: which Parquet files hold which positions (a DuckDB file), and a manifest for readers.
+
+The writer keeps ``catalog.duckdb`` open; DuckDB allows no second process on a
+file that is open for writing, so after every change the writer also replaces
+``manifest.json`` atomically. Read-only openers read only the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from eventador.errors import CorruptionError, StoreError
+from eventador.store.wal import fsync_directory
+
+__all__ = ["Catalog", "FileEntry", "read_manifest"]
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    name: str
+    first_position: int
+    last_position: int
+    rows: int
+    bytes: int
+
+
+class Catalog:
+    """The writer's record of the store's files, in a DuckDB database."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        path = directory / "catalog.duckdb"
+        try:
+            self.db = duckdb.connect(str(path))
+        except duckdb.Error as exc:
+            raise CorruptionError(str(path), f"cannot open the catalog: {exc}") from exc
+        self.db.execute(
+            """
+            CREATE TABLE IF NOT EXISTS files (
+                name VARCHAR PRIMARY KEY,
+                first_position BIGINT NOT NULL,
+                last_position BIGINT NOT NULL,
+                rows BIGINT NOT NULL,
+                bytes BIGINT NOT NULL,
+                created_at TIMESTAMPTZ DEFAULT now()
+            )
+            """
+        )
+
+    def files(self) -> list[FileEntry]:
+        rows = self.db.execute(
+            "SELECT name, first_position, last_position, rows, bytes FROM files ORDER BY first_position"
+        ).fetchall()
+        return [FileEntry(*row) for row in rows]
+
+    def replace(self, added: list[FileEntry], removed: list[str]) -> None:
+        """Record new files and forget replaced ones, in one transaction."""
+        try:
+            self.db.execute("BEGIN")
+            for name in removed:
+                self.db.execute("DELETE FROM files WHERE name = ?", [name])
+            for e in added:
+                self.db.execute(
+                    "INSERT INTO files (name, first_position, last_position, rows, bytes) VALUES (?, ?, ?, ?, ?)",
+                    [e.name, e.first_position, e.last_position, e.rows, e.bytes],
+                )
+            self.db.execute("COMMIT")
+        except duckdb.Error as exc:
+            self.db.execute("ROLLBACK")
+            raise StoreError(f"could not update the catalog: {exc}") from exc
+        self.write_manifest()
+
+    def write_manifest(self) -> None:
+        entries = [_entry_dict(e) for e in self.files()]
+        body = json.dumps({"format": 1, "files": entries}, indent=1).encode()
+        temp = self.directory / f".tmp-{MANIFEST}"
+        with open(temp, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, self.directory / MANIFEST)
+        fsync_directory(self.directory)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _entry_dict(e: FileEntry) -> dict[str, Any]:
+    return {
+        "name": e.name,
+        "first_position": e.first_position,
+        "last_position": e.last_position,
+        "rows": e.rows,
+        "bytes": e.bytes,
+    }
+
+
+def read_manifest(directory: Path) -> list[FileEntry]:
+    """The files the writer last published (an empty list for a new store)."""
+    path = directory / MANIFEST
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise CorruptionError(str(path), f"unreadable manifest: {exc}") from exc
+    return [FileEntry(**entry) for entry in data["files"]]

@@ -1,0 +1,159 @@
+"""The columnar layout of events: envelope columns, and typed payload columns per event type.
+
+The CBOR ``payload`` column is the truth (exact, schema-free). Beside it, every
+field of a registered event type gets a real typed column named
+``"<Type>.<field>"``, so SQL aggregates run in DuckDB without a Python call
+per row; the typed views rename them back to plain field names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import typing
+import uuid
+import warnings
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+import pyarrow as pa
+
+from eventador.codec import _unwrap_optional, schema_of
+from eventador.messages import Event
+
+__all__ = ["ENVELOPE", "arrow_type_for", "typed_columns"]
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+DECIMAL = pa.decimal128(38, 12)
+_DECIMAL_QUANTUM = Decimal(1).scaleb(-12)
+
+ENVELOPE = pa.schema(
+    [
+        ("position", pa.int64()),
+        ("stream_id", pa.string()),
+        ("version", pa.int64()),
+        ("event_type", pa.string()),
+        ("event_id", pa.binary(16)),
+        ("recorded_at", TIMESTAMP),
+        # Null when it equals recorded_at: most events, and a column of nulls costs nothing.
+        ("occurred_at", TIMESTAMP),
+        ("stream_type", pa.string()),
+        ("metadata", pa.binary()),  # CBOR, exact
+        ("metadata_json", pa.string()),  # the same as JSON, for SQL
+        ("payload", pa.binary()),
+    ]
+)
+
+
+def arrow_type_for(annotation: Any) -> tuple[pa.DataType, str]:
+    """The Arrow type of a typed column, and how values are prepared ("plain", "decimal",
+    "uuid", "enum", "json")."""
+    inner, _ = _unwrap_optional(annotation)
+    origin = typing.get_origin(inner) or inner
+    if origin is bool:
+        return pa.bool_(), "plain"
+    if origin is int:
+        return pa.int64(), "plain"
+    if origin is float:
+        return pa.float64(), "plain"
+    if origin is str:
+        return pa.string(), "plain"
+    if origin is bytes:
+        return pa.binary(), "plain"
+    if origin is Decimal:
+        return DECIMAL, "decimal"
+    if origin is uuid.UUID:
+        return pa.string(), "uuid"
+    if origin is datetime:
+        return TIMESTAMP, "plain"
+    if origin is date:
+        return pa.date32(), "plain"
+    if origin is timedelta:
+        return pa.duration("us"), "plain"
+    if isinstance(origin, type) and issubclass(origin, enum.Enum):
+        return pa.string(), "enum"
+    return pa.string(), "json"
+
+
+def _prepare(kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind == "decimal":
+        return value.quantize(_DECIMAL_QUANTUM, rounding=ROUND_HALF_EVEN)
+    if kind == "uuid":
+        return str(value)
+    if kind == "enum":
+        return str(value.value) if isinstance(value, enum.Enum) else str(value)
+    if kind == "json":
+        return json.dumps(_jsonable(value), default=str)
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (Decimal, uuid.UUID, datetime, date, timedelta)):
+        return str(value)
+    return value
+
+
+def column_name(event_type: str, field: str) -> str:
+    return f"{event_type}.{field}"
+
+
+def typed_columns(
+    event_types: Sequence[str], events: Sequence[Event | None], classes: dict[str, type[Event]]
+) -> dict[str, pa.Array]:
+    """Typed payload columns for rows whose type has a class in `classes`.
+
+    `events[i]` is the typed instance of row i. Rows of other types hold null.
+    A value that does not fit its column (an int beyond 64 bits) becomes null
+    with a warning: the CBOR payload still holds it exactly.
+    """
+    n = len(event_types)
+    rows_by_type: dict[str, list[int]] = {}
+    for i, t in enumerate(event_types):
+        if t in classes:
+            rows_by_type.setdefault(t, []).append(i)
+    out: dict[str, pa.Array] = {}
+    for t, rows in rows_by_type.items():
+        schema = schema_of(classes[t])
+        for name in schema.names:
+            arrow_type, kind = arrow_type_for(schema.hints[name])
+            column: list[Any] = [None] * n
+            if kind == "plain":
+                for i in rows:
+                    column[i] = getattr(events[i], name, None)
+            else:
+                for i in rows:
+                    column[i] = _prepare(kind, getattr(events[i], name, None))
+            out[column_name(t, name)] = _to_array(column, arrow_type, column_name(t, name))
+    return out
+
+
+def _to_array(values: list[Any], arrow_type: pa.DataType, name: str) -> pa.Array:
+    try:
+        return pa.array(values, type=arrow_type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+        kept = []
+        for v in values:
+            try:
+                pa.array([v], type=arrow_type)
+                kept.append(v)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+                kept.append(None)
+        warnings.warn(
+            f"column {name!r}: some values do not fit {arrow_type} and read as NULL in SQL "
+            "(the events themselves keep them exactly)",
+            stacklevel=2,
+        )
+        return pa.array(kept, type=arrow_type)

@@ -1,0 +1,245 @@
+"""Flushed events: immutable segments, each covering a contiguous range of positions.
+
+On disk a segment is one Parquet file sorted by (stream_id, version), with small
+row groups whose statistics locate one stream without scanning the file. The
+in-memory store keeps the same sorted tables in memory. Files are written
+atomically: a temporary name, fsync, rename, fsync of the directory.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from eventador.errors import CorruptionError
+from eventador.messages import Event
+from eventador.store.records import RecordedEvent, build_records
+from eventador.store.wal import fsync_directory
+
+__all__ = ["FileSegment", "MemorySegment", "Segment", "sort_for_segment", "write_segment"]
+
+ROW_GROUP_ROWS = 4096  # small groups: one stream's events are a few KB away
+RECORD_COLUMNS = [
+    "stream_id",
+    "version",
+    "position",
+    "event_type",
+    "payload",
+    "event_id",
+    "recorded_at",
+    "occurred_at",
+    "metadata",
+]
+
+
+def sort_for_segment(table: pa.Table) -> pa.Table:
+    return table.sort_by([("stream_id", "ascending"), ("version", "ascending")])
+
+
+def to_records(table: pa.Table, decode: Callable[[str, bytes], Event]) -> list[RecordedEvent]:
+    """RecordedEvents for every row of `table`, in its order."""
+    cols = []
+    for name in RECORD_COLUMNS:
+        column = table.column(name)
+        if name in ("recorded_at", "occurred_at"):
+            column = column.cast(pa.int64())
+        cols.append(column.to_pylist())
+    return build_records(cols, decode)
+
+
+class Segment:
+    """Common reads over a sorted table of events; subclasses say where the table lives."""
+
+    first_position: int
+    last_position: int
+    rows: int
+
+    def schema(self) -> pa.Schema:
+        raise NotImplementedError
+
+    def _groups_for(self, stream_id: str) -> list[int] | None:
+        """Row groups that may hold `stream_id`; None means the whole table."""
+        return None
+
+    def _read(self, groups: list[int] | None, columns: list[str] | None) -> pa.Table:
+        raise NotImplementedError
+
+    def read_table(self) -> pa.Table:
+        """Every row and column."""
+        return self._read(None, None)
+
+    def stream_table(self, stream_id: str, from_version: int, to_version: int | None) -> pa.Table | None:
+        groups = self._groups_for(stream_id)
+        if groups is not None and not groups:
+            return None
+        table = self._read(groups, RECORD_COLUMNS)
+        mask = pc.equal(table.column("stream_id"), stream_id)
+        if from_version > 1:
+            mask = pc.and_(mask, pc.greater_equal(table.column("version"), from_version))
+        if to_version is not None:
+            mask = pc.and_(mask, pc.less_equal(table.column("version"), to_version))
+        table = table.filter(mask)
+        return table if table.num_rows else None
+
+    def position_table(
+        self, from_position: int, to_position: int, types: list[str] | None, columns: list[str] | None = None
+    ) -> pa.Table:
+        """Rows with from_position <= position <= to_position, in position order."""
+        table = self._read(None, columns or RECORD_COLUMNS)
+        mask = None
+        if from_position > self.first_position or to_position < self.last_position:
+            pos = table.column("position")
+            mask = pc.and_(pc.greater_equal(pos, from_position), pc.less_equal(pos, to_position))
+        if types is not None:
+            type_mask = pc.is_in(table.column("event_type"), value_set=pa.array(types, pa.string()))
+            mask = type_mask if mask is None else pc.and_(mask, type_mask)
+        if mask is not None:
+            table = table.filter(mask)
+        return table.take(pc.sort_indices(table.column("position")))
+
+    def heads(self) -> pa.Table:
+        """stream_id and max version (``version_max``) of each stream in the segment."""
+        table = self._read(None, ["stream_id", "version"])
+        return table.group_by("stream_id").aggregate([("version", "max")])
+
+
+class MemorySegment(Segment):
+    """A sorted Arrow table kept in memory (the in-memory store's flushed events)."""
+
+    def __init__(self, table: pa.Table, first_position: int, last_position: int) -> None:
+        self.table = table
+        self.first_position, self.last_position, self.rows = first_position, last_position, table.num_rows
+        stream_ids = table.column("stream_id")
+        self._starts = stream_ids.to_pylist() if table.num_rows <= 2_000_000 else None
+
+    def schema(self) -> pa.Schema:
+        return self.table.schema
+
+    def stream_table(self, stream_id: str, from_version: int, to_version: int | None) -> pa.Table | None:
+        ids = self._starts
+        if ids is None:
+            return super().stream_table(stream_id, from_version, to_version)
+        lo = bisect.bisect_left(ids, stream_id)
+        hi = bisect.bisect_right(ids, stream_id, lo)
+        if lo == hi:
+            return None
+        table = self.table.slice(lo, hi - lo)
+        if from_version > 1 or to_version is not None:
+            versions = table.column("version")
+            mask = pc.greater_equal(versions, from_version)
+            if to_version is not None:
+                mask = pc.and_(mask, pc.less_equal(versions, to_version))
+            table = table.filter(mask)
+        return table if table.num_rows else None
+
+    def _read(self, groups: list[int] | None, columns: list[str] | None) -> pa.Table:
+        return self.table.select(columns) if columns else self.table
+
+
+class FileSegment(Segment):
+    """One Parquet file of the store."""
+
+    def __init__(self, path: Path, first_position: int, last_position: int, rows: int) -> None:
+        self.path = path
+        self.first_position, self.last_position, self.rows = first_position, last_position, rows
+        self._lock = threading.Lock()
+        try:
+            self._file = pq.ParquetFile(path)
+            meta = self._file.metadata
+        except (OSError, pa.ArrowException) as exc:
+            raise CorruptionError(str(path), f"unreadable Parquet file: {exc}") from exc
+        if meta.num_rows != rows:
+            raise CorruptionError(str(path), f"holds {meta.num_rows} events, the catalog says {rows}")
+        index = meta.schema.to_arrow_schema().get_field_index("stream_id")
+        self._mins: list[str] = []
+        self._maxs: list[str] = []
+        for g in range(meta.num_row_groups):
+            stats = meta.row_group(g).column(index).statistics
+            if stats is None or not stats.has_min_max:
+                self._mins, self._maxs = [], []
+                break
+            self._mins.append(stats.min)
+            self._maxs.append(stats.max)
+
+    @property
+    def size(self) -> int:
+        return os.path.getsize(self.path)
+
+    def schema(self) -> pa.Schema:
+        return self._file.schema_arrow
+
+    def _groups_for(self, stream_id: str) -> list[int] | None:
+        if not self._mins:
+            return None
+        # Groups are sorted by stream_id: the candidates are one contiguous run.
+        start = bisect.bisect_left(self._maxs, stream_id)
+        stop = bisect.bisect_right(self._mins, stream_id)
+        return list(range(start, stop))
+
+    def _read(self, groups: list[int] | None, columns: list[str] | None) -> pa.Table:
+        try:
+            with self._lock:
+                if groups is None:
+                    return self._file.read(columns=columns)
+                return self._file.read_row_groups(groups, columns=columns)
+        except (OSError, pa.ArrowException) as exc:
+            raise CorruptionError(str(self.path), f"cannot read: {exc}") from exc
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def write_segment(directory: Path, table: pa.Table, *, durable: bool) -> FileSegment:
+    """Write `table` (already sorted) as a new Parquet file, atomically; returns the segment.
+
+    Costs one pass of zstd compression and, when `durable`, two fsyncs.
+    """
+    positions = table.column("position")
+    first = pc.min(positions).as_py()
+    last = pc.max(positions).as_py()
+    name = f"{first:012d}-{last:012d}.parquet"
+    final = directory / name
+    temp = directory / f".tmp-{name}"
+    pq.write_table(
+        table,
+        temp,
+        compression="zstd",
+        row_group_size=ROW_GROUP_ROWS,
+        use_dictionary=["stream_id", "event_type", "stream_type"],
+    )
+    if durable:
+        fd = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    os.replace(temp, final)
+    if durable:
+        fsync_directory(directory)
+    return FileSegment(final, first, last, table.num_rows)
+
+
+def empty_like(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()
+
+
+def unify(tables: list[pa.Table]) -> pa.Table:
+    """Concatenate tables whose typed columns differ (missing columns read as null)."""
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def describe(segment: Segment) -> dict[str, Any]:
+    return {
+        "first_position": segment.first_position,
+        "last_position": segment.last_position,
+        "rows": segment.rows,
+        "path": str(getattr(segment, "path", "(memory)")),
+    }

@@ -1,0 +1,812 @@
+"""The event store: append with optimistic concurrency, read streams and the log, ask SQL.
+
+The data path, in order (each step its own module):
+
+    append -> wal (CRC-framed CBOR, group-committed fsync)
+           -> buffer (hot tier, visible to reads and SQL at once)
+           -> segments (Parquet files sorted by stream, written atomically)
+           -> catalog (DuckDB) + manifest (for read-only openers)
+    views: DuckDB over the files and the hot tier
+
+On open, the catalog names the files; the WAL tail after them is replayed into
+the hot tier, and a torn final frame (a crash mid-write, never acknowledged)
+is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import os
+import threading
+import uuid
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import cbor2
+import duckdb
+
+from eventador.clock import Clock, SystemClock
+from eventador.codec import encode_event, encode_value, make_decoder
+from eventador.errors import (
+    ConcurrencyError,
+    CorruptionError,
+    InvalidInputError,
+    ReadOnlyError,
+    StoreClosedError,
+    StoreError,
+)
+from eventador.messages import Event, TypeRegistry
+from eventador.messages import registry as default_registry
+from eventador.store.buffer import HotBuffer
+from eventador.store.catalog import Catalog, FileEntry, read_manifest
+from eventador.store.lock import DirectoryLock
+from eventador.store.records import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    ExpectedVersion,
+    RecordedEvent,
+    datetime_to_micros,
+)
+from eventador.store.segments import (
+    FileSegment,
+    MemorySegment,
+    Segment,
+    sort_for_segment,
+    to_records,
+    unify,
+    write_segment,
+)
+from eventador.store.views import Sources, SqlViews
+from eventador.store.wal import WriteAheadLog, scan_segment
+
+__all__ = ["EventStore", "open_store"]
+
+Durability = Literal["fsync", "batch", "none"]
+_DURABILITIES = ("fsync", "batch", "none")
+_READ_BATCH = 16_384
+
+
+def open_store(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    durability: Durability = "fsync",
+    read_only: bool = False,
+    clock: Clock | None = None,
+    registry: TypeRegistry | None = None,
+    flush_every: int = 100_000,
+) -> EventStore:
+    """An event store in directory `path` (created if missing), or in memory when `path` is None.
+
+    `durability`: "fsync" (an append returns once it is on disk; concurrent appends
+    share one fsync), "batch" (fsync every few ms in the background), "none".
+    `flush_every`: events kept in the hot tier before they are written to Parquet.
+
+    Raises:
+        StoreLockedError: another process has the directory open for writing.
+        CorruptionError: a file of the store is damaged (the error names it).
+    """
+    return EventStore(
+        path, durability=durability, read_only=read_only, clock=clock, registry=registry, flush_every=flush_every
+    )
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    segments: tuple[Segment, ...]
+    buffers: tuple[HotBuffer, ...]  # frozen ones (being flushed), then the active one
+    visible: int
+
+
+class _Reads:
+    """Reads shared by the store and its views of the past."""
+
+    registry: TypeRegistry
+
+    def _snapshot(self) -> _Snapshot:
+        raise NotImplementedError
+
+    def _keep(self, record: RecordedEvent) -> bool:
+        return True
+
+    def read_stream(
+        self, stream_id: str, *, from_version: int = 1, to_version: int | None = None
+    ) -> list[RecordedEvent]:
+        """The stream's events in version order (an empty list for an unknown stream).
+
+        Costs one lookup per Parquet file whose statistics may hold the stream,
+        then one decode per event.
+        """
+        _check_stream_id(stream_id)
+        snap = self._snapshot()
+        decode = make_decoder(self.registry)
+        out: list[RecordedEvent] = []
+        for segment in snap.segments:
+            table = segment.stream_table(stream_id, from_version, to_version)
+            if table is not None:
+                out.extend(to_records(table, decode))
+        for buffer in snap.buffers:
+            out.extend(
+                buffer.stream_records(stream_id, from_version, to_version, _visible_rows(buffer, snap), decode)
+            )
+        if out and out[-1].position > snap.visible:
+            out = [r for r in out if r.position <= snap.visible]
+        return [r for r in out if self._keep(r)] if type(self)._keep is not _Reads._keep else out
+
+    def read_all(
+        self,
+        *,
+        from_position: int = 1,
+        to_position: int | None = None,
+        event_types: Iterable[str | type[Event]] | None = None,
+    ) -> Iterator[RecordedEvent]:
+        """Every event in position order, lazily, in batches.
+
+        `event_types` (names or classes) is applied before decoding: events of
+        other types cost nothing but the scan of their type column.
+        """
+        snap = self._snapshot()
+        last = snap.visible if to_position is None else min(to_position, snap.visible)
+        types = None if event_types is None else [_type_name(t) for t in event_types]
+        type_set = None if types is None else set(types)
+        decode = make_decoder(self.registry)
+        keep = self._keep if type(self)._keep is not _Reads._keep else None
+        for segment in snap.segments:
+            if segment.last_position < from_position or segment.first_position > last:
+                continue
+            table = segment.position_table(from_position, last, types)
+            for offset in range(0, table.num_rows, _READ_BATCH):
+                batch = to_records(table.slice(offset, _READ_BATCH), decode)
+                yield from batch if keep is None else filter(keep, batch)
+        for buffer in snap.buffers:
+            start = max(from_position, buffer.first_position) - buffer.first_position
+            stop = min(last - buffer.first_position + 1, _visible_rows(buffer, snap))
+            for offset in range(start, stop, _READ_BATCH):
+                batch = buffer.records(offset, min(offset + _READ_BATCH, stop), type_set, decode)
+                yield from batch if keep is None else filter(keep, batch)
+
+    def _arrow_sources(self, snap: _Snapshot, classes: dict[str, type[Event]]) -> tuple[Any, ...]:
+        files = tuple(s for s in snap.segments if isinstance(s, FileSegment))
+        tables = tuple(s.table for s in snap.segments if isinstance(s, MemorySegment))
+        decode = make_decoder(self.registry)
+        hot_parts = [b.to_arrow(_visible_rows(b, snap), classes, decode) for b in snap.buffers]
+        hot = unify(hot_parts) if len(hot_parts) > 1 else hot_parts[0]
+        return files, tables, hot
+
+
+def _visible_rows(buffer: HotBuffer, snap: _Snapshot) -> int:
+    return max(0, min(len(buffer), snap.visible - buffer.first_position + 1))
+
+
+def _type_name(t: str | type[Event]) -> str:
+    if isinstance(t, str):
+        return t
+    if isinstance(t, type) and issubclass(t, Event):
+        return t.event_type
+    raise InvalidInputError(f"event_types takes names or Event classes, got {t!r}")
+
+
+def _check_stream_id(stream_id: object) -> None:
+    if not isinstance(stream_id, str) or not stream_id:
+        raise InvalidInputError(f"stream_id must be a non-empty str, got {stream_id!r}")
+
+
+class EventStore(_Reads):
+    """An append-only log of events, grouped into streams; see ``open_store``."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        durability: Durability = "fsync",
+        read_only: bool = False,
+        clock: Clock | None = None,
+        registry: TypeRegistry | None = None,
+        flush_every: int = 100_000,
+    ) -> None:
+        if durability not in _DURABILITIES:
+            raise InvalidInputError(f"durability must be one of {_DURABILITIES}, got {durability!r}")
+        if flush_every < 1:
+            raise InvalidInputError(f"flush_every must be at least 1, got {flush_every}")
+        self.path = None if path is None else Path(path)
+        self.durability: Durability = durability if path is not None else "none"
+        self.read_only = read_only
+        self.clock = clock or SystemClock()
+        self.registry = registry or default_registry
+        self.flush_every = flush_every
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._sql_lock = threading.RLock()
+        self._closed = False
+        self._heads: dict[str, int] = {}
+        self._segments: list[Segment] = []
+        self._frozen: list[HotBuffer] = []
+        self._buffer = HotBuffer(1)
+        self._visible = 0
+        self._last_recorded_us = 0
+        self._retire_after = 0  # the newest WAL segment whose events are all being flushed
+        self._wal: WriteAheadLog | None = None
+        self._catalog: Catalog | None = None
+        self._lockfile: DirectoryLock | None = None
+        self._views: SqlViews | None = None
+        if self.path is None:
+            if read_only:
+                raise InvalidInputError("an in-memory store cannot be opened read_only")
+            return
+        if read_only:
+            self._load_read_only()
+        else:
+            self._open_writer()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None, **options: Any) -> EventStore:
+        """The same as ``open_store``."""
+        return cls(path, **options)
+
+    # -- opening --------------------------------------------------------------------
+
+    @property
+    def _data_dir(self) -> Path:
+        assert self.path is not None
+        return self.path / "data"
+
+    @property
+    def _wal_dir(self) -> Path:
+        assert self.path is not None
+        return self.path / "wal"
+
+    def _open_writer(self) -> None:
+        assert self.path is not None
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._data_dir.mkdir(exist_ok=True)
+        self._wal_dir.mkdir(exist_ok=True)
+        self._lockfile = DirectoryLock(self.path)
+        self._lockfile.acquire()
+        try:
+            self._catalog = Catalog(self.path)
+            entries = self._catalog.files()
+            self._remove_strays({e.name for e in entries})
+            self._segments = self._open_segments(entries)
+            self._replay_wal(repair=True)
+            existing = WriteAheadLog.segments(self._wal_dir)
+            first = existing[-1][0] + 1 if existing else 1
+            self._wal = WriteAheadLog(self._wal_dir, durability=self.durability, first_segment=first)
+            self._catalog.write_manifest()
+        except BaseException:
+            self._release()
+            raise
+
+    def _load_read_only(self) -> None:
+        assert self.path is not None
+        if not self.path.is_dir():
+            raise InvalidInputError(f"no store at {self.path}")
+        last_error: Exception | None = None
+        # The writer may flush or compact while we load: on a vanished file, start again.
+        for _ in range(5):
+            try:
+                self._segments = self._open_segments(read_manifest(self.path))
+                self._replay_wal(repair=False)
+                return
+            except (FileNotFoundError, CorruptionError) as exc:
+                last_error = exc
+        assert last_error is not None
+        raise last_error
+
+    def refresh(self) -> None:
+        """Read-only stores: load what the writer has added since opening (or the last refresh)."""
+        if not self.read_only:
+            return
+        self._check_open()
+        with self._lock:
+            self._load_read_only()
+
+    def _remove_strays(self, known: set[str]) -> None:
+        # Files the catalog does not name are from a flush or compaction cut short by a
+        # crash: their events are still in the WAL or in the files they were to replace.
+        for p in self._data_dir.iterdir():
+            if p.name.startswith(".tmp-") or (p.suffix == ".parquet" and p.name not in known):
+                p.unlink()
+
+    def _open_segments(self, entries: list[FileEntry]) -> list[Segment]:
+        segments: list[Segment] = []
+        expected = 1
+        for e in entries:
+            path = self._data_dir / e.name
+            if not path.exists():
+                raise FileNotFoundError(path) if self.read_only else CorruptionError(
+                    str(path), "listed in the catalog but missing"
+                )
+            if e.first_position != expected:
+                raise CorruptionError(str(path), f"starts at position {e.first_position}, expected {expected}")
+            segment = FileSegment(path, e.first_position, e.last_position, e.rows)
+            if not self.read_only and segment.size != e.bytes:
+                raise CorruptionError(str(path), f"is {segment.size} bytes, the catalog says {e.bytes}")
+            segments.append(segment)
+            expected = e.last_position + 1
+        heads: dict[str, int] = {}
+        for segment in segments:
+            table = segment.heads()
+            heads.update(zip(table.column("stream_id").to_pylist(), table.column("version_max").to_pylist()))
+        self._heads = heads
+        self._visible = expected - 1
+        self._buffer = HotBuffer(expected)
+        self._frozen = []
+        return segments
+
+    def _replay_wal(self, *, repair: bool) -> None:
+        buffer = self._buffer
+        next_position = buffer.first_position
+        heads = self._heads
+        last_recorded = 0
+        for _, path in WriteAheadLog.segments(self._wal_dir):
+            for frame in scan_segment(path, repair=repair):
+                try:
+                    first, stream_id, first_version, recorded_us, stream_type, metadata, rows = cbor2.loads(
+                        frame.body
+                    )
+                except (ValueError, cbor2.CBORDecodeError) as exc:
+                    raise CorruptionError(str(path), f"undecodable frame: {exc}", frame.offset) from exc
+                if first + len(rows) <= next_position:
+                    continue  # already in a Parquet file
+                if first != next_position or first_version != heads.get(stream_id, 0) + 1:
+                    raise CorruptionError(
+                        str(path),
+                        f"frame for position {first} (stream {stream_id!r} v{first_version}) does not follow "
+                        f"position {next_position - 1}",
+                        frame.offset,
+                    )
+                buffer.add(stream_id, first_version, recorded_us, stream_type, metadata, rows, None)
+                heads[stream_id] = first_version + len(rows) - 1
+                next_position += len(rows)
+                last_recorded = recorded_us
+        self._visible = next_position - 1
+        self._last_recorded_us = last_recorded
+
+    # -- appending ------------------------------------------------------------------
+
+    def append(
+        self,
+        stream_id: str,
+        events: Event | Sequence[Event],
+        *,
+        expected_version: int | ExpectedVersion = ANY,
+        metadata: dict[str, Any] | None = None,
+        occurred_at: datetime | None = None,
+        stream_type: str | None = None,
+    ) -> int:
+        """Append `events` to the stream atomically; returns the stream's new version.
+
+        Every event is encoded and checked before anything is written, so a bad
+        event leaves the store untouched. With durability "fsync" this returns once
+        the events are on disk (appends from other threads share the fsync).
+
+        Raises:
+            ConcurrencyError: the stream is not at `expected_version`.
+            SerializationError: an event field cannot be stored (names the field).
+            InvalidInputError: a bad stream id, metadata, or time.
+
+        >>> store.append("acc-1", [Deposited(amount=5)], expected_version=0)
+        1
+        """
+        batch = [events] if isinstance(events, Event) else list(events)
+        _check_stream_id(stream_id)
+        _check_expected(expected_version)
+        payloads = [encode_event(e) for e in batch]
+        types = [e.event_type for e in batch]
+        meta = None
+        if metadata:
+            if not isinstance(metadata, dict):
+                raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
+            meta = encode_value(metadata, what="metadata")
+        occurred = None
+        if occurred_at is not None:
+            if not isinstance(occurred_at, datetime) or occurred_at.utcoffset() is None:
+                raise InvalidInputError(f"occurred_at must be an aware datetime, got {occurred_at!r}")
+            occurred = datetime_to_micros(occurred_at)
+        if stream_type is not None and not isinstance(stream_type, str):
+            raise InvalidInputError(f"stream_type must be a str, got {stream_type!r}")
+        ids = [uuid.uuid4().bytes for _ in batch]
+        rows = [(t, i, occurred, p) for t, i, p in zip(types, ids, payloads, strict=True)]
+        now = datetime_to_micros(self.clock.now())
+        lsn = 0
+        with self._lock:
+            self._check_writable()
+            current = self._heads.get(stream_id, 0)
+            _verify_expected(stream_id, expected_version, current)
+            if not batch:
+                return current
+            first = self._buffer.first_position + len(self._buffer)
+            recorded = max(now, self._last_recorded_us)  # recorded_at never goes back
+            if self._wal is not None:
+                body = cbor2.dumps([first, stream_id, current + 1, recorded, stream_type, meta, rows])
+                lsn = self._wal.write(body)
+            self._buffer.add(stream_id, current + 1, recorded, stream_type, meta, rows, batch)
+            version = self._heads[stream_id] = current + len(batch)
+            self._last_recorded_us = recorded
+            last = first + len(batch) - 1
+            if self.durability != "fsync":
+                self._visible = last
+            full = len(self._buffer) >= self.flush_every
+        if self._wal is not None and self.durability == "fsync":
+            self._wal.sync(lsn)
+            with self._lock:
+                if last > self._visible:
+                    self._visible = last
+        if full:
+            self._flush_quietly()
+        return version
+
+    def _flush_quietly(self) -> None:
+        # The append that filled the buffer is already acknowledged: a failed flush
+        # must not look like a failed append. The events stay in the WAL and the hot tier.
+        try:
+            self.flush()
+        except StoreError as exc:
+            warnings.warn(f"flush failed, will retry: {exc}", RuntimeWarning, stacklevel=3)
+
+    def stream_version(self, stream_id: str) -> int:
+        """The stream's current version: the number of events in it (0 when it does not exist)."""
+        _check_stream_id(stream_id)
+        return self._heads.get(stream_id, 0)
+
+    @property
+    def last_position(self) -> int:
+        """The position of the newest visible event (0 for an empty store)."""
+        return self._visible
+
+    def _snapshot(self) -> _Snapshot:
+        with self._lock:
+            self._check_open()
+            return _Snapshot(tuple(self._segments), (*self._frozen, self._buffer), self._visible)
+
+    # -- flushing and compaction ----------------------------------------------------
+
+    def flush(self) -> None:
+        """Write the hot tier to a Parquet file (or an in-memory segment) and retire its WAL.
+
+        Appends continue meanwhile; readers see every event throughout.
+        """
+        with self._flush_lock:
+            with self._lock:
+                self._check_writable()
+                if len(self._buffer):
+                    buffer = self._buffer
+                    self._buffer = HotBuffer(buffer.first_position + len(buffer))
+                    self._frozen.append(buffer)
+                    closed = self._wal.rotate() if self._wal is not None else 0
+                    # rotate() made everything written so far durable: show it all.
+                    self._visible = max(self._visible, buffer.last_position)
+                    self._retire_after = closed
+                pending = list(self._frozen)
+            for buffer in pending:
+                self._flush_buffer(buffer)
+            if pending and self._wal is not None:
+                self._wal.retire(self._retire_after)
+        if pending:
+            self._maybe_compact()
+
+    def _flush_buffer(self, buffer: HotBuffer) -> None:
+        classes = dict(self.registry)
+        table = sort_for_segment(buffer.to_arrow(len(buffer), classes, make_decoder(self.registry)))
+        segment: Segment
+        if self._catalog is None:
+            segment = MemorySegment(table, buffer.first_position, buffer.last_position)
+        else:
+            try:
+                segment = write_segment(self._data_dir, table, durable=self.durability != "none")
+            except OSError as exc:
+                raise StoreError(f"could not write a Parquet file in {self._data_dir}: {exc}") from exc
+            assert isinstance(segment, FileSegment)
+            entry = FileEntry(segment.path.name, segment.first_position, segment.last_position, segment.rows,
+                              segment.size)
+            try:
+                self._catalog.replace([entry], [])
+            except StoreError:
+                segment.path.unlink(missing_ok=True)
+                raise
+        with self._lock:
+            self._segments.append(segment)
+            self._frozen.remove(buffer)
+
+    def compact(self, *, max_rows: int = 2_000_000) -> int:
+        """Merge runs of adjacent small segments into files of up to `max_rows`; returns merges done.
+
+        Costs a read and a rewrite of the merged files. Readers in this process are
+        never interrupted; read-only processes reload the manifest if a file vanishes.
+        """
+        merges = 0
+        with self._flush_lock:
+            self._check_writable()
+            groups: list[list[Segment]] = []
+            run: list[Segment] = []
+            for segment in list(self._segments):
+                if run and sum(s.rows for s in run) + segment.rows > max_rows:
+                    groups.append(run)
+                    run = []
+                run.append(segment)
+            groups.append(run)
+            for group in groups:
+                if len(group) < 2:
+                    continue
+                self._merge(group)
+                merges += 1
+        return merges
+
+    def _maybe_compact(self) -> None:
+        small = [s for s in self._segments if s.rows < self.flush_every]
+        if len(small) >= 8:
+            try:
+                self.compact(max_rows=max(self.flush_every * 8, 1_000_000))
+            except StoreError as exc:
+                warnings.warn(f"compaction failed, will retry: {exc}", RuntimeWarning, stacklevel=3)
+
+    def _merge(self, group: list[Segment]) -> None:
+        table = sort_for_segment(unify([s.read_table() for s in group]))
+        merged: Segment
+        if self._catalog is None:
+            merged = MemorySegment(table, group[0].first_position, group[-1].last_position)
+        else:
+            merged = write_segment(self._data_dir, table, durable=self.durability != "none")
+            assert isinstance(merged, FileSegment)
+            entry = FileEntry(merged.path.name, merged.first_position, merged.last_position, merged.rows,
+                              merged.size)
+            old = [s.path.name for s in group if isinstance(s, FileSegment)]
+            self._catalog.replace([entry], old)
+        with self._lock:
+            start = self._segments.index(group[0])
+            self._segments[start : start + len(group)] = [merged]
+        for s in group:
+            if isinstance(s, FileSegment):
+                s.close()
+                if s.path != getattr(merged, "path", None):
+                    s.path.unlink(missing_ok=True)
+
+    # -- SQL and the past ------------------------------------------------------------
+
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
+        """A DuckDB relation over the views ``events`` and one per event type (flushed or not).
+
+        The relation runs when read: ``.df()``, ``.arrow()``, ``.fetchall()``, ``.show()``.
+
+        >>> store.sql("SELECT count(*) FROM events").fetchall()
+        [(3,)]
+        """
+        with self._sql_lock:
+            views = self._prepare_views(self._snapshot(), position_limit=None, occurred_limit=None)
+            return _run(views, query, params)
+
+    def _prepare_views(
+        self, snap: _Snapshot, *, position_limit: int | None, occurred_limit: datetime | None,
+        views: SqlViews | None = None,
+    ) -> SqlViews:
+        classes = dict(self.registry)
+        files, tables, hot = self._arrow_sources(snap, classes)
+        if views is None:
+            if self._views is None:
+                self._views = SqlViews()
+            views = self._views
+        views.update(
+            Sources(
+                files=tuple(f.path for f in files),
+                schemas=tuple(f.schema() for f in files),
+                tables=tables,
+                hot=hot,
+                position_limit=position_limit,
+                occurred_limit=occurred_limit,
+            ),
+            classes,
+        )
+        return views
+
+    def as_of(self, when: datetime | int, *, by: Literal["recorded_at", "occurred_at"] = "recorded_at") -> PastView:
+        """A read-only view of the store at a past point.
+
+        `when`: a position (events at or below it) or an aware datetime (events
+        recorded, or with ``by="occurred_at"`` that occurred, at or before it).
+        A point before the first event gives an empty view.
+
+        Raises:
+            InvalidInputError: a naive datetime, or `by` is not one of the two.
+        """
+        if by not in ("recorded_at", "occurred_at"):
+            raise InvalidInputError(f"by must be 'recorded_at' or 'occurred_at', got {by!r}")
+        snap = self._snapshot()
+        if isinstance(when, bool) or not isinstance(when, (int, datetime)):
+            raise InvalidInputError(f"as_of takes a position or an aware datetime, got {when!r}")
+        if isinstance(when, datetime):
+            if when.utcoffset() is None:
+                raise InvalidInputError(
+                    f"as_of needs an aware datetime (got naive {when!r}); add tzinfo, e.g. tzinfo=UTC"
+                )
+            if by == "occurred_at":
+                return PastView(self, snap, snap.visible, occurred_before=when)
+            limit = self._position_at(snap, when)
+        else:
+            limit = max(0, min(when, snap.visible))
+        return PastView(self, snap, limit)
+
+    def _position_at(self, snap: _Snapshot, when: datetime) -> int:
+        # recorded_at never decreases with position, so the answer is one max() away.
+        with self._sql_lock:
+            views = self._prepare_views(snap, position_limit=None, occurred_limit=None)
+            row = views.con.execute(
+                "SELECT coalesce(max(position), 0) FROM _all WHERE recorded_at <= ?", [when]
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    # -- describing -------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """Counts and sizes: streams, events, event types with counts, files, bytes on disk."""
+        snap = self._snapshot()
+        types = dict(self.sql("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall())
+        files = [s for s in snap.segments if isinstance(s, FileSegment)]
+        size = 0
+        if self.path is not None:
+            size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        return {
+            "path": str(self.path) if self.path else None,
+            "streams": len(self._heads),
+            "events": snap.visible,
+            "event_types": types,
+            "files": len(files),
+            "hot_events": sum(_visible_rows(b, snap) for b in snap.buffers),
+            "bytes": size,
+        }
+
+    def __repr__(self) -> str:
+        where = str(self.path) if self.path else "memory"
+        state = "closed" if self._closed else f"{self._visible} events in {len(self._heads)} streams"
+        mode = ", read-only" if self.read_only else ""
+        return f"EventStore({where}{mode}: {state})"
+
+    def _repr_html_(self) -> str:
+        if self._closed:
+            return f"<p>{html.escape(repr(self))}</p>"
+        info = self.info()
+        rows = "".join(
+            f"<tr><td>{html.escape(str(t))}</td><td style='text-align:right'>{n:,}</td></tr>"
+            for t, n in list(info["event_types"].items())[:20]
+        )
+        return (
+            f"<div><b>EventStore</b> <code>{html.escape(str(info['path'] or 'in memory'))}</code>"
+            f"<table><tr><th>streams</th><td>{info['streams']:,}</td></tr>"
+            f"<tr><th>events</th><td>{info['events']:,}</td></tr>"
+            f"<tr><th>Parquet files</th><td>{info['files']}</td></tr>"
+            f"<tr><th>bytes on disk</th><td>{info['bytes']:,}</td></tr></table>"
+            f"<table><tr><th>event type</th><th>events</th></tr>{rows}</table></div>"
+        )
+
+    # -- closing ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush the hot tier, then release files and the directory lock. Idempotent."""
+        if self._closed:
+            return
+        try:
+            if not self.read_only and self.path is not None:
+                self.flush()
+        finally:
+            with self._lock:
+                self._closed = True
+            self._release()
+
+    def _release(self) -> None:
+        if self._views is not None:
+            self._views.close()
+            self._views = None
+        if self._wal is not None:
+            self._wal.close()
+            if self._wal_dir.exists() and not self._frozen:
+                for _, p in WriteAheadLog.segments(self._wal_dir):
+                    if p.stat().st_size <= 8:
+                        p.unlink()
+            self._wal = None
+        for s in self._segments:
+            if isinstance(s, FileSegment):
+                s.close()
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+        if self._lockfile is not None:
+            self._lockfile.release()
+            self._lockfile = None
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            if not self._closed and self._lockfile is not None:
+                self._release()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"{self!r} is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.read_only:
+            raise ReadOnlyError(f"{self.path} was opened read_only")
+
+
+class PastView(_Reads):
+    """The store as it was at a past point: read_stream, read_all, stream_version and sql."""
+
+    def __init__(
+        self, store: EventStore, snap: _Snapshot, position: int, *, occurred_before: datetime | None = None
+    ) -> None:
+        self.store = store
+        self.registry = store.registry
+        self.position = position
+        self.occurred_before = occurred_before
+        self._occurred_us = None if occurred_before is None else datetime_to_micros(occurred_before)
+        self._snap = _Snapshot(snap.segments, snap.buffers, position)
+        self._views: SqlViews | None = None
+
+    def _snapshot(self) -> _Snapshot:
+        return self._snap
+
+    def _keep(self, record: RecordedEvent) -> bool:
+        if self._occurred_us is None:
+            return True
+        occurred = record[7] if record[7] is not None else record[6]
+        return bool(occurred <= self._occurred_us)
+
+    def stream_version(self, stream_id: str) -> int:
+        """The stream's version at this point (0 when it did not exist yet)."""
+        events = self.read_stream(stream_id)
+        return events[-1].version if events else 0
+
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
+        """Like ``EventStore.sql``, over the events up to this point only."""
+        if self._views is None:
+            self._views = SqlViews()
+        with self.store._sql_lock:
+            self.store._prepare_views(
+                self._snap, position_limit=self.position, occurred_limit=self.occurred_before, views=self._views
+            )
+            return _run(self._views, query, params)
+
+    def __repr__(self) -> str:
+        if self.occurred_before is not None:
+            return f"PastView(occurred at or before {self.occurred_before.isoformat()})"
+        return f"PastView(position <= {self.position})"
+
+
+def _run(views: SqlViews, query: str, params: Sequence[Any] | dict[str, Any] | None) -> duckdb.DuckDBPyRelation:
+    try:
+        return views.con.sql(query, params=params)
+    except duckdb.Error as exc:
+        raise InvalidInputError(f"SQL error: {exc}") from exc
+
+
+def _check_expected(expected: object) -> None:
+    if isinstance(expected, ExpectedVersion):
+        return
+    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
+        raise InvalidInputError(
+            f"expected_version must be an int >= 0, ev.ANY, ev.NO_STREAM or ev.STREAM_EXISTS, got {expected!r}"
+        )
+
+
+def _verify_expected(stream_id: str, expected: int | ExpectedVersion, current: int) -> None:
+    if expected is ANY:
+        return
+    if expected is NO_STREAM:
+        ok = current == 0
+    elif expected is STREAM_EXISTS:
+        ok = current > 0
+    else:
+        ok = current == expected
+    if not ok:
+        raise ConcurrencyError(stream_id, expected, current)
+

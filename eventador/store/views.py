@@ -1,0 +1,188 @@
+"""SQL over the store: the ``events`` view and one typed view per event type, in DuckDB.
+
+The views read the Parquet files directly and the hot tier as a registered
+Arrow table, so unflushed events are included. A typed view renames the
+``"<Type>.<field>"`` columns back to field names; a field whose column no file
+holds yet reads as a typed NULL, so a query over a new event type works before
+its first event is written.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from eventador.codec import schema_of
+from eventador.messages import Event
+from eventador.store.columns import ENVELOPE, arrow_type_for, column_name
+
+__all__ = ["Sources", "SqlViews"]
+
+_ENVELOPE_SELECT = """
+    position, stream_id, version, event_type,
+    CAST(hex(event_id) AS UUID) AS event_id,
+    recorded_at,
+    coalesce(occurred_at, recorded_at) AS occurred_at,
+    stream_type"""
+
+_DUCK_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.int64(): "BIGINT",
+    pa.float64(): "DOUBLE",
+    pa.bool_(): "BOOLEAN",
+    pa.binary(): "BLOB",
+    pa.date32(): "DATE",
+    pa.duration("us"): "INTERVAL",
+}
+
+
+def _duck_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMPTZ"
+    if pa.types.is_decimal(arrow_type):
+        return f"DECIMAL({arrow_type.precision}, {arrow_type.scale})"
+    return _DUCK_TYPES.get(arrow_type, "VARCHAR")
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What the views read: Parquet files, in-memory tables, and the visible hot rows."""
+
+    files: tuple[Path, ...]
+    schemas: tuple[pa.Schema, ...]
+    tables: tuple[pa.Table, ...]
+    hot: pa.Table
+    position_limit: int | None = None
+    occurred_limit: Any = None  # an aware datetime: keep events that occurred at or before it
+
+
+class SqlViews:
+    """A DuckDB connection whose views show one state of the store."""
+
+    def __init__(self) -> None:
+        self.con = duckdb.connect()
+        self._shape: tuple[Any, ...] | None = None
+
+    def update(self, sources: Sources, classes: dict[str, type[Event]]) -> None:
+        """Point the views at `sources`, recreating them only when their shape changed."""
+        memory = None
+        if sources.tables:
+            memory = pa.concat_tables(list(sources.tables), promote_options="default")
+        columns = self._columns(sources, memory)
+        shape = (
+            sources.files,
+            tuple(id(t) for t in sources.tables),
+            tuple(sorted(columns)),
+            frozenset(classes.items()),
+            sources.position_limit,
+            sources.occurred_limit,
+        )
+        self.con.register("_hot", sources.hot)
+        if memory is not None:
+            self.con.register("_memory", memory)
+        if shape == self._shape:
+            return
+        self._create(sources, memory is not None, columns, classes)
+        self._shape = shape
+
+    def _columns(self, sources: Sources, memory: pa.Table | None) -> dict[str, pa.DataType]:
+        found: dict[str, pa.DataType] = {}
+        schemas = [sources.hot.schema]
+        if memory is not None:
+            schemas.append(memory.schema)
+        schemas.extend(sources.schemas)
+        for schema in schemas:
+            for field in schema:
+                found.setdefault(field.name, field.type)
+        return found
+
+    def _create(
+        self, sources: Sources, has_memory: bool, columns: dict[str, pa.DataType], classes: dict[str, type[Event]]
+    ) -> None:
+        parts = ["SELECT * FROM _hot"]
+        if has_memory:
+            parts.append("SELECT * FROM _memory")
+        if sources.files:
+            paths = ", ".join(literal(str(p)) for p in sources.files)
+            parts.append(f"SELECT * FROM read_parquet([{paths}], union_by_name = true)")
+        union = " UNION ALL BY NAME ".join(parts)
+        conditions = []
+        if sources.position_limit is not None:
+            conditions.append(f"position <= {int(sources.position_limit)}")
+        if sources.occurred_limit is not None:
+            conditions.append(
+                f"coalesce(occurred_at, recorded_at) <= {literal(sources.occurred_limit.isoformat())}::TIMESTAMPTZ"
+            )
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW _all AS SELECT * FROM ({union}){where}")
+
+        typed = self._typed_fields(columns, classes)
+        data_cases = []
+        for event_type, fields in typed.items():
+            pairs = ", ".join(f"{literal(name)}, {expr}" for name, expr, _ in fields)
+            data_cases.append(f"WHEN {literal(event_type)} THEN json_object({pairs})")
+        data = f"CASE event_type {' '.join(data_cases)} END" if data_cases else "CAST(NULL AS JSON)"
+        metadata = "CAST(metadata_json AS JSON)" if "metadata_json" in columns else "CAST(NULL AS JSON)"
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP VIEW events AS SELECT {_ENVELOPE_SELECT}, {metadata} AS metadata, "
+            f"CAST({data} AS JSON) AS data, payload FROM _all"
+        )
+        taken = {"events", "_all", "_hot", "_memory"}
+        for event_type, fields in typed.items():
+            if event_type.lower() in taken:
+                warnings.warn(f"no SQL view for event type {event_type!r}: the name is taken", stacklevel=3)
+                continue
+            taken.add(event_type.lower())
+            names = {name for name, _, _ in fields}
+            envelope = [
+                line.strip()
+                for line in _ENVELOPE_SELECT.split(",\n")
+                if line.strip().split()[-1] not in names and line.strip() != "event_type"
+            ]
+            select = ", ".join([*envelope, *(f"{expr} AS {quote(name)}" for name, expr, _ in fields)])
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP VIEW {quote(event_type)} AS SELECT {select} FROM _all "
+                f"WHERE event_type = {literal(event_type)}"
+            )
+
+    @staticmethod
+    def _typed_fields(
+        columns: dict[str, pa.DataType], classes: dict[str, type[Event]]
+    ) -> dict[str, list[tuple[str, str, str]]]:
+        """Per event type: (field, SQL expression, SQL type) for each field."""
+        typed: dict[str, list[tuple[str, str, str]]] = {}
+        for event_type, cls in classes.items():
+            schema = schema_of(cls)
+            fields = []
+            for name in schema.names:
+                arrow_type, kind = arrow_type_for(schema.hints[name])
+                col = column_name(event_type, name)
+                sql_type = "JSON" if kind == "json" else _duck_type(arrow_type)
+                expr = f"CAST({quote(col)} AS {sql_type})" if col in columns else f"CAST(NULL AS {sql_type})"
+                fields.append((name, expr, sql_type))
+            typed[event_type] = fields
+        # Types this process has no class for still get views from the columns on disk.
+        for col, arrow_type in columns.items():
+            if col in ENVELOPE.names or col == "metadata_json" or "." not in col:
+                continue
+            event_type, name = col.rsplit(".", 1)
+            if event_type in classes:
+                continue
+            typed.setdefault(event_type, []).append((name, quote(col), _duck_type(arrow_type)))
+        return typed
+
+    def close(self) -> None:
+        self.con.close()
