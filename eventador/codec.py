@@ -15,6 +15,7 @@ decoded dict becomes the instance's ``__dict__`` (the hot path of replays).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import hashlib
@@ -117,7 +118,7 @@ def _compile(cls: type) -> Schema:
         hints = typing.get_type_hints(cls)
     except Exception as exc:
         raise SerializationError(cls.__qualname__, cls, f"cannot resolve field annotations: {exc}") from exc
-    fields = [f for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    fields = list(dataclasses.fields(cls))
     names = tuple(f.name for f in fields)
     checkers = []
     converters = []
@@ -132,12 +133,16 @@ def _compile(cls: type) -> Schema:
         if conv is not None:
             converters.append((f.name, conv))
         if f.default is not dataclasses.MISSING:
-            defaults[f.name] = lambda v=f.default: v
+            defaults[f.name] = _constant(f.default)
         elif f.default_factory is not dataclasses.MISSING:
             defaults[f.name] = f.default_factory
         layout.append(f"{f.name}:{_type_name(tp)}")
     fingerprint = hashlib.blake2b("|".join(layout).encode(), digest_size=8).hexdigest()
     return Schema(cls, names, hints, tuple(checkers), tuple(converters), defaults, fingerprint)
+
+
+def _constant(value: Any) -> Callable[[], Any]:
+    return lambda: value
 
 
 def _type_name(tp: Any) -> str:
@@ -235,13 +240,12 @@ def _build(schema: Schema, data: dict[str, Any]) -> Any:
     if schema.converters:
         for name, conv in schema.converters:
             if name in data:
-                try:
+                # On failure keep the raw value: reading must not fail on an old enum member.
+                with contextlib.suppress(ValueError, TypeError, KeyError):
                     data[name] = conv(data[name])
-                except (ValueError, TypeError, KeyError):
-                    pass  # keep the raw value: reading must not fail on an old enum member
     if len(data) != len(schema.names) or data.keys() != set(schema.names):
         data = _fit_layout(schema, data)
-    obj = object.__new__(schema.cls)
+    obj: Any = object.__new__(schema.cls)
     object.__setattr__(obj, "__dict__", data)
     return obj
 
@@ -301,23 +305,27 @@ def make_decoder(registry: TypeRegistry) -> Callable[[str, bytes], Event]:
     loads = cbor2.loads
     new = object.__new__
     setattr_ = object.__setattr__
-    plan: dict[str, tuple[type, Schema] | None] = {}
+    plan: dict[str, tuple[type[Event], Schema, frozenset[str]] | None] = {}
 
     def decode(event_type: str, payload: bytes) -> Event:
         try:
             entry = plan[event_type]
         except KeyError:
             cls = registry.resolve(event_type)
-            entry = plan[event_type] = (cls, schema_of(cls)) if cls is not None else None
+            if cls is None:
+                entry = plan[event_type] = None
+            else:
+                schema = schema_of(cls)
+                entry = plan[event_type] = (cls, schema, frozenset(schema.names))
         data = loads(payload, tag_hook=_tag_hook)
         if entry is None:
             return UnknownEvent(event_type=event_type, data=data)
-        cls, schema = entry
-        if schema.converters or len(data) != len(schema.names):
+        cls, schema, names = entry
+        if schema.converters or data.keys() != names:
             return typing.cast(Event, _build(schema, data))
-        obj = new(cls)
+        obj: Event = new(cls)
         setattr_(obj, "__dict__", data)
-        return typing.cast(Event, obj)
+        return obj
 
     return decode
 

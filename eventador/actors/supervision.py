@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from eventador.errors import InvalidInputError
+
 __all__ = ["Directive", "Supervisor"]
 
 Directive = Literal["restart", "resume", "stop", "escalate"]
@@ -43,20 +45,20 @@ class Supervisor:
 
     def __post_init__(self) -> None:
         if self.directive not in ("restart", "resume", "stop", "escalate"):
-            raise ValueError(
+            raise InvalidInputError(
                 f"unknown directive {self.directive!r}; use Supervisor.restart(), .resume(), .stop() "
                 "or .escalate()"
             )
         if self.max_restarts < 0:
-            raise ValueError(f"max_restarts must be 0 or more, got {self.max_restarts}")
+            raise InvalidInputError(f"max_restarts must be 0 or more, got {self.max_restarts}")
         if self.within <= 0:
-            raise ValueError(f"within must be a positive number of seconds, got {self.within}")
+            raise InvalidInputError(f"within must be a positive number of seconds, got {self.within}")
         if not 0 <= self.min_backoff <= self.max_backoff:
-            raise ValueError(
+            raise InvalidInputError(
                 f"backoff must satisfy 0 <= min <= max, got ({self.min_backoff}, {self.max_backoff})"
             )
         if self.min_backoff == 0 < self.max_backoff:
-            raise ValueError("backoff=(min, max) doubles from min, so min must be above 0")
+            raise InvalidInputError("backoff=(min, max) doubles from min, so min must be above 0")
 
     @classmethod
     def restart(

@@ -20,7 +20,7 @@ from eventador.actors.records import ActorMetrics, DeadLetter, Failure
 from eventador.actors.ref import ActorRef
 from eventador.actors.supervision import Supervisor
 from eventador.clock import Clock, SystemClock
-from eventador.errors import ActorError, ActorNameInUseError, ActorNotFoundError
+from eventador.errors import ActorError, ActorNameInUseError, ActorNotFoundError, InvalidInputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,7 +77,7 @@ class ActorSystem:
         history_limit: int = 1000,
     ) -> None:
         if passivation_interval is not None and passivation_interval <= 0:
-            raise ValueError(
+            raise InvalidInputError(
                 f"passivation_interval must be positive seconds or None, got {passivation_interval}"
             )
         self.clock: Clock = clock or SystemClock()
@@ -114,16 +114,19 @@ class ActorSystem:
         Raises:
             ActorNameInUseError: a running or passivated actor has this name.
             ActorError: the system is shut down, or runs on another event loop.
+            InvalidInputError: `passivate_after` is not a positive number.
             Exception: whatever the factory, ``pre_start`` or ``start`` raised; no
                 actor is registered then.
         """
+        if passivate_after is not None and passivate_after <= 0:
+            raise InvalidInputError(
+                f"passivate_after must be positive seconds or None, got {passivate_after}"
+            )
         loop = self._bind_loop()
         if self._shut_down:
             raise ActorError("this ActorSystem is shut down; create a new one")
         if name in self._cells:
             raise ActorNameInUseError(name)
-        if passivate_after is not None and passivate_after <= 0:
-            raise ValueError(f"passivate_after must be positive seconds or None, got {passivate_after}")
         cell = ActorCell(
             self,
             name,

@@ -14,7 +14,6 @@ from typing import Any
 import pyarrow as pa
 
 from eventador.codec import decode_value
-
 from eventador.messages import Event
 from eventador.store.columns import ENVELOPE, typed_columns
 from eventador.store.records import RecordedEvent
