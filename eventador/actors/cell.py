@@ -162,6 +162,7 @@ class ActorCell:
         self.state = State.STARTING
         self.accepting = True
         self.spawn_reply = spawn_reply
+        self.waiter = None
         if self.passivate_after is not None:
             self.idle_since = self.system.clock.monotonic()
         self.task = self.loop.create_task(self._run(), name=f"eventador.actor:{self.name}")
@@ -324,9 +325,7 @@ class ActorCell:
         self.failures += 1
         if message is not _NO_MESSAGE:
             # The failure is logged below, with its traceback: one line is enough.
-            self.system._record_dead_letter(
-                self.name, message, f"failed: {type(error).__name__}: {error}", warn=False
-            )
+            self.system._record_dead_letter(self.name, message, f"failed: {type(error).__name__}: {error}", warn=False)
         directive = self.supervisor.directive
         if directive == "restart":
             return await self._restart(error, message)
@@ -347,10 +346,7 @@ class ActorCell:
             while history and now - history[0] >= supervisor.within:
                 history.popleft()
             if len(history) >= supervisor.max_restarts:
-                outcome = (
-                    f"gave up after {supervisor.max_restarts} restarts within "
-                    f"{supervisor.within:g} s: stopped"
-                )
+                outcome = f"gave up after {supervisor.max_restarts} restarts within {supervisor.within:g} s: stopped"
                 self.system._record_failure(self.name, _message_or_none(message), error, outcome)
                 log.error("actor %r failed on %.200r; %s", self.name, message, outcome, exc_info=error)
                 self._refuse_mail()

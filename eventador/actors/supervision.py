@@ -46,8 +46,7 @@ class Supervisor:
     def __post_init__(self) -> None:
         if self.directive not in ("restart", "resume", "stop", "escalate"):
             raise InvalidInputError(
-                f"unknown directive {self.directive!r}; use Supervisor.restart(), .resume(), .stop() "
-                "or .escalate()"
+                f"unknown directive {self.directive!r}; use Supervisor.restart(), .resume(), .stop() or .escalate()"
             )
         if self.max_restarts < 0:
             raise InvalidInputError(f"max_restarts must be 0 or more, got {self.max_restarts}")
@@ -110,6 +109,4 @@ class Supervisor:
             backoff = f"{self.min_backoff:g}"
         else:
             backoff = f"({self.min_backoff:g}, {self.max_backoff:g})"
-        return (
-            f"Supervisor.restart(max_restarts={self.max_restarts}, within={self.within:g}, backoff={backoff})"
-        )
+        return f"Supervisor.restart(max_restarts={self.max_restarts}, within={self.within:g}, backoff={backoff})"

@@ -119,9 +119,7 @@ class ActorSystem:
                 actor is registered then.
         """
         if passivate_after is not None and passivate_after <= 0:
-            raise InvalidInputError(
-                f"passivate_after must be positive seconds or None, got {passivate_after}"
-            )
+            raise InvalidInputError(f"passivate_after must be positive seconds or None, got {passivate_after}")
         loop = self._bind_loop()
         if self._shut_down:
             raise ActorError("this ActorSystem is shut down; create a new one")
@@ -210,9 +208,15 @@ class ActorSystem:
         if checker is not None and checker is not asyncio.current_task():
             checker.cancel()
             await asyncio.wait((checker,))
+        current = asyncio.current_task()
         cells = list(self._cells.values())
-        if cells:
-            await asyncio.gather(*(cell.stop() for cell in cells))
+        for cell in cells:
+            if cell.task is current:
+                # Called from an actor's own handler: that actor stops after this message.
+                await cell.stop()
+        others = [cell for cell in cells if cell.task is not current]
+        if others:
+            await asyncio.gather(*(cell.stop() for cell in others))
 
     @property
     def is_shut_down(self) -> bool:
@@ -300,9 +304,7 @@ class ActorSystem:
         if self._loop is not loop:
             # Rebinding is safe only when nothing runs on the old loop any more.
             if self._loop is not None and not self._loop.is_closed() and self._cells:
-                raise ActorError(
-                    "this ActorSystem runs on another event loop; create one ActorSystem per loop"
-                )
+                raise ActorError("this ActorSystem runs on another event loop; create one ActorSystem per loop")
             self._loop = loop
         return loop
 
