@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import duckdb
 
 from eventador.errors import CorruptionError, StoreError
+from eventador.store.snapshots import Snapshot
 from eventador.store.wal import fsync_directory
 
 __all__ = ["Catalog", "FileEntry", "read_manifest"]
@@ -42,6 +44,21 @@ class Catalog:
             self.db = duckdb.connect(str(path))
         except duckdb.Error as exc:
             raise CorruptionError(str(path), f"cannot open the catalog: {exc}") from exc
+        self._lock = threading.RLock()  # one DuckDB connection, shared by threads
+        self.db.execute(
+            """
+            CREATE TABLE IF NOT EXISTS snapshots (
+                stream_id VARCHAR NOT NULL,
+                version BIGINT NOT NULL,
+                state_type VARCHAR NOT NULL,
+                fingerprint VARCHAR NOT NULL,
+                compressed BOOLEAN NOT NULL,
+                data BLOB NOT NULL,
+                taken_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (stream_id, version)
+            )
+            """
+        )
         self.db.execute(
             """
             CREATE TABLE IF NOT EXISTS files (
@@ -56,13 +73,18 @@ class Catalog:
         )
 
     def files(self) -> list[FileEntry]:
-        rows = self.db.execute(
-            "SELECT name, first_position, last_position, rows, bytes FROM files ORDER BY first_position"
-        ).fetchall()
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT name, first_position, last_position, rows, bytes FROM files ORDER BY first_position"
+            ).fetchall()
         return [FileEntry(*row) for row in rows]
 
     def replace(self, added: list[FileEntry], removed: list[str]) -> None:
         """Record new files and forget replaced ones, in one transaction."""
+        with self._lock:
+            self._replace(added, removed)
+
+    def _replace(self, added: list[FileEntry], removed: list[str]) -> None:
         try:
             self.db.execute("BEGIN")
             for name in removed:
@@ -89,8 +111,54 @@ class Catalog:
         os.replace(temp, self.directory / MANIFEST)
         fsync_directory(self.directory)
 
+    # -- snapshots (see store/snapshots.py) ---------------------------------------------
+
+    _SNAPSHOT_COLUMNS = "stream_id, version, state_type, fingerprint, data, compressed, taken_at"
+
+    def save_snapshot(self, s: Snapshot) -> None:
+        with self._lock:
+            self.db.execute(
+                f"INSERT OR REPLACE INTO snapshots ({self._SNAPSHOT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [s.stream_id, s.version, s.state_type, s.fingerprint, s.data, s.compressed, s.taken_at],
+            )
+
+    def latest_snapshot(self, stream_id: str, max_version: int | None) -> Snapshot | None:
+        with self._lock:
+            row = self.db.execute(
+                f"SELECT {self._SNAPSHOT_COLUMNS} FROM snapshots WHERE stream_id = ? AND version <= ? "
+                "ORDER BY version DESC LIMIT 1",
+                [stream_id, max_version if max_version is not None else 2**62],
+            ).fetchone()
+        return _snapshot(row) if row else None
+
+    def list_snapshots(self, stream_id: str) -> list[Snapshot]:
+        with self._lock:
+            rows = self.db.execute(
+                f"SELECT {self._SNAPSHOT_COLUMNS} FROM snapshots WHERE stream_id = ? ORDER BY version", [stream_id]
+            ).fetchall()
+        return [_snapshot(r) for r in rows]
+
+    def prune_snapshots(self, stream_id: str, keep: int) -> int:
+        with self._lock:
+            row = self.db.execute(
+                "DELETE FROM snapshots WHERE stream_id = ? AND version NOT IN "
+                "(SELECT version FROM snapshots WHERE stream_id = ? ORDER BY version DESC LIMIT ?)",
+                [stream_id, stream_id, keep],
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def delete_snapshots(self, stream_id: str) -> None:
+        with self._lock:
+            self.db.execute("DELETE FROM snapshots WHERE stream_id = ?", [stream_id])
+
     def close(self) -> None:
-        self.db.close()
+        with self._lock:
+            self.db.close()
+
+
+def _snapshot(row: tuple[Any, ...]) -> Snapshot:
+    stream_id, version, state_type, fingerprint, data, compressed, taken_at = row
+    return Snapshot(stream_id, version, state_type, fingerprint, bytes(data), bool(compressed), taken_at)
 
 
 def _entry_dict(e: FileEntry) -> dict[str, Any]:

@@ -15,12 +15,13 @@ is dropped.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import os
 import threading
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -61,6 +62,7 @@ from eventador.store.segments import (
     unify,
     write_segment,
 )
+from eventador.store.snapshots import SnapshotStore
 from eventador.store.views import Sources, SqlViews
 from eventador.store.wal import WriteAheadLog, scan_segment
 
@@ -233,6 +235,10 @@ class EventStore(_Reads):
         self._catalog: Catalog | None = None
         self._lockfile: DirectoryLock | None = None
         self._views: SqlViews | None = None
+        self._changed = threading.Condition()
+        self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self.snapshots = SnapshotStore(None, read_only=read_only)
+        """Snapshots of streams: ``save``, ``latest``, ``list``, ``prune``, ``delete``."""
         if self.path is None:
             if read_only:
                 raise InvalidInputError("an in-memory store cannot be opened read_only")
@@ -276,6 +282,7 @@ class EventStore(_Reads):
             first = existing[-1][0] + 1 if existing else 1
             self._wal = WriteAheadLog(self._wal_dir, durability=self.durability, first_segment=first)
             self._catalog.write_manifest()
+            self.snapshots = SnapshotStore(self._catalog)
         except BaseException:
             self._release()
             raise
@@ -437,6 +444,7 @@ class EventStore(_Reads):
             with self._lock:
                 if last > self._visible:
                     self._visible = last
+        self._notify()
         if full:
             self._flush_quietly()
         return version
@@ -464,6 +472,57 @@ class EventStore(_Reads):
             self._check_open()
             return _Snapshot(tuple(self._segments), (*self._frozen, self._buffer), self._visible)
 
+    # -- waiting for new events -------------------------------------------------------
+
+    def _notify(self) -> None:
+        """Wake everyone waiting for new events (threads and asyncio loops)."""
+        with self._changed:
+            self._changed.notify_all()
+        for loop, event in list(self._async_waiters):
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(event.set)
+
+    def wait_for_position(self, position: int, timeout: float | None = None) -> bool:
+        """Block until an event at `position` or later is visible; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._visible >= position or self._closed, timeout)
+
+    async def subscribe(
+        self,
+        *,
+        from_position: int = 1,
+        event_types: Iterable[str | type[Event]] | None = None,
+        batch_size: int = _READ_BATCH,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every event from `from_position` on, in position order: the past first, then live.
+
+        No event is skipped or repeated while others keep appending: it reads in
+        position ranges up to what is visible, then waits for the next append.
+        The iteration ends when the store closes.
+
+        >>> async for recorded in store.subscribe(event_types=[Deposited]):
+        ...     print(recorded.position, recorded.event)
+        """
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        waiter = (loop, wake)
+        self._async_waiters.add(waiter)
+        types = None if event_types is None else [_type_name(t) for t in event_types]
+        next_position = max(1, from_position)
+        try:
+            while not self._closed:
+                wake.clear()
+                visible = self._visible
+                if visible >= next_position:
+                    upto = min(visible, next_position + batch_size - 1)
+                    for recorded in self.read_all(from_position=next_position, to_position=upto, event_types=types):
+                        yield recorded
+                    next_position = upto + 1
+                    continue
+                await wake.wait()
+        finally:
+            self._async_waiters.discard(waiter)
+
     # -- flushing and compaction ----------------------------------------------------
 
     def flush(self) -> None:
@@ -481,6 +540,7 @@ class EventStore(_Reads):
                     closed = self._wal.rotate() if self._wal is not None else 0
                     # rotate() made everything written so far durable: show it all.
                     self._visible = max(self._visible, buffer.last_position)
+                    self._notify()
                     self._retire_after = closed
                 pending = list(self._frozen)
             for buffer in pending:
@@ -695,6 +755,7 @@ class EventStore(_Reads):
         finally:
             with self._lock:
                 self._closed = True
+            self._notify()
             self._release()
 
     def _release(self) -> None:
