@@ -1,5 +1,8 @@
 """The catalog: which Parquet files hold which positions (a DuckDB file), and a manifest for readers.
 
+The same DuckDB database holds snapshots, projection tables and checkpoints, and
+queues; the in-memory store keeps an in-memory one.
+
 The writer keeps ``catalog.duckdb`` open; DuckDB allows no second process on a
 file that is open for writing, so after every change the writer also replaces
 ``manifest.json`` atomically. Read-only openers read only the manifest.
@@ -37,13 +40,14 @@ class FileEntry:
 class Catalog:
     """The writer's record of the store's files, in a DuckDB database."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path | None) -> None:
+        """Open (or create) the catalog of the store in `directory`; None: an in-memory one."""
         self.directory = directory
-        path = directory / "catalog.duckdb"
+        where = ":memory:" if directory is None else str(directory / "catalog.duckdb")
         try:
-            self.db = duckdb.connect(str(path))
+            self.db = duckdb.connect(where)
         except duckdb.Error as exc:
-            raise CorruptionError(str(path), f"cannot open the catalog: {exc}") from exc
+            raise CorruptionError(where, f"cannot open the catalog: {exc}") from exc
         self._lock = threading.RLock()  # one DuckDB connection, shared by threads
         self.db.execute(
             """
@@ -100,7 +104,14 @@ class Catalog:
             raise StoreError(f"could not update the catalog: {exc}") from exc
         self.write_manifest()
 
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new connection to the catalog database, for one thread (SQL views, projections, queues)."""
+        with self._lock:
+            return self.db.cursor()
+
     def write_manifest(self) -> None:
+        if self.directory is None:
+            return
         entries = [_entry_dict(e) for e in self.files()]
         body = json.dumps({"format": 1, "files": entries}, indent=1).encode()
         temp = self.directory / f".tmp-{MANIFEST}"

@@ -242,6 +242,8 @@ class EventStore(_Reads):
         if self.path is None:
             if read_only:
                 raise InvalidInputError("an in-memory store cannot be opened read_only")
+            self._catalog = Catalog(None)
+            self.snapshots = SnapshotStore(self._catalog)
             return
         if read_only:
             self._load_read_only()
@@ -554,7 +556,7 @@ class EventStore(_Reads):
         classes = dict(self.registry)
         table = sort_for_segment(buffer.to_arrow(len(buffer), classes, make_decoder(self.registry)))
         segment: Segment
-        if self._catalog is None:
+        if self.path is None or self._catalog is None:
             segment = MemorySegment(table, buffer.first_position, buffer.last_position)
         else:
             try:
@@ -608,7 +610,7 @@ class EventStore(_Reads):
     def _merge(self, group: list[Segment]) -> None:
         table = sort_for_segment(unify([s.read_table() for s in group]))
         merged: Segment
-        if self._catalog is None:
+        if self.path is None or self._catalog is None:
             merged = MemorySegment(table, group[0].first_position, group[-1].last_position)
         else:
             merged = write_segment(self._data_dir, table, durable=self.durability != "none")
@@ -648,7 +650,7 @@ class EventStore(_Reads):
         files, tables, hot = self._arrow_sources(snap, classes)
         if views is None:
             if self._views is None:
-                self._views = SqlViews()
+                self._views = SqlViews(self._new_connection())
             views = self._views
         views.update(
             Sources(
@@ -662,6 +664,21 @@ class EventStore(_Reads):
             classes,
         )
         return views
+
+    def _new_connection(self) -> duckdb.DuckDBPyConnection:
+        """A connection to the store's DuckDB database (the catalog), or a private one when read-only."""
+        if self._catalog is not None:
+            return self._catalog.cursor()
+        return duckdb.connect()
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection to the store's own database, for one thread.
+
+        It holds the read models (projection tables) and queues, and lasts as long
+        as the store; close it when done. Read-only stores get a private in-memory one.
+        """
+        self._check_open()
+        return self._new_connection()
 
     def as_of(self, when: datetime | int, *, by: Literal["recorded_at", "occurred_at"] = "recorded_at") -> PastView:
         """A read-only view of the store at a past point.
@@ -827,7 +844,7 @@ class PastView(_Reads):
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
         """Like ``EventStore.sql``, over the events up to this point only."""
         if self._views is None:
-            self._views = SqlViews()
+            self._views = SqlViews(self.store._new_connection())
         with self.store._sql_lock:
             self.store._prepare_views(
                 self._snap, position_limit=self.position, occurred_limit=self.occurred_before, views=self._views

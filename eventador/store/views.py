@@ -72,8 +72,8 @@ class Sources:
 class SqlViews:
     """A DuckDB connection whose views show one state of the store."""
 
-    def __init__(self) -> None:
-        self.con = duckdb.connect()
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
         self._shape: tuple[Any, ...] | None = None
 
     def update(self, sources: Sources, classes: dict[str, type[Event]]) -> None:
