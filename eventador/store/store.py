@@ -462,6 +462,7 @@ class EventStore(_Reads):
     def stream_version(self, stream_id: str) -> int:
         """The stream's current version: the number of events in it (0 when it does not exist)."""
         _check_stream_id(stream_id)
+        self._check_open()
         return self._heads.get(stream_id, 0)
 
     @property
