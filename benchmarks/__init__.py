@@ -1,0 +1,1 @@
+"""Benchmarks: eventador vs the peer (eventsourcing + SQLite). Run: python benchmarks/run.py"""
