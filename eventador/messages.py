@@ -53,6 +53,11 @@ class TypeRegistry:
         """The class registered under `name`, or None."""
         return self._by_name.get(name)
 
+    def classes(self) -> dict[str, type[Event]]:
+        """A copy of the mapping from type name to class."""
+        with self._lock:
+            return dict(self._by_name)
+
     def names(self) -> list[str]:
         return sorted(self._by_name)
 

@@ -106,6 +106,30 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+_EXACT = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(), bytes: pa.binary()}
+
+
+def exact_columns(cls: type[Event]) -> dict[str, pa.DataType] | None:
+    """Field -> Arrow type when every field's typed column holds its value exactly, else None.
+
+    Then reading can build events from the typed columns and skip CBOR decoding.
+    Optional fields are excluded: a null might also stand for a value that did not fit.
+    """
+    cached = cls.__dict__.get("__eventador_exact__", False)
+    if cached is not False:
+        return typing.cast("dict[str, pa.DataType] | None", cached)
+    schema = schema_of(cls)
+    plan: dict[str, pa.DataType] | None = {}
+    for name in schema.names:
+        arrow_type = _EXACT.get(schema.hints[name])
+        if arrow_type is None or plan is None:
+            plan = None
+            break
+        plan[name] = arrow_type
+    type.__setattr__(cls, "__eventador_exact__", plan)
+    return plan
+
+
 def column_name(event_type: str, field: str) -> str:
     return f"{event_type}.{field}"
 

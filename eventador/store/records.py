@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any
@@ -109,17 +109,9 @@ class RecordedEvent(tuple[Any, ...]):
         }
 
 
-def build_records(
-    columns: Sequence[Sequence[Any]], decode: Callable[[str, bytes], Event]
-) -> list[RecordedEvent]:
+def build_records(columns: Sequence[Sequence[Any]]) -> list[RecordedEvent]:
     """RecordedEvents from parallel columns: stream_id, version, position, event_type,
-    payload, event_id, recorded µs, occurred µs, metadata. The replay hot loop."""
+    event, event_id, recorded µs, occurred µs, metadata. The replay hot loop."""
     new = tuple.__new__
     cls = RecordedEvent
-    sids, versions, positions, types, payloads, ids, recorded, occurred, metadata = columns
-    return [
-        new(cls, (s, v, p, t, decode(t, pl), i, r, o, m))
-        for s, v, p, t, pl, i, r, o, m in zip(
-            sids, versions, positions, types, payloads, ids, recorded, occurred, metadata, strict=True
-        )
-    ]
+    return [new(cls, row) for row in zip(*columns, strict=True)]

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from eventador.errors import CorruptionError
 from eventador.messages import Event
+from eventador.store.columns import column_name, exact_columns
 from eventador.store.records import RecordedEvent, build_records
 from eventador.store.wal import fsync_directory
 
@@ -44,15 +45,71 @@ def sort_for_segment(table: pa.Table) -> pa.Table:
     return table.sort_by([("stream_id", "ascending"), ("version", "ascending")])
 
 
-def to_records(table: pa.Table, decode: Callable[[str, bytes], Event]) -> list[RecordedEvent]:
-    """RecordedEvents for every row of `table`, in its order."""
-    cols = []
+def to_records(
+    table: pa.Table, decode: Callable[[str, bytes], Event], classes: dict[str, type[Event]] | None = None
+) -> list[RecordedEvent]:
+    """RecordedEvents for every row of `table`, in its order.
+
+    Events of types whose typed columns are exact (see ``exact_columns``) and
+    present in `table` are built from those columns; the rest from CBOR.
+    """
+    types = table.column("event_type").to_pylist()
+    events: list[Event | None] = [None] * table.num_rows
+    if classes:
+        _events_from_columns(table, types, classes, events)
+    missing = [i for i, e in enumerate(events) if e is None]
+    if missing:
+        payloads = table.column("payload")
+        if len(missing) < len(events):
+            payloads = payloads.take(missing)
+        for i, payload in zip(missing, payloads.to_pylist(), strict=True):
+            events[i] = decode(types[i], payload)
+    cols: list[list[Any]] = []
     for name in RECORD_COLUMNS:
-        column = table.column(name)
-        if name in ("recorded_at", "occurred_at"):
-            column = column.cast(pa.int64())
-        cols.append(column.to_pylist())
-    return build_records(cols, decode)
+        if name == "event_type":
+            cols.append(types)
+        elif name == "payload":
+            cols.append(events)
+        else:
+            column = table.column(name)
+            if name in ("recorded_at", "occurred_at"):
+                column = column.cast(pa.int64())
+            cols.append(column.to_pylist())
+    return build_records(cols)
+
+
+def _events_from_columns(
+    table: pa.Table, types: list[str], classes: dict[str, type[Event]], events: list[Event | None]
+) -> None:
+    names = set(table.column_names)
+    distinct = set(types)
+    new = object.__new__
+    setattr_ = object.__setattr__
+    for event_type in distinct:
+        cls = classes.get(event_type)
+        plan = exact_columns(cls) if cls is not None else None
+        if cls is None or plan is None:
+            continue
+        columns = [column_name(event_type, f) for f in plan]
+        if any(c not in names or table.schema.field(c).type != t for c, t in zip(columns, plan.values(), strict=True)):
+            continue  # written by an older class: CBOR knows how to fit it
+        if len(distinct) == 1:
+            rows = None
+            part = table.select(columns)
+        else:
+            rows = pc.indices_nonzero(pc.equal(table.column("event_type"), event_type))
+            part = table.select(columns).take(rows)
+        if any(c.null_count for c in part.columns):
+            continue
+        fields = tuple(plan)
+        built = [new(cls) for _ in range(part.num_rows)]
+        for obj, values in zip(built, zip(*(c.to_pylist() for c in part.columns), strict=True), strict=True):
+            setattr_(obj, "__dict__", dict(zip(fields, values, strict=True)))
+        if rows is None:
+            events[:] = built
+        else:
+            for i, obj in zip(rows.to_pylist(), built, strict=True):
+                events[i] = obj
 
 
 class Segment:
@@ -76,11 +133,20 @@ class Segment:
         """Every row and column."""
         return self._read(None, None)
 
+    def read_columns(self) -> list[str]:
+        """The columns reads need: the envelope, the payload and the exact typed columns."""
+        cached: list[str] | None = getattr(self, "_read_columns", None)
+        if cached is None:
+            skip = {"metadata_json", "stream_type"}
+            cached = [n for n in self.schema().names if n not in skip]
+            self._read_columns = cached
+        return cached
+
     def stream_table(self, stream_id: str, from_version: int, to_version: int | None) -> pa.Table | None:
         groups = self._groups_for(stream_id)
         if groups is not None and not groups:
             return None
-        table = self._read(groups, RECORD_COLUMNS)
+        table = self._read(groups, self.read_columns())
         mask = pc.equal(table.column("stream_id"), stream_id)
         if from_version > 1:
             mask = pc.and_(mask, pc.greater_equal(table.column("version"), from_version))
@@ -93,7 +159,7 @@ class Segment:
         self, from_position: int, to_position: int, types: list[str] | None, columns: list[str] | None = None
     ) -> pa.Table:
         """Rows with from_position <= position <= to_position, in position order."""
-        table = self._read(None, columns or RECORD_COLUMNS)
+        table = self._read(None, columns or self.read_columns())
         mask = None
         if from_position > self.first_position or to_position < self.last_position:
             pos = table.column("position")

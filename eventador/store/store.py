@@ -71,6 +71,7 @@ __all__ = ["EventStore", "open_store"]
 Durability = Literal["fsync", "batch", "none"]
 _DURABILITIES = ("fsync", "batch", "none")
 _READ_BATCH = 16_384
+_TRASH_SECONDS = 60.0
 
 
 def open_store(
@@ -126,11 +127,12 @@ class _Reads:
         _check_stream_id(stream_id)
         snap = self._snapshot()
         decode = make_decoder(self.registry)
+        classes = self.registry.classes()
         out: list[RecordedEvent] = []
         for segment in snap.segments:
             table = segment.stream_table(stream_id, from_version, to_version)
             if table is not None:
-                out.extend(to_records(table, decode))
+                out.extend(to_records(table, decode, classes))
         for buffer in snap.buffers:
             out.extend(
                 buffer.stream_records(stream_id, from_version, to_version, _visible_rows(buffer, snap), decode)
@@ -156,13 +158,14 @@ class _Reads:
         types = None if event_types is None else [_type_name(t) for t in event_types]
         type_set = None if types is None else set(types)
         decode = make_decoder(self.registry)
+        classes = self.registry.classes()
         keep = self._keep if type(self)._keep is not _Reads._keep else None
         for segment in snap.segments:
             if segment.last_position < from_position or segment.first_position > last:
                 continue
             table = segment.position_table(from_position, last, types)
             for offset in range(0, table.num_rows, _READ_BATCH):
-                batch = to_records(table.slice(offset, _READ_BATCH), decode)
+                batch = to_records(table.slice(offset, _READ_BATCH), decode, classes)
                 yield from batch if keep is None else filter(keep, batch)
         for buffer in snap.buffers:
             start = max(from_position, buffer.first_position) - buffer.first_position
@@ -220,6 +223,8 @@ class EventStore(_Reads):
         self.clock = clock or SystemClock()
         self.registry = registry or default_registry
         self.flush_every = flush_every
+        self._compact_rows = max(2_000_000, flush_every * 4)
+        self._trash: list[tuple[float, Path]] = []  # merged-away files, deleted a little later
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._sql_lock = threading.RLock()
@@ -550,11 +555,12 @@ class EventStore(_Reads):
                 self._flush_buffer(buffer)
             if pending and self._wal is not None:
                 self._wal.retire(self._retire_after)
+            self._empty_trash()
         if pending:
             self._maybe_compact()
 
     def _flush_buffer(self, buffer: HotBuffer) -> None:
-        classes = dict(self.registry)
+        classes = self.registry.classes()
         table = sort_for_segment(buffer.to_arrow(len(buffer), classes, make_decoder(self.registry)))
         segment: Segment
         if self.path is None or self._catalog is None:
@@ -576,35 +582,39 @@ class EventStore(_Reads):
             self._segments.append(segment)
             self._frozen.remove(buffer)
 
-    def compact(self, *, max_rows: int = 2_000_000) -> int:
-        """Merge runs of adjacent small segments into files of up to `max_rows`; returns merges done.
+    def compact(self, *, max_rows: int = 2_000_000, min_files: int = 2) -> int:
+        """Merge runs of adjacent segments smaller than `max_rows` into one; returns merges done.
 
+        A run of at least `min_files` segments whose rows add up to at most `max_rows`
+        becomes one file sorted by stream, so a stream's events sit together again.
         Costs a read and a rewrite of the merged files. Readers in this process are
         never interrupted; read-only processes reload the manifest if a file vanishes.
         """
+        if max_rows < 1 or min_files < 2:
+            raise InvalidInputError("compact needs max_rows >= 1 and min_files >= 2")
         merges = 0
         with self._flush_lock:
             self._check_writable()
-            groups: list[list[Segment]] = []
-            run: list[Segment] = []
+            runs: list[list[Segment]] = [[]]
             for segment in list(self._segments):
-                if run and sum(s.rows for s in run) + segment.rows > max_rows:
-                    groups.append(run)
-                    run = []
-                run.append(segment)
-            groups.append(run)
-            for group in groups:
-                if len(group) < 2:
-                    continue
-                self._merge(group)
-                merges += 1
+                run = runs[-1]
+                if segment.rows >= max_rows or sum(s.rows for s in run) + segment.rows > max_rows:
+                    runs.append([])
+                if segment.rows < max_rows:
+                    runs[-1].append(segment)
+            for run in runs:
+                if len(run) >= min_files:
+                    self._merge(run)
+                    merges += 1
         return merges
 
     def _maybe_compact(self) -> None:
-        small = [s for s in self._segments if s.rows < self.flush_every]
-        if len(small) >= 8:
+        # Size-tiered: every few flushes the small files merge, so a stream is read
+        # from a handful of files however long the store has run.
+        small = [s for s in self._segments if s.rows < self._compact_rows]
+        if len(small) >= 4:
             try:
-                self.compact(max_rows=max(self.flush_every * 8, 1_000_000))
+                self.compact(max_rows=self._compact_rows, min_files=4)
             except StoreError as exc:
                 warnings.warn(f"compaction failed, will retry: {exc}", RuntimeWarning, stacklevel=3)
 
@@ -623,11 +633,20 @@ class EventStore(_Reads):
         with self._lock:
             start = self._segments.index(group[0])
             self._segments[start : start + len(group)] = [merged]
-        for s in group:
-            if isinstance(s, FileSegment):
-                s.close()
-                if s.path != getattr(merged, "path", None):
-                    s.path.unlink(missing_ok=True)
+        # Not deleted yet: a SQL relation made a moment ago may still read them.
+        # (Open ParquetFile handles keep working after the unlink anyway.)
+        now = self.clock.monotonic()
+        self._trash.extend((now, s.path) for s in group if isinstance(s, FileSegment))
+
+    def _empty_trash(self, *, everything: bool = False) -> None:
+        cutoff = self.clock.monotonic() - _TRASH_SECONDS
+        keep = []
+        for when, path in self._trash:
+            if everything or when <= cutoff:
+                path.unlink(missing_ok=True)
+            else:
+                keep.append((when, path))
+        self._trash = keep
 
     # -- SQL and the past ------------------------------------------------------------
 
@@ -647,7 +666,7 @@ class EventStore(_Reads):
         self, snap: _Snapshot, *, position_limit: int | None, occurred_limit: datetime | None,
         views: SqlViews | None = None,
     ) -> SqlViews:
-        classes = dict(self.registry)
+        classes = self.registry.classes()
         files, tables, hot = self._arrow_sources(snap, classes)
         if views is None:
             if self._views is None:
@@ -702,11 +721,11 @@ class EventStore(_Reads):
                     f"as_of needs an aware datetime (got naive {when!r}); add tzinfo, e.g. tzinfo=UTC"
                 )
             if by == "occurred_at":
-                return PastView(self, snap, snap.visible, occurred_before=when)
+                return PastView(self, snap.visible, occurred_before=when)
             limit = self._position_at(snap, when)
         else:
             limit = max(0, min(when, snap.visible))
-        return PastView(self, snap, limit)
+        return PastView(self, limit)
 
     def _position_at(self, snap: _Snapshot, when: datetime) -> int:
         # recorded_at never decreases with position, so the answer is one max() away.
@@ -783,6 +802,7 @@ class EventStore(_Reads):
         if self._wal is not None:
             self._wal.close()
             self._wal = None
+        self._empty_trash(everything=True)
         for s in self._segments:
             if isinstance(s, FileSegment):
                 s.close()
@@ -818,18 +838,19 @@ class PastView(_Reads):
     """The store as it was at a past point: read_stream, read_all, stream_version and sql."""
 
     def __init__(
-        self, store: EventStore, snap: _Snapshot, position: int, *, occurred_before: datetime | None = None
+        self, store: EventStore, position: int, *, occurred_before: datetime | None = None
     ) -> None:
         self.store = store
         self.registry = store.registry
         self.position = position
         self.occurred_before = occurred_before
         self._occurred_us = None if occurred_before is None else datetime_to_micros(occurred_before)
-        self._snap = _Snapshot(snap.segments, snap.buffers, position)
         self._views: SqlViews | None = None
 
     def _snapshot(self) -> _Snapshot:
-        return self._snap
+        # Events at or below the point never change, whichever files hold them now.
+        snap = self.store._snapshot()
+        return _Snapshot(snap.segments, snap.buffers, min(self.position, snap.visible))
 
     def _keep(self, record: RecordedEvent) -> bool:
         if self._occurred_us is None:
@@ -848,7 +869,7 @@ class PastView(_Reads):
             self._views = SqlViews(self.store._new_connection())
         with self.store._sql_lock:
             self.store._prepare_views(
-                self._snap, position_limit=self.position, occurred_limit=self.occurred_before, views=self._views
+                self._snapshot(), position_limit=self.position, occurred_limit=self.occurred_before, views=self._views
             )
             return _run(self._views, query, params)
 
