@@ -218,7 +218,7 @@ class FileSegment(Segment):
         self.first_position, self.last_position, self.rows = first_position, last_position, rows
         self._lock = threading.Lock()
         try:
-            self._file = pq.ParquetFile(path)
+            self._file = pq.ParquetFile(path, page_checksum_verification=True)
             meta = self._file.metadata
         except (OSError, pa.ArrowException) as exc:
             raise CorruptionError(str(path), f"unreadable Parquet file: {exc}") from exc
@@ -280,6 +280,7 @@ def write_segment(directory: Path, table: pa.Table, *, durable: bool) -> FileSeg
         compression="zstd",
         row_group_size=ROW_GROUP_ROWS,
         use_dictionary=["stream_id", "event_type", "stream_type"],
+        write_page_checksum=True,
     )
     if durable:
         fd = os.open(temp, os.O_RDONLY)

@@ -2,16 +2,18 @@
 
 A segment file starts with an 8-byte magic; then frames of
 
-    length (u32 LE) | crc32 of body (u32 LE) | body (CBOR)
+    mark (2 bytes) | length (u32 LE) | crc32 of body (u32 LE) | crc32 of the 10 bytes before (u32 LE) | body (CBOR)
 
 and then zeros: segments are preallocated, because overwriting blocks that
 already exist lets ``fdatasync`` skip the file-system journal (about 1.5x the
 commit rate of appending to a growing file).
 
-One append is one frame, so a crash leaves at most a torn final frame: a frame
-whose checksum fails with nothing but zeros after it. Recovery drops it (it
-was never acknowledged). A bad frame with data after it is corruption, not a
-crash, and opening fails, naming the file and offset.
+One append is one frame, so a crash leaves at most a torn tail: bytes after
+the last good frame from which no valid frame can be read. Recovery drops it
+(it was never acknowledged). A bad frame followed by any valid frame is
+damage, not a crash, and opening fails, naming the file and offset. The
+header has its own checksum and every frame starts with a mark, so a
+damaged length field cannot hide the frames after it.
 
 Group commit ("fsync" durability): appenders queue their frames in memory under
 the store's lock. Then one of them, the leader, writes everything queued with
@@ -32,10 +34,11 @@ from pathlib import Path
 
 from eventador.errors import CorruptionError, StoreError
 
-__all__ = ["Frame", "WriteAheadLog", "scan_segment"]
+__all__ = ["Frame", "WriteAheadLog", "frame", "scan_segment"]
 
-MAGIC = b"EVWAL\x00\x01\n"
-_HEADER = struct.Struct("<II")
+MAGIC = b"EVWAL\x00\x02\n"
+_MARK = b"\xe7\x5a"
+_HEADER = struct.Struct("<2sIII")  # mark, length, body crc, header crc
 _ZEROS = bytes(1 << 20)
 _FIRST_SEGMENT_BYTES = 1 << 20
 _MAX_SEGMENT_BYTES = 64 << 20
@@ -72,27 +75,48 @@ def scan_segment(path: Path, *, repair: bool) -> Iterator[Frame]:
     content_end = len(data.rstrip(b"\0"))  # past this, only preallocated zeros
     offset = len(MAGIC)
     while offset < content_end:
-        damage = None
-        if content_end - offset < _HEADER.size:
-            stop = offset + _HEADER.size
-        else:
-            length, crc = _HEADER.unpack_from(data, offset)
-            start = offset + _HEADER.size
-            stop = start + length
-            if length == 0:
-                damage = "empty frame"
-            elif stop <= len(data) and zlib.crc32(data[start:stop]) == crc:
-                yield Frame(offset, data[start:stop])
-                offset = stop
-                continue
-            else:
-                damage = "frame checksum mismatch"
-        if stop < content_end and damage is not None:
-            raise CorruptionError(str(path), damage, offset)
-        # Nothing but zeros after it: the last write, cut short by a crash.
+        body = _frame_at(data, offset)
+        if body is not None:
+            yield Frame(offset, body)
+            offset += _HEADER.size + len(body)
+            continue
+        later = _next_frame(data, offset + 1, content_end)
+        if later is not None:
+            raise CorruptionError(str(path), f"damaged frame (the next good one is at byte {later})", offset)
+        # Nothing readable after it: the last write, cut short by a crash.
         if repair:
             _cut(path, offset)
         return
+
+
+def _frame_at(data: bytes, offset: int) -> bytes | None:
+    """The body of a valid frame at `offset`, or None."""
+    if offset + _HEADER.size > len(data):
+        return None
+    mark, length, body_crc, header_crc = _HEADER.unpack_from(data, offset)
+    if mark != _MARK or zlib.crc32(data[offset : offset + 10]) != header_crc:
+        return None
+    start = offset + _HEADER.size
+    body = data[start : start + length]
+    if len(body) != length or zlib.crc32(body) != body_crc:
+        return None
+    return body
+
+
+def _next_frame(data: bytes, start: int, end: int) -> int | None:
+    """The offset of the first valid frame at or after `start`, or None."""
+    at = data.find(_MARK, start, end)
+    while at != -1:
+        if _frame_at(data, at) is not None:
+            return at
+        at = data.find(_MARK, at + 1, end)
+    return None
+
+
+def frame(body: bytes) -> bytes:
+    """One frame of the log around `body`."""
+    head = _MARK + struct.pack("<II", len(body), zlib.crc32(body))
+    return head + struct.pack("<I", zlib.crc32(head)) + body
 
 
 def _cut(path: Path, offset: int) -> None:
@@ -179,13 +203,13 @@ class WriteAheadLog:
             StoreError: the log failed; with "batch"/"none" nothing was logged.
         """
         self._raise_if_failed()
-        frame = _HEADER.pack(len(body), zlib.crc32(body)) + body
+        framed = frame(body)
         if self.durability == "fsync":
-            self._queue.append(frame)
-            self._queued += len(frame)
+            self._queue.append(framed)
+            self._queued += len(framed)
             return self._queued
         with self._file_lock:
-            self._write(frame)
+            self._write(framed)
         self._queued = self._written
         return self._written
 
