@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from eventador.errors import EventadorError, InvalidInputError
 from eventador.store import open_store
@@ -43,7 +44,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             raise InvalidInputError(f"{path} exists and is not a demo store; choose an empty or new directory")
         shutil.rmtree(path)
     started = time.perf_counter()
-    store = build_demo(path, accounts=args.accounts)
+    with tqdm(total=90, desc="simulating days", unit="day", disable=not sys.stderr.isatty()) as bar:
+        store = build_demo(path, accounts=args.accounts, progress=lambda done, total: bar.update(1))
     (path / _DEMO_MARK).write_text("built by `eventador demo`; safe to delete\n")
     with store:
         info = store.info()

@@ -460,7 +460,7 @@ class EventStore(_Reads):
         # The append that filled the buffer is already acknowledged: a failed flush
         # must not look like a failed append. The events stay in the WAL and the hot tier.
         try:
-            self.flush()
+            self._flush(only_if_full=True)
         except StoreError as exc:
             warnings.warn(f"flush failed, will retry: {exc}", RuntimeWarning, stacklevel=3)
 
@@ -538,10 +538,15 @@ class EventStore(_Reads):
 
         Appends continue meanwhile; readers see every event throughout.
         """
+        self._flush(only_if_full=False)
+
+    def _flush(self, *, only_if_full: bool) -> None:
         with self._flush_lock:
             with self._lock:
                 self._check_writable()
-                if len(self._buffer):
+                # Two appenders may both fill the buffer: the second finds it flushed already.
+                wanted = len(self._buffer) >= self.flush_every if only_if_full else len(self._buffer) > 0
+                if wanted:
                     buffer = self._buffer
                     self._buffer = HotBuffer(buffer.first_position + len(buffer))
                     self._frozen.append(buffer)
