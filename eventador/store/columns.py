@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from eventador.codec import _unwrap_optional, schema_of
-from eventador.messages import Event
+from eventador.messages import Event, UnknownEvent
 
 __all__ = ["ENVELOPE", "arrow_type_for", "typed_columns"]
 
@@ -146,10 +146,12 @@ def typed_columns(
     n = len(event_types)
     rows_by_type: dict[str, list[int]] = {}
     for i, t in enumerate(event_types):
-        if t in classes:
-            rows_by_type.setdefault(t, []).append(i)
+        rows_by_type.setdefault(t, []).append(i)
     out: dict[str, pa.Array] = {}
     for t, rows in rows_by_type.items():
+        if t not in classes:
+            out.update(_inferred_columns(t, rows, events, n))
+            continue
         schema = schema_of(classes[t])
         for name in schema.names:
             arrow_type, kind = arrow_type_for(schema.hints[name])
@@ -162,6 +164,43 @@ def typed_columns(
                     column[i] = _prepare(kind, getattr(events[i], name, None))
             out[column_name(t, name)] = _to_array(column, arrow_type, column_name(t, name))
     return out
+
+
+def _inferred_columns(
+    event_type: str, rows: list[int], events: Sequence[Event | None], n: int
+) -> dict[str, pa.Array]:
+    """Typed columns for events of a type with no class here (imported logs, other writers):
+    one column per key of their data, typed from the values (mixed values become text)."""
+    keys: dict[str, None] = {}
+    for i in rows:
+        event = events[i]
+        if isinstance(event, UnknownEvent) and isinstance(event.data, dict):
+            keys.update(dict.fromkeys(k for k in event.data if isinstance(k, str)))
+    out: dict[str, pa.Array] = {}
+    for key in keys:
+        column: list[Any] = [None] * n
+        for i in rows:
+            event = events[i]
+            if isinstance(event, UnknownEvent):
+                column[i] = event.data.get(key)
+        out[column_name(event_type, key)] = _infer_array(column)
+    return out
+
+
+def _infer_array(values: list[Any]) -> pa.Array:
+    scalars = (str, int, float, bool, bytes, datetime, date, timedelta, Decimal)
+    if all(v is None or isinstance(v, scalars) for v in values):
+        try:
+            array = pa.array(values)
+            if pa.types.is_timestamp(array.type) and array.type.tz is None:
+                raise pa.ArrowInvalid("naive timestamps")
+            if not pa.types.is_null(array.type):
+                if pa.types.is_timestamp(array.type):
+                    array = array.cast(TIMESTAMP)
+                return array
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            pass
+    return pa.array([None if v is None else _prepare("json", v) for v in values], pa.string())
 
 
 def _to_array(values: list[Any], arrow_type: pa.DataType, name: str) -> pa.Array:

@@ -390,7 +390,7 @@ class EventStore(_Reads):
         *,
         expected_version: int | ExpectedVersion = ANY,
         metadata: dict[str, Any] | None = None,
-        occurred_at: datetime | None = None,
+        occurred_at: datetime | Sequence[datetime] | None = None,
         stream_type: str | None = None,
     ) -> int:
         """Append `events` to the stream atomically; returns the stream's new version.
@@ -398,6 +398,8 @@ class EventStore(_Reads):
         Every event is encoded and checked before anything is written, so a bad
         event leaves the store untouched. With durability "fsync" this returns once
         the events are on disk (appends from other threads share the fsync).
+        `occurred_at`: the events' own time (one for all, or one per event);
+        `stream_type`: what kind of thing the stream is (aggregates record their type).
 
         Raises:
             ConcurrencyError: the stream is not at `expected_version`.
@@ -407,6 +409,46 @@ class EventStore(_Reads):
         >>> store.append("acc-1", [Deposited(amount=5)], expected_version=0)
         1
         """
+        prepared = self._prepare(stream_id, events, expected_version, metadata, occurred_at, stream_type)
+        return self._commit([prepared])[0]
+
+    def append_many(
+        self,
+        appends: Iterable[tuple[str, Event | Sequence[Event]]],
+        *,
+        expected_version: int | ExpectedVersion = ANY,
+        occurred_at: Iterable[datetime | Sequence[datetime] | None] | None = None,
+        stream_type: str | None = None,
+    ) -> list[int]:
+        """Append to many streams with one lock and one fsync; returns each stream's new version.
+
+        All events are checked, and every stream's `expected_version`, before anything
+        is written: one bad event or one conflict writes nothing. Each stream's events
+        are one atomic record in the log (a crash keeps or drops each stream's events whole).
+
+        Raises:
+            ConcurrencyError, SerializationError, InvalidInputError: as ``append``.
+        """
+        items = list(appends)
+        times = [None] * len(items) if occurred_at is None else list(occurred_at)
+        if len(times) != len(items):
+            raise InvalidInputError(f"occurred_at has {len(times)} entries for {len(items)} appends")
+        prepared = [
+            self._prepare(stream_id, events, expected_version, None, when, stream_type)
+            for (stream_id, events), when in zip(items, times, strict=True)
+        ]
+        return self._commit(prepared)
+
+    def _prepare(
+        self,
+        stream_id: str,
+        events: Event | Sequence[Event],
+        expected_version: int | ExpectedVersion,
+        metadata: dict[str, Any] | None,
+        occurred_at: datetime | Sequence[datetime] | None,
+        stream_type: str | None,
+    ) -> _Prepared:
+        """Check and encode one stream's append: everything that can fail before writing."""
         batch = [events] if isinstance(events, Event) else list(events)
         _check_stream_id(stream_id)
         _check_expected(expected_version)
@@ -417,35 +459,52 @@ class EventStore(_Reads):
             if not isinstance(metadata, dict):
                 raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
             meta = encode_value(metadata, what="metadata")
-        occurred = None
-        if occurred_at is not None:
-            if not isinstance(occurred_at, datetime) or occurred_at.utcoffset() is None:
-                raise InvalidInputError(f"occurred_at must be an aware datetime, got {occurred_at!r}")
-            occurred = datetime_to_micros(occurred_at)
+        if occurred_at is None or isinstance(occurred_at, datetime):
+            occurred: list[int | None] = [_micros_or_none(occurred_at)] * len(batch)
+        else:
+            occurred = [_micros_or_none(t) for t in occurred_at]
+            if len(occurred) != len(batch):
+                raise InvalidInputError(f"occurred_at has {len(occurred)} times for {len(batch)} events")
         if stream_type is not None and not isinstance(stream_type, str):
             raise InvalidInputError(f"stream_type must be a str, got {stream_type!r}")
         ids = _new_event_ids(len(batch))
-        rows = [(t, i, occurred, p) for t, i, p in zip(types, ids, payloads, strict=True)]
+        rows = [(t, i, o, p) for t, i, o, p in zip(types, ids, occurred, payloads, strict=True)]
+        return _Prepared(stream_id, expected_version, batch, rows, meta, stream_type)
+
+    def _commit(self, appends: list[_Prepared]) -> list[int]:
         now = datetime_to_micros(self.clock.now())
         lsn = 0
+        versions: list[int] = []
         with self._lock:
             self._check_writable()
-            current = self._heads.get(stream_id, 0)
-            _verify_expected(stream_id, expected_version, current)
-            if not batch:
-                return current
-            first = self._buffer.first_position + len(self._buffer)
+            heads = self._heads
+            pending: dict[str, int] = {}
+            for a in appends:  # every check before the first write
+                current = pending.get(a.stream_id, heads.get(a.stream_id, 0))
+                _verify_expected(a.stream_id, a.expected, current)
+                pending[a.stream_id] = current + len(a.events)
             recorded = max(now, self._last_recorded_us)  # recorded_at never goes back
-            if self._wal is not None:
-                body = cbor2.dumps([first, stream_id, current + 1, recorded, stream_type, meta, rows])
-                lsn = self._wal.add(body)
-            self._buffer.add(stream_id, current + 1, recorded, stream_type, meta, rows, batch)
-            version = self._heads[stream_id] = current + len(batch)
+            buffer = self._buffer
+            last = 0
+            for a in appends:
+                current = heads.get(a.stream_id, 0)
+                if not a.events:
+                    versions.append(current)
+                    continue
+                first = buffer.first_position + len(buffer)
+                if self._wal is not None:
+                    body = cbor2.dumps([first, a.stream_id, current + 1, recorded, a.stream_type, a.metadata, a.rows])
+                    lsn = self._wal.add(body)
+                buffer.add(a.stream_id, current + 1, recorded, a.stream_type, a.metadata, a.rows, a.events)
+                heads[a.stream_id] = current + len(a.events)
+                versions.append(current + len(a.events))
+                last = first + len(a.events) - 1
             self._last_recorded_us = recorded
-            last = first + len(batch) - 1
-            if self.durability != "fsync":
+            if self.durability != "fsync" and last:
                 self._visible = last
-            full = len(self._buffer) >= self.flush_every
+            full = len(buffer) >= self.flush_every
+        if not last:
+            return versions
         if self._wal is not None and self.durability == "fsync":
             self._wal.sync(lsn)
             with self._lock:
@@ -454,7 +513,7 @@ class EventStore(_Reads):
         self._notify()
         if full:
             self._flush_quietly()
-        return version
+        return versions
 
     def _flush_quietly(self) -> None:
         # The append that filled the buffer is already acknowledged: a failed flush
@@ -889,6 +948,26 @@ def _run(views: SqlViews, query: str, params: Sequence[Any] | dict[str, Any] | N
         return views.con.sql(query, params=params)
     except duckdb.Error as exc:
         raise InvalidInputError(f"SQL error: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One stream's append, checked and encoded, waiting for the lock."""
+
+    stream_id: str
+    expected: int | ExpectedVersion
+    events: list[Event]
+    rows: list[tuple[str, bytes, int | None, bytes]]
+    metadata: bytes | None
+    stream_type: str | None
+
+
+def _micros_or_none(when: object) -> int | None:
+    if when is None:
+        return None
+    if not isinstance(when, datetime) or when.utcoffset() is None:
+        raise InvalidInputError(f"occurred_at must be an aware datetime, got {when!r}")
+    return datetime_to_micros(when)
 
 
 def _new_event_ids(n: int) -> list[bytes]:

@@ -75,6 +75,10 @@ class SqlViews:
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
         self._shape: tuple[Any, ...] | None = None
+        self.generation = 0
+        """Bumped whenever the views are recreated (a new file, a new event type)."""
+        self.typed: tuple[str, ...] = ()
+        """The event types that have a typed view; the view is named like the type."""
 
     def update(self, sources: Sources, classes: dict[str, type[Event]]) -> None:
         """Point the views at `sources`, recreating them only when their shape changed."""
@@ -141,6 +145,7 @@ class SqlViews:
             f"CAST({data} AS JSON) AS data, payload FROM _all"
         )
         taken = {"events", "_all", "_hot", "_memory"}
+        named: list[str] = []
         for event_type, fields in typed.items():
             if event_type.lower() in taken:
                 warnings.warn(f"no SQL view for event type {event_type!r}: the name is taken", stacklevel=3)
@@ -157,6 +162,9 @@ class SqlViews:
                 f"CREATE OR REPLACE TEMP VIEW {quote(event_type)} AS SELECT {select} FROM _all "
                 f"WHERE event_type = {literal(event_type)}"
             )
+            named.append(event_type)
+        self.typed = tuple(named)
+        self.generation += 1
 
     @staticmethod
     def _typed_fields(
