@@ -37,6 +37,7 @@ from eventador.errors import (
     StoreError,
     StoreLockedError,
 )
+from eventador.importing import read_event_log, read_xes
 from eventador.messages import Command, Event, State, TypeRegistry, UnknownEvent, registry
 from eventador.store import (
     ANY,
@@ -97,5 +98,7 @@ __all__ = [
     "TypeRegistry",
     "UnknownEvent",
     "open_store",
+    "read_event_log",
+    "read_xes",
     "registry",
 ]

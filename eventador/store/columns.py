@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from eventador.codec import _unwrap_optional, schema_of
@@ -137,11 +138,13 @@ def column_name(event_type: str, field: str) -> str:
 def typed_columns(
     event_types: Sequence[str], events: Sequence[Event | None], classes: dict[str, type[Event]]
 ) -> dict[str, pa.Array]:
-    """Typed payload columns for rows whose type has a class in `classes`.
+    """Typed payload columns: for each event type, one column per field, null in other rows.
 
-    `events[i]` is the typed instance of row i. Rows of other types hold null.
+    `events[i]` is the typed instance of row i. Types with a class in `classes`
+    get columns from its annotations; others from their data (``UnknownEvent``).
     A value that does not fit its column (an int beyond 64 bits) becomes null
     with a warning: the CBOR payload still holds it exactly.
+    Costs one pass over each type's own rows per field, plus one Arrow scatter.
     """
     n = len(event_types)
     rows_by_type: dict[str, list[int]] = {}
@@ -149,42 +152,44 @@ def typed_columns(
         rows_by_type.setdefault(t, []).append(i)
     out: dict[str, pa.Array] = {}
     for t, rows in rows_by_type.items():
-        if t not in classes:
-            out.update(_inferred_columns(t, rows, events, n))
+        mine = [events[i] for i in rows]
+        if t in classes:
+            columns = _class_columns(t, classes[t], mine)
+        else:
+            columns = _inferred_columns(t, mine)
+        if len(rows) == n:
+            out.update(columns)
             continue
-        schema = schema_of(classes[t])
-        for name in schema.names:
-            arrow_type, kind = arrow_type_for(schema.hints[name])
-            column: list[Any] = [None] * n
-            if kind == "plain":
-                for i in rows:
-                    column[i] = getattr(events[i], name, None)
-            else:
-                for i in rows:
-                    column[i] = _prepare(kind, getattr(events[i], name, None))
-            out[column_name(t, name)] = _to_array(column, arrow_type, column_name(t, name))
+        # Spread this type's values over the full height: null where another type's row is.
+        where = np.full(n, -1, dtype=np.int64)
+        where[np.asarray(rows, dtype=np.int64)] = np.arange(len(rows), dtype=np.int64)
+        scatter = pa.array(where, mask=where < 0)
+        for name, values in columns.items():
+            out[name] = values.take(scatter)
     return out
 
 
-def _inferred_columns(
-    event_type: str, rows: list[int], events: Sequence[Event | None], n: int
-) -> dict[str, pa.Array]:
-    """Typed columns for events of a type with no class here (imported logs, other writers):
-    one column per key of their data, typed from the values (mixed values become text)."""
-    keys: dict[str, None] = {}
-    for i in rows:
-        event = events[i]
-        if isinstance(event, UnknownEvent) and isinstance(event.data, dict):
-            keys.update(dict.fromkeys(k for k in event.data if isinstance(k, str)))
+def _class_columns(event_type: str, cls: type[Event], events: list[Event | None]) -> dict[str, pa.Array]:
+    schema = schema_of(cls)
     out: dict[str, pa.Array] = {}
-    for key in keys:
-        column: list[Any] = [None] * n
-        for i in rows:
-            event = events[i]
-            if isinstance(event, UnknownEvent):
-                column[i] = event.data.get(key)
-        out[column_name(event_type, key)] = _infer_array(column)
+    for name in schema.names:
+        arrow_type, kind = arrow_type_for(schema.hints[name])
+        if kind == "plain":
+            values = [getattr(e, name, None) for e in events]
+        else:
+            values = [_prepare(kind, getattr(e, name, None)) for e in events]
+        out[column_name(event_type, name)] = _to_array(values, arrow_type, column_name(event_type, name))
     return out
+
+
+def _inferred_columns(event_type: str, events: list[Event | None]) -> dict[str, pa.Array]:
+    """Columns for events of a type with no class here (imported logs, other writers):
+    one per key of their data, typed from the values (mixed values become text)."""
+    datas = [e.data if isinstance(e, UnknownEvent) and isinstance(e.data, dict) else {} for e in events]
+    keys: dict[str, None] = {}
+    for data in datas:
+        keys.update(dict.fromkeys(k for k in data if isinstance(k, str)))
+    return {column_name(event_type, key): _infer_array([d.get(key) for d in datas]) for key in keys}
 
 
 def _infer_array(values: list[Any]) -> pa.Array:

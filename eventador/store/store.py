@@ -515,6 +515,27 @@ class EventStore(_Reads):
             self._flush_quietly()
         return versions
 
+    def import_dataframe(
+        self,
+        df: Any,
+        *,
+        stream_id: str = "case:concept:name",
+        event_type: str = "concept:name",
+        occurred_at: str = "time:timestamp",
+        stream_type: str | None = None,
+        progress: bool | None = None,
+    ) -> int:
+        """Import an event log DataFrame: one stream per case, one event per row; returns events written.
+
+        See ``eventador.importing.import_dataframe`` (and ``ev.read_xes`` for XES files).
+        """
+        from eventador.importing import import_dataframe
+
+        return import_dataframe(
+            self, df, stream_id=stream_id, event_type=event_type, occurred_at=occurred_at,
+            stream_type=stream_type, progress=progress,
+        )
+
     def _flush_quietly(self) -> None:
         # The append that filled the buffer is already acknowledged: a failed flush
         # must not look like a failed append. The events stay in the WAL and the hot tier.
