@@ -87,7 +87,9 @@ def read_xes(path: str | os.PathLike[str]) -> pd.DataFrame:
 def _open(path: Path) -> BinaryIO:
     with open(path, "rb") as probe:
         magic = probe.read(2)
-    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+    if magic == b"\x1f\x8b":
+        return typing.cast(BinaryIO, gzip.open(path, "rb"))
+    return open(path, "rb")  # noqa: SIM115  (the caller closes it)
 
 
 def _xes_rows(f: BinaryIO) -> Iterator[dict[str, Any]]:

@@ -153,10 +153,7 @@ def typed_columns(
     out: dict[str, pa.Array] = {}
     for t, rows in rows_by_type.items():
         mine = [events[i] for i in rows]
-        if t in classes:
-            columns = _class_columns(t, classes[t], mine)
-        else:
-            columns = _inferred_columns(t, mine)
+        columns = _class_columns(t, classes[t], mine) if t in classes else _inferred_columns(t, mine)
         if len(rows) == n:
             out.update(columns)
             continue
