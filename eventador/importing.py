@@ -89,7 +89,7 @@ def _open(path: Path) -> BinaryIO:
         magic = probe.read(2)
     if magic == b"\x1f\x8b":
         return typing.cast(BinaryIO, gzip.open(path, "rb"))
-    return open(path, "rb")  # noqa: SIM115  (the caller closes it)
+    return open(path, "rb")  # the caller closes it
 
 
 def _xes_rows(f: BinaryIO) -> Iterator[dict[str, Any]]:
