@@ -45,7 +45,10 @@ class Catalog:
         self.directory = directory
         where = ":memory:" if directory is None else str(directory / "catalog.duckdb")
         try:
-            self.db = duckdb.connect(where)
+            # 16 KB blocks instead of 256 KB: the catalog is small, and a new store
+            # should not cost most of a megabyte before its first event.
+            config = {} if directory is None else {"default_block_size": "16384"}
+            self.db = duckdb.connect(where, config=config)
         except duckdb.Error as exc:
             raise CorruptionError(where, f"cannot open the catalog: {exc}") from exc
         self._lock = threading.RLock()  # one DuckDB connection, shared by threads
