@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import cbor2
 import duckdb
@@ -65,6 +65,9 @@ from eventador.store.segments import (
 from eventador.store.snapshots import SnapshotStore
 from eventador.store.views import Sources, SqlViews
 from eventador.store.wal import WriteAheadLog, scan_segment
+
+if TYPE_CHECKING:
+    from eventador.projections.views import LiveView, LiveViews
 
 __all__ = ["EventStore", "open_store"]
 
@@ -240,6 +243,7 @@ class EventStore(_Reads):
         self._catalog: Catalog | None = None
         self._lockfile: DirectoryLock | None = None
         self._views: SqlViews | None = None
+        self._live: LiveViews | None = None  # live SQL views (eventador.projections.views), loaded on first use
         self._changed = threading.Condition()
         self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self.snapshots = SnapshotStore(None, read_only=read_only)
@@ -575,6 +579,24 @@ class EventStore(_Reads):
         with self._changed:
             return self._changed.wait_for(lambda: self._visible >= position or self._closed, timeout)
 
+    async def wait_for_position_async(self, position: int) -> bool:
+        """Wait, without blocking the event loop, until `position` is visible; False if the store closed first.
+
+        Woken by the append that makes it visible (no polling); cancel the awaiting task to give up.
+        """
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        waiter = (loop, wake)
+        self._async_waiters.add(waiter)
+        try:
+            while True:
+                wake.clear()
+                if self._visible >= position or self._closed:
+                    return self._visible >= position
+                await wake.wait()
+        finally:
+            self._async_waiters.discard(waiter)
+
     async def subscribe(
         self,
         *,
@@ -768,7 +790,53 @@ class EventStore(_Reads):
             ),
             classes,
         )
+        self._live_views().install(views)
         return views
+
+    def _projection_views(self, views: SqlViews) -> int:
+        """Point `views` (a projection's own connection) at every visible event; returns the newest position.
+
+        Projections narrow these to one batch by position (``new_events``).
+        """
+        snap = self._snapshot()
+        with self._sql_lock:
+            self._prepare_views(snap, position_limit=None, occurred_limit=None, views=views)
+        return snap.visible
+
+    # -- live SQL views (eventador/projections/views.py) ------------------------------
+
+    def create_view(self, name: str, sql: str, *, replace: bool = False) -> LiveView:
+        """Make a live SQL view `name` over ``events`` and the typed views; returns it.
+
+        It is kept with the store (present again after reopening, also for read-only
+        openers and ``eventador sql``) and always current: a view, not a copy.
+
+        Raises:
+            ProjectionNameError: `name` is not an identifier, or names an existing view,
+                table or event type (``replace=True`` changes an existing live view).
+            ProjectionError: the SQL is not one SELECT or does not run (DuckDB's message
+                quoted); nothing is stored.
+            ReadOnlyError: the store is read-only.
+
+        >>> store.create_view("big_deposits", "SELECT * FROM Deposited WHERE amount > 1000")
+        """
+        return self._live_views().create(name, sql, replace=replace)
+
+    def views(self) -> list[LiveView]:
+        """The store's live SQL views (name, sql, created_at), oldest first."""
+        self._check_open()
+        return self._live_views().list()
+
+    def drop_view(self, name: str) -> None:
+        """Remove live view `name`. Raises InvalidInputError when there is none."""
+        self._live_views().drop(name)
+
+    def _live_views(self) -> LiveViews:
+        if self._live is None:
+            from eventador.projections.views import LiveViews  # the projections import the store
+
+            self._live = LiveViews(self)
+        return self._live
 
     def _new_connection(self) -> duckdb.DuckDBPyConnection:
         """A connection to the store's DuckDB database (the catalog), or a private one when read-only."""
