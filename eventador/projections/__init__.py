@@ -1,0 +1,30 @@
+"""Projections and read models: live SQL views, incremental SQL tables, Python projections.
+
+- ``store.create_view(name, sql)``: a live view over ``events`` and the typed views.
+- ``SqlProjection(name, setup_sql=..., apply_sql=...)``: DuckDB tables updated by SQL
+  over the new events only; each batch and its checkpoint commit together.
+- ``Projection[T]``: the seed's Python projection, fed event by event.
+- ``ProjectionRunner(store, projections)``: catches up, follows live, rebuilds
+  (blue/green for SQL), keeps checkpoints and errors in the store's database.
+"""
+
+from eventador.projections.errors import ProjectionNameError
+from eventador.projections.policies import ErrorPolicy, Retry
+from eventador.projections.python import Projection
+from eventador.projections.runner import Lag, ProjectionRunner, list_projections, rebuild_projection
+from eventador.projections.sql import SqlProjection, batch_view_name
+from eventador.projections.views import LiveView
+
+__all__ = [
+    "ErrorPolicy",
+    "Lag",
+    "LiveView",
+    "Projection",
+    "ProjectionNameError",
+    "ProjectionRunner",
+    "Retry",
+    "SqlProjection",
+    "batch_view_name",
+    "list_projections",
+    "rebuild_projection",
+]

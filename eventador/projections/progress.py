@@ -1,0 +1,100 @@
+"""Progress bars for long rebuilds: a widget in Jupyter, text in a terminal, nothing elsewhere."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import duckdb
+
+__all__ = ["Bar", "bar", "query_progress", "wanted"]
+
+LONG = 100_000
+"""Events: a rebuild shorter than this gets no bar unless asked for one."""
+
+
+class Bar(Protocol):
+    def update(self, n: int) -> Any: ...
+
+    def close(self) -> Any: ...
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _in_notebook() -> bool:
+    shell = sys.modules.get("IPython")
+    if shell is None or "ipykernel" not in sys.modules:
+        return False
+    get = getattr(shell, "get_ipython", None)
+    ip = get() if get is not None else None
+    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+
+
+def wanted(progress: bool | None, total: int) -> bool:
+    """Whether to show a bar: `progress` if given; else for long work in a terminal or a notebook."""
+    if progress is not None:
+        return progress
+    if total < LONG:
+        return False
+    isatty = getattr(sys.stderr, "isatty", None)
+    return _in_notebook() or bool(isatty and isatty())
+
+
+def bar(total: int, desc: str, enabled: bool) -> Bar:
+    """A tqdm.auto bar over `total` events, or one that shows nothing."""
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    result: Bar = tqdm(total=total, desc=desc, unit="ev", unit_scale=True, leave=True)
+    return result
+
+
+@contextlib.contextmanager
+def query_progress(con: duckdb.DuckDBPyConnection, total: int, desc: str, enabled: bool) -> Iterator[None]:
+    """While the block runs one long query on `con`, show its progress (DuckDB's own estimate).
+
+    A helper thread asks ``con.query_progress()`` every 0.2 s; it waits on an event,
+    so it ends as soon as the block does.
+    """
+    if not enabled:
+        yield
+        return
+    con.execute("SET enable_progress_bar = true")
+    con.execute("SET enable_progress_bar_print = false")
+    shown = bar(total, desc, True)
+    done = threading.Event()
+    state = {"n": 0}
+
+    def poll() -> None:
+        while not done.wait(0.2):
+            try:
+                pct = con.query_progress()
+            except (duckdb.Error, RuntimeError):
+                continue
+            n = int(total * max(0.0, min(pct, 100.0)) / 100.0)
+            if n > state["n"]:
+                shown.update(n - state["n"])
+                state["n"] = n
+
+    thread = threading.Thread(target=poll, name="eventador-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        if state["n"] < total:
+            shown.update(total - state["n"])
+        shown.close()
+        with contextlib.suppress(duckdb.Error):
+            con.execute("SET enable_progress_bar = false")
