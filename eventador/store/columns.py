@@ -16,7 +16,7 @@ import uuid
 import warnings
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
@@ -83,7 +83,11 @@ def _prepare(kind: str, value: Any) -> Any:
     if value is None:
         return None
     if kind == "decimal":
-        return value.quantize(_DECIMAL_QUANTUM, rounding=ROUND_HALF_EVEN)
+        try:
+            return value.quantize(_DECIMAL_QUANTUM, rounding=ROUND_HALF_EVEN)
+        except InvalidOperation:
+            # Too many digits, or not finite: _to_array makes it NULL (with a warning); CBOR keeps it.
+            return value
     if kind == "uuid":
         return str(value)
     if kind == "enum":
