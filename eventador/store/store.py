@@ -793,12 +793,18 @@ class EventStore(_Reads):
         self._live_views().install(views)
         return views
 
-    def _projection_views(self, views: SqlViews) -> int:
-        """Point `views` (a projection's own connection) at every visible event; returns the newest position.
+    def _projection_views(self, views: SqlViews, *, after: int = 0) -> int:
+        """Point `views` (a projection's own connection) at the visible events in the files and
+        buffers that hold positions after `after`; returns the newest visible position.
 
-        Projections narrow these to one batch by position (``new_events``).
+        Projections narrow these to one batch by position (``new_events``); leaving
+        out the files wholly at or below `after` spares a live batch their footers.
         """
         snap = self._snapshot()
+        if after > 0:
+            segments = tuple(s for s in snap.segments if s.last_position > after)
+            buffers = tuple(b for b in snap.buffers[:-1] if b.last_position > after) + snap.buffers[-1:]
+            snap = _Snapshot(segments, buffers, snap.visible)
         with self._sql_lock:
             self._prepare_views(snap, position_limit=None, occurred_limit=None, views=views)
         return snap.visible
