@@ -21,6 +21,7 @@ from typing import Any
 import duckdb
 
 from eventador.errors import StoreError
+from eventador.store.views import literal
 
 __all__ = [
     "CHECKPOINTS",
@@ -28,6 +29,7 @@ __all__ = [
     "ERRORS",
     "LIVE_VIEWS",
     "Definition",
+    "add_checkpoint",
     "ensure_tables",
     "read_checkpoint",
     "read_checkpoints",
@@ -140,17 +142,24 @@ def read_checkpoints(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, int
     return {str(r[0]): (str(r[1]), int(r[2]), r[3]) for r in rows}
 
 
-def set_checkpoint(con: duckdb.DuckDBPyConnection, name: str, kind: str, position: int, now: datetime) -> None:
-    """Insert or move projection `name`'s checkpoint (inside the caller's transaction, if any)."""
-    updated = con.execute(
-        f"UPDATE {CHECKPOINTS} SET position = ?, updated_at = ? WHERE name = ? RETURNING name",
-        [position, now, name],
-    ).fetchall()
-    if not updated:
-        con.execute(
-            f"INSERT INTO {CHECKPOINTS} (name, kind, position, updated_at) VALUES (?, ?, ?, ?)",
-            [name, kind, position, now],
-        )
+def add_checkpoint(con: duckdb.DuckDBPyConnection, name: str, kind: str, now: datetime) -> None:
+    """Give projection `name` a checkpoint row at 0 unless it has one."""
+    con.execute(
+        f"INSERT INTO {CHECKPOINTS} (name, kind, position, updated_at) VALUES (?, ?, 0, ?) ON CONFLICT DO NOTHING",
+        [name, kind, now],
+    )
+
+
+def set_checkpoint(con: duckdb.DuckDBPyConnection, name: str, position: int, now: datetime) -> None:
+    """Move projection `name`'s checkpoint (inside the caller's transaction, if any).
+
+    Literals, not parameters: this runs once per batch and DuckDB prepares a
+    parameterised statement anew each time.
+    """
+    con.execute(
+        f"UPDATE {CHECKPOINTS} SET position = {int(position)}, "
+        f"updated_at = {literal(now.isoformat())}::TIMESTAMPTZ WHERE name = {literal(name)}"
+    )
 
 
 def record_error(

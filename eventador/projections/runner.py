@@ -46,6 +46,7 @@ from eventador.clock import Clock
 from eventador.errors import InvalidInputError, ProjectionError, ReadOnlyError, StoreClosedError
 from eventador.projections import progress as _progress
 from eventador.projections.checkpoints import (
+    add_checkpoint,
     ensure_tables,
     error_counts,
     read_checkpoint,
@@ -446,7 +447,8 @@ class ProjectionRunner:
             await _maybe(p.reset())
             st.checkpoint = 0
             p._checkpoint = 0
-        set_checkpoint(con, st.name, "python", st.checkpoint, self.clock.now())
+        add_checkpoint(con, st.name, "python", self.clock.now())
+        set_checkpoint(con, st.name, st.checkpoint, self.clock.now())
 
     async def _catch_up_one(self, st: _State, target: int | None) -> None:
         st.error = None
@@ -481,7 +483,7 @@ class ProjectionRunner:
         assert self._stop is not None and st.wake is not None
         if st.requests:
             return True
-        waiters = [
+        waiters: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(self._stop.wait()),
             asyncio.ensure_future(st.wake.wait()),
         ]
@@ -531,7 +533,7 @@ class ProjectionRunner:
         st.checkpoint = 0
         st.handled = 0
         await _maybe(p.update_checkpoint(0))
-        set_checkpoint(self._connection(), st.name, "python", 0, self.clock.now())
+        set_checkpoint(self._connection(), st.name, 0, self.clock.now())
 
     # -- one batch ------------------------------------------------------------------------------
 
@@ -544,9 +546,9 @@ class ProjectionRunner:
     async def _sql_batch(self, st: _State, target: int | None) -> bool:
         engine = st.engine
         assert engine is not None
-        visible = await self._call(engine.visible)
-        upto = visible if target is None else min(target, visible)
         lo = engine.checkpoint
+        visible = await self._call(partial(engine.visible, lo))
+        upto = visible if target is None else min(target, visible)
         if lo >= upto:
             return False
         hi = engine.target(upto, self.batch_size)
@@ -599,7 +601,7 @@ class ProjectionRunner:
             raise self._failed(st, exc) from exc
         try:
             for _ in range(1 + _CATCH_UP_ROUNDS):
-                visible = await self._call(engine.visible)
+                visible = await self._call(partial(engine.visible, build.position))
                 while build.position < visible:
                     lo = build.position
                     hi = visible if self.batch_size is None else min(visible, lo + self.batch_size)
@@ -738,7 +740,7 @@ class ProjectionRunner:
         # The projection saves its read model with the position first: a crash
         # between the two leaves the catalog behind, never ahead.
         await _maybe(p.update_checkpoint(position))
-        set_checkpoint(self._connection(), st.name, "python", position, self.clock.now())
+        set_checkpoint(self._connection(), st.name, position, self.clock.now())
         st.checkpoint = position
 
 

@@ -49,6 +49,7 @@ from eventador.errors import InvalidInputError, ProjectionError, StoreClosedErro
 from eventador.messages import Event
 from eventador.projections.checkpoints import (
     Definition,
+    add_checkpoint,
     ensure_tables,
     read_checkpoint,
     read_definition,
@@ -247,6 +248,7 @@ class SqlEngine:
         found = read_checkpoint(con, self.name)
         if found is not None and found[0] != "sql":
             raise ProjectionNameError(self.name, f"a {found[0]} projection of that name has a checkpoint here")
+        add_checkpoint(con, self.name, "sql", self.clock.now())
         self.definition = read_definition(con, self.name)
         self._drop_other_versions()
         if self.definition is None:
@@ -277,9 +279,10 @@ class SqlEngine:
 
     # -- the views of a batch -----------------------------------------------------------
 
-    def visible(self) -> int:
-        """Point this connection's views at every visible event; returns the newest position."""
-        return self.store._projection_views(self.views)
+    def visible(self, after: int = 0) -> int:
+        """Point this connection's views at the visible events (those in files wholly at or below
+        `after` left out); returns the newest visible position."""
+        return self.store._projection_views(self.views, after=after)
 
     def _point(self, lo: int, hi: int) -> None:
         """Make ``new_events`` and the ``new_<Type>`` views show the events in (lo, hi]."""
@@ -338,7 +341,7 @@ class SqlEngine:
         self.checkpoint = hi
 
     def _move_checkpoint(self, position: int) -> None:
-        set_checkpoint(self.con, self.name, "sql", position, self.clock.now())
+        set_checkpoint(self.con, self.name, position, self.clock.now())
 
     def skip_failing(self, lo: int, hi: int, *, build: Build | None, policy: str) -> int:
         """Apply (lo, hi] in halves, skipping and recording the single events that fail; returns how many.
@@ -496,7 +499,7 @@ class SqlEngine:
                 [self.name, p.setup_sql, p.apply_sql, None if p.event_types is None else list(p.event_types),
                  build.version, list(build.tables), old.created_at if old else now, now],
             )
-            set_checkpoint(con, self.name, "sql", build.position, now)
+            set_checkpoint(con, self.name, build.position, now)
             if old is not None:
                 con.execute(f"DROP SCHEMA IF EXISTS {quote(old.schema)} CASCADE")
             con.execute("COMMIT")
