@@ -19,6 +19,8 @@
     ├── CommandRejected               a business rule refused a command
     ├── ProjectionError               a projection's SQL or handler failed
     └── QueueError                    the durable queue refused an operation
+        ├── MessageNotFoundError      no (dead) message with that id
+        └── QueueClosedError          the queue manager was closed
 
 Each error keeps its data as attributes, so callers can act on them without
 parsing messages.
@@ -167,3 +169,15 @@ class ProjectionError(EventadorError):
 
 class QueueError(EventadorError):
     """The durable queue refused an operation."""
+
+
+class MessageNotFoundError(QueueError):
+    """No message with that id is where the operation needs it (e.g. among the dead letters)."""
+
+    def __init__(self, message_id: int, where: str = "in the queue") -> None:
+        super().__init__(f"no message with id {message_id} {where}")
+        self.message_id, self.where = message_id, where
+
+
+class QueueClosedError(QueueError):
+    """The queue manager was closed (or its store was); make a new one."""
