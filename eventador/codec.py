@@ -51,7 +51,9 @@ def _default(encoder: Any, value: Any) -> None:
         raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def _tag_hook(decoder: Any, tag: Any) -> Any:
+def _tag_hook(first: Any, second: Any) -> Any:
+    # cbor2 5 calls tag_hook(decoder, tag); cbor2 6 calls tag_hook(tag, immutable).
+    tag = first if isinstance(first, cbor2.CBORTag) else second
     if tag.tag == _TAG_TIMEDELTA:
         days, seconds, micros = tag.value
         return timedelta(days=days, seconds=seconds, microseconds=micros)
