@@ -24,11 +24,13 @@ nothing from the code under test.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import enum
 import json
 import os
+import uuid
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
@@ -228,6 +230,30 @@ class ContractNoted(Event, event_type="eventador.testing.Noted"):
 
     text: str
     extra: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ContractPlace:
+    """A nested value inside an event."""
+
+    room: str
+    floor: int | None = None
+
+
+class ContractScheduled(Event, event_type="eventador.testing.Scheduled"):
+    """Every other payload type: date, timedelta, UUID, bytes, bool, set, tuple, frozenset, nested, Optional."""
+
+    day: date
+    duration: timedelta
+    ref: uuid.UUID
+    raw: bytes
+    urgent: bool
+    labels: set[str]
+    window: tuple[int, int]
+    seen_by: frozenset[str]
+    place: ContractPlace
+    places: list[ContractPlace]
+    note: str | None
 
 
 _T0 = datetime(2026, 1, 1, 9, 30, tzinfo=UTC)
@@ -531,6 +557,57 @@ class StoreContract:
         assert _positions(store.read_all()) == [1, 2, 3, 4, 5]
         assert _positions(store.read_all(event_types=[ContractOpened])) == [1, 3]
 
+    def test_every_payload_type_survives_flushing_and_reopening(
+        self, store_factory: StoreFactory, store: EventStore
+    ) -> None:
+        events = [
+            ContractScheduled(
+                day=date(2026, 2, 28),
+                duration=timedelta(days=1, seconds=3, microseconds=7),
+                ref=uuid.UUID(int=42),
+                raw=b"\x00\xff",
+                urgent=True,
+                labels={"a", "b"},
+                window=(9, 17),
+                seen_by=frozenset({"ann"}),
+                place=ContractPlace(room="r1", floor=2),
+                places=[ContractPlace(room="r2"), ContractPlace(room="r3", floor=-1)],
+                note=None,
+            ),
+            ContractScheduled(
+                day=date(1999, 12, 31),
+                duration=timedelta(0),
+                ref=uuid.UUID(int=0),
+                raw=b"",
+                urgent=False,
+                labels=set(),
+                window=(0, 0),
+                seen_by=frozenset(),
+                place=ContractPlace(room=""),
+                places=[],
+                note="x",
+            ),
+        ]
+        store.append("plan", events[:1])
+        store.flush()
+        store.append("plan", events[1:])
+
+        def check(store: EventStore) -> None:
+            read = [r.event for r in store.read_stream("plan")]
+            assert read == events
+            first = read[0]
+            assert isinstance(first, ContractScheduled)
+            assert type(first.window) is tuple and type(first.seen_by) is frozenset and type(first.labels) is set
+            assert type(first.place) is ContractPlace and type(first.places[0]) is ContractPlace
+            rows = store.sql(
+                f'SELECT day, urgent, note FROM "{ContractScheduled.event_type}" ORDER BY position'
+            ).fetchall()
+            assert rows == [(e.day, e.urgent, e.note) for e in events]
+
+        check(store)
+        if store_factory.persistent:
+            check(self.reopen(store_factory, store))
+
     # -- atomicity and bad input ---------------------------------------------------------------
 
     def test_a_bad_event_in_a_batch_writes_nothing(self, store_factory: StoreFactory, store: EventStore) -> None:
@@ -671,6 +748,21 @@ class StoreContract:
             ("acc-1", "Ann", "savings", _T0, ["new", "web"]),
             ("acc-2", "Ann", "savings", _T0, ["new", "web"]),
         ]
+
+    def test_a_value_too_large_for_its_sql_column_reads_null_in_sql_and_exact_in_events(
+        self, store: EventStore
+    ) -> None:
+        huge = [Decimal("1E+40"), Decimal("123456789012345678901234567.5"), Decimal("0.1")]
+        with pytest.warns(UserWarning, match="do not fit"):
+            for amount in huge:
+                store.append("acc-1", [ContractDeposited(account_id="acc-1", amount=amount, rate=0.0)])
+            store.flush()
+            rows = store.sql(f'SELECT amount FROM "{ContractDeposited.event_type}" ORDER BY position').fetchall()
+        assert rows == [(None,), (None,), (Decimal("0.1"),)]
+        amounts = [e.amount for r in store.read_all() if isinstance(e := r.event, ContractDeposited)]
+        assert [str(a) for a in amounts] == [str(a) for a in huge]
+        store.append("acc-1", [_withdrawn()])
+        assert store.stream_version("acc-1") == 4
 
     def test_sql_takes_parameters(self, store: EventStore) -> None:
         self._three_streams(store)
