@@ -34,6 +34,7 @@ import contextlib
 import html
 import inspect
 import itertools
+import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -159,6 +160,8 @@ class ProjectionRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop: asyncio.Event | None = None
+        self._moved = threading.Condition()
+        self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
 
     def _state_for(self, p: object, overrides: dict[str, ErrorPolicy]) -> _State:
         if isinstance(p, SqlProjection):
@@ -308,6 +311,44 @@ class ProjectionRunner:
                     seconds = max(0.0, (now - first.recorded_at).total_seconds())
             out[name] = Lag(behind, seconds)
         return out
+
+    def wait_for_position(self, position: int, timeout: float | None = None) -> bool:
+        """Block until every projection has applied the event at `position` (read your writes).
+
+        Returns False on timeout, or as soon as a projection that has not got there
+        failed (``status()`` says why). Another thread (or ``run()`` in a loop on one)
+        must be moving them.
+        """
+        def ready() -> bool:
+            states = self._states.values()
+            return all(st.checkpoint >= position for st in states) or any(
+                st.state == "failed" and st.checkpoint < position for st in states
+            )
+
+        with self._moved:
+            self._moved.wait_for(ready, timeout)
+            return all(st.checkpoint >= position for st in self._states.values())
+
+    async def wait_for_position_async(self, position: int, timeout: float | None = None) -> bool:
+        """The async form of ``wait_for_position``, for code in the loop ``run()`` runs in."""
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        waiter = (loop, wake)
+        self._async_waiters.add(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    wake.clear()
+                    states = self._states.values()
+                    if all(st.checkpoint >= position for st in states):
+                        return True
+                    if any(st.state == "failed" and st.checkpoint < position for st in states):
+                        return False
+                    await wake.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self._async_waiters.discard(waiter)
 
     def status(self) -> pd.DataFrame:
         """One row per projection: name, kind, checkpoint, lag, lag_seconds, state, errors, last_error, version."""
@@ -555,7 +596,7 @@ class ProjectionRunner:
         if st.state not in ("live",):
             st.state = "catching up"
         await self._sql_window(st, lambda: engine.step(hi), lo, hi, None)
-        st.checkpoint = engine.checkpoint
+        self._advance(st, engine.checkpoint)
         return True
 
     async def _sql_window(self, st: _State, attempt: Callable[[], None], lo: int, hi: int, build: Build | None) -> None:
@@ -581,7 +622,8 @@ class ProjectionRunner:
                         return
                     except WindowFailed as exc:
                         failed = exc
-            await self._call(partial(engine.record_stop, failed, attempts=failures, policy=describe(policy)))
+            what = "stop" if failed.permanent else describe(policy)
+            await self._call(partial(engine.record_stop, failed, attempts=failures, policy=what))
             raise self._failed(st, ProjectionError(
                 st.name, f"apply_sql failed on the events at positions {lo + 1}..{hi}: {failed.error}"
             )) from failed.error
@@ -589,7 +631,19 @@ class ProjectionRunner:
     def _failed(self, st: _State, error: ProjectionError) -> _Stopped:
         st.state = "failed"
         st.error = error.reason
+        self._notify()
         return _Stopped(error)
+
+    def _advance(self, st: _State, position: int) -> None:
+        st.checkpoint = position
+        self._notify()
+
+    def _notify(self) -> None:
+        with self._moved:
+            self._moved.notify_all()
+        for loop, wake in list(self._async_waiters):
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(wake.set)
 
     async def _build(self, st: _State) -> None:
         engine = st.engine
@@ -618,7 +672,7 @@ class ProjectionRunner:
             await self._call(lambda: engine.abandon_build(build))
             raise
         st.build_reason = None
-        st.checkpoint = engine.checkpoint
+        self._advance(st, engine.checkpoint)
         st.state = "catching up"
 
     async def _python_batch(self, st: _State, target: int | None) -> bool:
@@ -741,7 +795,7 @@ class ProjectionRunner:
         # between the two leaves the catalog behind, never ahead.
         await _maybe(p.update_checkpoint(position))
         set_checkpoint(self._connection(), st.name, position, self.clock.now())
-        st.checkpoint = position
+        self._advance(st, position)
 
 
 # -- for the command line and notebooks --------------------------------------------------------

@@ -230,6 +230,10 @@ class SqlEngine:
         self.name = projection.name
         self.clock = clock
         self.con = store.connect()
+        # Footers of the store's Parquet files, cached for this connection: a batch's views
+        # are bound afresh each time, and the files never change once written.
+        with contextlib.suppress(duckdb.Error):
+            self.con.execute("SET parquet_metadata_cache = true")
         self.views = SqlViews(self.con)
         self.definition: Definition | None = None
         self.checkpoint = 0
@@ -421,6 +425,7 @@ class SqlEngine:
         old = self.definition
         version = max([old.version if old else 0, *(v for v, _ in self._versions())]) + 1
         schema = schema_name(self.name, version)
+        self.visible()  # setup_sql may read events (CREATE TABLE t AS SELECT ... FROM events LIMIT 0)
         con = self.con
         con.execute("BEGIN")
         try:
@@ -430,8 +435,6 @@ class SqlEngine:
                 con.execute(self.projection.setup_sql)
             except duckdb.Error as exc:
                 raise ProjectionError(self.name, f"setup_sql failed: {exc}") from exc
-            finally:
-                con.execute("SET schema = 'main'")
             tables = tuple(
                 str(r[0])
                 for r in con.execute(
@@ -452,10 +455,12 @@ class SqlEngine:
             with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK")
             raise
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("SET schema = 'main'")
         return Build(version, schema, tables)
 
     def _check_table_names(self, tables: tuple[str, ...]) -> None:
-        self.visible()
         own = {t.lower() for t in self.definition.tables} if self.definition else set()
         taken = taken_names(self.store, self.con, self.views)
         for view in self.store.views():
