@@ -37,6 +37,7 @@ from eventador.errors import (
     CorruptionError,
     InvalidInputError,
     ReadOnlyError,
+    SerializationError,
     StoreClosedError,
     StoreError,
 )
@@ -453,15 +454,21 @@ class EventStore(_Reads):
         stream_type: str | None,
     ) -> _Prepared:
         """Check and encode one stream's append: everything that can fail before writing."""
-        batch = [events] if isinstance(events, Event) else list(events)
+        if isinstance(events, Event):
+            batch = [events]
+        else:
+            try:
+                batch = list(events)
+            except TypeError:
+                raise SerializationError("events", events, "expected an ev.Event or a list of them") from None
         _check_stream_id(stream_id)
         _check_expected(expected_version)
         payloads = [encode_event(e) for e in batch]
         types = [e.event_type for e in batch]
         meta = None
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
         if metadata:
-            if not isinstance(metadata, dict):
-                raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
             meta = encode_value(metadata, what="metadata")
         if occurred_at is None or isinstance(occurred_at, datetime):
             occurred: list[int | None] = [_micros_or_none(occurred_at)] * len(batch)
