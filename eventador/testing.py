@@ -500,8 +500,9 @@ class StoreContract:
         assert third.metadata == {}
 
     def test_metadata_must_be_a_dict_of_storable_values(self, store: EventStore) -> None:
-        with pytest.raises(InvalidInputError, match="metadata"):
-            store.append("acc-1", [_opened()], metadata="not a dict")  # type: ignore[arg-type]
+        for bad in ("not a dict", [], [("user", "ann")], 0):
+            with pytest.raises(InvalidInputError, match="metadata"):
+                store.append("acc-1", [_opened()], metadata=bad)  # type: ignore[arg-type]
         with pytest.raises(SerializationError) as caught:
             store.append("acc-1", [_opened()], metadata={"at": datetime(2020, 1, 1)})
         assert caught.value.path == "metadata.at"
@@ -665,7 +666,15 @@ class StoreContract:
         with pytest.raises(SerializationError) as caught:
             store.append("acc-1", [_opened(), {"amount": 5}])  # type: ignore[list-item]
         assert caught.value.path == "event"
+        for bad in (object(), None, 42):
+            with pytest.raises(SerializationError) as caught:
+                store.append("acc-1", bad)  # type: ignore[arg-type]
+            assert caught.value.path == "events"
         assert store.last_position == 0
+
+    def test_a_tuple_of_events_can_be_appended(self, store: EventStore) -> None:
+        assert store.append("acc-1", (_opened(), _deposited())) == 2
+        assert [r.version for r in store.read_stream("acc-1")] == [1, 2]
 
     def test_read_all_refuses_an_event_type_that_is_neither_a_name_nor_a_class(self, store: EventStore) -> None:
         with pytest.raises(InvalidInputError, match="event_types"):
