@@ -22,7 +22,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import cbor2
-import duckdb
 import pyarrow.parquet as pq
 import pytest
 
@@ -487,10 +486,6 @@ def test_a_catalog_listing_a_missing_file_raises_corruption_error(
     assert "missing" in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _load_read_only retries on FileNotFoundError and then re-raises it raw, not as CorruptionError",
-)
 def test_a_read_only_opener_of_a_store_missing_a_file_gets_corruption_error(
     directory: Path, factory: DirectoryStoreFactory
 ) -> None:
@@ -542,11 +537,6 @@ def test_stray_temporary_and_unlisted_parquet_files_are_removed_on_open(
 # -- time ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: on open, the last recorded_at is taken from the WAL tail only; with every event flushed "
-    "it starts from 0, so a clock that is behind makes recorded_at go back and as_of(datetime) wrong",
-)
 def test_recorded_at_never_goes_back_across_a_reopen(factory: DirectoryStoreFactory) -> None:
     store = factory.open(clock=ev.ManualClock(datetime(2026, 6, 1, tzinfo=UTC)))
     store.append("acc-1", [opened()])
@@ -576,12 +566,6 @@ class Paused(ev.Event, event_type="test.durability.Paused"):
     pause: timedelta
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=duckdb.ConversionException,
-    reason="bug: a timedelta column reads back from Parquet as BIGINT and the views CAST it to INTERVAL, "
-    "which DuckDB cannot do: the typed view and events.data fail once such an event is flushed",
-)
 def test_sql_reads_flushed_timedelta_fields(factory: DirectoryStoreFactory) -> None:
     store = factory.open()
     store.append("acc-1", [Paused(account_id="acc-1", pause=timedelta(minutes=5))])

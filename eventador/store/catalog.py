@@ -47,7 +47,9 @@ class Catalog:
         try:
             # 16 KB blocks instead of 256 KB: the catalog is small, and a new store
             # should not cost most of a megabyte before its first event.
-            config = {} if directory is None else {"default_block_size": "16384"}
+            config: dict[str, str | bool | int | float | list[str]] = (
+                {} if directory is None else {"default_block_size": "16384"}
+            )
             self.db = duckdb.connect(where, config=config)
         except duckdb.Error as exc:
             raise CorruptionError(where, f"cannot open the catalog: {exc}") from exc

@@ -73,7 +73,9 @@ def arrow_type_for(annotation: Any) -> tuple[pa.DataType, str]:
     if origin is date:
         return pa.date32(), "plain"
     if origin is timedelta:
-        return pa.duration("us"), "plain"
+        # Microseconds: Parquet has no duration type, and DuckDB reads Arrow durations
+        # and Parquet integers differently. The views turn it into an INTERVAL.
+        return pa.int64(), "micros"
     if isinstance(origin, type) and issubclass(origin, enum.Enum):
         return pa.string(), "enum"
     return pa.string(), "json"
@@ -90,6 +92,8 @@ def _prepare(kind: str, value: Any) -> Any:
             return value
     if kind == "uuid":
         return str(value)
+    if kind == "micros":
+        return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
     if kind == "enum":
         return str(value.value) if isinstance(value, enum.Enum) else str(value)
     if kind == "json":
@@ -194,7 +198,7 @@ def _inferred_columns(event_type: str, events: list[Event | None]) -> dict[str, 
 
 
 def _infer_array(values: list[Any]) -> pa.Array:
-    scalars = (str, int, float, bool, bytes, datetime, date, timedelta, Decimal)
+    scalars = (str, int, float, bool, bytes, datetime, date, Decimal)
     if all(v is None or isinstance(v, scalars) for v in values):
         try:
             array = pa.array(values)

@@ -27,7 +27,7 @@ from eventador.store.wal import fsync_directory
 
 __all__ = ["FileSegment", "MemorySegment", "Segment", "sort_for_segment", "write_segment"]
 
-ROW_GROUP_ROWS = 4096  # small groups: one stream's events are a few KB away
+ROW_GROUP_ROWS = 8192  # small enough that one stream is a few KB away, big enough for fast scans
 RECORD_COLUMNS = [
     "stream_id",
     "version",
@@ -45,6 +45,10 @@ def sort_for_segment(table: pa.Table) -> pa.Table:
     return table.sort_by([("stream_id", "ascending"), ("version", "ascending")])
 
 
+class NeedPayload(Exception):
+    """Some rows could not be built from typed columns and the payload was not read."""
+
+
 def to_records(
     table: pa.Table, decode: Callable[[str, bytes], Event], classes: dict[str, type[Event]] | None = None
 ) -> list[RecordedEvent]:
@@ -59,6 +63,8 @@ def to_records(
         _events_from_columns(table, types, classes, events)
     missing = [i for i, e in enumerate(events) if e is None]
     if missing:
+        if "payload" not in table.column_names:
+            raise NeedPayload  # rare: a typed column held a null; the caller reads again with CBOR
         payloads = table.column("payload")
         if len(missing) < len(events):
             payloads = payloads.take(missing)
@@ -101,10 +107,10 @@ def _events_from_columns(
             part = table.select(columns).take(rows)
         if any(c.null_count for c in part.columns):
             continue
-        fields = tuple(plan)
         built = [new(cls) for _ in range(part.num_rows)]
-        for obj, values in zip(built, zip(*(c.to_pylist() for c in part.columns), strict=True), strict=True):
-            setattr_(obj, "__dict__", dict(zip(fields, values, strict=True)))
+        # Arrow builds the field dicts in C; each becomes an instance's __dict__ as is.
+        for obj, fields in zip(built, part.rename_columns(list(plan)).to_pylist(), strict=True):
+            setattr_(obj, "__dict__", fields)
         if rows is None:
             events[:] = built
         else:
@@ -133,20 +139,42 @@ class Segment:
         """Every row and column."""
         return self._read(None, None)
 
-    def read_columns(self) -> list[str]:
-        """The columns reads need: the envelope, the payload and the exact typed columns."""
-        cached: list[str] | None = getattr(self, "_read_columns", None)
+    def event_types(self) -> list[str]:
+        """The distinct event types in the segment (read once)."""
+        cached: list[str] | None = getattr(self, "_event_types", None)
         if cached is None:
-            skip = {"metadata_json", "stream_type"}
-            cached = [n for n in self.schema().names if n not in skip]
-            self._read_columns = cached
+            column = self._read(None, ["event_type"]).column("event_type")
+            cached = self._event_types = [t for t in pc.unique(column).to_pylist() if t is not None]
         return cached
 
-    def stream_table(self, stream_id: str, from_version: int, to_version: int | None) -> pa.Table | None:
+    def read_columns(self, classes: dict[str, type[Event]] | None) -> list[str]:
+        """The columns a read needs: the envelope, the exact typed columns of the known
+        types, and the CBOR payload only if some type cannot be built from its columns."""
+        schema = self.schema()
+        envelope = [n for n in RECORD_COLUMNS if n != "payload"]
+        typed: list[str] = []
+        need_payload = not classes
+        for event_type in self.event_types() if classes else []:
+            cls = classes.get(event_type) if classes else None
+            plan = exact_columns(cls) if cls is not None else None
+            columns = [] if plan is None else [column_name(event_type, f) for f in plan]
+            usable = plan is not None and all(
+                schema.get_field_index(c) >= 0 and schema.field(c).type == t
+                for c, t in zip(columns, plan.values(), strict=True)
+            )
+            if usable:
+                typed.extend(columns)
+            else:
+                need_payload = True
+        return [*envelope, *(["payload"] if need_payload else []), *typed]
+
+    def stream_table(
+        self, stream_id: str, from_version: int, to_version: int | None, classes: dict[str, type[Event]] | None = None
+    ) -> pa.Table | None:
         groups = self._groups_for(stream_id)
         if groups is not None and not groups:
             return None
-        table = self._read(groups, self.read_columns())
+        table = self._read(groups, self.read_columns(classes))
         mask = pc.equal(table.column("stream_id"), stream_id)
         if from_version > 1:
             mask = pc.and_(mask, pc.greater_equal(table.column("version"), from_version))
@@ -156,10 +184,11 @@ class Segment:
         return table if table.num_rows else None
 
     def position_table(
-        self, from_position: int, to_position: int, types: list[str] | None, columns: list[str] | None = None
+        self, from_position: int, to_position: int, types: list[str] | None,
+        classes: dict[str, type[Event]] | None = None,
     ) -> pa.Table:
         """Rows with from_position <= position <= to_position, in position order."""
-        table = self._read(None, columns or self.read_columns())
+        table = self._read(None, self.read_columns(classes))
         mask = None
         if from_position > self.first_position or to_position < self.last_position:
             pos = table.column("position")
@@ -170,6 +199,12 @@ class Segment:
         if mask is not None:
             table = table.filter(mask)
         return table.take(pc.sort_indices(table.column("position")))
+
+    def max_recorded_us(self) -> int:
+        """The newest recorded_at in the segment, in µs since the epoch."""
+        column = self._read(None, ["recorded_at"]).column("recorded_at").cast(pa.int64())
+        value = pc.max(column).as_py()
+        return int(value) if value is not None else 0
 
     def heads(self) -> pa.Table:
         """stream_id and max version (``version_max``) of each stream in the segment."""
@@ -189,10 +224,12 @@ class MemorySegment(Segment):
     def schema(self) -> pa.Schema:
         return self.table.schema
 
-    def stream_table(self, stream_id: str, from_version: int, to_version: int | None) -> pa.Table | None:
+    def stream_table(
+        self, stream_id: str, from_version: int, to_version: int | None, classes: dict[str, type[Event]] | None = None
+    ) -> pa.Table | None:
         ids = self._starts
         if ids is None:
-            return super().stream_table(stream_id, from_version, to_version)
+            return super().stream_table(stream_id, from_version, to_version, classes)
         lo = bisect.bisect_left(ids, stream_id)
         hi = bisect.bisect_right(ids, stream_id, lo)
         if lo == hi:

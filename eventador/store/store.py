@@ -57,6 +57,7 @@ from eventador.store.records import (
 from eventador.store.segments import (
     FileSegment,
     MemorySegment,
+    NeedPayload,
     Segment,
     sort_for_segment,
     to_records,
@@ -134,9 +135,14 @@ class _Reads:
         classes = self.registry.classes()
         out: list[RecordedEvent] = []
         for segment in snap.segments:
-            table = segment.stream_table(stream_id, from_version, to_version)
+            table = segment.stream_table(stream_id, from_version, to_version, classes)
             if table is not None:
-                out.extend(to_records(table, decode, classes))
+                try:
+                    out.extend(to_records(table, decode, classes))
+                except NeedPayload:
+                    table = segment.stream_table(stream_id, from_version, to_version)
+                    assert table is not None
+                    out.extend(to_records(table, decode, classes))
         for buffer in snap.buffers:
             out.extend(
                 buffer.stream_records(stream_id, from_version, to_version, _visible_rows(buffer, snap), decode)
@@ -167,9 +173,13 @@ class _Reads:
         for segment in snap.segments:
             if segment.last_position < from_position or segment.first_position > last:
                 continue
-            table = segment.position_table(from_position, last, types)
+            table = segment.position_table(from_position, last, types, classes)
             for offset in range(0, table.num_rows, _READ_BATCH):
-                batch = to_records(table.slice(offset, _READ_BATCH), decode, classes)
+                try:
+                    batch = to_records(table.slice(offset, _READ_BATCH), decode, classes)
+                except NeedPayload:
+                    table = segment.position_table(from_position, last, types)
+                    batch = to_records(table.slice(offset, _READ_BATCH), decode, classes)
                 yield from batch if keep is None else filter(keep, batch)
         for buffer in snap.buffers:
             start = max(from_position, buffer.first_position) - buffer.first_position
@@ -313,6 +323,8 @@ class EventStore(_Reads):
             except (FileNotFoundError, CorruptionError) as exc:
                 last_error = exc
         assert last_error is not None
+        if isinstance(last_error, FileNotFoundError):
+            raise CorruptionError(str(last_error.filename or self.path), "listed in the manifest but missing")
         raise last_error
 
     def refresh(self) -> None:
@@ -336,7 +348,7 @@ class EventStore(_Reads):
         for e in entries:
             path = self._data_dir / e.name
             if not path.exists():
-                raise FileNotFoundError(path) if self.read_only else CorruptionError(
+                raise FileNotFoundError(2, "missing", str(path)) if self.read_only else CorruptionError(
                     str(path), "listed in the catalog but missing"
                 )
             if e.first_position != expected:
@@ -353,6 +365,8 @@ class EventStore(_Reads):
             heads.update(zip(ids, versions, strict=True))
         self._heads = heads
         self._visible = expected - 1
+        # recorded_at never goes back, also across a reopen with everything flushed.
+        self._last_recorded_us = max((s.max_recorded_us() for s in segments), default=0)
         self._buffer = HotBuffer(expected)
         self._frozen = []
         return segments
@@ -384,7 +398,7 @@ class EventStore(_Reads):
                 next_position += len(rows)
                 last_recorded = recorded_us
         self._visible = next_position - 1
-        self._last_recorded_us = last_recorded
+        self._last_recorded_us = max(self._last_recorded_us, last_recorded)
 
     # -- appending ------------------------------------------------------------------
 

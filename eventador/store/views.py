@@ -37,7 +37,6 @@ _DUCK_TYPES = {
     pa.bool_(): "BOOLEAN",
     pa.binary(): "BLOB",
     pa.date32(): "DATE",
-    pa.duration("us"): "INTERVAL",
 }
 
 
@@ -178,8 +177,13 @@ class SqlViews:
             for name in schema.names:
                 arrow_type, kind = arrow_type_for(schema.hints[name])
                 col = column_name(event_type, name)
-                sql_type = "JSON" if kind == "json" else _duck_type(arrow_type)
-                expr = f"CAST({quote(col)} AS {sql_type})" if col in columns else f"CAST(NULL AS {sql_type})"
+                sql_type = "JSON" if kind == "json" else "INTERVAL" if kind == "micros" else _duck_type(arrow_type)
+                if col not in columns:
+                    expr = f"CAST(NULL AS {sql_type})"
+                elif kind == "micros":
+                    expr = f"to_microseconds(CAST({quote(col)} AS BIGINT))"
+                else:
+                    expr = f"CAST({quote(col)} AS {sql_type})"
                 fields.append((name, expr, sql_type))
             typed[event_type] = fields
         # Types this process has no class for still get views from the columns on disk.
