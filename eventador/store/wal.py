@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ _MARK = b"\xe7\x5a"
 _HEADER = struct.Struct("<2sIII")  # mark, length, body crc, header crc
 _ZEROS = bytes(1 << 20)
 _FIRST_SEGMENT_BYTES = 1 << 20
+_GATHER_ROUNDS = 8
 _MAX_SEGMENT_BYTES = 64 << 20
 
 
@@ -261,6 +263,7 @@ class WriteAheadLog:
                 return
         try:
             with self._leader:
+                self._gather()
                 with self._file_lock:
                     queue, self._queue = self._queue, []
                     if queue:
@@ -276,6 +279,18 @@ class WriteAheadLog:
                     self._synced = target
                 self._leading = False
                 self._round.notify_all()
+
+    def _gather(self) -> None:
+        # Writers released by the last fsync are waking up one by one. Give them the
+        # interpreter for a moment while they keep queueing frames, so this fsync
+        # covers them too; a lone writer finds nothing new and goes on at once.
+        seen = len(self._queue)
+        for _ in range(_GATHER_ROUNDS):
+            time.sleep(0)
+            now = len(self._queue)
+            if now == seen:
+                return
+            seen = now
 
     def sync_all(self) -> None:
         if self.durability == "fsync":
