@@ -88,6 +88,22 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from eventador.importing import read_event_log
+
+    started = time.perf_counter()
+    df = read_event_log(args.file)
+    with open_store(args.dir) as store:
+        written = store.import_dataframe(
+            df, stream_id=args.case_id, event_type=args.activity, occurred_at=args.timestamp,
+            progress=sys.stderr.isatty(),
+        )
+        streams = df[args.case_id].nunique()
+    took = time.perf_counter() - started
+    print(f"imported {written:,} events in {streams:,} streams from {args.file} in {took:.1f} s")
+    return 0
+
+
 def _existing(directory: str) -> Path:
     path = Path(directory)
     if not (path / "manifest.json").exists() and not (path / "wal").is_dir():
@@ -119,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query", help="the query, e.g. \"SELECT event_type, count(*) FROM events GROUP BY 1\"")
     sql.add_argument("--format", **fmt)
     sql.set_defaults(run=cmd_sql)
+
+    imp = sub.add_parser("import", help="import an event log (.xes, .xes.gz, .csv, .parquet): one stream per case")
+    imp.add_argument("dir", help="the store directory (created if missing)")
+    imp.add_argument("file", help="the event log")
+    imp.add_argument("--case-id", default="case:concept:name", help="case column (default: case:concept:name)")
+    imp.add_argument("--activity", default="concept:name", help="activity column (default: concept:name)")
+    imp.add_argument("--timestamp", default="time:timestamp", help="timestamp column (default: time:timestamp)")
+    imp.set_defaults(run=cmd_import)
     return parser
 
 
