@@ -42,7 +42,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import eventador as ev  # noqa: E402
-from eventador.persistence import AggregateRoot, PersistentActor, Repository  # noqa: E402
+from eventador.persistence import AggregateRoot, PersistentActor  # noqa: E402
+from eventador.repository import Repository  # noqa: E402
 from eventador.snapshots import SnapshotConfig  # noqa: E402
 
 perf = time.perf_counter

@@ -21,7 +21,8 @@ from typing import Any, Generic, TypeVar
 from eventador.clock import Clock, ManualClock
 from eventador.errors import CommandRejected, InvalidInputError
 from eventador.messages import Command, Event, State
-from eventador.persistence import AggregateRoot, Repository
+from eventador.persistence import AggregateRoot
+from eventador.repository import Repository
 from eventador.store import open_store
 
 __all__ = ["AggregateScenario"]

@@ -16,7 +16,7 @@ import pytest
 
 import eventador as ev
 from eventador.clock import ManualClock
-from eventador.persistence import Repository
+from eventador.repository import Repository
 from tests.aggregate_domain import (
     BankAccountAggregate,
     CounterActor,

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import pytest
 
 import eventador as ev
-from eventador.persistence import Repository
+from eventador.repository import Repository
 from eventador.snapshots import SnapshotConfig
 from tests.aggregate_domain import (
     BankAccountAggregate,

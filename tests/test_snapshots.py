@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import eventador as ev
 import eventador.persistence
 from eventador.clock import ManualClock
-from eventador.persistence import Repository
+from eventador.repository import Repository
 from eventador.snapshots import (
     SnapshotConfig,
     SnapshotWarning,
