@@ -23,14 +23,12 @@ import dataclasses
 import functools
 import html
 import inspect
-import threading
 import warnings
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
+from eventador._offload import run_blocking
 from eventador.actors import Actor
 from eventador.errors import InvalidInputError, SerializationError
 from eventador.messages import Command, Event, State
@@ -43,29 +41,9 @@ __all__ = ["AggregateRoot", "PersistentActor"]
 S = TypeVar("S", bound=State)
 T = TypeVar("T")
 
-# Threads per store for blocking calls. Appends block ~0.3-0.5 ms in fdatasync; the
-# store's group commit lets every append queued meanwhile share the next one, so
-# more threads in flight means more appends per fsync.
-_POOL_THREADS = 32
 # Below this many events, replaying is cheaper than looking a snapshot up (a query).
 _SNAPSHOT_LOOKUP_MIN = 32
 _DEFAULT_CONFIG = SnapshotConfig()
-
-_pools: weakref.WeakKeyDictionary[EventStore, ThreadPoolExecutor] = weakref.WeakKeyDictionary()
-_pools_lock = threading.Lock()
-
-
-def _pool(store: EventStore) -> ThreadPoolExecutor:
-    """The thread pool for blocking calls on `store`; shut down when the store is collected."""
-    # Keyed weakly by store, so a store re-created in a notebook cell does not keep
-    # the old one's threads: they go when the old store is garbage.
-    with _pools_lock:
-        pool = _pools.get(store)
-        if pool is None:
-            pool = ThreadPoolExecutor(_POOL_THREADS, thread_name_prefix="eventador-store")
-            _pools[store] = pool
-            weakref.finalize(store, pool.shutdown, wait=False)
-        return pool
 
 
 def _on_disk(store: EventStore) -> bool:
@@ -77,10 +55,10 @@ def _appends_block(store: EventStore) -> bool:
 
 
 async def _off_loop(store: EventStore, blocking: bool, call: Callable[[], T]) -> T:
-    """`call()`, in the store's thread pool when `blocking`, else right here."""
+    """`call()`, by one of the store's worker threads when `blocking`, else right here."""
     if not blocking:
         return call()
-    return await asyncio.get_running_loop().run_in_executor(_pool(store), call)
+    return await run_blocking(store, call)
 
 
 async def _settle(value: Any) -> Any:

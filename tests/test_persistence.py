@@ -6,6 +6,7 @@ and futures, under a deadline."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import pickle
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 import pytest
 
 import eventador as ev
+from eventador._offload import THREADS, run_blocking
 from eventador.clock import ManualClock
 from eventador.persistence import AggregateRoot, PersistentActor
 from eventador.snapshots import SnapshotConfig
@@ -644,3 +646,68 @@ def test_a_recovery_that_failed_half_way_goes_on_without_applying_events_twice()
         run(main())
     finally:
         Picky.refuse = True
+
+
+# -- the store's worker threads -------------------------------------------------------------------
+
+
+class Owner:
+    """Stands in for a store: run_blocking only keys its workers by it, weakly."""
+
+
+def store_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "eventador-store"]
+
+
+def test_blocking_calls_return_results_and_raise_errors_on_the_calling_loop() -> None:
+    owner = Owner()
+
+    def fail() -> None:
+        raise Boom("in a worker")
+
+    async def main() -> None:
+        assert await run_blocking(owner, lambda: threading.current_thread().name) == "eventador-store"
+        with pytest.raises(Boom, match="in a worker"):
+            await run_blocking(owner, fail)
+        gate = threading.Event()
+        results = await asyncio.gather(*(run_blocking(owner, lambda i=i: gate.wait(5) and i) for i in range(100)),
+                                       asyncio.to_thread(gate.set))
+        assert results[:100] == list(range(100))
+
+    run(main())
+    run(main())  # a second event loop uses the same workers
+    assert len([t for t in store_threads() if t.is_alive()]) <= THREADS
+
+
+def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
+    owner = Owner()
+    gate = threading.Event()
+
+    async def main() -> None:
+        slow = asyncio.ensure_future(run_blocking(owner, lambda: gate.wait(5)))
+        fast = run_blocking(owner, lambda: 42)
+        assert await fast == 42
+        slow.cancel()
+        gate.set()
+        assert await run_blocking(owner, lambda: "still serving") == "still serving"
+
+    run(main())
+
+
+def test_the_workers_end_when_their_store_is_collected() -> None:
+    before = set(store_threads())
+    owner = Owner()
+
+    async def main(owner: Owner) -> None:
+        gate = threading.Event()
+        await asyncio.gather(*(run_blocking(owner, lambda: gate.wait(5)) for _ in range(4)),
+                             asyncio.to_thread(gate.set))
+
+    run(main(owner))
+    ours = [t for t in store_threads() if t not in before]
+    assert ours
+    del owner
+    gc.collect()
+    for thread in ours:
+        thread.join(10)
+    assert not any(t.is_alive() for t in ours)
