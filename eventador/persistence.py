@@ -300,7 +300,9 @@ class PersistentActor(Actor):
             # Stored but not applied: the rest comes from the store before the next message.
             self._stale = True
             raise
-        await self._maybe_snapshot(len(batch))
+        self._since_snapshot += len(batch)
+        if self.snapshot_config is not None:
+            await self._maybe_snapshot()
         return version
 
     async def create_snapshot(self) -> Snapshot | None:
@@ -460,25 +462,33 @@ class PersistentActor(Actor):
         self, batch: list[Event], *, metadata: dict[str, Any] | None, occurred_at: datetime | None
     ) -> int:
         store = self.event_store
-        call = functools.partial(
-            store.append,
-            self.persistence_id,
-            batch,
-            expected_version=self._sequence_number,
-            metadata=metadata,
-            occurred_at=occurred_at,
-            stream_type=type(self).aggregate_type,
-        )
         try:
-            return await _off_loop(store, _appends_block(store), call)
+            if _appends_block(store):
+                call = functools.partial(
+                    store.append,
+                    self.persistence_id,
+                    batch,
+                    expected_version=self._sequence_number,
+                    metadata=metadata,
+                    occurred_at=occurred_at,
+                    stream_type=type(self).aggregate_type,
+                )
+                return await run_blocking(store, call)
+            return store.append(
+                self.persistence_id,
+                batch,
+                expected_version=self._sequence_number,
+                metadata=metadata,
+                occurred_at=occurred_at,
+                stream_type=type(self).aggregate_type,
+            )
         except Exception:
             # A conflict, or a failure after which the append may or may not have landed:
             # either way, read the stream again before the next message.
             self._stale = True
             raise
 
-    async def _maybe_snapshot(self, appended: int) -> None:
-        self._since_snapshot += appended
+    async def _maybe_snapshot(self) -> None:
         config = self.snapshot_config
         if config is None or not config.should_snapshot(
             events_since_snapshot=self._since_snapshot,
@@ -600,10 +610,11 @@ class AggregateRoot(PersistentActor, Generic[S]):
             CommandRejected: from ``handle_command``; nothing was persisted.
             ConcurrencyError: another writer appended first; nothing was persisted.
         """
-        await self._ensure_current()
+        if not self._recovered or self._stale:
+            await self._ensure_current()
         events = _as_events(self.handle_command(self.state, command), f"{type(self).__name__}.handle_command")
         if events:
-            await self.persist_events(events)
+            await self._persist(events, None)
         return self.state
 
     async def persist_events(self, events: Iterable[Event], *, metadata: dict[str, Any] | None = None) -> int:
@@ -617,16 +628,22 @@ class AggregateRoot(PersistentActor, Generic[S]):
             SerializationError: an event cannot be stored; nothing was stored.
         """
         batch = _as_events(events, "persist_events")
-        await self._ensure_current()
+        if not self._recovered or self._stale:
+            await self._ensure_current()
         if not batch:
             return self._sequence_number
+        return await self._persist(batch, metadata)
+
+    async def _persist(self, batch: list[Event], metadata: dict[str, Any] | None) -> int:
         before = self.state
         before_last, after = self._fold(before, batch)
         when = self.event_store.clock.now()
         version = await self._append(batch, metadata=metadata, occurred_at=when)
         self._state = _stamp(before_last, after, version, when)
         self._sequence_number = version
-        await self._maybe_snapshot(len(batch))
+        self._since_snapshot += len(batch)
+        if self.snapshot_config is not None:
+            await self._maybe_snapshot()
         return version
 
     def event_handler(self, event: Event) -> None:
