@@ -92,7 +92,7 @@ class Totals(Projection[dict[str, Decimal]]):
     """Deposits per account, in Python."""
 
     projection_id = "totals"
-    interested_event_types = [Deposited]
+    interested_event_types = (Deposited,)
 
     def __init__(self) -> None:
         self.totals: dict[str, Decimal] = {}
@@ -271,7 +271,7 @@ def test_setup_sql_error_names_the_projection_and_leaves_nothing() -> None:
         fill(store, accounts=1, rounds=1)
         broken = SqlProjection("broken", setup_sql="CREATE TABLE broken (x INTEGR)", apply_sql="SELECT 1")
         runner = ProjectionRunner(store, [broken])
-        with pytest.raises(ev.ProjectionError, match="'broken'.*setup_sql failed.*INTEGR") as info:
+        with pytest.raises(ev.ProjectionError, match=r"'broken'.*setup_sql failed.*INTEGR") as info:
             runner.run_until_caught_up()
         assert info.value.projection == "broken"
         assert checkpoint_row(store, "broken") == 0
@@ -280,7 +280,7 @@ def test_setup_sql_error_names_the_projection_and_leaves_nothing() -> None:
 
 
 def test_sql_syntax_errors_are_found_when_the_projection_is_made() -> None:
-    with pytest.raises(ev.ProjectionError, match="apply_sql does not parse.*syntax error"):
+    with pytest.raises(ev.ProjectionError, match=r"apply_sql does not parse.*syntax error"):
         SqlProjection("p", setup_sql="CREATE TABLE p (x INT)", apply_sql="INSERT INTO p SELEKT 1")
     with pytest.raises(ev.ProjectionError, match="must not BEGIN or COMMIT"):
         SqlProjection("p", setup_sql="CREATE TABLE p (x INT)", apply_sql="INSERT INTO p VALUES (1); COMMIT")
@@ -310,7 +310,7 @@ def test_apply_sql_error_stops_with_model_and_checkpoint_unchanged(store_factory
     runner.run_until_caught_up()
     before = store.sql("SELECT * FROM notes ORDER BY 1").fetchall()
     _noted(store, ["3", "boom", "5"])
-    with pytest.raises(ev.ProjectionError, match="'notes'.*apply_sql failed.*Conversion Error.*boom") as info:
+    with pytest.raises(ev.ProjectionError, match=r"'notes'.*apply_sql failed.*Conversion Error.*boom") as info:
         runner.run_until_caught_up()
     assert info.value.projection == "notes"
     assert store.sql("SELECT * FROM notes ORDER BY 1").fetchall() == before
@@ -373,7 +373,7 @@ def test_errors_in_the_sql_itself_stop_even_when_skipping() -> None:
             "typo", setup_sql="CREATE TABLE typo (x INT)", apply_sql="INSERT INTO typo SELECT nope FROM new_events",
             on_error="skip",
         )
-        with pytest.raises(ev.ProjectionError, match="'typo'.*nope"):
+        with pytest.raises(ev.ProjectionError, match=r"'typo'.*nope"):
             ProjectionRunner(store, [typo]).run_until_caught_up()
         assert store.sql("SELECT count(*) FROM projection_errors WHERE policy = 'skip'").fetchall() == [(0,)]
 

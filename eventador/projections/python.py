@@ -64,7 +64,7 @@ class Projection(abc.ABC, Generic[T]):
     projection_id: str
     """The projection's name: unique among a store's projections."""
 
-    interested_event_types: Sequence[type[Event] | str] = ()
+    interested_event_types: ClassVar[Sequence[type[Event] | str]] = ()
     """Only these event types are read, decoded and handed to ``handle``; empty: all."""
 
     persistent: ClassVar[bool] = False

@@ -185,6 +185,11 @@ class ProjectionRunner:
         """The projections by name."""
         return {name: st.projection for name, st in self._states.items()}
 
+    @property
+    def checkpoints(self) -> dict[str, int]:
+        """Per projection: every event at or below this position is applied."""
+        return {name: st.checkpoint for name, st in self._states.items()}
+
     def run_until_caught_up(self) -> None:
         """Apply every event up to the store's last position now; returns when all are there.
 
@@ -469,7 +474,7 @@ class ProjectionRunner:
                     st.projection._engine = st.engine
                 engine = st.engine
                 st.build_reason = await self._call(engine.open)
-                st.checkpoint = engine.checkpoint
+                self._advance(st, engine.checkpoint)
             else:
                 await self._open_python(st, con)
         self._opened = True
@@ -490,6 +495,7 @@ class ProjectionRunner:
             p._checkpoint = 0
         add_checkpoint(con, st.name, "python", self.clock.now())
         set_checkpoint(con, st.name, st.checkpoint, self.clock.now())
+        self._notify()
 
     async def _catch_up_one(self, st: _State, target: int | None) -> None:
         st.error = None

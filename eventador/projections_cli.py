@@ -1,0 +1,111 @@
+"""``eventador projection list|status|rebuild DIR [NAME]``: the projections of a store, from the shell.
+
+Wire into eventador/cli.py with ``projections_cli.add_parser(sub)`` in
+``build_parser``. Each command opens the store for writing (the projection tables
+are in the catalog, which DuckDB lets only the writer open) and calls one public
+function: ``list_projections``, ``rebuild_projection``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from eventador.errors import InvalidInputError
+from eventador.projections import list_projections, rebuild_projection
+from eventador.store import open_store
+
+__all__ = ["add_parser", "cmd_list", "cmd_rebuild", "cmd_status"]
+
+_FORMAT: dict[str, Any] = {
+    "choices": ("table", "json", "csv"),
+    "default": "table",
+    "help": "output format (default: table)",
+}
+
+
+def _existing(directory: str) -> Path:
+    path = Path(directory)
+    if not (path / "manifest.json").exists() and not (path / "wal").is_dir():
+        raise InvalidInputError(f"no eventador store at {path}")
+    return path
+
+
+def _print(df: pd.DataFrame, fmt: str) -> None:
+    from eventador.cli import _print_frame  # cli imports this module: import at call time
+
+    _print_frame(df, fmt)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Every projection of the store: name, kind, checkpoint, lag, version, tables, errors."""
+    with open_store(_existing(args.dir)) as store:
+        df = list_projections(store)
+    _print(df[["name", "kind", "checkpoint", "lag", "version", "tables", "errors"]], args.format)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """One projection (or all) in full, with its recent errors."""
+    with open_store(_existing(args.dir)) as store:
+        df = list_projections(store)
+        if args.name is not None:
+            df = df[df["name"] == args.name]
+            if df.empty:
+                raise InvalidInputError(f"the store has no projection named {args.name!r}")
+            errors = store.sql(
+                "SELECT position, stream_id, event_type, policy, attempts, error, recorded_at "
+                "FROM projection_errors WHERE projection = ? ORDER BY recorded_at DESC LIMIT 10",
+                [args.name],
+            ).df()
+        else:
+            errors = None
+    _print(df, args.format)
+    if errors is not None and len(errors) and args.format == "table":
+        print(f"\nlatest errors of {args.name}:")
+        _print(errors, args.format)
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Rebuild a SqlProjection from its stored definition, beside the live version, then swap."""
+    with open_store(_existing(args.dir)) as store:
+        checkpoint = rebuild_projection(store, args.name, progress=False if args.no_progress else None)
+        listed = list_projections(store).set_index("name")
+        version = listed.loc[args.name, "version"]
+    print(f"rebuilt {args.name}: version {version}, checkpoint {checkpoint:,}")
+    return 0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``projection`` (with ``list``, ``status``, ``rebuild``) to the ``eventador`` subcommands."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "projection",
+        help="list, inspect and rebuild the projections (read models) of a store",
+        description="Projections of a store. The commands open the store for writing: stop its writer first.",
+    )
+    actions = parser.add_subparsers(dest="projection_command", required=True, metavar="ACTION")
+
+    listing = actions.add_parser("list", help="every projection: kind, checkpoint, lag, version, errors",
+                                 description=cmd_list.__doc__)
+    listing.add_argument("dir", help="the store directory")
+    listing.add_argument("--format", **_FORMAT)
+    listing.set_defaults(run=cmd_list)
+
+    status = actions.add_parser("status", help="a projection in full, with its latest errors",
+                                description=cmd_status.__doc__)
+    status.add_argument("dir", help="the store directory")
+    status.add_argument("name", nargs="?", help="the projection (default: all)")
+    status.add_argument("--format", **_FORMAT)
+    status.set_defaults(run=cmd_status)
+
+    rebuild = actions.add_parser("rebuild", help="rebuild a SQL projection from its stored definition",
+                                 description=cmd_rebuild.__doc__)
+    rebuild.add_argument("dir", help="the store directory")
+    rebuild.add_argument("name", help="the SqlProjection to rebuild")
+    rebuild.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rebuild.set_defaults(run=cmd_rebuild)
+    return parser
