@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import pandas as pd
 import pytest
 
+import eventador as ev
 import eventador.actors
 import eventador.actors.actor
 import eventador.actors.supervision
@@ -1181,3 +1182,23 @@ def test_public_names_are_exported() -> None:
     assert sorted(eventador.actors.__all__) == eventador.actors.__all__
     for name in eventador.actors.__all__:
         assert hasattr(eventador.actors, name)
+
+
+def test_a_rejected_command_answers_the_asker_without_counting_as_a_failure() -> None:
+    class Strict(ev.Actor):
+        async def on_message(self, message: object) -> object:
+            if message == "bad":
+                raise ev.CommandRejected("no")
+            return "ok"
+
+    async def scenario() -> None:
+        async with ev.ActorSystem() as system:
+            ref = await system.spawn("strict", Strict)
+            for _ in range(5):  # more than the default restart limit
+                with pytest.raises(ev.CommandRejected):
+                    await ref.ask("bad")
+            assert await ref.ask("good") == "ok"
+            metrics = ref.metrics()
+            assert metrics.failures == 0 and metrics.restarts == 0
+
+    asyncio.run(scenario())

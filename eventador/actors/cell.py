@@ -21,7 +21,7 @@ from eventador.actors.actor import Actor, ActorContext
 from eventador.actors.records import ActorMetrics
 from eventador.actors.ref import ActorRef
 from eventador.actors.supervision import Supervisor
-from eventador.errors import ActorStoppedError
+from eventador.errors import ActorStoppedError, CommandRejected
 
 if TYPE_CHECKING:
     from eventador.actors.system import ActorSystem
@@ -294,6 +294,15 @@ class ActorCell:
             began = perf_counter()
             try:
                 result = await handler(message)
+            except CommandRejected as exc:
+                # A business rule said no: that is the answer, not a failure of the actor.
+                self.elapsed += perf_counter() - began
+                self.processed += 1
+                self.busy_reply = None
+                if reply is not None and not reply.done():
+                    reply.set_exception(exc)
+                elif reply is None:
+                    log.info("actor %r rejected %r: %s", self.name, message, exc)
             except Exception as exc:
                 self.elapsed += perf_counter() - began
                 self.processed += 1
