@@ -124,8 +124,25 @@ class State(Message):
     last_modified: datetime = EPOCH
 
     def copy_with(self: T, **changes: Any) -> T:
-        """A new state with `changes` applied; the original is unchanged."""
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        """A new state with `changes` applied; the original is unchanged.
+
+        Cheap (a dict copy, no ``__init__``): replays call it once per event.
+
+        Raises:
+            TypeError: a name in `changes` is not a field.
+        """
+        cls = type(self)
+        fields = cls.__dict__.get("_eventador_fields")
+        if fields is None:
+            fields = frozenset(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+            type.__setattr__(cls, "_eventador_fields", fields)
+        if hasattr(cls, "__post_init__") or not fields.issuperset(changes):
+            return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        values = dict(self.__dict__)
+        values.update(changes)
+        copy = object.__new__(cls)
+        object.__setattr__(copy, "__dict__", values)
+        return copy
 
 
 class UnknownEvent(Event, _register=False):
