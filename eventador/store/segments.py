@@ -128,8 +128,8 @@ class Segment:
     def schema(self) -> pa.Schema:
         raise NotImplementedError
 
-    def _groups_for(self, stream_id: str) -> list[int] | None:
-        """Row groups that may hold `stream_id`; None means the whole table."""
+    def _groups_for(self, stream_id: str, from_version: int = 1, to_version: int | None = None) -> list[int] | None:
+        """Row groups that may hold the stream's events in the version range; None means all."""
         return None
 
     def _read(self, groups: list[int] | None, columns: list[str] | None) -> pa.Table:
@@ -171,7 +171,7 @@ class Segment:
     def stream_table(
         self, stream_id: str, from_version: int, to_version: int | None, classes: dict[str, type[Event]] | None = None
     ) -> pa.Table | None:
-        groups = self._groups_for(stream_id)
+        groups = self._groups_for(stream_id, from_version, to_version)
         if groups is not None and not groups:
             return None
         table = self._read(groups, self.read_columns(classes))
@@ -261,16 +261,25 @@ class FileSegment(Segment):
             raise CorruptionError(str(path), f"unreadable Parquet file: {exc}") from exc
         if meta.num_rows != rows:
             raise CorruptionError(str(path), f"holds {meta.num_rows} events, the catalog says {rows}")
-        index = meta.schema.to_arrow_schema().get_field_index("stream_id")
+        arrow_schema = meta.schema.to_arrow_schema()
+        index = arrow_schema.get_field_index("stream_id")
+        version_index = arrow_schema.get_field_index("version")
         self._mins: list[str] = []
         self._maxs: list[str] = []
+        self._versions: list[tuple[int, int] | None] = []  # per group: version range if it has min/max
         for g in range(meta.num_row_groups):
-            stats = meta.row_group(g).column(index).statistics
+            group = meta.row_group(g)
+            stats = group.column(index).statistics
             if stats is None or not stats.has_min_max:
                 self._mins, self._maxs = [], []
                 break
             self._mins.append(stats.min)
             self._maxs.append(stats.max)
+            versions = group.column(version_index).statistics if version_index >= 0 else None
+            if versions is not None and versions.has_min_max:
+                self._versions.append((versions.min, versions.max))
+            else:
+                self._versions.append(None)
 
     @property
     def size(self) -> int:
@@ -279,13 +288,24 @@ class FileSegment(Segment):
     def schema(self) -> pa.Schema:
         return self._file.schema_arrow
 
-    def _groups_for(self, stream_id: str) -> list[int] | None:
+    def _groups_for(self, stream_id: str, from_version: int = 1, to_version: int | None = None) -> list[int] | None:
         if not self._mins:
             return None
         # Groups are sorted by stream_id: the candidates are one contiguous run.
         start = bisect.bisect_left(self._maxs, stream_id)
         stop = bisect.bisect_right(self._mins, stream_id)
-        return list(range(start, stop))
+        groups = list(range(start, stop))
+        if from_version > 1 or to_version is not None:
+            # A group holding only this stream can be skipped by its version range.
+            groups = [g for g in groups if not self._outside(g, stream_id, from_version, to_version)]
+        return groups
+
+    def _outside(self, group: int, stream_id: str, from_version: int, to_version: int | None) -> bool:
+        versions = self._versions[group]
+        if versions is None or self._mins[group] != stream_id or self._maxs[group] != stream_id:
+            return False
+        low, high = versions
+        return bool(high < from_version or (to_version is not None and low > to_version))
 
     def _read(self, groups: list[int] | None, columns: list[str] | None) -> pa.Table:
         try:
