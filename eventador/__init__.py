@@ -39,6 +39,9 @@ from eventador.errors import (
 )
 from eventador.importing import read_event_log, read_xes
 from eventador.messages import Command, Event, State, TypeRegistry, UnknownEvent, registry
+from eventador.persistence import AggregateRoot, PersistentActor
+from eventador.repository import Repository
+from eventador.snapshots import SnapshotConfig, SnapshotWarning
 from eventador.store import (
     ANY,
     NO_STREAM,
@@ -65,6 +68,7 @@ __all__ = [
     "ActorRef",
     "ActorStoppedError",
     "ActorSystem",
+    "AggregateRoot",
     "AskTimeoutError",
     "Clock",
     "Command",
@@ -83,12 +87,16 @@ __all__ = [
     "ManualClock",
     "MessageError",
     "PastView",
+    "PersistentActor",
     "ProjectionError",
     "QueueError",
     "ReadOnlyError",
     "RecordedEvent",
     "RegistrationError",
+    "Repository",
     "SerializationError",
+    "SnapshotConfig",
+    "SnapshotWarning",
     "State",
     "StoreClosedError",
     "StoreError",

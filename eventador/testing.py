@@ -4,6 +4,8 @@ Needs pytest (the contract is a pytest test class). Sections:
 
 - **Clocks**: ``ScriptedClock``, for wall clocks that jump; ``ev.ManualClock`` covers
   clocks that only move forward.
+- **Aggregates**: ``AggregateScenario(BankAccount).given(...).when(...).then(...)``
+  (also ``.then_rejected(...)``, ``.then_state(...)``), from ``eventador.scenario``.
 - **The store contract**: ``StoreContract``, the behaviour every event store must
   have, run against any store a ``StoreFactory`` opens. Subclass it in a test module
   to check a store you built or changed::
@@ -48,10 +50,12 @@ from eventador.errors import (
     StoreClosedError,
 )
 from eventador.messages import Event, TypeRegistry, UnknownEvent
+from eventador.scenario import AggregateScenario
 from eventador.store import ANY, NO_STREAM, STREAM_EXISTS, EventStore, RecordedEvent, open_store
 from eventador.store.store import Durability
 
 __all__ = [
+    "AggregateScenario",
     "DirectoryStoreFactory",
     "MemoryStoreFactory",
     "ScriptedClock",
