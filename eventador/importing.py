@@ -19,13 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-import pandas as pd
 from tqdm.auto import tqdm
 
 from eventador.errors import InvalidInputError
 from eventador.messages import UnknownEvent
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pandas is imported when used: `import eventador` stays quick
+    import pandas as pd
+
     from eventador.store.store import EventStore
 
 __all__ = ["import_dataframe", "read_event_log", "read_xes"]
@@ -64,6 +65,8 @@ def read_xes(path: str | os.PathLike[str]) -> pd.DataFrame:
         InvalidInputError: the file is missing or not well-formed XML (names the line
             and column), or holds no traces.
     """
+    import pandas as pd
+
     source = Path(path)
     if not source.is_file():
         raise InvalidInputError(f"no such file: {source}")
@@ -134,6 +137,8 @@ def _xes_rows(f: BinaryIO) -> Iterator[dict[str, Any]]:
 
 def read_event_log(path: str | os.PathLike[str]) -> pd.DataFrame:
     """A DataFrame from an ``.xes``/``.xes.gz``, ``.csv`` or ``.parquet`` file."""
+    import pandas as pd
+
     source = Path(path)
     name = source.name.lower()
     if name.endswith((".xes", ".xes.gz")):
@@ -170,6 +175,8 @@ def import_dataframe(
         InvalidInputError: a named column is missing, a timestamp is missing or
             not a time, or a case already exists in the store.
     """
+    import pandas as pd
+
     missing = [c for c in (stream_id, event_type, occurred_at) if c not in df.columns]
     if missing:
         raise InvalidInputError(
@@ -228,6 +235,8 @@ def _group_by_case(
 
 def _python_values(series: pd.Series) -> list[Any]:
     """Plain Python values (None for missing) for a column, in one vectorised pass."""
+    import pandas as pd
+
     if pd.api.types.is_datetime64_any_dtype(series):
         utc = series.dt.tz_localize("UTC") if series.dt.tz is None else series.dt.tz_convert("UTC")
         return [None if pd.isna(v) else v.to_pydatetime() for v in utc]
