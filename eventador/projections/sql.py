@@ -298,7 +298,12 @@ class SqlEngine:
         only = "" if types is None else f" AND event_type IN ({', '.join(literal(t) for t in types)})"
         con = self.con
         con.execute(f"CREATE OR REPLACE TEMP VIEW new_events AS SELECT * FROM events WHERE {window}{only}")
-        wanted = [t for t in self.views.typed if types is None or t in types]
+        # Only the new_ views apply_sql names: each costs a bind of the typed view it narrows.
+        text = self.projection.apply_sql.lower()
+        wanted = [
+            t for t in self.views.typed
+            if (types is None or t in types) and batch_view_name(t).lower() in text
+        ]
         names: dict[str, list[str]] = {}
         for t in wanted:
             names.setdefault(batch_view_name(t).lower(), []).append(t)
