@@ -587,3 +587,45 @@ def test_events_read_back_equal_what_was_appended_after_a_reopen(factory: Direct
     assert record.event == event
     assert type(record.event) is Deposited
     assert cbor2.loads(store.sql("SELECT payload FROM events").fetchall()[0][0])["amount"] == Decimal("0.1")
+
+
+# -- one bad class in the process --------------------------------------------------------------
+
+SQL_AFTER_A_BAD_CLASS = """
+import eventador as ev
+from tests.domain import deposited
+
+store = ev.open_store(None)
+store.append("acc-1", [deposited()])
+try:
+    class Measured(ev.Event):  # complex is not a payload type
+        value: complex
+except ev.SerializationError:
+    print("refused at definition")
+try:
+    print(store.sql("SELECT count(*) FROM events").fetchall())
+except ev.EventadorError as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: views build a typed view for every class in the process-wide registry, so one Event "
+    "subclass with an unsupported annotation (defined anywhere, never used) makes every store's sql() raise",
+)
+def test_an_unusable_event_class_elsewhere_does_not_break_sql() -> None:
+    done = run_python(SQL_AFTER_A_BAD_CLASS)  # in a fresh process: the registry is process-wide
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[(1,)]"
+
+
+@pytest.mark.xfail(strict=True, reason="doubtful: a str for event_types is iterated as characters and matches nothing")
+def test_read_all_with_a_single_type_name_as_str_is_not_silently_empty(factory: DirectoryStoreFactory) -> None:
+    store = factory.open()
+    store.append("acc-1", [deposited()])
+    try:
+        found = list(store.read_all(event_types="test.Deposited"))  # type: ignore[arg-type]
+    except ev.InvalidInputError:
+        return
+    assert len(found) == 1
