@@ -796,3 +796,42 @@ def test_retry_delays_double_up_to_the_maximum() -> None:
         Retry(attempts=0)
 
 
+
+
+# -- the command line hooks -----------------------------------------------------------------------
+
+
+def test_projection_commands_list_status_and_rebuild(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from eventador.projections_cli import add_parser
+
+    parser = argparse.ArgumentParser(prog="eventador")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    path = tmp_path / "store"
+    with ev.open_store(path) as store:
+        fill(store)
+        with ProjectionRunner(store, [balances(), Totals()]) as runner:
+            runner.run_until_caught_up()
+
+    def run(*argv: str) -> str:
+        args = parser.parse_args(["projection", *argv])
+        assert args.run(args) == 0
+        return capsys.readouterr().out
+
+    listed = run("list", str(path))
+    assert "balances" in listed and "totals" in listed and "python" in listed
+    assert json.loads(run("list", str(path), "--format", "json"))[0]["name"] == "balances"
+    assert "acc-" not in run("status", str(path), "balances")
+    assert "rebuilt balances: version 2, checkpoint 27" in run("rebuild", str(path), "balances", "--no-progress")
+    with pytest.raises(ev.InvalidInputError, match="no projection named"):
+        run("status", str(path), "nothing")
+    with pytest.raises(ev.InvalidInputError, match="no eventador store"):
+        run("list", str(tmp_path / "nowhere"))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["projection", "rebuild", str(path)])  # NAME is required
+    capsys.readouterr()
+    for action in ("list", "status", "rebuild"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["projection", action, "--help"])
+        assert "usage:" in capsys.readouterr().out

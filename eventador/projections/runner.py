@@ -383,7 +383,13 @@ class ProjectionRunner:
         return pd.DataFrame(rows, columns=columns).astype({"version": "Int64"})
 
     def close(self) -> None:
-        """Close the runner's DuckDB connections (the read models stay in the store)."""
+        """Close the runner's DuckDB connections (the read models stay in the store).
+
+        Raises:
+            InvalidInputError: ``run()`` is running; ``await stop()`` first.
+        """
+        if self._tasks:
+            raise InvalidInputError("the runner is running: await runner.stop() before close()")
         for st in self._states.values():
             if st.engine is not None:
                 st.engine.close()
@@ -710,7 +716,7 @@ class ProjectionRunner:
                 await self._python_chunk(st, chunk, handle, use_recorded, is_async)
                 position = chunk[-1][2]
                 if position < upto:
-                    await self._python_checkpoint(st, position)
+                    await self._python_checkpoint(st, position, final=False)
                 shown.update(position - done)
                 done = position
             await self._python_checkpoint(st, upto)
@@ -792,15 +798,21 @@ class ProjectionRunner:
             f"handle() failed at position {rec.position} ({rec.event_type} in stream {rec.stream_id!r}): {error}",
         )) from exc
 
-    async def _python_checkpoint(self, st: _State, position: int) -> None:
+    async def _python_checkpoint(self, st: _State, position: int, *, final: bool = True) -> None:
+        """Move a Python projection's checkpoint to `position` (all events up to it handled).
+
+        The projection saves its read model with the position first: a crash between
+        the two leaves the catalog behind, never ahead. A projection whose read model
+        is in memory starts from 0 anyway, so between batches only the end of a run
+        goes to the catalog (for status and the command line).
+        """
         if position <= st.checkpoint:
             return
         p = st.projection
         assert isinstance(p, Projection)
-        # The projection saves its read model with the position first: a crash
-        # between the two leaves the catalog behind, never ahead.
         await _maybe(p.update_checkpoint(position))
-        set_checkpoint(self._connection(), st.name, position, self.clock.now())
+        if final or p.persistent:
+            set_checkpoint(self._connection(), st.name, position, self.clock.now())
         self._advance(st, position)
 
 
