@@ -1,0 +1,653 @@
+"""The queue's storage engine: its DuckDB tables, and one committer thread per manager.
+
+Internal to ``eventador.queue`` (and the sagas built on it). Callers submit
+*operations* (enqueue, claim, ack, nack, cancel, admin); the committer thread takes
+every operation submitted meanwhile and applies them all in one transaction, with
+one statement per kind of operation rather than per message: one INSERT for all
+new messages, one DELETE for all acks, one UPDATE for all nacks, one
+UPDATE ... RETURNING per claim. A transaction that conflicts with another
+connection is retried from scratch; one that fails otherwise is split, so only
+the operation at fault fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, cast
+
+import duckdb
+import pyarrow as pa
+
+from eventador.clock import Clock
+from eventador.errors import MessageNotFoundError, QueueClosedError, QueueError, StoreClosedError
+from eventador.store.records import datetime_to_micros
+
+__all__ = ["Ack", "Admin", "Cancel", "Claim", "Enqueue", "Nack", "Op", "QueueEngine"]
+
+log = logging.getLogger("eventador.queue")
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+Encoded = tuple[str, str | None, bytes]  # (queue, message_type, body)
+EngineHook = Callable[[Any, str], list[Encoded]]
+"""Called with (lease, reason) as a message dies; returns messages to enqueue with it."""
+
+# Leases taken by this process carry this token; a lease with another token was
+# taken by a process that has since ended (the store's directory lock admits one
+# writer process at a time), so ``release_orphaned_leases`` may hand it out again.
+_process_token = ""
+
+
+def _new_process_token() -> None:
+    global _process_token
+    _process_token = f"{os.getpid()}-{os.urandom(6).hex()}"
+
+
+_new_process_token()
+# A forked child (a forkserver's worker, say) is another process: it gets a token of its own.
+os.register_at_fork(after_in_child=_new_process_token)
+_ID_BLOCK = 1024  # ids reserved per sequence call (the sequence increments by this)
+_SPARE_IDS = 64  # kept in hand before a transaction, for messages that dead-letter hooks add
+_CONFLICT_RETRIES = 12
+_SMALL = 16  # up to this many values or rows go in as plain parameters, more as a list or an Arrow table
+_US = 1_000_000
+
+_SCHEMA = (
+    f"CREATE SEQUENCE IF NOT EXISTS queue_message_ids START 1 INCREMENT BY {_ID_BLOCK}",
+    """
+    CREATE TABLE IF NOT EXISTS queue_messages (
+        id BIGINT NOT NULL,
+        queue VARCHAR NOT NULL,
+        message_type VARCHAR,
+        body BLOB NOT NULL,
+        dedupe_key VARCHAR,
+        enqueued_at BIGINT NOT NULL,   -- microseconds since the epoch, by the manager's clock
+        visible_at BIGINT NOT NULL,    -- ready from then on; while leased, when the lease expires
+        attempts INTEGER NOT NULL DEFAULT 0,
+        leased BOOLEAN NOT NULL DEFAULT false,
+        lease_owner VARCHAR,
+        dead BOOLEAN NOT NULL DEFAULT false,
+        died_at BIGINT,
+        last_error VARCHAR
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS queue_dedupe (
+        queue VARCHAR NOT NULL,
+        dedupe_key VARCHAR NOT NULL,
+        id BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (queue, dedupe_key)
+    )
+    """,
+)
+
+_NEW_ROWS = pa.schema(
+    [
+        ("id", pa.int64()),
+        ("queue", pa.string()),
+        ("message_type", pa.string()),
+        ("body", pa.binary()),
+        ("dedupe_key", pa.string()),
+        ("enqueued_at", pa.int64()),
+        ("visible_at", pa.int64()),
+    ]
+)
+_NACK_COLUMNS = ("id", "visible_at", "dead", "died_at", "last_error")
+_CLAIM_COLUMNS = "id, message_type, body, dedupe_key, enqueued_at, attempts, last_error"
+
+
+# -- operations: what a caller submits; the committer applies many in one transaction -----------
+
+
+@dataclass(slots=True)
+class Enqueue:
+    queue: str
+    items: list[tuple[str | None, bytes, str | None, int]]  # (message_type, body, dedupe_key, delay_us)
+
+
+@dataclass(slots=True)
+class Claim:
+    queue: str
+    n: int
+    visibility_us: int
+
+
+@dataclass(slots=True)
+class Ack:
+    ids: list[int]
+
+
+@dataclass(slots=True)
+class Nack:
+    lease: Any  # a Lease: its id, queue and attempts; handed to the dead-letter hook
+    error: str | None
+    delay_us: int | None
+
+
+@dataclass(slots=True)
+class Cancel:
+    queue: str
+    ids: list[int]
+    keys: list[str]
+
+
+@dataclass(slots=True)
+class Admin:
+    kind: Literal["requeue", "requeue_all", "purge", "release", "forget"]
+    queue: str | None = None
+    id: int = 0
+    before_us: int = 0
+
+
+Op = Enqueue | Claim | Ack | Nack | Cancel | Admin
+
+
+@dataclass(slots=True, eq=False)
+class _Job:
+    ops: list[Op] | None
+    read: Callable[[duckdb.DuckDBPyConnection, int], Any] | None
+    future: Future[Any] = field(default_factory=Future)
+
+
+@dataclass(slots=True)
+class _Group:
+    """What one transaction did, for the notifications after it commits."""
+
+    now: int
+    ready: set[str] = field(default_factory=set)
+    follow_ups: list[Enqueue] = field(default_factory=list)
+
+
+class QueueEngine:
+    """The tables and the committer thread behind one ``QueueManager``."""
+
+    def __init__(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        *,
+        clock: Clock,
+        max_attempts: Callable[[], int],
+        backoff: Callable[[int], float],
+        make_lease: Callable[[str, Row, int], Any],
+        name: str,
+    ) -> None:
+        self._cur = cur
+        self.clock = clock
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self._make_lease = make_lease
+        self._name = name
+        try:
+            for statement in _SCHEMA:
+                cur.execute(statement)
+        except duckdb.Error as exc:
+            cur.close()
+            raise QueueError(f"cannot create the queue tables: {exc}") from exc
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+        self._pending: list[_Job] = []
+        self._draining = False
+        self._closed = False
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="eventador-queue")
+        self._thread_id: int | None = None
+        self._ids: list[int] = []  # reserved, unused ids, ascending
+        self.hooks: dict[str, EngineHook] = {}
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Finishes the operations already submitted, then releases the connection. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._executor.shutdown(wait=True)
+        with contextlib.suppress(duckdb.Error):
+            self._cur.close()
+
+    def set_hook(self, queue: str, hook: EngineHook | None) -> None:
+        with self._lock:
+            if hook is None:
+                self.hooks.pop(queue, None)
+            else:
+                self.hooks[queue] = hook
+
+    def watch(self, queues: Iterable[str], wake: asyncio.Event) -> None:
+        """Sets `wake` (on the running loop) whenever this manager makes a message of `queues` ready."""
+        entry = (asyncio.get_running_loop(), wake)
+        with self._lock:
+            for q in queues:
+                self._waiters.setdefault(q, set()).add(entry)
+
+    def unwatch(self, queues: Iterable[str], wake: asyncio.Event) -> None:
+        with self._lock:
+            for q in queues:
+                entries = self._waiters.get(q, set())
+                for entry in [e for e in entries if e[1] is wake]:
+                    entries.discard(entry)
+
+    # -- submitting ---------------------------------------------------------------------------------
+
+    def submit(self, ops: list[Op]) -> Future[Any]:
+        return self._enqueue_job(_Job(ops, None))
+
+    def submit_read(self, read: Callable[[duckdb.DuckDBPyConnection, int], T]) -> Future[T]:
+        return self._enqueue_job(_Job(None, read))
+
+    def _enqueue_job(self, job: _Job) -> Future[Any]:
+        with self._lock:
+            if self._closed:
+                raise QueueClosedError(f"{self._name} is closed")
+            self._pending.append(job)
+            if not self._draining:
+                self._draining = True
+                self._executor.submit(self._drain)
+        return job.future
+
+    def wait(self, future: Future[T]) -> T:
+        if threading.get_ident() == self._thread_id:
+            raise QueueError("a dead-letter hook must not call its queue manager: return messages instead")
+        return future.result()
+
+    async def submit_async(self, ops: list[Op]) -> list[Any]:
+        """For eventador's sagas: applies `ops` in one transaction; returns one result per op."""
+        return cast("list[Any]", await asyncio.wrap_future(self.submit(ops)))
+
+    # -- the committer thread ---------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        self._thread_id = threading.get_ident()
+        while True:
+            with self._lock:
+                jobs, self._pending = self._pending, []
+                if not jobs:
+                    self._draining = False
+                    return
+            writes = [j for j in jobs if j.ops is not None]
+            if writes:
+                self._commit(writes)
+            for job in jobs:
+                if job.read is not None:
+                    try:
+                        result = job.read(self._cur, datetime_to_micros(self.clock.now()))
+                    except BaseException as exc:
+                        _fail(job.future, self._translate(exc))
+                    else:
+                        _succeed(job.future, result)
+
+    def _commit(self, jobs: list[_Job]) -> None:
+        ops = [op for job in jobs for op in cast("list[Op]", job.ops)]
+        try:
+            results, group = self._transaction(ops)
+        except BaseException as exc:
+            if len(jobs) > 1:
+                # One operation spoiled the shared transaction: apply each job alone, so
+                # only the guilty one fails.
+                for job in jobs:
+                    self._commit([job])
+                return
+            _fail(jobs[0].future, self._translate(exc))
+            return
+        start = 0
+        for job in jobs:
+            count = len(cast("list[Op]", job.ops))
+            _succeed(job.future, results[start : start + count])
+            start += count
+        if group.ready:
+            self._notify(group.ready)
+
+    def _transaction(self, ops: list[Op]) -> tuple[list[Any], _Group]:
+        cur = self._cur
+        needed = sum(len(op.items) for op in ops if isinstance(op, Enqueue)) + _SPARE_IDS
+        last_conflict: Exception | None = None
+        for attempt in range(_CONFLICT_RETRIES):
+            self._reserve_ids(needed)
+            group = _Group(datetime_to_micros(self.clock.now()))
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                results = self._apply(ops, group)
+                cur.execute("COMMIT")
+            except duckdb.TransactionException as exc:
+                # Another connection wrote the same rows first: try again from scratch.
+                self._rollback()
+                last_conflict = exc
+                time.sleep(0.0005 * 2**attempt * (1 + self._rng.random()))
+                continue
+            except BaseException:
+                self._rollback()
+                raise
+            return results, group
+        raise QueueError(f"the queue kept conflicting with another connection: {last_conflict}")
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(duckdb.Error):  # a failed COMMIT has already ended the transaction
+            self._cur.execute("ROLLBACK")
+
+    def _reserve_ids(self, needed: int) -> None:
+        # Reserved in their own (committed) statement, never inside the group's
+        # transaction: a rolled-back reservation could otherwise be handed out twice.
+        while len(self._ids) < needed:
+            blocks = -(-(needed - len(self._ids)) // _ID_BLOCK)
+            rows = self._cur.execute("SELECT nextval('queue_message_ids') FROM range(?)", [blocks]).fetchall()
+            for (start,) in sorted(rows):
+                self._ids.extend(range(start, start + _ID_BLOCK))
+
+    def _take_ids(self, n: int) -> list[int]:
+        if n > len(self._ids):
+            raise QueueError("internal: ran out of reserved message ids")  # _SPARE_IDS too small for the hooks
+        taken, self._ids = self._ids[:n], self._ids[n:]
+        return taken
+
+    def _apply(self, ops: list[Op], group: _Group) -> list[Any]:
+        results: list[Any] = [None] * len(ops)
+        enqueues = [(i, op) for i, op in enumerate(ops) if isinstance(op, Enqueue)]
+        if enqueues:
+            for (i, _), ids in zip(enqueues, self._insert([op for _, op in enqueues], group), strict=True):
+                results[i] = ids
+        acks = [(i, op) for i, op in enumerate(ops) if isinstance(op, Ack)]
+        if acks:
+            gone = self._delete_acked([mid for _, ack in acks for mid in ack.ids])
+            for i, ack in acks:
+                results[i] = sum(1 for mid in ack.ids if mid in gone)
+        nacks = [(i, op) for i, op in enumerate(ops) if isinstance(op, Nack)]
+        if nacks:
+            for (i, _), outcome in zip(nacks, self._apply_nacks([nack for _, nack in nacks], group), strict=True):
+                results[i] = outcome
+        for i, op in enumerate(ops):
+            if isinstance(op, Cancel):
+                results[i] = self._cancel(op)
+            elif isinstance(op, Admin):
+                results[i] = self._admin(op, group)
+        for i, op in enumerate(ops):
+            if isinstance(op, Claim):
+                results[i] = self._claim(op, group)
+        while group.follow_ups:
+            follow_ups, group.follow_ups = group.follow_ups, []
+            self._insert(follow_ups, group)
+        return results
+
+    def _insert(self, ops: list[Enqueue], group: _Group) -> list[list[int]]:
+        cur, now = self._cur, group.now
+        known: dict[tuple[str, str], int] = {}
+        wanted: dict[str, list[str]] = {}
+        for op in ops:
+            for item in op.items:
+                if item[2] is not None:
+                    wanted.setdefault(op.queue, []).append(item[2])
+        for queue, keys in wanted.items():
+            where, params = _among("dedupe_key", keys, "VARCHAR")
+            for key, mid in cur.execute(
+                f"SELECT dedupe_key, id FROM queue_dedupe WHERE queue = ? AND {where}", [queue, *params]
+            ).fetchall():
+                known[(queue, key)] = mid
+        fresh = sum(len(op.items) for op in ops)
+        pool = self._take_ids(fresh)
+        columns: dict[str, list[Any]] = {name: [] for name in _NEW_ROWS.names}
+        out: list[list[int]] = []
+        used = 0
+        for op in ops:
+            ids = []
+            for message_type, body, key, delay_us in op.items:
+                if key is not None and (op.queue, key) in known:
+                    ids.append(known[(op.queue, key)])
+                    continue
+                mid = pool[used]
+                used += 1
+                if key is not None:
+                    known[(op.queue, key)] = mid
+                ids.append(mid)
+                for name, value in zip(
+                    _NEW_ROWS.names, (mid, op.queue, message_type, body, key, now, now + delay_us), strict=True
+                ):
+                    columns[name].append(value)
+                if delay_us <= 0:
+                    group.ready.add(op.queue)
+            out.append(ids)
+        self._ids = pool[used:] + self._ids  # unused ids go back: this transaction did not take them
+        if used <= _SMALL:
+            # A few rows: plain parameters (registering an Arrow table costs more than the insert).
+            rows = list(zip(*columns.values(), strict=True))
+            if rows:
+                placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+                cur.execute(
+                    f"INSERT INTO queue_messages ({', '.join(_NEW_ROWS.names)}) VALUES {placeholders}",
+                    [value for row in rows for value in row],
+                )
+            keyed = [(r[1], r[4], r[0], r[5]) for r in rows if r[4] is not None]
+            if keyed:
+                cur.execute(
+                    f"INSERT INTO queue_dedupe VALUES {', '.join(['(?, ?, ?, ?)'] * len(keyed))}",
+                    [value for row in keyed for value in row],
+                )
+            return out
+        cur.register("_queue_new_rows", pa.table(columns, schema=_NEW_ROWS))
+        try:
+            cur.execute(f"INSERT INTO queue_messages ({', '.join(_NEW_ROWS.names)}) SELECT * FROM _queue_new_rows")
+            if any(k is not None for k in columns["dedupe_key"]):
+                cur.execute(
+                    "INSERT INTO queue_dedupe SELECT queue, dedupe_key, id, enqueued_at "
+                    "FROM _queue_new_rows WHERE dedupe_key IS NOT NULL"
+                )
+        finally:
+            cur.unregister("_queue_new_rows")
+        return out
+
+    def _delete_acked(self, ids: list[int]) -> set[int]:
+        where, params = _among("id", ids, "BIGINT")
+        rows = self._cur.execute(f"DELETE FROM queue_messages WHERE {where} AND NOT dead RETURNING id", params)
+        return {r[0] for r in rows.fetchall()}
+
+    def _apply_nacks(self, ops: list[Nack], group: _Group) -> list[str]:
+        cur, now = self._cur, group.now
+        where, params = _among("id", [op.lease.id for op in ops], "BIGINT")
+        current = {
+            r[0]: (r[1], r[2] or not r[3])  # (attempts, no longer leased)
+            for r in cur.execute(
+                f"SELECT id, attempts, dead, leased FROM queue_messages WHERE {where}", params
+            ).fetchall()
+        }
+        columns: dict[str, list[Any]] = {name: [] for name in _NACK_COLUMNS}
+        outcomes: list[str] = []
+        dying: list[tuple[Any, str]] = []
+        for op in ops:
+            lease = op.lease
+            row = current.get(lease.id)
+            if row is None or row[1] or row[0] != lease.attempts:
+                outcomes.append("stale")
+                continue
+            current[lease.id] = (row[0], True)  # a second nack of the same lease in this group is stale
+            dead = lease.attempts >= self._max_attempts()
+            values: tuple[int, int, bool, int | None, str | None]
+            if dead:
+                reason = f"failed {lease.attempts} deliveries; last error: {op.error or 'unknown'}"
+                dying.append((lease, reason))
+                values = (lease.id, now, True, now, reason)
+            else:
+                delay = op.delay_us if op.delay_us is not None else int(self._backoff(lease.attempts) * _US)
+                values = (lease.id, now + max(0, delay), False, None, op.error)
+                if delay <= 0:
+                    group.ready.add(lease.queue)
+            for name, value in zip(_NACK_COLUMNS, values, strict=True):
+                columns[name].append(value)
+            outcomes.append("dead" if dead else "retry")
+        rows = list(zip(*columns.values(), strict=True))
+        for start in range(0, len(rows), 256):
+            chunk = rows[start : start + 256]
+            placeholders = ", ".join(["(?::BIGINT, ?::BIGINT, ?::BOOLEAN, ?::BIGINT, ?::VARCHAR)"] * len(chunk))
+            cur.execute(
+                "UPDATE queue_messages SET visible_at = n.visible_at, leased = false, lease_owner = NULL, "
+                "dead = n.dead, died_at = n.died_at, last_error = n.last_error "
+                f"FROM (VALUES {placeholders}) AS n(id, visible_at, dead, died_at, last_error) "
+                "WHERE queue_messages.id = n.id",
+                [value for row in chunk for value in row],
+            )
+        for lease, reason in dying:
+            self._run_hook(lease, reason, group)
+        return outcomes
+
+    def _claim(self, op: Claim, group: _Group) -> tuple[list[tuple[Any, ...]], int]:
+        cur, now = self._cur, group.now
+        until = now + op.visibility_us
+        limit = self._max_attempts()
+        claimed: list[tuple[Any, ...]] = []
+        wanted = op.n
+        while wanted > 0:
+            rows = cur.execute(
+                f"""
+                UPDATE queue_messages
+                SET attempts = attempts + 1, leased = true, lease_owner = $owner, visible_at = $until
+                WHERE id IN (
+                    SELECT id FROM queue_messages
+                    WHERE queue = $queue AND NOT dead AND visible_at <= $now
+                    ORDER BY enqueued_at, id LIMIT $n
+                )
+                RETURNING {_CLAIM_COLUMNS}
+                """,
+                {"owner": _process_token, "until": until, "queue": op.queue, "now": now, "n": wanted},
+            ).fetchall()
+            worn = [r for r in rows if r[5] > limit]
+            claimed.extend(r for r in rows if r[5] <= limit)
+            if not worn:
+                break
+            # Their leases ran out max_attempts times (a consumer that dies on them): they
+            # go to the dead letters, and others are claimed in their place.
+            self._bury_worn(op.queue, worn, now, until, group)
+            wanted = op.n - len(claimed)
+        claimed.sort(key=lambda r: (r[4], r[0]))
+        return claimed, until
+
+    def _bury_worn(self, queue: str, worn: list[Row], now: int, until: int, group: _Group) -> None:
+        where, params = _among("id", [r[0] for r in worn], "BIGINT")
+        self._cur.execute(
+            "UPDATE queue_messages SET dead = true, leased = false, lease_owner = NULL, attempts = attempts - 1, "
+            "died_at = ?, last_error = 'lease expired after ' || (attempts - 1) || ' deliveries' "
+            f"|| coalesce('; last error: ' || last_error, '') WHERE {where}",
+            [now, *params],
+        )
+        if queue in self.hooks:
+            for r in worn:
+                reason = f"lease expired after {r[5] - 1} deliveries" + (f"; last error: {r[6]}" if r[6] else "")
+                self._run_hook(self._make_lease(queue, (*r[:5], r[5] - 1, r[6]), until), reason, group)
+
+    def _run_hook(self, lease: Any, reason: str, group: _Group) -> None:
+        hook = self.hooks.get(lease.queue)
+        if hook is None:
+            return
+        try:
+            for queue, message_type, body in hook(lease, reason):
+                group.follow_ups.append(Enqueue(queue, [(message_type, body, None, 0)]))
+        except Exception:
+            log.exception("the dead-letter hook of queue %r failed for message %d", lease.queue, lease.id)
+
+    def _cancel(self, op: Cancel) -> int:
+        if not op.ids and not op.keys:
+            return 0
+        by_id, id_params = _among("id", op.ids, "BIGINT")
+        by_key, key_params = _among("dedupe_key", op.keys, "VARCHAR")
+        rows = self._cur.execute(
+            f"DELETE FROM queue_messages WHERE queue = ? AND NOT dead AND ({by_id} OR {by_key}) RETURNING id",
+            [op.queue, *id_params, *key_params],
+        ).fetchall()
+        return len(rows)
+
+    def _admin(self, op: Admin, group: _Group) -> Any:
+        cur, now = self._cur, group.now
+        queue_filter = "" if op.queue is None else " AND queue = $queue"
+        params: dict[str, Any] = {"now": now} | ({} if op.queue is None else {"queue": op.queue})
+        if op.kind == "requeue":
+            rows = cur.execute(
+                "UPDATE queue_messages SET dead = false, leased = false, lease_owner = NULL, attempts = 0, "
+                "visible_at = $now, died_at = NULL WHERE id = $id AND dead RETURNING queue",
+                {"now": now, "id": op.id},
+            ).fetchall()
+            if not rows:
+                return MessageNotFoundError(op.id, "among the dead letters")
+            group.ready.add(rows[0][0])
+            return None
+        if op.kind == "requeue_all":
+            rows = cur.execute(
+                "UPDATE queue_messages SET dead = false, leased = false, lease_owner = NULL, attempts = 0, "
+                f"visible_at = $now, died_at = NULL WHERE dead{queue_filter} RETURNING queue",
+                params,
+            ).fetchall()
+            group.ready.update(r[0] for r in rows)
+            return len(rows)
+        if op.kind == "purge":
+            params.pop("now")
+            purged = cur.execute(f"DELETE FROM queue_messages WHERE dead{queue_filter} RETURNING id", params)
+            return len(purged.fetchall())
+        if op.kind == "release":
+            rows = cur.execute(
+                "UPDATE queue_messages SET leased = false, lease_owner = NULL, visible_at = $now "
+                "WHERE leased AND NOT dead AND visible_at > $now AND lease_owner IS DISTINCT FROM $owner "
+                "RETURNING queue",
+                {"now": now, "owner": _process_token},
+            ).fetchall()
+            group.ready.update(r[0] for r in rows)
+            return len(rows)
+        params = {"before": op.before_us} | ({} if op.queue is None else {"queue": op.queue})
+        return len(
+            cur.execute(
+                f"DELETE FROM queue_dedupe WHERE created_at < $before{queue_filter} "
+                "AND id NOT IN (SELECT id FROM queue_messages) RETURNING id",
+                params,
+            ).fetchall()
+        )
+
+    def _notify(self, queues: set[str]) -> None:
+        with self._lock:
+            entries = {entry for q in queues for entry in self._waiters.get(q, ())}
+        for loop, event in entries:
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(event.set)
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, duckdb.ConnectionException) or (
+            isinstance(exc, duckdb.Error) and "closed" in str(exc).lower()
+        ):
+            return StoreClosedError(f"the store of {self._name} is closed: {exc}")
+        if isinstance(exc, duckdb.Error):
+            return QueueError(f"the queue database failed: {exc}")
+        return exc
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def _among(column: str, values: list[Any], sql_type: str) -> tuple[str, list[Any]]:
+    """A WHERE condition `column` is one of `values`, and its parameters.
+
+    A few values: an IN list of parameters (cheapest); many: one list parameter.
+    """
+    if not values:
+        return "false", []
+    if len(values) <= _SMALL:
+        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
+    return f"list_contains(?::{sql_type}[], {column})", [list(values)]
+
+
+def _succeed(future: Future[Any], result: Any) -> None:
+    # The caller may have given up (a cancelled asyncio task cancels its future); the
+    # work is done either way, and the committer thread must live on.
+    if not future.cancelled():
+        with contextlib.suppress(Exception):
+            future.set_result(result)
+
+
+def _fail(future: Future[Any], exc: BaseException) -> None:
+    if not future.cancelled():
+        with contextlib.suppress(Exception):
+            future.set_exception(exc)
