@@ -192,6 +192,8 @@ class LiveViews:
                 if state is not None and state[0] == key:
                     return
                 previous = state[1] if state is not None else frozenset()
+                if defs:  # the typed views they read must exist, even if still empty
+                    views.make_empty_views(" ".join(view.sql for view in defs.values()))
                 shadowed = {t.lower() for t in views.typed} | _BUILTIN
                 made: set[str] = set()
                 for view in defs.values():

@@ -787,12 +787,12 @@ class EventStore(_Reads):
         [(3,)]
         """
         with self._sql_lock:
-            views = self._prepare_views(self._snapshot(), position_limit=None, occurred_limit=None)
+            views = self._prepare_views(self._snapshot(), position_limit=None, occurred_limit=None, query=query)
             return _run(views, query, params)
 
     def _prepare_views(
         self, snap: _Snapshot, *, position_limit: int | None, occurred_limit: datetime | None,
-        views: SqlViews | None = None,
+        views: SqlViews | None = None, query: str | None = None,
     ) -> SqlViews:
         classes = self.registry.classes()
         files, tables, hot = self._arrow_sources(snap, classes)
@@ -810,6 +810,7 @@ class EventStore(_Reads):
                 occurred_limit=occurred_limit,
             ),
             classes,
+            query=query,
         )
         self._live_views().install(views)
         return views
@@ -1049,7 +1050,8 @@ class PastView(_Reads):
             self._views = SqlViews(self.store._new_connection())
         with self.store._sql_lock:
             self.store._prepare_views(
-                self._snapshot(), position_limit=self.position, occurred_limit=self.occurred_before, views=self._views
+                self._snapshot(), position_limit=self.position, occurred_limit=self.occurred_before,
+                views=self._views, query=query,
             )
             return _run(self._views, query, params)
 

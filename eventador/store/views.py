@@ -23,12 +23,19 @@ from eventador.store.columns import ENVELOPE, arrow_type_for, column_name
 
 __all__ = ["Sources", "SqlViews"]
 
-_ENVELOPE_SELECT = """
-    position, stream_id, version, event_type,
-    CAST(hex(event_id) AS UUID) AS event_id,
-    recorded_at,
-    coalesce(occurred_at, recorded_at) AS occurred_at,
-    stream_type"""
+# The envelope columns of every view: (name, expression over _all, SQL type).
+_ENVELOPE = [
+    ("position", "position", "BIGINT"),
+    ("stream_id", "stream_id", "VARCHAR"),
+    ("version", "version", "BIGINT"),
+    ("event_type", "event_type", "VARCHAR"),
+    ("event_id", "CAST(hex(event_id) AS UUID)", "UUID"),
+    ("recorded_at", "recorded_at", "TIMESTAMPTZ"),
+    ("occurred_at", "coalesce(occurred_at, recorded_at)", "TIMESTAMPTZ"),
+    ("stream_type", "stream_type", "VARCHAR"),
+]
+_ENVELOPE_SELECT = ", ".join(expr if expr == name else f"{expr} AS {name}" for name, expr, _ in _ENVELOPE)
+
 
 _DUCK_TYPES = {
     pa.string(): "VARCHAR",
@@ -76,11 +83,17 @@ class SqlViews:
         self._shape: tuple[Any, ...] | None = None
         self.generation = 0
         """Bumped whenever the views are recreated (a new file, a new event type)."""
+        self._empty: dict[str, str] = {}  # event type -> CREATE of its empty view, not yet run
         self.typed: tuple[str, ...] = ()
         """The event types that have a typed view; the view is named like the type."""
 
-    def update(self, sources: Sources, classes: dict[str, type[Event]]) -> None:
-        """Point the views at `sources`, recreating them only when their shape changed."""
+    def update(self, sources: Sources, classes: dict[str, type[Event]], *, query: str | None = None) -> None:
+        """Point the views at `sources`, recreating them only when their shape changed.
+
+        Types with no stored event get an empty view. Given the `query` about to run,
+        only those it mentions are made (a process may define hundreds of event types,
+        and each view costs about a millisecond to create); without it, all of them.
+        """
         memory = None
         if sources.tables:
             memory = pa.concat_tables(list(sources.tables), promote_options="default")
@@ -96,10 +109,10 @@ class SqlViews:
         self.con.register("_hot", sources.hot)
         if memory is not None:
             self.con.register("_memory", memory)
-        if shape == self._shape:
-            return
-        self._create(sources, memory is not None, columns, classes)
-        self._shape = shape
+        if shape != self._shape:
+            self._create(sources, memory is not None, columns, classes)
+            self._shape = shape
+        self.make_empty_views(query)
 
     def _columns(self, sources: Sources, memory: pa.Table | None) -> dict[str, pa.DataType]:
         found: dict[str, pa.DataType] = {}
@@ -133,8 +146,15 @@ class SqlViews:
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW _all AS SELECT * FROM ({union}){where}")
 
         typed = self._typed_fields(columns, classes)
+        # Types with no stored event yet get empty views: binding hundreds of views over
+        # the real tables would cost more than the queries (a notebook defines many classes).
+        present = {
+            t for t, fields in typed.items() if not fields or any(column_name(t, n) in columns for n, _, _ in fields)
+        }
         data_cases = []
         for event_type, fields in typed.items():
+            if event_type not in present:
+                continue
             pairs = ", ".join(f"{literal(name)}, {expr}" for name, expr, _ in fields)
             data_cases.append(f"WHEN {literal(event_type)} THEN json_object({pairs})")
         data = f"CASE event_type {' '.join(data_cases)} END" if data_cases else "CAST(NULL AS JSON)"
@@ -143,6 +163,8 @@ class SqlViews:
             f"CREATE OR REPLACE TEMP VIEW events AS SELECT {_ENVELOPE_SELECT}, {metadata} AS metadata, "
             f"CAST({data} AS JSON) AS data, payload FROM _all"
         )
+        statements: list[str] = []  # run as one batch: one round trip for many views
+        self._empty = {}
         taken = {"events", "_all", "_hot", "_memory"}
         named: list[str] = []
         for event_type, fields in typed.items():
@@ -150,20 +172,40 @@ class SqlViews:
                 warnings.warn(f"no SQL view for event type {event_type!r}: the name is taken", stacklevel=3)
                 continue
             taken.add(event_type.lower())
+            # A payload field named like an envelope column (say `version`) wins.
             names = {name for name, _, _ in fields}
-            envelope = [
-                line.strip()
-                for line in _ENVELOPE_SELECT.split(",\n")
-                if line.strip().split()[-1] not in names and line.strip() != "event_type"
-            ]
-            select = ", ".join([*envelope, *(f"{expr} AS {quote(name)}" for name, expr, _ in fields)])
-            self.con.execute(
-                f"CREATE OR REPLACE TEMP VIEW {quote(event_type)} AS SELECT {select} FROM _all "
-                f"WHERE event_type = {literal(event_type)}"
-            )
+            envelope = [e for e in _ENVELOPE if e[0] not in names and e[0] != "event_type"]
             named.append(event_type)
+            if event_type in present:
+                columns_sql = [expr if expr == name else f"{expr} AS {name}" for name, expr, _ in envelope]
+                columns_sql += [f"{expr} AS {quote(name)}" for name, expr, _ in fields]
+                select = ", ".join(columns_sql)
+                statements.append(
+                    f"CREATE OR REPLACE TEMP VIEW {quote(event_type)} AS SELECT {select} "
+                    f"FROM _all WHERE event_type = {literal(event_type)}"
+                )
+            else:
+                columns_sql = [f"CAST(NULL AS {sql_type}) AS {quote(name)}" for name, _, sql_type in envelope]
+                columns_sql += [f"CAST(NULL AS {sql_type}) AS {quote(name)}" for name, _, sql_type in fields]
+                self._empty[event_type] = (
+                    f"CREATE OR REPLACE TEMP VIEW {quote(event_type)} AS SELECT {', '.join(columns_sql)} LIMIT 0"
+                )
+        if statements:
+            self.con.execute(";\n".join(statements))
         self.typed = tuple(named)
         self.generation += 1
+
+    def make_empty_views(self, query: str | None) -> None:
+        """Create the empty views of types without events that `query` mentions (all if None)."""
+        if not self._empty:
+            return
+        if query is None:
+            wanted = list(self._empty)
+        else:
+            text = query.lower()
+            wanted = [t for t in self._empty if t.lower() in text]
+        if wanted:
+            self.con.execute(";\n".join(self._empty.pop(t) for t in wanted))
 
     @staticmethod
     def _typed_fields(
