@@ -815,12 +815,13 @@ class EventStore(_Reads):
         self._live_views().install(views)
         return views
 
-    def _projection_views(self, views: SqlViews, *, after: int = 0) -> int:
+    def _projection_views(self, views: SqlViews, *, after: int = 0, query: str | None = None) -> int:
         """Point `views` (a projection's own connection) at the visible events in the files and
         buffers that hold positions after `after`; returns the newest visible position.
 
         Projections narrow these to one batch by position (``new_events``); leaving
         out the files wholly at or below `after` spares a live batch their footers.
+        `query`: the SQL about to run, so that only the empty views it names are made.
         """
         snap = self._snapshot()
         if after > 0:
@@ -828,7 +829,7 @@ class EventStore(_Reads):
             buffers = tuple(b for b in snap.buffers[:-1] if b.last_position > after) + snap.buffers[-1:]
             snap = _Snapshot(segments, buffers, snap.visible)
         with self._sql_lock:
-            self._prepare_views(snap, position_limit=None, occurred_limit=None, views=views)
+            self._prepare_views(snap, position_limit=None, occurred_limit=None, views=views, query=query)
         return snap.visible
 
     # -- live SQL views (eventador/projections/views.py) ------------------------------
