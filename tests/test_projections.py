@@ -266,6 +266,18 @@ def test_new_events_has_the_columns_of_events_and_event_types_narrow_it() -> Non
         assert got == want and len(got) == 3
 
 
+def test_a_projection_over_types_with_no_events_yet_picks_them_up_later() -> None:
+    with ev.open_store() as store:
+        store.append("acc-0", [opened("acc-0")])  # no Deposited, no Withdrawn yet: their views are empty
+        runner = ProjectionRunner(store, [balances()])
+        runner.run_until_caught_up()
+        assert table(store) == {}
+        store.append("acc-0", [deposited("3", "acc-0"), withdrawn("1", "acc-0")])
+        runner.run_until_caught_up()
+        assert table(store) == {"acc-0": (Decimal("2"), 2)}
+        runner.close()
+
+
 def test_setup_sql_error_names_the_projection_and_leaves_nothing() -> None:
     with ev.open_store() as store:
         fill(store, accounts=1, rounds=1)

@@ -238,6 +238,7 @@ class SqlEngine:
         self.definition: Definition | None = None
         self.checkpoint = 0
         self._window_made: tuple[int, int, int] | None = None
+        self._mentioned: tuple[int, str] | None = None
 
     def close(self) -> None:
         with contextlib.suppress(duckdb.Error):
@@ -286,7 +287,19 @@ class SqlEngine:
     def visible(self, after: int = 0) -> int:
         """Point this connection's views at the visible events (those in files wholly at or below
         `after` left out); returns the newest visible position."""
-        return self.store._projection_views(self.views, after=after)
+        return self.store._projection_views(self.views, after=after, query=self._mentions())
+
+    def _mentions(self) -> str:
+        """The projection's SQL, plus the type names its ``new_`` views stand for (so that a
+        type with no event yet gets its empty typed view)."""
+        names = self.store.registry.names()
+        if self._mentioned is None or self._mentioned[0] != len(names):
+            p = self.projection
+            text = f"{p.setup_sql}\n{p.apply_sql}"
+            lowered = text.lower()
+            extra = [t for t in names if batch_view_name(t).lower() in lowered]
+            self._mentioned = (len(names), "\n".join([text, *extra]))
+        return self._mentioned[1]
 
     def _point(self, lo: int, hi: int) -> None:
         """Make ``new_events`` and the ``new_<Type>`` views show the events in (lo, hi]."""

@@ -226,7 +226,7 @@ class LiveViews:
                 raise ProjectionNameError(
                     name, "a live view of that name exists; pass replace=True to change it", kind="view"
                 )
-            views = store._prepare_views(store._snapshot(), position_limit=None, occurred_limit=None)
+            views = store._prepare_views(store._snapshot(), position_limit=None, occurred_limit=None, query=text)
             con = store.connect()
             try:
                 if existing is None:
@@ -237,7 +237,7 @@ class LiveViews:
                     # Binding checks the SQL; a failed CREATE OR REPLACE leaves the old view as it was.
                     views.con.execute(f"CREATE OR REPLACE TEMP VIEW {quote(name)} AS {text}")
                 except duckdb.Error as exc:
-                    raise ProjectionError(name, f"the view's SQL does not run: {exc}") from exc
+                    raise _view_error(name, f"the SQL does not run: {exc}") from exc
                 view = LiveView(name, text, store.clock.now())
                 try:
                     self._save(con, view, existing)
@@ -277,8 +277,8 @@ class LiveViews:
             del defs[existing.name]
             self._generation += 1
             self._publish()
-            views = store._prepare_views(store._snapshot(), position_limit=None, occurred_limit=None)
-            del views  # installing on it (inside _prepare_views) dropped the view
+            # Installing on the store's connection (inside _prepare_views) drops the view there.
+            store._prepare_views(store._snapshot(), position_limit=None, occurred_limit=None, query="")
 
     def _save(self, con: duckdb.DuckDBPyConnection, view: LiveView, existing: LiveView | None) -> None:
         con.execute(
@@ -312,12 +312,19 @@ class LiveViews:
 def _one_select(name: str, sql: object) -> str:
     """`sql` without a trailing semicolon, when it is exactly one SELECT statement."""
     if not isinstance(sql, str) or not sql.strip():
-        raise ProjectionError(name, "the view needs a SELECT query, e.g. 'SELECT * FROM events'")
+        raise _view_error(name, "a view needs a SELECT query, e.g. 'SELECT * FROM events'")
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise ProjectionError(name, f"the view's SQL does not parse: {exc}") from exc
+        raise _view_error(name, f"the SQL does not parse: {exc}") from exc
     if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
         kinds = ", ".join(str(s.type).rsplit(".", 1)[-1] for s in statements) or "nothing"
-        raise ProjectionError(name, f"a view is one SELECT query; got {kinds}")
+        raise _view_error(name, f"a view is one SELECT query; got {kinds}")
     return sql.strip().rstrip(";").strip()
+
+
+def _view_error(name: str, reason: str) -> ProjectionError:
+    """A ProjectionError about a live view (``projection`` holds the view's name)."""
+    error = ProjectionError(name, reason)
+    error.args = (f"view {name!r}: {reason}",)
+    return error
