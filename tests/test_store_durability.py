@@ -609,18 +609,12 @@ except ev.EventadorError as exc:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: views build a typed view for every class in the process-wide registry, so one Event "
-    "subclass with an unsupported annotation (defined anywhere, never used) makes every store's sql() raise",
-)
 def test_an_unusable_event_class_elsewhere_does_not_break_sql() -> None:
     done = run_python(SQL_AFTER_A_BAD_CLASS)  # in a fresh process: the registry is process-wide
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "[(1,)]"
 
 
-@pytest.mark.xfail(strict=True, reason="doubtful: a str for event_types is iterated as characters and matches nothing")
 def test_read_all_with_a_single_type_name_as_str_is_not_silently_empty(factory: DirectoryStoreFactory) -> None:
     store = factory.open()
     store.append("acc-1", [deposited()])

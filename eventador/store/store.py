@@ -165,7 +165,7 @@ class _Reads:
         """
         snap = self._snapshot()
         last = snap.visible if to_position is None else min(to_position, snap.visible)
-        types = None if event_types is None else [_type_name(t) for t in event_types]
+        types = _type_names(event_types)
         type_set = None if types is None else set(types)
         decode = make_decoder(self.registry)
         classes = self.registry.classes()
@@ -199,6 +199,15 @@ class _Reads:
 
 def _visible_rows(buffer: HotBuffer, snap: _Snapshot) -> int:
     return max(0, min(len(buffer), snap.visible - buffer.first_position + 1))
+
+
+def _type_names(event_types: Iterable[str | type[Event]] | str | type[Event] | None) -> list[str] | None:
+    """Type names from names or classes; a single name or class is taken as a list of one."""
+    if event_types is None:
+        return None
+    if isinstance(event_types, (str, type)):
+        return [_type_name(event_types)]
+    return [_type_name(t) for t in event_types]
 
 
 def _type_name(t: str | type[Event]) -> str:
@@ -638,7 +647,7 @@ class EventStore(_Reads):
         wake = asyncio.Event()
         waiter = (loop, wake)
         self._async_waiters.add(waiter)
-        types = None if event_types is None else [_type_name(t) for t in event_types]
+        types = _type_names(event_types)
         next_position = max(1, from_position)
         try:
             while not self._closed:

@@ -18,6 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from eventador.codec import schema_of
+from eventador.errors import SerializationError
 from eventador.messages import Event
 from eventador.store.columns import ENVELOPE, arrow_type_for, column_name
 
@@ -214,7 +215,10 @@ class SqlViews:
         """Per event type: (field, SQL expression, SQL type) for each field."""
         typed: dict[str, list[tuple[str, str, str]]] = {}
         for event_type, cls in classes.items():
-            schema = schema_of(cls)
+            try:
+                schema = schema_of(cls)
+            except SerializationError:
+                continue  # a class no event of which can be stored has no view (append names the problem)
             fields = []
             for name in schema.names:
                 arrow_type, kind = arrow_type_for(schema.hints[name])
