@@ -368,6 +368,7 @@ class Context:
     cache_dir: str | None = None  # where big eventador stores are kept between runs
     rebuild_cache: bool = False
     parts: frozenset[str] = frozenset()  # eventador parts to run (writes, reads, sql)
+    module_results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # per module group
 
     def path(self, name: str) -> str:
         return os.path.join(self.run_dir, name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import importlib.metadata
 import json
 import os
@@ -27,8 +28,13 @@ import tempfile
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, this folder is first on sys.path, where benchmarks/queue.py would
+# stand in for the standard library's queue: import the modules as a package instead.
+HERE = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != Path(HERE)]
 if str(ROOT) not in sys.path:
     # Benchmark the working tree, installed or not.
     sys.path.insert(0, str(ROOT))
@@ -37,7 +43,13 @@ from benchmarks import machine, peer  # noqa: E402
 from benchmarks.common import Context, Limit, Payloads, Results, Row, Sizes, comparison_table, log, perf  # noqa: E402
 from benchmarks.common import results_table as plain_table  # noqa: E402
 
-GROUPS = ("peer", "machine", "store")  # in running order: the fsync limit right before eventador
+GROUPS = ("peer", "machine", "store", "aggregates", "projections", "queue")  # in running order
+# Groups whose module has run(quick) -> list of result dicts (name, value, unit, budget, ...).
+MODULE_GROUPS = {
+    "aggregates": "Aggregates, persistent actors and snapshots",
+    "projections": "Projections and read models",
+    "queue": "The durable queue and sagas",
+}
 STORE_PARTS = ("writes", "reads", "sql")
 CACHE_DIR = ROOT / "benchmarks" / ".cache"
 
@@ -259,6 +271,14 @@ def run_groups(ctx: Context, groups: list[str]) -> str | None:
                 continue
             store.run(ctx)
             continue
+        if group in MODULE_GROUPS:
+            try:
+                module = importlib.import_module(f"benchmarks.{group}")
+                ctx.module_results[group] = module.run(ctx.quick)
+            except Exception as exc:
+                ctx.results.errors[group] = f"{type(exc).__name__}: {exc}"
+                log(f"  ERROR in group {group!r}:\n{traceback.format_exc()}")
+            continue
         module = {"peer": peer, "machine": machine}[group]
         try:
             module.run(ctx)
@@ -266,6 +286,22 @@ def run_groups(ctx: Context, groups: list[str]) -> str | None:
             ctx.results.errors[group] = f"{type(exc).__name__}: {exc}"
             log(f"  ERROR in group {group!r}:\n{traceback.format_exc()}")
     return skip
+
+
+def module_table(results: list[dict[str, Any]], *, quick: bool) -> str:
+    """A Markdown table of one module group's result dicts."""
+    lines = ["| scenario | side | median | unit | min – max | budget | verdict |", "|---|---|---:|---|---|---|---|"]
+    for r in results:
+        details = r.get("details", {})
+        low, high = r.get("min", details.get("min")), r.get("max", details.get("max"))
+        spread = f"{low:,.3g} – {high:,.3g}" if low is not None and high is not None else ""
+        passed = r.get("passed")
+        verdict = "-" if quick or passed is None else ("PASS" if passed else "FAIL")
+        lines.append(
+            f"| {r['name']} | {r.get('side', 'eventador')} | {r['value']:,.4g} | {r['unit']} | {spread} "
+            f"| {r.get('budget') or '-'} | {verdict} |"
+        )
+    return "\n".join(lines)
 
 
 def report(ctx: Context, args: argparse.Namespace, skip: str | None, seconds: float) -> str:
@@ -297,6 +333,9 @@ def report(ctx: Context, args: argparse.Namespace, skip: str | None, seconds: fl
             "",
             plain_table(machine_rows),
         ]
+    for group, title in MODULE_GROUPS.items():
+        if ctx.module_results.get(group):
+            out += ["", f"### {title}", "", module_table(ctx.module_results[group], quick=args.quick)]
     if res.setup:
         out += ["", "### Setup of the big stores", ""] + [f"- {what}: {how}" for what, how in res.setup]
     out += ["", "### Notes", ""] + [f"- {n}" for n in NOTES]
