@@ -214,12 +214,14 @@ def sql_rebuild(quick: bool, reps: int) -> list[dict[str, Any]]:
                     values.append(n / (time.perf_counter() - started))
                 count, deposits = store.sql(f"SELECT count(*), sum(deposits) FROM {projection.name}").fetchall()[0]
                 assert (count, deposits) == (n // PER_APPEND, n), (count, deposits)
-            judged = projection is BALANCES
-            out.append(_result(
+            result = _result(
                 f"SqlProjection rebuild, {n:,} events: {label}, blue/green swap included",
-                values, "events/s", budget, (lambda v: v >= 20e6) if judged else (lambda v: True), quick,
+                values, "events/s", budget, lambda v: v >= 20e6, quick,
                 events=n, parquet_files=files, first_catch_up_s=round(first, 3),
-            ))
+            )
+            if projection is not BALANCES:
+                result["passed"] = None  # reported, not judged
+            out.append(result)
     return out
 
 
@@ -247,7 +249,7 @@ class CountT3(Projection[int]):
         self.count = 0
 
 
-def python_rebuild(quick: bool, reps: int) -> dict[str, Any]:
+def python_rebuild(quick: bool, reps: int) -> list[dict[str, Any]]:
     n = 50_000 if quick else 1_000_000
     log(f"== projections: Python Projection rebuild over {n:,} events, 1 type of 5")
     with _store_dir("python", n, quick, _five_types(n)) as path, ev.open_store(path, durability="none") as store:
@@ -271,10 +273,19 @@ def python_rebuild(quick: bool, reps: int) -> dict[str, Any]:
         ratio_to_peer=(statistics.median(values) / peer["median"]) if peer else None,
         peer_note=peer["note"] if peer else "eventsourcing is not installed",
     )
-    if peer:
-        log(f"  peer (eventsourcing + SQLite, {peer['events']:,} events): median {peer['median']:,.0f} events/s; "
-            f"eventador is {result['details']['ratio_to_peer']:.1f}x")
-    return result
+    if not peer:
+        return [result]
+    log(f"  peer (eventsourcing + SQLite, {peer['events']:,} events): median {peer['median']:,.0f} events/s; "
+        f"eventador is {result['details']['ratio_to_peer']:.1f}x")
+    return [result, {
+        "name": f"the peer's projection processing, {peer['events']:,} events of 5 types, interested in 1",
+        "side": "peer",
+        "value": peer["median"],
+        "unit": "events/s",
+        "budget": "",
+        "passed": None,
+        "details": {"min": peer["min"], "max": peer["max"], "note": peer["note"]},
+    }]
 
 
 def _peer_projection(n: int, reps: int) -> dict[str, Any] | None:
@@ -349,6 +360,8 @@ def _peer_projection(n: int, reps: int) -> dict[str, Any] | None:
         app.close()
     return {
         "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
         "events": count,
         "note": f"notification log pages of 1,000, topic filter before mapping, {handled:,} handled",
     }
@@ -410,7 +423,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     reps = 3 if quick else 5
     out = []
     out.extend(sql_rebuild(quick, reps))
-    out.append(python_rebuild(quick, reps))
+    out.extend(python_rebuild(quick, reps))
     out.append(live_lag(quick, 15 if quick else 40))
     return out
 
