@@ -40,6 +40,16 @@ from eventador.errors import (
 from eventador.importing import read_event_log, read_xes
 from eventador.messages import Command, Event, State, TypeRegistry, UnknownEvent, registry
 from eventador.persistence import AggregateRoot, PersistentActor
+from eventador.projections import (
+    ErrorPolicy,
+    Lag,
+    LiveView,
+    Projection,
+    ProjectionNameError,
+    ProjectionRunner,
+    Retry,
+    SqlProjection,
+)
 from eventador.repository import Repository
 from eventador.snapshots import SnapshotConfig, SnapshotWarning
 from eventador.store import (
@@ -77,26 +87,34 @@ __all__ = [
     "CorruptionError",
     "DeadLetter",
     "Directive",
+    "ErrorPolicy",
     "Event",
     "EventStore",
     "EventadorError",
     "ExpectedVersion",
     "Failure",
     "InvalidInputError",
+    "Lag",
+    "LiveView",
     "LocalActorSystem",
     "ManualClock",
     "MessageError",
     "PastView",
     "PersistentActor",
+    "Projection",
     "ProjectionError",
+    "ProjectionNameError",
+    "ProjectionRunner",
     "QueueError",
     "ReadOnlyError",
     "RecordedEvent",
     "RegistrationError",
     "Repository",
+    "Retry",
     "SerializationError",
     "SnapshotConfig",
     "SnapshotWarning",
+    "SqlProjection",
     "State",
     "StoreClosedError",
     "StoreError",

@@ -74,6 +74,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("event types:")
         for name, count in info["event_types"].items():
             print(f"  {count:>10,}  {name}")
+        if info.get("views"):
+            print("live views:")
+            for view in info["views"]:
+                print(f"  {view}")
     else:
         types = pd.DataFrame(
             {"event_type": list(info["event_types"]), "events": list(info["event_types"].values())}
@@ -143,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--activity", default="concept:name", help="activity column (default: concept:name)")
     imp.add_argument("--timestamp", default="time:timestamp", help="timestamp column (default: time:timestamp)")
     imp.set_defaults(run=cmd_import)
+
+    from eventador import projections_cli
+
+    projections_cli.add_parser(sub)
     return parser
 
 

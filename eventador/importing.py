@@ -245,7 +245,6 @@ def _python_values(series: pd.Series) -> list[Any]:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, pd.Timestamp):
-        return value.to_pydatetime()
-    return value
+    to_datetime = getattr(value, "to_pydatetime", None)  # a pandas Timestamp
+    return to_datetime() if to_datetime is not None else value
 

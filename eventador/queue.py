@@ -612,7 +612,7 @@ class QueueManager:
             first = rows[0][0] if rows else None
             return None if first is None else max(0.0, (first - now) / 1_000_000)
 
-        return cast("float | None", await asyncio.wrap_future(self._engine.submit_read(read)))
+        return cast("float | None", await self._engine.submit_read_async(read))
 
     async def wait_for_messages(self, queues: Sequence[str], *, timeout: float) -> bool:
         """Returns True when this manager enqueued a ready message on one of `queues`, False after `timeout` s.

@@ -156,7 +156,7 @@ Op = Enqueue | Claim | Ack | Nack | Cancel | Admin
 class _Job:
     ops: list[Op] | None
     read: Callable[[duckdb.DuckDBPyConnection, int], Any] | None
-    future: Future[Any] = field(default_factory=Future)
+    future: Future[Any] | asyncio.Future[Any]  # asyncio futures are resolved on their own loop
 
 
 @dataclass(slots=True)
@@ -242,12 +242,21 @@ class QueueEngine:
     # -- submitting ---------------------------------------------------------------------------------
 
     def submit(self, ops: list[Op]) -> Future[Any]:
-        return self._enqueue_job(_Job(ops, None))
+        future: Future[Any] = Future()
+        self._enqueue_job(_Job(ops, None, future))
+        return future
 
     def submit_read(self, read: Callable[[duckdb.DuckDBPyConnection, int], T]) -> Future[T]:
-        return self._enqueue_job(_Job(None, read))
+        future: Future[T] = Future()
+        self._enqueue_job(_Job(None, read, future))
+        return future
 
-    def _enqueue_job(self, job: _Job) -> Future[Any]:
+    async def submit_read_async(self, read: Callable[[duckdb.DuckDBPyConnection, int], T]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._enqueue_job(_Job(None, read, future))
+        return await future
+
+    def _enqueue_job(self, job: _Job) -> None:
         with self._lock:
             if self._closed:
                 raise QueueClosedError(f"{self._name} is closed")
@@ -255,7 +264,6 @@ class QueueEngine:
             if not self._draining:
                 self._draining = True
                 self._executor.submit(self._drain)
-        return job.future
 
     def wait(self, future: Future[T]) -> T:
         if threading.get_ident() == self._thread_id:
@@ -263,8 +271,14 @@ class QueueEngine:
         return future.result()
 
     async def submit_async(self, ops: list[Op]) -> list[Any]:
-        """For eventador's sagas: applies `ops` in one transaction; returns one result per op."""
-        return cast("list[Any]", await asyncio.wrap_future(self.submit(ops)))
+        """Applies `ops` in one transaction; returns one result per op, without blocking the loop.
+
+        The committer resolves the futures of one loop with one thread-safe call per
+        transaction, not one per caller (wrapping concurrent futures costs more than the work).
+        """
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._enqueue_job(_Job(ops, None, future))
+        return await future
 
     # -- the committer thread ---------------------------------------------------------------------------
 
@@ -276,19 +290,21 @@ class QueueEngine:
                 if not jobs:
                     self._draining = False
                     return
+            done: list[tuple[_Job, Any, BaseException | None]] = []
             writes = [j for j in jobs if j.ops is not None]
             if writes:
-                self._commit(writes)
+                self._commit(writes, done)
             for job in jobs:
                 if job.read is not None:
                     try:
                         result = job.read(self._cur, datetime_to_micros(self.clock.now()))
                     except BaseException as exc:
-                        _fail(job.future, self._translate(exc))
+                        done.append((job, None, self._translate(exc)))
                     else:
-                        _succeed(job.future, result)
+                        done.append((job, result, None))
+            _resolve(done)
 
-    def _commit(self, jobs: list[_Job]) -> None:
+    def _commit(self, jobs: list[_Job], done: list[tuple[_Job, Any, BaseException | None]]) -> None:
         ops = [op for job in jobs for op in cast("list[Op]", job.ops)]
         try:
             results, group = self._transaction(ops)
@@ -297,14 +313,14 @@ class QueueEngine:
                 # One operation spoiled the shared transaction: apply each job alone, so
                 # only the guilty one fails.
                 for job in jobs:
-                    self._commit([job])
+                    self._commit([job], done)
                 return
-            _fail(jobs[0].future, self._translate(exc))
+            done.append((jobs[0], None, self._translate(exc)))
             return
         start = 0
         for job in jobs:
             count = len(cast("list[Op]", job.ops))
-            _succeed(job.future, results[start : start + count])
+            done.append((job, results[start : start + count], None))
             start += count
         if group.ready:
             self._notify(group.ready)
@@ -639,15 +655,32 @@ def _among(column: str, values: list[Any], sql_type: str) -> tuple[str, list[Any
     return f"list_contains(?::{sql_type}[], {column})", [list(values)]
 
 
-def _succeed(future: Future[Any], result: Any) -> None:
-    # The caller may have given up (a cancelled asyncio task cancels its future); the
-    # work is done either way, and the committer thread must live on.
-    if not future.cancelled():
-        with contextlib.suppress(Exception):
+def _resolve(done: list[tuple[_Job, Any, BaseException | None]]) -> None:
+    """Hands results to their callers: concurrent futures at once, asyncio ones per loop in one call."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+    for job, result, exc in done:
+        future = job.future
+        if isinstance(future, asyncio.Future):
+            by_loop.setdefault(future.get_loop(), []).append((future, result, exc))
+        else:
+            _settle(future, result, exc)
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle_all, items)
+
+
+def _settle_all(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, exc in items:
+        _settle(future, result, exc)
+
+
+def _settle(future: Future[Any] | asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    # The caller may have given up (cancelled); the work is done either way, and the
+    # committer thread must live on.
+    if future.cancelled() or future.done():
+        return
+    with contextlib.suppress(Exception):
+        if exc is None:
             future.set_result(result)
-
-
-def _fail(future: Future[Any], exc: BaseException) -> None:
-    if not future.cancelled():
-        with contextlib.suppress(Exception):
+        else:
             future.set_exception(exc)

@@ -29,8 +29,10 @@ from eventador.sagas import (
     SagaEnvelope,
     SagaStatus,
     SagaTimeout,
+    _as_envelope,
     _Delivery,
     _enqueue,
+    _envelope,
     _resolve_class,
     _short_type,
     _type_label,
@@ -74,8 +76,10 @@ class SagaCoordinator:
     event_store=..., duraq_manager=...)``, the class found by its module and name.
 
     `batch_size`: messages claimed per dequeue; `max_in_flight`: deliveries at once;
-    `ask_timeout`: seconds a target may take; `visibility_timeout`: seconds before an
-    unacked delivery is retried (keep it above the ask timeouts); `poll_interval`:
+    `ask_timeout` + `saga_timeout`: seconds a delivery (the target's answer, then the
+    saga's handling of it) may take before it counts as failed (checked twice a
+    second); `visibility_timeout`: seconds before an unacked delivery is retried
+    (keep it above the sum of those two); `poll_interval`:
     seconds between looks at the queues when idle (messages this process enqueues
     wake the loops at once).
     """
@@ -118,6 +122,9 @@ class SagaCoordinator:
             for saga_class in sagas:
                 self.register(saga_class)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._deadlines: dict[asyncio.Task[None], float] = {}
+        self._expired: set[asyncio.Task[None]] = set()
+        self._next_sweep = 0.0
         self._loops: set[asyncio.Task[Any]] = set()
         self._wakes: set[asyncio.Event] = set()
         self._stopping = False
@@ -170,8 +177,9 @@ class SagaCoordinator:
                         break
             if not started and not self._tasks:
                 return self.delivered - before
-            if self._tasks:
-                await asyncio.wait(set(self._tasks))
+            while self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=0.5)
+                self._sweep()
 
     async def stop(self) -> None:
         """Returns once the loops have ended and the deliveries in progress are done."""
@@ -228,6 +236,7 @@ class SagaCoordinator:
         try:
             while not self._stopping:
                 wake.clear()
+                self._sweep()
                 started = 0
                 for queue in queues:
                     free = self.max_in_flight - len(self._tasks)
@@ -255,14 +264,33 @@ class SagaCoordinator:
                 self._loops.discard(loop_task)
 
     def _start(self, queue: str, lease: Lease) -> None:
-        task = asyncio.get_running_loop().create_task(self._handle(queue, lease))
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._handle(queue, lease))
         self._tasks.add(task)
+        self._deadlines[task] = loop.time() + self.ask_timeout + self.saga_timeout
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._deadlines.pop(task, None)
+        self._expired.discard(task)
         for wake in self._wakes:
             wake.set()
+
+    def _sweep(self) -> None:
+        """Cancels the deliveries past their deadline (they are nacked as timed out).
+
+        One sweep every half second instead of a timer per ask: thousands of asks a
+        second would otherwise keep thousands of timers in the event loop's heap.
+        """
+        now = asyncio.get_running_loop().time()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + 0.5
+        for task, deadline in list(self._deadlines.items()):
+            if deadline <= now and not task.done():
+                self._expired.add(task)
+                task.cancel()
 
     async def _ensure_recovered(self) -> None:
         if self._recovered:
@@ -278,67 +306,76 @@ class SagaCoordinator:
     async def _handle(self, queue: str, lease: Lease) -> None:
         qm = self.queue_manager
         try:
-            envelope = lease.message
-            if not isinstance(envelope, SagaEnvelope):
-                raise InvalidInputError(f"not a saga message: {envelope!r}")
+            envelope = _as_envelope(lease.message)
+            if envelope is None:
+                raise InvalidInputError(f"not a saga message: {lease.message!r}")
+            # The saga acks the delivery with its own queue work, in one transaction ("acked");
+            # otherwise (a duplicate, no answer to pass on) it is acked here.
             if queue == COMMANDS_QUEUE:
-                done = await self._deliver_command(lease, envelope)
+                outcome = await self._deliver_command(lease, envelope)
             elif queue == TIMEOUTS_QUEUE:
-                timeout = SagaTimeout(timeout_id=envelope.timeout_id)
-                delivery = _Delivery("timeout", f"t{lease.id}", (timeout,), dedupe_key=envelope.dedupe_key)
-                await self._to_saga(envelope, delivery)
-                done = True
+                timeout = SagaTimeout(timeout_id=envelope["timeout_id"])
+                key = envelope["dedupe_key"]
+                outcome = await self._to_saga(
+                    envelope, _Delivery("timeout", f"t{lease.id}", (timeout,), dedupe_key=key, ack=lease.id)
+                )
             else:
-                event = self._decode(envelope.message_type, envelope.payload)
+                event = self._decode(envelope["message_type"], envelope["payload"])
                 if not isinstance(event, Event):
-                    raise InvalidInputError(f"cannot decode the event for saga {envelope.saga_id!r}: {event!r}")
-                await self._to_saga(envelope, _Delivery("event", f"e{lease.id}", (event,)))
-                done = True
-            if done:
+                    raise InvalidInputError(f"cannot decode the event for saga {envelope['saga_id']!r}: {event!r}")
+                outcome = await self._to_saga(envelope, _Delivery("event", f"e{lease.id}", (event,), ack=lease.id))
+            if outcome != "acked":
                 await qm.ack_many_async([lease])
-                self.delivered += 1
+            self.delivered += 1
         except asyncio.CancelledError:
-            raise
+            task = asyncio.current_task()
+            if task is None or task not in self._expired:
+                raise
+            task.uncancel()  # our own deadline, not a shutdown: a failed delivery
+            limit = self.ask_timeout + self.saga_timeout
+            await self._nack(lease, queue, TimeoutError(f"no answer within {limit:g} s"))
         except Exception as exc:
-            log.debug("delivery of message %d (%s) failed: %s", lease.id, queue, exc)
-            try:
-                await qm.nack_async(lease, exc)
-            except Exception:
-                log.exception("could not nack message %d of %s", lease.id, queue)
+            await self._nack(lease, queue, exc)
 
-    async def _deliver_command(self, lease: Lease, envelope: SagaEnvelope) -> bool:
-        """Returns True when the command is done (ack it); raises for a retry."""
-        ref = self.actor_system.lookup(envelope.target)
+    async def _nack(self, lease: Lease, queue: str, exc: BaseException) -> None:
+        log.debug("delivery of message %d (%s) failed: %s", lease.id, queue, exc)
+        try:
+            await self.queue_manager.nack_async(lease, exc)
+        except Exception:
+            log.exception("could not nack message %d of %s", lease.id, queue)
+
+    async def _deliver_command(self, lease: Lease, envelope: SagaEnvelope) -> str:
+        """Returns "acked" when the command is done and acked, anything else when it is done; raises for a retry."""
+        ref = self.actor_system.lookup(envelope["target"])
         if ref is None or not ref.is_alive:
-            raise _Undeliverable(f"no actor named {envelope.target!r}")
-        command = self._decode(envelope.message_type, envelope.payload)
+            raise _Undeliverable(f"no actor named {envelope['target']!r}")
+        command = self._decode(envelope["message_type"], envelope["payload"])
         if isinstance(command, UnknownMessage):
             raise _Undeliverable(f"cannot decode {command.message_type}: its class is not found")
         try:
-            answer = await ref.ask(command, timeout=self.ask_timeout)
+            answer = await ref.ask(command, timeout=None)  # the delivery's deadline covers it (_sweep)
         except CommandRejected as exc:
             failure = SagaCommandFailed(
-                target=envelope.target,
-                command_type=_short_type(envelope.message_type),
+                target=envelope["target"],
+                command_type=_short_type(envelope["message_type"]),
                 reason=f"rejected: {exc}",
                 attempts=lease.attempts,
-                dedupe_key=envelope.dedupe_key,
+                dedupe_key=envelope["dedupe_key"],
                 rejected=True,
             )
             # The rejection is an answer: ack and tell the saga in one transaction.
             await self.queue_manager._submit_async([Ack([lease.id]), self._notice(envelope, failure)])
-            self.delivered += 1
-            return False
+            return "acked"
         events = _answer_events(answer)
-        if events:
-            key = envelope.dedupe_key
-            delivery = _Delivery("reply", f"c{lease.id}", events, target=envelope.target, dedupe_key=key)
-            await self._to_saga(envelope, delivery)
-        return True
+        if not events:
+            return "done"
+        key = envelope["dedupe_key"]
+        delivery = _Delivery("reply", f"c{lease.id}", events, target=envelope["target"], dedupe_key=key, ack=lease.id)
+        return str(await self._to_saga(envelope, delivery))
 
     async def _to_saga(self, envelope: SagaEnvelope, delivery: _Delivery) -> Any:
-        ref = await self._saga_ref(envelope.saga_id, envelope.saga_type)
-        return await ref.ask(delivery, timeout=self.saga_timeout)
+        ref = await self._saga_ref(envelope["saga_id"], envelope["saga_type"])
+        return await ref.ask(delivery, timeout=None)
 
     async def _saga_ref(self, saga_id: str, saga_type: str) -> ActorRef:
         system = self.actor_system
@@ -369,34 +406,26 @@ class SagaCoordinator:
 
     def _command_died(self, lease: Lease, reason: str) -> list[tuple[str, Any]]:
         """The dead-letter hook of the commands queue: the saga hears of it, in the same transaction."""
-        envelope = lease.message
-        if not isinstance(envelope, SagaEnvelope):
+        envelope = _as_envelope(lease.message)
+        if envelope is None:
             return []
         failure = SagaCommandFailed(
-            target=envelope.target,
-            command_type=_short_type(envelope.message_type),
+            target=envelope["target"],
+            command_type=_short_type(envelope["message_type"]),
             reason=reason,
             attempts=lease.attempts,
-            dedupe_key=envelope.dedupe_key,
+            dedupe_key=envelope["dedupe_key"],
         )
         message_type, payload = encode_message(failure)
-        notice = SagaEnvelope(
-            kind="event",
-            saga_id=envelope.saga_id,
-            saga_type=envelope.saga_type,
-            message_type=message_type or "",
-            payload=payload,
+        notice = _envelope(
+            "event", envelope["saga_id"], envelope["saga_type"], message_type=message_type or "", payload=payload
         )
         return [(EVENTS_QUEUE, notice)]
 
     def _notice(self, envelope: SagaEnvelope, event: Event) -> Enqueue:
         message_type, payload = encode_message(event)
-        notice = SagaEnvelope(
-            kind="event",
-            saga_id=envelope.saga_id,
-            saga_type=envelope.saga_type,
-            message_type=message_type or "",
-            payload=payload,
+        notice = _envelope(
+            "event", envelope["saga_id"], envelope["saga_type"], message_type=message_type or "", payload=payload
         )
         return _enqueue(EVENTS_QUEUE, notice, None, 0)
 

@@ -33,16 +33,16 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypedDict, TypeVar, cast
 
-from eventador.codec import _build, decode_event, encode_event, schema_of
+from eventador.codec import _build, decode_event, encode_event, encode_value, schema_of
 from eventador.errors import InvalidInputError
 from eventador.messages import EPOCH, Command, Event, Message
 from eventador.persistence import PersistentActor
 from eventador.queue import QueueManager, encode_message
-from eventador.queue_engine import Cancel, Enqueue, Op
+from eventador.queue_engine import Ack, Cancel, Enqueue, Op
 
 if TYPE_CHECKING:
     from eventador.store import EventStore
@@ -89,7 +89,7 @@ class SagaStatus(enum.Enum):
     @property
     def is_active(self) -> bool:
         """Returns whether the saga still has work to do (RUNNING or COMPENSATING)."""
-        return self in (SagaStatus.RUNNING, SagaStatus.COMPENSATING)
+        return self is SagaStatus.RUNNING or self is SagaStatus.COMPENSATING
 
 
 class SagaState(Message):
@@ -107,8 +107,21 @@ class SagaState(Message):
     last_updated: datetime = EPOCH
 
     def copy_with(self: SS, **changes: Any) -> SS:
-        """Returns a new state with `changes` applied; the original is unchanged."""
-        return dataclasses.replace(self, **changes)
+        """Returns a new state with `changes` applied; the original is unchanged.
+
+        Raises:
+            TypeError: a name in `changes` is not a field of the state.
+        """
+        cls = type(self)
+        names = _field_names(cls)
+        if hasattr(cls, "__post_init__") or not changes.keys() <= set(names):
+            return dataclasses.replace(self, **changes)  # validates, runs __post_init__
+        # A frozen dataclass copied field by field, without __init__: sagas copy their state often.
+        new = object.__new__(cls)
+        values = dict(self.__dict__)
+        values.update(changes)
+        object.__setattr__(new, "__dict__", values)
+        return new
 
 
 # -- events: what sagas hear, and what they record ----------------------------------------------------
@@ -202,17 +215,51 @@ _BOOKKEEPING = (
 )
 
 
-class SagaEnvelope(Command):
-    """A queued message for a saga or from one (internal to sagas and the coordinator)."""
+class SagaEnvelope(TypedDict):
+    """A queued message for a saga or from one: a plain dict on the queue (cheap to encode).
 
-    kind: str  # "command" (to `target`), "event" (to the saga), "timeout" (to the saga)
+    `kind`: "command" (to `target`), "event" or "timeout" (to the saga). `message_type`
+    and `payload` are the inner message as ``encode_message`` stores it.
+    """
+
+    kind: str
     saga_id: str
     saga_type: str
-    target: str = ""
-    message_type: str = ""
-    payload: bytes = b""
-    dedupe_key: str = ""
-    timeout_id: str = ""
+    target: str
+    message_type: str
+    payload: bytes
+    dedupe_key: str
+    timeout_id: str
+
+
+def _envelope(
+    kind: str,
+    saga_id: str,
+    saga_type: str,
+    *,
+    target: str = "",
+    message_type: str = "",
+    payload: bytes = b"",
+    dedupe_key: str = "",
+    timeout_id: str = "",
+) -> SagaEnvelope:
+    return {
+        "kind": kind,
+        "saga_id": saga_id,
+        "saga_type": saga_type,
+        "target": target,
+        "message_type": message_type,
+        "payload": payload,
+        "dedupe_key": dedupe_key,
+        "timeout_id": timeout_id,
+    }
+
+
+def _as_envelope(message: Any) -> SagaEnvelope | None:
+    """`message` as a saga envelope, or None when it is not one."""
+    if isinstance(message, dict) and isinstance(message.get("kind"), str) and "saga_id" in message:
+        return cast(SagaEnvelope, message)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,19 +271,22 @@ class _Delivery:
     events: tuple[Event, ...]
     target: str = ""
     dedupe_key: str = ""
+    ack: int | None = None  # the queue message to ack with the unit's own queue work
 
 
-@dataclass(slots=True)
 class _Unit:
     """What a saga does while handling one message: stored and enqueued together."""
 
-    cause: str
-    events: list[Event] = field(default_factory=list)
-    ops: list[Op] = field(default_factory=list)
-    live: dict[int, Any] = field(default_factory=dict)  # id(recorded event) -> the object it records
-    timers: dict[str, str] = field(default_factory=dict)  # pending timeouts as of this point of the unit
-    sends: int = 0
-    stored: bool = False
+    __slots__ = ("cause", "events", "live", "ops", "sends", "stored", "timers")
+
+    def __init__(self, cause: str, timers: dict[str, str]) -> None:
+        self.cause = cause
+        self.events: list[Event] = []
+        self.ops: list[Op] = []  # queue work besides what the events stand for (the ack of the delivery)
+        self.live: dict[int, Any] = {}  # id(recorded event) -> the object it records
+        self.timers = timers  # pending timeouts as of this point of the unit
+        self.sends = 0
+        self.stored = False
 
 
 # -- the saga -------------------------------------------------------------------------------------------
@@ -515,6 +565,8 @@ class Saga(PersistentActor, Generic[SS]):
     async def _commit(self, unit: _Unit) -> None:
         """Stores the unit's events in one append, then enqueues its queue work in one transaction."""
         if not unit.events:
+            if unit.ops:
+                await self.duraq_manager._submit_async(unit.ops)
             return
         if self._saved_at is None and not any(isinstance(e, SagaStateSaved) for e in unit.events):
             # A saga is found (recovered, listed) by its saved state: make sure it has one.
@@ -526,7 +578,7 @@ class Saga(PersistentActor, Generic[SS]):
                 _cancel_timer(unit, timeout_id, fired=False)
         await self.persist_events(unit.events)
         unit.stored = True
-        ops = self._ops_for(unit.events, recovering=False)
+        ops = self._ops_for(unit.events, recovering=False) + unit.ops
         if ops:
             try:
                 await self.duraq_manager._submit_async(ops)
@@ -548,13 +600,13 @@ class Saga(PersistentActor, Generic[SS]):
         """The queue work a unit's events stand for (enqueues carry their dedupe keys)."""
         ops: list[Op] = []
         saga_type = _type_label(type(self))
-        now = self.event_store.clock.now()
+        now: datetime | None = None
         for event in events:
             if isinstance(event, SagaCommandSent):
-                envelope = SagaEnvelope(
-                    kind="command",
-                    saga_id=self.persistence_id,
-                    saga_type=saga_type,
+                envelope = _envelope(
+                    "command",
+                    self.persistence_id,
+                    saga_type,
                     target=event.target,
                     message_type=event.message_type,
                     payload=event.payload,
@@ -562,13 +614,10 @@ class Saga(PersistentActor, Generic[SS]):
                 )
                 ops.append(_enqueue(COMMANDS_QUEUE, envelope, event.dedupe_key, 0))
             elif isinstance(event, SagaTimeoutScheduled):
-                envelope = SagaEnvelope(
-                    kind="timeout",
-                    saga_id=self.persistence_id,
-                    saga_type=saga_type,
-                    timeout_id=event.timeout_id,
-                    dedupe_key=event.dedupe_key,
+                envelope = _envelope(
+                    "timeout", self.persistence_id, saga_type, timeout_id=event.timeout_id, dedupe_key=event.dedupe_key
                 )
+                now = now or self.event_store.clock.now()
                 delay = max(0, round((event.due_at - now).total_seconds() * 1_000_000))
                 ops.append(_enqueue(TIMEOUTS_QUEUE, envelope, event.dedupe_key, delay))
             elif isinstance(event, SagaTimeoutCancelled) and not event.fired:
@@ -593,7 +642,8 @@ class Saga(PersistentActor, Generic[SS]):
             key = f"{self.persistence_id}:{unit.cause}:{unit.sends}"
             unit.sends += 1
             unit.events.append(
-                SagaCommandSent(
+                _record(
+                    SagaCommandSent,
                     target=target,
                     command_type=_short_type(message_type),
                     message_type=message_type,
@@ -606,11 +656,12 @@ class Saga(PersistentActor, Generic[SS]):
         return key
 
     def _state_event(self, state: SagaState, unit: _Unit) -> SagaStateSaved:
-        event = SagaStateSaved(
+        event = _record(
+            SagaStateSaved,
             saga_type=_type_label(type(self)),
             status=state.status.value,
             state_type=_type_label(type(state)),
-            state={f.name: getattr(state, f.name) for f in dataclasses.fields(state)},
+            state={name: getattr(state, name) for name in _field_names(type(state))},
             cause=unit.cause,
         )
         unit.live[id(event)] = state
@@ -636,21 +687,25 @@ class Saga(PersistentActor, Generic[SS]):
     # -- deliveries from the coordinator --------------------------------------------------------------
 
     async def _deliver(self, delivery: _Delivery) -> str:
+        """Returns "acked" (the delivery is acked with the unit's queue work) or "duplicate" (it is not)."""
         if delivery.cause in self._handled:
             return "duplicate"
         async with self._unit(delivery.cause) as unit:
+            if delivery.ack is not None:
+                unit.ops.append(Ack([delivery.ack]))
             if delivery.kind == "timeout":
                 (timeout,) = delivery.events
                 assert isinstance(timeout, SagaTimeout)
                 if unit.timers.get(timeout.timeout_id) != delivery.dedupe_key or self.is_finished:
-                    return "stale"  # cancelled, rescheduled, or the saga is over
+                    return "acked"  # stale: cancelled, rescheduled, or the saga is over
                 _cancel_timer(unit, timeout.timeout_id, fired=True)
                 await self.handle_saga_event(timeout)
-                return "handled"
+                return "acked"
             compensating = bool(delivery.dedupe_key) and delivery.dedupe_key == self._awaiting_compensation
             for event in delivery.events:
                 if delivery.kind == "reply":
-                    step = SagaStepCompleted(
+                    step = _record(
+                        SagaStepCompleted,
                         target=delivery.target,
                         event_type_name=event.event_type,
                         payload=encode_event(event),
@@ -671,7 +726,7 @@ class Saga(PersistentActor, Generic[SS]):
                 else:
                     self._set_status(SagaStatus.COMPENSATED)
                     await self.save_saga_state()
-        return "handled"
+        return "acked"
 
     # -- looking at it ------------------------------------------------------------------------------------
 
@@ -714,7 +769,7 @@ class _UnitScope:
             return saga._uow
         self._own = True
         cause = self._cause if self._cause is not None else f"v{saga.sequence_number}"
-        self._unit = saga._uow = _Unit(cause, timers=dict(saga._timers))
+        self._unit = saga._uow = _Unit(cause, dict(saga._timers))
         self._backup = (saga._saga_state, saga._saved_at, saga._awaiting_compensation)
         return self._unit
 
@@ -756,12 +811,38 @@ def _cancel_timer(unit: _Unit, timeout_id: str, *, fired: bool) -> bool:
 
 
 def _enqueue(queue: str, envelope: SagaEnvelope, key: str | None, delay_us: int) -> Enqueue:
-    message_type, body = encode_message(envelope)
-    return Enqueue(queue, [(message_type, body, key or None, delay_us)])
+    return Enqueue(queue, [(None, encode_value(envelope, what="saga envelope"), key or None, delay_us)])
+
+
+E = TypeVar("E", bound=Event)
+
+
+def _record(cls: type[E], **fields: Any) -> E:
+    """One of the saga's own bookkeeping events, built without ``__init__``.
+
+    Sagas write several per step, and a frozen dataclass's ``__init__`` costs a
+    ``object.__setattr__`` per field; these are built here from values of the right
+    types (every field given), and the store checks them again when it encodes them.
+    """
+    event: E = object.__new__(cls)
+    object.__setattr__(event, "__dict__", fields)
+    return event
 
 
 def _type_label(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
+    label = cls.__dict__.get("__eventador_label__")
+    if label is None:
+        label = f"{cls.__module__}:{cls.__qualname__}"
+        type.__setattr__(cls, "__eventador_label__", label)
+    return cast(str, label)
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = cls.__dict__.get("__eventador_fields__")
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        type.__setattr__(cls, "__eventador_fields__", names)
+    return cast("tuple[str, ...]", names)
 
 
 def _short_type(message_type: str) -> str:

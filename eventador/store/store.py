@@ -946,6 +946,7 @@ class EventStore(_Reads):
             "files": len(files),
             "hot_events": sum(_visible_rows(b, snap) for b in snap.buffers),
             "bytes": size,
+            "views": [view.name for view in self.views()],
         }
 
     def __repr__(self) -> str:
