@@ -1,7 +1,8 @@
 """The event store: durable appends, Arrow hot tier, Parquet files, DuckDB SQL."""
 
+from eventador.store.reads import PastView
 from eventador.store.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion, RecordedEvent
-from eventador.store.store import EventStore, PastView, open_store
+from eventador.store.store import EventStore, open_store
 
 __all__ = [
     "ANY",

@@ -21,8 +21,7 @@ import html
 import os
 import threading
 import warnings
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -31,25 +30,32 @@ import cbor2
 import duckdb
 
 from eventador.clock import Clock, SystemClock
-from eventador.codec import encode_event, encode_value, make_decoder
+from eventador.codec import make_decoder
 from eventador.errors import (
-    ConcurrencyError,
     CorruptionError,
     InvalidInputError,
     ReadOnlyError,
-    SerializationError,
     StoreClosedError,
     StoreError,
 )
 from eventador.messages import Event, TypeRegistry
 from eventador.messages import registry as default_registry
+from eventador.store.appends import PreparedAppend, prepare_append, verify_expected
 from eventador.store.buffer import HotBuffer
 from eventador.store.catalog import Catalog, FileEntry, read_manifest
 from eventador.store.lock import DirectoryLock
+from eventador.store.reads import (
+    READ_BATCH,
+    PastView,
+    Reader,
+    StoreState,
+    check_stream_id,
+    run_sql,
+    type_names,
+    visible_rows,
+)
 from eventador.store.records import (
     ANY,
-    NO_STREAM,
-    STREAM_EXISTS,
     ExpectedVersion,
     RecordedEvent,
     datetime_to_micros,
@@ -57,10 +63,8 @@ from eventador.store.records import (
 from eventador.store.segments import (
     FileSegment,
     MemorySegment,
-    NeedPayload,
     Segment,
     sort_for_segment,
-    to_records,
     unify,
     write_segment,
 )
@@ -75,7 +79,6 @@ __all__ = ["EventStore", "open_store"]
 
 Durability = Literal["fsync", "batch", "none"]
 _DURABILITIES = ("fsync", "batch", "none")
-_READ_BATCH = 16_384
 _TRASH_SECONDS = 60.0
 
 
@@ -103,127 +106,7 @@ def open_store(
     )
 
 
-@dataclass(frozen=True)
-class _Snapshot:
-    segments: tuple[Segment, ...]
-    buffers: tuple[HotBuffer, ...]  # frozen ones (being flushed), then the active one
-    visible: int
-
-
-class _Reads:
-    """Reads shared by the store and its views of the past."""
-
-    registry: TypeRegistry
-
-    def _snapshot(self) -> _Snapshot:
-        raise NotImplementedError
-
-    def _keep(self, record: RecordedEvent) -> bool:
-        return True
-
-    def read_stream(
-        self, stream_id: str, *, from_version: int = 1, to_version: int | None = None
-    ) -> list[RecordedEvent]:
-        """The stream's events in version order (an empty list for an unknown stream).
-
-        Costs one lookup per Parquet file whose statistics may hold the stream,
-        then one decode per event.
-        """
-        _check_stream_id(stream_id)
-        snap = self._snapshot()
-        decode = make_decoder(self.registry)
-        classes = self.registry.classes()
-        out: list[RecordedEvent] = []
-        for segment in snap.segments:
-            table = segment.stream_table(stream_id, from_version, to_version, classes)
-            if table is not None:
-                try:
-                    out.extend(to_records(table, decode, classes))
-                except NeedPayload:
-                    table = segment.stream_table(stream_id, from_version, to_version)
-                    assert table is not None
-                    out.extend(to_records(table, decode, classes))
-        for buffer in snap.buffers:
-            out.extend(
-                buffer.stream_records(stream_id, from_version, to_version, _visible_rows(buffer, snap), decode)
-            )
-        if out and out[-1].position > snap.visible:
-            out = [r for r in out if r.position <= snap.visible]
-        return [r for r in out if self._keep(r)] if type(self)._keep is not _Reads._keep else out
-
-    def read_all(
-        self,
-        *,
-        from_position: int = 1,
-        to_position: int | None = None,
-        event_types: Iterable[str | type[Event]] | None = None,
-    ) -> Iterator[RecordedEvent]:
-        """Every event in position order, lazily, in batches.
-
-        `event_types` (names or classes) is applied before decoding: events of
-        other types cost nothing but the scan of their type column.
-        """
-        snap = self._snapshot()
-        last = snap.visible if to_position is None else min(to_position, snap.visible)
-        types = _type_names(event_types)
-        type_set = None if types is None else set(types)
-        decode = make_decoder(self.registry)
-        classes = self.registry.classes()
-        keep = self._keep if type(self)._keep is not _Reads._keep else None
-        for segment in snap.segments:
-            if segment.last_position < from_position or segment.first_position > last:
-                continue
-            table = segment.position_table(from_position, last, types, classes)
-            for offset in range(0, table.num_rows, _READ_BATCH):
-                try:
-                    batch = to_records(table.slice(offset, _READ_BATCH), decode, classes)
-                except NeedPayload:
-                    table = segment.position_table(from_position, last, types)
-                    batch = to_records(table.slice(offset, _READ_BATCH), decode, classes)
-                yield from batch if keep is None else filter(keep, batch)
-        for buffer in snap.buffers:
-            start = max(from_position, buffer.first_position) - buffer.first_position
-            stop = min(last - buffer.first_position + 1, _visible_rows(buffer, snap))
-            for offset in range(start, stop, _READ_BATCH):
-                batch = buffer.records(offset, min(offset + _READ_BATCH, stop), type_set, decode)
-                yield from batch if keep is None else filter(keep, batch)
-
-    def _arrow_sources(self, snap: _Snapshot, classes: dict[str, type[Event]]) -> tuple[Any, ...]:
-        files = tuple(s for s in snap.segments if isinstance(s, FileSegment))
-        tables = tuple(s.table for s in snap.segments if isinstance(s, MemorySegment))
-        decode = make_decoder(self.registry)
-        hot_parts = [b.to_arrow(_visible_rows(b, snap), classes, decode) for b in snap.buffers]
-        hot = unify(hot_parts) if len(hot_parts) > 1 else hot_parts[0]
-        return files, tables, hot
-
-
-def _visible_rows(buffer: HotBuffer, snap: _Snapshot) -> int:
-    return max(0, min(len(buffer), snap.visible - buffer.first_position + 1))
-
-
-def _type_names(event_types: Iterable[str | type[Event]] | str | type[Event] | None) -> list[str] | None:
-    """Type names from names or classes; a single name or class is taken as a list of one."""
-    if event_types is None:
-        return None
-    if isinstance(event_types, (str, type)):
-        return [_type_name(event_types)]
-    return [_type_name(t) for t in event_types]
-
-
-def _type_name(t: str | type[Event]) -> str:
-    if isinstance(t, str):
-        return t
-    if isinstance(t, type) and issubclass(t, Event):
-        return t.event_type
-    raise InvalidInputError(f"event_types takes names or Event classes, got {t!r}")
-
-
-def _check_stream_id(stream_id: object) -> None:
-    if not isinstance(stream_id, str) or not stream_id:
-        raise InvalidInputError(f"stream_id must be a non-empty str, got {stream_id!r}")
-
-
-class EventStore(_Reads):
+class EventStore(Reader):
     """An append-only log of events, grouped into streams; see ``open_store``."""
 
     def __init__(
@@ -475,37 +358,11 @@ class EventStore(_Reads):
         metadata: dict[str, Any] | None,
         occurred_at: datetime | Sequence[datetime] | None,
         stream_type: str | None,
-    ) -> _Prepared:
+    ) -> PreparedAppend:
         """Check and encode one stream's append: everything that can fail before writing."""
-        if isinstance(events, Event):
-            batch = [events]
-        else:
-            try:
-                batch = list(events)
-            except TypeError:
-                raise SerializationError("events", events, "expected an ev.Event or a list of them") from None
-        _check_stream_id(stream_id)
-        _check_expected(expected_version)
-        payloads = [encode_event(e) for e in batch]
-        types = [e.event_type for e in batch]
-        meta = None
-        if metadata is not None and not isinstance(metadata, dict):
-            raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
-        if metadata:
-            meta = encode_value(metadata, what="metadata")
-        if occurred_at is None or isinstance(occurred_at, datetime):
-            occurred: list[int | None] = [_micros_or_none(occurred_at)] * len(batch)
-        else:
-            occurred = [_micros_or_none(t) for t in occurred_at]
-            if len(occurred) != len(batch):
-                raise InvalidInputError(f"occurred_at has {len(occurred)} times for {len(batch)} events")
-        if stream_type is not None and not isinstance(stream_type, str):
-            raise InvalidInputError(f"stream_type must be a str, got {stream_type!r}")
-        ids = _new_event_ids(len(batch))
-        rows = [(t, i, o, p) for t, i, o, p in zip(types, ids, occurred, payloads, strict=True)]
-        return _Prepared(stream_id, expected_version, batch, rows, meta, stream_type)
+        return prepare_append(stream_id, events, expected_version, metadata, occurred_at, stream_type)
 
-    def _commit(self, appends: list[_Prepared]) -> list[int]:
+    def _commit(self, appends: list[PreparedAppend]) -> list[int]:
         now = datetime_to_micros(self.clock.now())
         lsn = 0
         versions: list[int] = []
@@ -515,7 +372,7 @@ class EventStore(_Reads):
             pending: dict[str, int] = {}
             for a in appends:  # every check before the first write
                 current = pending.get(a.stream_id, heads.get(a.stream_id, 0))
-                _verify_expected(a.stream_id, a.expected, current)
+                verify_expected(a.stream_id, a.expected, current)
                 pending[a.stream_id] = current + len(a.events)
             recorded = max(now, self._last_recorded_us)  # recorded_at never goes back
             buffer = self._buffer
@@ -580,7 +437,7 @@ class EventStore(_Reads):
 
     def stream_version(self, stream_id: str) -> int:
         """The stream's current version: the number of events in it (0 when it does not exist)."""
-        _check_stream_id(stream_id)
+        check_stream_id(stream_id)
         self._check_open()
         return self._heads.get(stream_id, 0)
 
@@ -589,10 +446,10 @@ class EventStore(_Reads):
         """The position of the newest visible event (0 for an empty store)."""
         return self._visible
 
-    def _snapshot(self) -> _Snapshot:
+    def _snapshot(self) -> StoreState:
         with self._lock:
             self._check_open()
-            return _Snapshot(tuple(self._segments), (*self._frozen, self._buffer), self._visible)
+            return StoreState(tuple(self._segments), (*self._frozen, self._buffer), self._visible)
 
     # -- waiting for new events -------------------------------------------------------
 
@@ -632,7 +489,7 @@ class EventStore(_Reads):
         *,
         from_position: int = 1,
         event_types: Iterable[str | type[Event]] | None = None,
-        batch_size: int = _READ_BATCH,
+        batch_size: int = READ_BATCH,
     ) -> AsyncIterator[RecordedEvent]:
         """Every event from `from_position` on, in position order: the past first, then live.
 
@@ -647,7 +504,7 @@ class EventStore(_Reads):
         wake = asyncio.Event()
         waiter = (loop, wake)
         self._async_waiters.add(waiter)
-        types = _type_names(event_types)
+        types = type_names(event_types)
         next_position = max(1, from_position)
         try:
             while not self._closed:
@@ -797,10 +654,10 @@ class EventStore(_Reads):
         """
         with self._sql_lock:
             views = self._prepare_views(self._snapshot(), position_limit=None, occurred_limit=None, query=query)
-            return _run(views, query, params)
+            return run_sql(views, query, params)
 
     def _prepare_views(
-        self, snap: _Snapshot, *, position_limit: int | None, occurred_limit: datetime | None,
+        self, snap: StoreState, *, position_limit: int | None, occurred_limit: datetime | None,
         views: SqlViews | None = None, query: str | None = None,
     ) -> SqlViews:
         classes = self.registry.classes()
@@ -836,7 +693,7 @@ class EventStore(_Reads):
         if after > 0:
             segments = tuple(s for s in snap.segments if s.last_position > after)
             buffers = tuple(b for b in snap.buffers[:-1] if b.last_position > after) + snap.buffers[-1:]
-            snap = _Snapshot(segments, buffers, snap.visible)
+            snap = StoreState(segments, buffers, snap.visible)
         with self._sql_lock:
             self._prepare_views(snap, position_limit=None, occurred_limit=None, views=views, query=query)
         return snap.visible
@@ -918,7 +775,7 @@ class EventStore(_Reads):
             limit = max(0, min(when, snap.visible))
         return PastView(self, limit)
 
-    def _position_at(self, snap: _Snapshot, when: datetime) -> int:
+    def _position_at(self, snap: StoreState, when: datetime) -> int:
         # recorded_at never decreases with position, so the answer is one max() away.
         with self._sql_lock:
             views = self._prepare_views(snap, position_limit=None, occurred_limit=None)
@@ -944,7 +801,7 @@ class EventStore(_Reads):
             "events": snap.visible,
             "event_types": types,
             "files": len(files),
-            "hot_events": sum(_visible_rows(b, snap) for b in snap.buffers),
+            "hot_events": sum(visible_rows(b, snap) for b in snap.buffers),
             "bytes": size,
             "views": [view.name for view in self.views()],
         }
@@ -1024,108 +881,3 @@ class EventStore(_Reads):
         self._check_open()
         if self.read_only:
             raise ReadOnlyError(f"{self.path} was opened read_only")
-
-
-class PastView(_Reads):
-    """The store as it was at a past point: read_stream, read_all, stream_version and sql."""
-
-    def __init__(
-        self, store: EventStore, position: int, *, occurred_before: datetime | None = None
-    ) -> None:
-        self.store = store
-        self.registry = store.registry
-        self.position = position
-        self.occurred_before = occurred_before
-        self._occurred_us = None if occurred_before is None else datetime_to_micros(occurred_before)
-        self._views: SqlViews | None = None
-
-    def _snapshot(self) -> _Snapshot:
-        # Events at or below the point never change, whichever files hold them now.
-        snap = self.store._snapshot()
-        return _Snapshot(snap.segments, snap.buffers, min(self.position, snap.visible))
-
-    def _keep(self, record: RecordedEvent) -> bool:
-        if self._occurred_us is None:
-            return True
-        occurred = record[7] if record[7] is not None else record[6]
-        return bool(occurred <= self._occurred_us)
-
-    def stream_version(self, stream_id: str) -> int:
-        """The stream's version at this point (0 when it did not exist yet)."""
-        events = self.read_stream(stream_id)
-        return events[-1].version if events else 0
-
-    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
-        """Like ``EventStore.sql``, over the events up to this point only."""
-        if self._views is None:
-            self._views = SqlViews(self.store._new_connection())
-        with self.store._sql_lock:
-            self.store._prepare_views(
-                self._snapshot(), position_limit=self.position, occurred_limit=self.occurred_before,
-                views=self._views, query=query,
-            )
-            return _run(self._views, query, params)
-
-    def __repr__(self) -> str:
-        if self.occurred_before is not None:
-            return f"PastView(occurred at or before {self.occurred_before.isoformat()})"
-        return f"PastView(position <= {self.position})"
-
-
-def _run(views: SqlViews, query: str, params: Sequence[Any] | dict[str, Any] | None) -> duckdb.DuckDBPyRelation:
-    try:
-        return views.con.sql(query, params=params)
-    except duckdb.Error as exc:
-        raise InvalidInputError(f"SQL error: {exc}") from exc
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """One stream's append, checked and encoded, waiting for the lock."""
-
-    stream_id: str
-    expected: int | ExpectedVersion
-    events: list[Event]
-    rows: list[tuple[str, bytes, int | None, bytes]]
-    metadata: bytes | None
-    stream_type: str | None
-
-
-def _micros_or_none(when: object) -> int | None:
-    if when is None:
-        return None
-    if not isinstance(when, datetime) or when.utcoffset() is None:
-        raise InvalidInputError(f"occurred_at must be an aware datetime, got {when!r}")
-    return datetime_to_micros(when)
-
-
-def _new_event_ids(n: int) -> list[bytes]:
-    """n random version-4 UUIDs as bytes (uuid.uuid4() costs more than the rest of an append)."""
-    raw = bytearray(os.urandom(16 * n))
-    for i in range(6, 16 * n, 16):
-        raw[i] = (raw[i] & 0x0F) | 0x40
-        raw[i + 2] = (raw[i + 2] & 0x3F) | 0x80
-    return [bytes(raw[i : i + 16]) for i in range(0, 16 * n, 16)]
-
-
-def _check_expected(expected: object) -> None:
-    if isinstance(expected, ExpectedVersion):
-        return
-    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
-        raise InvalidInputError(
-            f"expected_version must be an int >= 0, ev.ANY, ev.NO_STREAM or ev.STREAM_EXISTS, got {expected!r}"
-        )
-
-
-def _verify_expected(stream_id: str, expected: int | ExpectedVersion, current: int) -> None:
-    if expected is ANY:
-        return
-    if expected is NO_STREAM:
-        ok = current == 0
-    elif expected is STREAM_EXISTS:
-        ok = current > 0
-    else:
-        ok = current == expected
-    if not ok:
-        raise ConcurrencyError(stream_id, expected, current)
-

@@ -1,0 +1,106 @@
+"""Preparing appends: every check and every encoding that happens before the lock is taken."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from eventador.codec import encode_event, encode_value
+from eventador.errors import ConcurrencyError, InvalidInputError, SerializationError
+from eventador.messages import Event
+from eventador.store.reads import check_stream_id
+from eventador.store.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion, datetime_to_micros
+
+__all__ = ["PreparedAppend", "check_expected", "prepare_append", "verify_expected"]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedAppend:
+    """One stream's append, checked and encoded, waiting for the lock."""
+
+    stream_id: str
+    expected: int | ExpectedVersion
+    events: list[Event]
+    rows: list[tuple[str, bytes, int | None, bytes]]
+    metadata: bytes | None
+    stream_type: str | None
+
+
+def micros_or_none(when: object) -> int | None:
+    if when is None:
+        return None
+    if not isinstance(when, datetime) or when.utcoffset() is None:
+        raise InvalidInputError(f"occurred_at must be an aware datetime, got {when!r}")
+    return datetime_to_micros(when)
+
+
+def new_event_ids(n: int) -> list[bytes]:
+    """n random version-4 UUIDs as bytes (uuid.uuid4() costs more than the rest of an append)."""
+    raw = bytearray(os.urandom(16 * n))
+    for i in range(6, 16 * n, 16):
+        raw[i] = (raw[i] & 0x0F) | 0x40
+        raw[i + 2] = (raw[i + 2] & 0x3F) | 0x80
+    return [bytes(raw[i : i + 16]) for i in range(0, 16 * n, 16)]
+
+
+def check_expected(expected: object) -> None:
+    if isinstance(expected, ExpectedVersion):
+        return
+    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
+        raise InvalidInputError(
+            f"expected_version must be an int >= 0, ev.ANY, ev.NO_STREAM or ev.STREAM_EXISTS, got {expected!r}"
+        )
+
+
+def verify_expected(stream_id: str, expected: int | ExpectedVersion, current: int) -> None:
+    if expected is ANY:
+        return
+    if expected is NO_STREAM:
+        ok = current == 0
+    elif expected is STREAM_EXISTS:
+        ok = current > 0
+    else:
+        ok = current == expected
+    if not ok:
+        raise ConcurrencyError(stream_id, expected, current)
+
+
+def prepare_append(
+    stream_id: str,
+    events: Event | Sequence[Event],
+    expected_version: int | ExpectedVersion,
+    metadata: dict[str, Any] | None,
+    occurred_at: datetime | Sequence[datetime] | None,
+    stream_type: str | None,
+) -> PreparedAppend:
+    """One stream's append, checked and encoded: everything that can fail before writing."""
+    if isinstance(events, Event):
+        batch = [events]
+    else:
+        try:
+            batch = list(events)
+        except TypeError:
+            raise SerializationError("events", events, "expected an ev.Event or a list of them") from None
+    check_stream_id(stream_id)
+    check_expected(expected_version)
+    payloads = [encode_event(e) for e in batch]
+    types = [e.event_type for e in batch]
+    meta = None
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
+    if metadata:
+        meta = encode_value(metadata, what="metadata")
+    if occurred_at is None or isinstance(occurred_at, datetime):
+        occurred: list[int | None] = [micros_or_none(occurred_at)] * len(batch)
+    else:
+        occurred = [micros_or_none(t) for t in occurred_at]
+        if len(occurred) != len(batch):
+            raise InvalidInputError(f"occurred_at has {len(occurred)} times for {len(batch)} events")
+    if stream_type is not None and not isinstance(stream_type, str):
+        raise InvalidInputError(f"stream_type must be a str, got {stream_type!r}")
+    ids = new_event_ids(len(batch))
+    rows = [(t, i, o, p) for t, i, o, p in zip(types, ids, occurred, payloads, strict=True)]
+    return PreparedAppend(stream_id, expected_version, batch, rows, meta, stream_type)

@@ -1,0 +1,203 @@
+"""Reading the store: streams, the whole log and SQL, now or at a past point.
+
+``Reader`` holds the reads that the store and its views of the past share; it
+works on a ``StoreState``, the files, hot buffers and visible position taken
+under the store's lock in one step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from eventador.codec import make_decoder
+from eventador.errors import InvalidInputError
+from eventador.messages import Event, TypeRegistry
+from eventador.store.buffer import HotBuffer
+from eventador.store.records import RecordedEvent, datetime_to_micros
+from eventador.store.segments import FileSegment, MemorySegment, NeedPayload, Segment, to_records, unify
+from eventador.store.views import SqlViews
+
+if TYPE_CHECKING:
+    from eventador.store.store import EventStore
+
+__all__ = ["PastView", "Reader", "StoreState"]
+
+READ_BATCH = 16_384
+
+
+@dataclass(frozen=True)
+class StoreState:
+    segments: tuple[Segment, ...]
+    buffers: tuple[HotBuffer, ...]  # frozen ones (being flushed), then the active one
+    visible: int
+
+
+class Reader:
+    """Reads shared by the store and its views of the past."""
+
+    registry: TypeRegistry
+
+    def _snapshot(self) -> StoreState:
+        raise NotImplementedError
+
+    def _keep(self, record: RecordedEvent) -> bool:
+        return True
+
+    def read_stream(
+        self, stream_id: str, *, from_version: int = 1, to_version: int | None = None
+    ) -> list[RecordedEvent]:
+        """The stream's events in version order (an empty list for an unknown stream).
+
+        Costs one lookup per Parquet file whose statistics may hold the stream,
+        then one decode per event.
+        """
+        check_stream_id(stream_id)
+        snap = self._snapshot()
+        decode = make_decoder(self.registry)
+        classes = self.registry.classes()
+        out: list[RecordedEvent] = []
+        for segment in snap.segments:
+            table = segment.stream_table(stream_id, from_version, to_version, classes)
+            if table is not None:
+                try:
+                    out.extend(to_records(table, decode, classes))
+                except NeedPayload:
+                    table = segment.stream_table(stream_id, from_version, to_version)
+                    assert table is not None
+                    out.extend(to_records(table, decode, classes))
+        for buffer in snap.buffers:
+            out.extend(
+                buffer.stream_records(stream_id, from_version, to_version, visible_rows(buffer, snap), decode)
+            )
+        if out and out[-1].position > snap.visible:
+            out = [r for r in out if r.position <= snap.visible]
+        return [r for r in out if self._keep(r)] if type(self)._keep is not Reader._keep else out
+
+    def read_all(
+        self,
+        *,
+        from_position: int = 1,
+        to_position: int | None = None,
+        event_types: Iterable[str | type[Event]] | None = None,
+    ) -> Iterator[RecordedEvent]:
+        """Every event in position order, lazily, in batches.
+
+        `event_types` (names or classes) is applied before decoding: events of
+        other types cost nothing but the scan of their type column.
+        """
+        snap = self._snapshot()
+        last = snap.visible if to_position is None else min(to_position, snap.visible)
+        types = type_names(event_types)
+        type_set = None if types is None else set(types)
+        decode = make_decoder(self.registry)
+        classes = self.registry.classes()
+        keep = self._keep if type(self)._keep is not Reader._keep else None
+        for segment in snap.segments:
+            if segment.last_position < from_position or segment.first_position > last:
+                continue
+            table = segment.position_table(from_position, last, types, classes)
+            for offset in range(0, table.num_rows, READ_BATCH):
+                try:
+                    batch = to_records(table.slice(offset, READ_BATCH), decode, classes)
+                except NeedPayload:
+                    table = segment.position_table(from_position, last, types)
+                    batch = to_records(table.slice(offset, READ_BATCH), decode, classes)
+                yield from batch if keep is None else filter(keep, batch)
+        for buffer in snap.buffers:
+            start = max(from_position, buffer.first_position) - buffer.first_position
+            stop = min(last - buffer.first_position + 1, visible_rows(buffer, snap))
+            for offset in range(start, stop, READ_BATCH):
+                batch = buffer.records(offset, min(offset + READ_BATCH, stop), type_set, decode)
+                yield from batch if keep is None else filter(keep, batch)
+
+    def _arrow_sources(self, snap: StoreState, classes: dict[str, type[Event]]) -> tuple[Any, ...]:
+        files = tuple(s for s in snap.segments if isinstance(s, FileSegment))
+        tables = tuple(s.table for s in snap.segments if isinstance(s, MemorySegment))
+        decode = make_decoder(self.registry)
+        hot_parts = [b.to_arrow(visible_rows(b, snap), classes, decode) for b in snap.buffers]
+        hot = unify(hot_parts) if len(hot_parts) > 1 else hot_parts[0]
+        return files, tables, hot
+
+
+def visible_rows(buffer: HotBuffer, snap: StoreState) -> int:
+    return max(0, min(len(buffer), snap.visible - buffer.first_position + 1))
+
+
+def type_names(event_types: Iterable[str | type[Event]] | str | type[Event] | None) -> list[str] | None:
+    """Type names from names or classes; a single name or class is taken as a list of one."""
+    if event_types is None:
+        return None
+    if isinstance(event_types, (str, type)):
+        return [type_name(event_types)]
+    return [type_name(t) for t in event_types]
+
+
+def type_name(t: str | type[Event]) -> str:
+    if isinstance(t, str):
+        return t
+    if isinstance(t, type) and issubclass(t, Event):
+        return t.event_type
+    raise InvalidInputError(f"event_types takes names or Event classes, got {t!r}")
+
+
+def check_stream_id(stream_id: object) -> None:
+    if not isinstance(stream_id, str) or not stream_id:
+        raise InvalidInputError(f"stream_id must be a non-empty str, got {stream_id!r}")
+
+
+class PastView(Reader):
+    """The store as it was at a past point: read_stream, read_all, stream_version and sql."""
+
+    def __init__(
+        self, store: EventStore, position: int, *, occurred_before: datetime | None = None
+    ) -> None:
+        self.store = store
+        self.registry = store.registry
+        self.position = position
+        self.occurred_before = occurred_before
+        self._occurred_us = None if occurred_before is None else datetime_to_micros(occurred_before)
+        self._views: SqlViews | None = None
+
+    def _snapshot(self) -> StoreState:
+        # Events at or below the point never change, whichever files hold them now.
+        snap = self.store._snapshot()
+        return StoreState(snap.segments, snap.buffers, min(self.position, snap.visible))
+
+    def _keep(self, record: RecordedEvent) -> bool:
+        if self._occurred_us is None:
+            return True
+        occurred = record[7] if record[7] is not None else record[6]
+        return bool(occurred <= self._occurred_us)
+
+    def stream_version(self, stream_id: str) -> int:
+        """The stream's version at this point (0 when it did not exist yet)."""
+        events = self.read_stream(stream_id)
+        return events[-1].version if events else 0
+
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
+        """Like ``EventStore.sql``, over the events up to this point only."""
+        if self._views is None:
+            self._views = SqlViews(self.store._new_connection())
+        with self.store._sql_lock:
+            self.store._prepare_views(
+                self._snapshot(), position_limit=self.position, occurred_limit=self.occurred_before,
+                views=self._views, query=query,
+            )
+            return run_sql(self._views, query, params)
+
+    def __repr__(self) -> str:
+        if self.occurred_before is not None:
+            return f"PastView(occurred at or before {self.occurred_before.isoformat()})"
+        return f"PastView(position <= {self.position})"
+
+
+def run_sql(views: SqlViews, query: str, params: Sequence[Any] | dict[str, Any] | None) -> duckdb.DuckDBPyRelation:
+    try:
+        return views.con.sql(query, params=params)
+    except duckdb.Error as exc:
+        raise InvalidInputError(f"SQL error: {exc}") from exc
