@@ -129,7 +129,11 @@ def decode_message(
     if message_type.startswith("event:"):
         return decode_event(message_type[6:], body, registry)
     data = decode_value(body)
-    cls = (classes or {}).get(message_type) or _resolve(message_type)
+    cls = classes.get(message_type) if classes is not None else None
+    if cls is None:
+        cls = _resolve(message_type)
+        if cls is not None and classes is not None:
+            classes[message_type] = cls  # resolved once per manager, not per message
     if cls is None or not isinstance(data, dict):
         return UnknownMessage(message_type.removeprefix("class:"), data)
     try:

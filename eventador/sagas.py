@@ -630,7 +630,7 @@ class Saga(PersistentActor, Generic[SS]):
     async def _send(self, target: str, command: Command, *, compensation: bool) -> str:
         if not isinstance(target, str) or not target:
             raise InvalidInputError(f"target_name must be a non-empty str, got {target!r}")
-        message_type, payload = encode_message(command)
+        message_type, payload = encode_message(command, classes=self.duraq_manager._classes)
         return await self._record_send(target, message_type or "", payload, compensation=compensation)
 
     async def _send_planned(self, action: tuple[str, str, bytes]) -> str:

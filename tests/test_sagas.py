@@ -477,7 +477,7 @@ def test_a_redelivered_answer_is_not_handled_twice(clock: ev.ManualClock) -> Non
         command = lease.message
         world.qm.nack(lease, "simulated crash after the saga handled it", delay=0)
         await world.coordinator.run_until_idle()
-        assert command.target == "payments"
+        assert command["target"] == "payments"
         assert world.statuses() == {"o-1": "COMPLETED"}
         before = len(world.events("SagaStepCompleted"))
         # The same answer once more (as after a crash before the ack): skipped.
