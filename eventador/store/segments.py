@@ -9,8 +9,11 @@ atomically: a temporary name, fsync, rename, fsync of the directory.
 from __future__ import annotations
 
 import bisect
+import gc
+import itertools
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,7 +59,21 @@ def to_records(
 
     Events of types whose typed columns are exact (see ``exact_columns``) and
     present in `table` are built from those columns; the rest from CBOR.
+    The cyclic garbage collector is paused meanwhile: the new objects hold no
+    cycles, and collections triggered by allocating them cost a third of the time.
     """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _to_records(table, decode, classes)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _to_records(
+    table: pa.Table, decode: Callable[[str, bytes], Event], classes: dict[str, type[Event]] | None
+) -> list[RecordedEvent]:
     types = table.column("event_type").to_pylist()
     events: list[Event | None] = [None] * table.num_rows
     if classes:
@@ -80,6 +97,8 @@ def to_records(
             column = table.column(name)
             if name in ("recorded_at", "occurred_at"):
                 column = column.cast(pa.int64())
+            elif name == "event_id":
+                column = column.cast(pa.binary())  # 4x quicker to_pylist than fixed-size binary
             cols.append(column.to_pylist())
     return build_records(cols)
 
@@ -107,10 +126,11 @@ def _events_from_columns(
             part = table.select(columns).take(rows)
         if any(c.null_count for c in part.columns):
             continue
-        built = [new(cls) for _ in range(part.num_rows)]
         # Arrow builds the field dicts in C; each becomes an instance's __dict__ as is.
-        for obj, fields in zip(built, part.rename_columns(list(plan)).to_pylist(), strict=True):
-            setattr_(obj, "__dict__", fields)
+        # map() keeps the per-row calls in C: no Python frame per event.
+        built = list(map(new, itertools.repeat(cls, part.num_rows)))
+        dicts = part.rename_columns(list(plan)).to_pylist()
+        deque(map(setattr_, built, itertools.repeat("__dict__"), dicts), maxlen=0)
         if rows is None:
             events[:] = built
         else:
