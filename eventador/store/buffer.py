@@ -8,6 +8,7 @@ caller appended are kept too, so reading recent events decodes nothing.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ import pyarrow as pa
 from eventador.codec import decode_value
 from eventador.messages import Event
 from eventador.store.columns import ENVELOPE, typed_columns
-from eventador.store.records import RecordedEvent
+from eventador.store.records import RecordedEvent, build_records
 
 __all__ = ["HotBuffer"]
 
@@ -96,20 +97,27 @@ class HotBuffer:
             event = self.events[i] = decode(self.event_types[i], self.payloads[i])
         return event
 
-    def record(self, i: int, decode: Callable[[str, bytes], Event]) -> RecordedEvent:
-        return RecordedEvent.from_raw(
-            (
-                self.stream_ids[i],
-                self.versions[i],
-                self.first_position + i,
-                self.event_types[i],
-                self._event(i, decode),
-                self.event_ids[i],
-                self.recorded[i],
-                self.occurred[i],
-                self.metadata[i],
-            )
-        )
+    def _records(self, rows: list[int], decode: Callable[[str, bytes], Event]) -> list[RecordedEvent]:
+        """RecordedEvents for the given row indices, built column by column."""
+        if not rows:
+            return []
+        for i in rows:
+            if self.events[i] is None:
+                self._event(i, decode)
+        take = operator.itemgetter(*rows) if len(rows) > 1 else (lambda column: (column[rows[0]],))
+        first = self.first_position
+        columns = [
+            take(self.stream_ids),
+            take(self.versions),
+            [first + i for i in rows],
+            take(self.event_types),
+            take(self.events),
+            take(self.event_ids),
+            take(self.recorded),
+            take(self.occurred),
+            take(self.metadata),
+        ]
+        return build_records(columns)
 
     def stream_records(
         self,
@@ -124,21 +132,23 @@ class HotBuffer:
         if not rows:
             return []
         versions = self.versions
-        return [
-            self.record(i, decode)
+        wanted = [
+            i
             for i in rows
             if i < upto_row and versions[i] >= from_version and (to_version is None or versions[i] <= to_version)
         ]
+        return self._records(wanted, decode)
 
     def records(
         self, start_row: int, stop_row: int, types: set[str] | None, decode: Callable[[str, bytes], Event]
     ) -> list[RecordedEvent]:
-        event_types = self.event_types
-        return [
-            self.record(i, decode)
-            for i in range(start_row, stop_row)
-            if types is None or event_types[i] in types
-        ]
+        """RecordedEvents of rows start_row..stop_row-1 (of `types` only, when given)."""
+        if types is None:
+            rows = list(range(start_row, stop_row))
+        else:
+            event_types = self.event_types
+            rows = [i for i in range(start_row, stop_row) if event_types[i] in types]
+        return self._records(rows, decode)
 
     def to_arrow(
         self, upto_row: int, classes: dict[str, type[Event]], decode: Callable[[str, bytes], Event]
