@@ -74,6 +74,7 @@ from eventador.store.wal import WriteAheadLog, scan_segment
 
 if TYPE_CHECKING:
     from eventador.projections.views import LiveView, LiveViews
+    from eventador.timetravel import StoreDiff
 
 __all__ = ["EventStore", "open_store"]
 
@@ -774,6 +775,12 @@ class EventStore(Reader):
         else:
             limit = max(0, min(when, snap.visible))
         return PastView(self, limit)
+
+    def diff(self, a: datetime | int, b: datetime | int) -> StoreDiff:
+        """Returns a ``StoreDiff`` of the events after point `a` up to point `b` (see ``eventador.timetravel.diff``)."""
+        from eventador.timetravel import diff
+
+        return diff(self, a, b)
 
     def _position_at(self, snap: StoreState, when: datetime) -> int:
         # recorded_at never decreases with position, so the answer is one max() away.
