@@ -348,10 +348,10 @@ class SagaCoordinator:
         """Returns "acked" when the command is done and acked, anything else when it is done; raises for a retry."""
         ref = self.actor_system.lookup(envelope["target"])
         if ref is None or not ref.is_alive:
-            raise _Undeliverable(f"no actor named {envelope['target']!r}")
+            raise UndeliverableError(f"no actor named {envelope['target']!r}")
         command = self._decode(envelope["message_type"], envelope["payload"])
         if isinstance(command, UnknownMessage):
-            raise _Undeliverable(f"cannot decode {command.message_type}: its class is not found")
+            raise UndeliverableError(f"cannot decode {command.message_type}: its class is not found")
         try:
             answer = await ref.ask(command, timeout=None)  # the delivery's deadline covers it (_sweep)
         except CommandRejected as exc:
@@ -386,7 +386,7 @@ class SagaCoordinator:
         if factory is None:
             cls = _resolve_class(saga_type)
             if cls is None or not issubclass(cls, Saga):
-                raise _Undeliverable(f"saga class {saga_type!r} not found: register it with the coordinator")
+                raise UndeliverableError(f"saga class {saga_type!r} not found: register it with the coordinator")
             factory = self._factories[saga_type] = self._default_factory(cls)
         try:
             return await system.spawn(saga_id, lambda: factory(saga_id), supervisor=Supervisor.restart(max_restarts=10))
@@ -443,8 +443,8 @@ class SagaCoordinator:
         return f"<div><strong>{html.escape(repr(self))}</strong>{stats.to_html(index=False)}</div>"
 
 
-class _Undeliverable(EventadorError):
-    """A saga message that cannot be delivered now (no such actor or class); retried, then dead."""
+class UndeliverableError(EventadorError):
+    """A saga message cannot be delivered now (no such actor, an unknown class): it is retried, then dead."""
 
 
 # -- listing sagas -------------------------------------------------------------------------------------------
