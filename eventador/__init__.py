@@ -39,6 +39,7 @@ from eventador.errors import (
 )
 from eventador.importing import read_event_log, read_xes
 from eventador.messages import Command, Event, State, TypeRegistry, UnknownEvent, registry
+from eventador.notebook import explore, plot_events_per_day, plot_timeline
 from eventador.persistence import AggregateRoot, PersistentActor
 from eventador.projections import (
     ErrorPolicy,
@@ -62,6 +63,7 @@ from eventador.store import (
     RecordedEvent,
     open_store,
 )
+from eventador.timetravel import StoreDiff
 
 __version__ = "0.1.0"
 
@@ -117,13 +119,17 @@ __all__ = [
     "SqlProjection",
     "State",
     "StoreClosedError",
+    "StoreDiff",
     "StoreError",
     "StoreLockedError",
     "Supervisor",
     "SystemClock",
     "TypeRegistry",
     "UnknownEvent",
+    "explore",
     "open_store",
+    "plot_events_per_day",
+    "plot_timeline",
     "read_event_log",
     "read_xes",
     "registry",
