@@ -428,6 +428,10 @@ class Saga(PersistentActor, Generic[SS]):
         if state.last_updated == (self._saved_at or EPOCH) or state.last_updated == EPOCH:
             state = state.copy_with(last_updated=self.event_store.clock.now())
             self._saga_state = state
+        unit = self._uow
+        if unit is not None:  # the common case, handling a message: join its unit (no coroutines)
+            unit.events.append(self._state_event(state, unit))
+            return
         async with self._unit() as unit:
             unit.events.append(self._state_event(state, unit))
 
@@ -638,21 +642,27 @@ class Saga(PersistentActor, Generic[SS]):
         return await self._record_send(target, message_type, payload, compensation=True)
 
     async def _record_send(self, target: str, message_type: str, payload: bytes, *, compensation: bool) -> str:
+        unit = self._uow
+        if unit is not None:  # the common case, handling a message: join its unit (no coroutines)
+            return self._add_send(unit, target, message_type, payload, compensation)
         async with self._unit() as unit:
-            key = f"{self.persistence_id}:{unit.cause}:{unit.sends}"
-            unit.sends += 1
-            unit.events.append(
-                _record(
-                    SagaCommandSent,
-                    target=target,
-                    command_type=_short_type(message_type),
-                    message_type=message_type,
-                    payload=payload,
-                    dedupe_key=key,
-                    cause=unit.cause,
-                    compensation=compensation,
-                )
+            return self._add_send(unit, target, message_type, payload, compensation)
+
+    def _add_send(self, unit: _Unit, target: str, message_type: str, payload: bytes, compensation: bool) -> str:
+        key = f"{self.persistence_id}:{unit.cause}:{unit.sends}"
+        unit.sends += 1
+        unit.events.append(
+            _record(
+                SagaCommandSent,
+                target=target,
+                command_type=_short_type(message_type),
+                message_type=message_type,
+                payload=payload,
+                dedupe_key=key,
+                cause=unit.cause,
+                compensation=compensation,
             )
+        )
         return key
 
     def _state_event(self, state: SagaState, unit: _Unit) -> SagaStateSaved:
