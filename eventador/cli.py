@@ -148,9 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--timestamp", default="time:timestamp", help="timestamp column (default: time:timestamp)")
     imp.set_defaults(run=cmd_import)
 
-    from eventador import projections_cli
+    from eventador import projections_cli, queue_cli
 
     projections_cli.add_parser(sub)
+    queue_cli.add_parsers(sub)
     return parser
 
 
