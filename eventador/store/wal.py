@@ -42,7 +42,7 @@ _MARK = b"\xe7\x5a"
 _HEADER = struct.Struct("<2sIII")  # mark, length, body crc, header crc
 _ZEROS = bytes(1 << 20)
 _FIRST_SEGMENT_BYTES = 1 << 20
-_GATHER_ROUNDS = 8
+_GATHER_ROUNDS = 16
 _MAX_SEGMENT_BYTES = 64 << 20
 
 
@@ -142,6 +142,8 @@ class WriteAheadLog:
         self._leader = threading.Lock()  # held while writing the queue and fsyncing
         self._round = threading.Condition()  # followers wait here for the leader's fsync
         self._leading = False
+        self._waiting = 0  # writers waiting for the leader's fsync
+        self._followers = 0  # how many the last fsync released
         self._file_lock = threading.Lock()  # guards the fd, its offset and capacity
         self._queue: list[bytes] = []
         self._queued = 0  # log sequence number (bytes) of the last queued frame
@@ -258,7 +260,9 @@ class WriteAheadLog:
                 if not self._leading:
                     self._leading = True
                     break
+                self._waiting += 1
                 self._round.wait()
+                self._waiting -= 1
             else:
                 return
         try:
@@ -278,12 +282,15 @@ class WriteAheadLog:
                 if self._failed is None:
                     self._synced = target
                 self._leading = False
+                self._followers = self._waiting  # writers this round released: the next may gather them
                 self._round.notify_all()
 
     def _gather(self) -> None:
         # Writers released by the last fsync are waking up one by one. Give them the
         # interpreter for a moment while they keep queueing frames, so this fsync
-        # covers them too; a lone writer finds nothing new and goes on at once.
+        # covers them too. A lone writer (nobody waited last round) goes on at once.
+        if not self._followers:
+            return
         seen = len(self._queue)
         for _ in range(_GATHER_ROUNDS):
             time.sleep(0)
