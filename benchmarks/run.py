@@ -297,8 +297,9 @@ def module_table(results: list[dict[str, Any]], *, quick: bool) -> str:
         spread = f"{low:,.3g} – {high:,.3g}" if low is not None and high is not None else ""
         passed = r.get("passed")
         verdict = "-" if quick or passed is None else ("PASS" if passed else "FAIL")
+        value = "skipped" if r.get("value") is None else f"{r['value']:,.4g}"
         lines.append(
-            f"| {r['name']} | {r.get('side', 'eventador')} | {r['value']:,.4g} | {r['unit']} | {spread} "
+            f"| {r['name']} | {r.get('side', 'eventador')} | {value} | {r['unit']} | {spread} "
             f"| {r.get('budget') or '-'} | {verdict} |"
         )
     return "\n".join(lines)
