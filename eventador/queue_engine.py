@@ -58,7 +58,8 @@ os.register_at_fork(after_in_child=_new_process_token)
 _ID_BLOCK = 1024  # ids reserved per sequence call (the sequence increments by this)
 _SPARE_IDS = 64  # kept in hand before a transaction, for messages that dead-letter hooks add
 _CONFLICT_RETRIES = 12
-_SMALL = 16  # up to this many values or rows go in as plain parameters, more as a list or an Arrow table
+_SMALL = 16  # up to this many values go in an IN list, more in a list_contains
+_LITERAL_ROWS = 16  # up to this many new messages go in as SQL text, more as an Arrow table
 _US = 1_000_000
 
 _SCHEMA = (
@@ -113,6 +114,7 @@ _CLAIM_COLUMNS = "id, message_type, body, dedupe_key, enqueued_at, attempts, las
 class Enqueue:
     queue: str
     items: list[tuple[str | None, bytes, str | None, int]]  # (message_type, body, dedupe_key, delay_us)
+    fresh: bool = False  # the caller knows its dedupe keys are new: no lookup (a conflict falls back to one)
 
 
 @dataclass(slots=True)
@@ -125,6 +127,7 @@ class Claim:
 @dataclass(slots=True)
 class Ack:
     ids: list[int]
+    count: bool = True  # the caller wants to know how many were still there
 
 
 @dataclass(slots=True)
@@ -139,6 +142,7 @@ class Cancel:
     queue: str
     ids: list[int]
     keys: list[str]
+    count: bool = True
 
 
 @dataclass(slots=True)
@@ -315,6 +319,14 @@ class QueueEngine:
                 for job in jobs:
                     self._commit([job], done)
                 return
+            fresh = [op for op in ops if isinstance(op, Enqueue) and op.fresh]
+            if fresh and isinstance(exc, duckdb.ConstraintException):
+                # A dedupe key said to be new was not (a retry of work that did commit):
+                # look the keys up after all.
+                for op in fresh:
+                    op.fresh = False
+                self._commit(jobs, done)
+                return
             done.append((jobs[0], None, self._translate(exc)))
             return
         start = 0
@@ -326,16 +338,14 @@ class QueueEngine:
             self._notify(group.ready)
 
     def _transaction(self, ops: list[Op]) -> tuple[list[Any], _Group]:
-        cur = self._cur
         needed = sum(len(op.items) for op in ops if isinstance(op, Enqueue)) + _SPARE_IDS
         last_conflict: Exception | None = None
         for attempt in range(_CONFLICT_RETRIES):
             self._reserve_ids(needed)
             group = _Group(datetime_to_micros(self.clock.now()))
-            cur.execute("BEGIN TRANSACTION")
+            script = _Script(self._cur)
             try:
-                results = self._apply(ops, group)
-                cur.execute("COMMIT")
+                results = self._apply(ops, group, script)
             except duckdb.TransactionException as exc:
                 # Another connection wrote the same rows first: try again from scratch.
                 self._rollback()
@@ -345,6 +355,8 @@ class QueueEngine:
             except BaseException:
                 self._rollback()
                 raise
+            finally:
+                script.unregister()
             return results, group
         raise QueueError(f"the queue kept conflicting with another connection: {last_conflict}")
 
@@ -367,51 +379,74 @@ class QueueEngine:
         taken, self._ids = self._ids[:n], self._ids[n:]
         return taken
 
-    def _apply(self, ops: list[Op], group: _Group) -> list[Any]:
+    def _apply(self, ops: list[Op], group: _Group, script: _Script) -> list[Any]:
+        """Applies `ops` in one transaction, in as few calls into DuckDB as it can.
+
+        Each call into DuckDB gives up the GIL and must win it back, which costs up to
+        the interpreter's switch interval while other threads run Python: statements
+        whose results are not needed are batched into one call (``_Script``).
+        Claims go first (their results are needed), then what needs reading (dedupe
+        lookups, nacks, counted cancels, admin), then all the writes and the COMMIT.
+        """
         results: list[Any] = [None] * len(ops)
-        enqueues = [(i, op) for i, op in enumerate(ops) if isinstance(op, Enqueue)]
-        if enqueues:
-            for (i, _), ids in zip(enqueues, self._insert([op for _, op in enqueues], group), strict=True):
-                results[i] = ids
-        acks = [(i, op) for i, op in enumerate(ops) if isinstance(op, Ack)]
-        if acks:
-            gone = self._delete_acked([mid for _, ack in acks for mid in ack.ids])
-            for i, ack in acks:
-                results[i] = sum(1 for mid in ack.ids if mid in gone)
+        for i, op in enumerate(ops):
+            if isinstance(op, Claim):
+                results[i] = self._claim(op, group, script)
         nacks = [(i, op) for i, op in enumerate(ops) if isinstance(op, Nack)]
         if nacks:
-            for (i, _), outcome in zip(nacks, self._apply_nacks([nack for _, nack in nacks], group), strict=True):
+            outcomes = self._apply_nacks([nack for _, nack in nacks], group, script)
+            for (i, _), outcome in zip(nacks, outcomes, strict=True):
                 results[i] = outcome
         for i, op in enumerate(ops):
             if isinstance(op, Cancel):
-                results[i] = self._cancel(op)
+                results[i] = self._cancel(op, script)
             elif isinstance(op, Admin):
-                results[i] = self._admin(op, group)
-        for i, op in enumerate(ops):
-            if isinstance(op, Claim):
-                results[i] = self._claim(op, group)
+                results[i] = self._admin(op, group, script)
+        enqueues = [(i, op) for i, op in enumerate(ops) if isinstance(op, Enqueue)]
+        while group.follow_ups:  # messages dead-letter hooks asked for
+            follow_ups, group.follow_ups = group.follow_ups, []
+            self._insert(follow_ups, group, script)
+        if enqueues:
+            for (i, _), ids in zip(enqueues, self._insert([op for _, op in enqueues], group, script), strict=True):
+                results[i] = ids
         while group.follow_ups:
             follow_ups, group.follow_ups = group.follow_ups, []
-            self._insert(follow_ups, group)
+            self._insert(follow_ups, group, script)
+        acks = [(i, op) for i, op in enumerate(ops) if isinstance(op, Ack)]
+        counted = [mid for _, ack in acks if ack.count for mid in ack.ids]
+        silent = [mid for _, ack in acks if not ack.count for mid in ack.ids]
+        if silent:
+            script.add(f"DELETE FROM queue_messages WHERE {_among('id', silent)} AND NOT dead")
+        if counted:
+            rows = script.query(f"DELETE FROM queue_messages WHERE {_among('id', counted)} AND NOT dead RETURNING id")
+            gone = {r[0] for r in rows}
+            for i, ack in acks:
+                results[i] = sum(1 for mid in ack.ids if mid in gone) if ack.count else len(ack.ids)
+        else:
+            for i, ack in acks:
+                results[i] = len(ack.ids)
+        script.commit()
         return results
 
-    def _insert(self, ops: list[Enqueue], group: _Group) -> list[list[int]]:
-        cur, now = self._cur, group.now
+    def _insert(self, ops: list[Enqueue], group: _Group, script: _Script) -> list[list[int]]:
+        now = group.now
         known: dict[tuple[str, str], int] = {}
         wanted: dict[str, list[str]] = {}
         for op in ops:
+            if op.fresh:
+                continue  # keys the caller knows are new (a saga's sends): no lookup
             for item in op.items:
                 if item[2] is not None:
                     wanted.setdefault(op.queue, []).append(item[2])
         for queue, keys in wanted.items():
-            where, params = _among("dedupe_key", keys, "VARCHAR")
-            for key, mid in cur.execute(
-                f"SELECT dedupe_key, id FROM queue_dedupe WHERE queue = ? AND {where}", [queue, *params]
-            ).fetchall():
+            rows = script.query(
+                f"SELECT dedupe_key, id FROM queue_dedupe WHERE queue = {_text(queue)} AND {_among('dedupe_key', keys)}"
+            )
+            for key, mid in rows:
                 known[(queue, key)] = mid
         fresh = sum(len(op.items) for op in ops)
         pool = self._take_ids(fresh)
-        columns: dict[str, list[Any]] = {name: [] for name in _NEW_ROWS.names}
+        rows_out: list[tuple[int, str, str | None, bytes, str | None, int, int]] = []
         out: list[list[int]] = []
         used = 0
         for op in ops:
@@ -425,57 +460,47 @@ class QueueEngine:
                 if key is not None:
                     known[(op.queue, key)] = mid
                 ids.append(mid)
-                for name, value in zip(
-                    _NEW_ROWS.names, (mid, op.queue, message_type, body, key, now, now + delay_us), strict=True
-                ):
-                    columns[name].append(value)
+                rows_out.append((mid, op.queue, message_type, body, key, now, now + delay_us))
                 if delay_us <= 0:
                     group.ready.add(op.queue)
             out.append(ids)
         self._ids = pool[used:] + self._ids  # unused ids go back: this transaction did not take them
-        if used <= _SMALL:
-            # A few rows: plain parameters (registering an Arrow table costs more than the insert).
-            rows = list(zip(*columns.values(), strict=True))
-            if rows:
-                placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(rows))
-                cur.execute(
-                    f"INSERT INTO queue_messages ({', '.join(_NEW_ROWS.names)}) VALUES {placeholders}",
-                    [value for row in rows for value in row],
-                )
-            keyed = [(r[1], r[4], r[0], r[5]) for r in rows if r[4] is not None]
-            if keyed:
-                cur.execute(
-                    f"INSERT INTO queue_dedupe VALUES {', '.join(['(?, ?, ?, ?)'] * len(keyed))}",
-                    [value for row in keyed for value in row],
-                )
+        if not rows_out:
             return out
-        cur.register("_queue_new_rows", pa.table(columns, schema=_NEW_ROWS))
-        try:
-            cur.execute(f"INSERT INTO queue_messages ({', '.join(_NEW_ROWS.names)}) SELECT * FROM _queue_new_rows")
-            if any(k is not None for k in columns["dedupe_key"]):
-                cur.execute(
-                    "INSERT INTO queue_dedupe SELECT queue, dedupe_key, id, enqueued_at "
-                    "FROM _queue_new_rows WHERE dedupe_key IS NOT NULL"
-                )
-        finally:
-            cur.unregister("_queue_new_rows")
+        columns = ", ".join(_NEW_ROWS.names)
+        keyed = [r for r in rows_out if r[4] is not None]
+        if len(rows_out) <= _LITERAL_ROWS:
+            values = ", ".join(
+                f"({mid}, {_text(q)}, {_text(t)}, unhex('{b.hex()}'), {_text(k)}, {e}, {v})"
+                for mid, q, t, b, k, e, v in rows_out
+            )
+            script.add(f"INSERT INTO queue_messages ({columns}) VALUES {values}")
+            if keyed:
+                dedupe = ", ".join(f"({_text(q)}, {_text(k)}, {mid}, {e})" for mid, q, _, _, k, e, _ in keyed)
+                script.add(f"INSERT INTO queue_dedupe VALUES {dedupe}")
+            return out
+        # Many rows: an Arrow table is cheaper than parsing them from SQL text.
+        name = script.register(
+            pa.table(dict(zip(_NEW_ROWS.names, zip(*rows_out, strict=True), strict=True)), schema=_NEW_ROWS)
+        )
+        script.add(f"INSERT INTO queue_messages ({columns}) SELECT * FROM {name}")
+        if keyed:
+            script.add(
+                f"INSERT INTO queue_dedupe SELECT queue, dedupe_key, id, enqueued_at FROM {name} "
+                "WHERE dedupe_key IS NOT NULL"
+            )
         return out
 
-    def _delete_acked(self, ids: list[int]) -> set[int]:
-        where, params = _among("id", ids, "BIGINT")
-        rows = self._cur.execute(f"DELETE FROM queue_messages WHERE {where} AND NOT dead RETURNING id", params)
-        return {r[0] for r in rows.fetchall()}
-
-    def _apply_nacks(self, ops: list[Nack], group: _Group) -> list[str]:
-        cur, now = self._cur, group.now
-        where, params = _among("id", [op.lease.id for op in ops], "BIGINT")
+    def _apply_nacks(self, ops: list[Nack], group: _Group, script: _Script) -> list[str]:
+        now = group.now
         current = {
             r[0]: (r[1], r[2] or not r[3])  # (attempts, no longer leased)
-            for r in cur.execute(
-                f"SELECT id, attempts, dead, leased FROM queue_messages WHERE {where}", params
-            ).fetchall()
+            for r in script.query(
+                "SELECT id, attempts, dead, leased FROM queue_messages WHERE "
+                + _among("id", [op.lease.id for op in ops])
+            )
         }
-        columns: dict[str, list[Any]] = {name: [] for name in _NACK_COLUMNS}
+        updates: list[str] = []
         outcomes: list[str] = []
         dying: list[tuple[Any, str]] = []
         for op in ops:
@@ -485,73 +510,63 @@ class QueueEngine:
                 outcomes.append("stale")
                 continue
             current[lease.id] = (row[0], True)  # a second nack of the same lease in this group is stale
-            dead = lease.attempts >= self._max_attempts()
-            values: tuple[int, int, bool, int | None, str | None]
-            if dead:
+            if lease.attempts >= self._max_attempts():
                 reason = f"failed {lease.attempts} deliveries; last error: {op.error or 'unknown'}"
                 dying.append((lease, reason))
-                values = (lease.id, now, True, now, reason)
+                updates.append(f"({lease.id}, {now}, true, {now}, {_text(reason)})")
+                outcomes.append("dead")
             else:
                 delay = op.delay_us if op.delay_us is not None else int(self._backoff(lease.attempts) * _US)
-                values = (lease.id, now + max(0, delay), False, None, op.error)
+                updates.append(f"({lease.id}, {now + max(0, delay)}, false, NULL::BIGINT, {_text(op.error)})")
                 if delay <= 0:
                     group.ready.add(lease.queue)
-            for name, value in zip(_NACK_COLUMNS, values, strict=True):
-                columns[name].append(value)
-            outcomes.append("dead" if dead else "retry")
-        rows = list(zip(*columns.values(), strict=True))
-        for start in range(0, len(rows), 256):
-            chunk = rows[start : start + 256]
-            placeholders = ", ".join(["(?::BIGINT, ?::BIGINT, ?::BOOLEAN, ?::BIGINT, ?::VARCHAR)"] * len(chunk))
-            cur.execute(
+                outcomes.append("retry")
+        if updates:
+            script.add(
                 "UPDATE queue_messages SET visible_at = n.visible_at, leased = false, lease_owner = NULL, "
                 "dead = n.dead, died_at = n.died_at, last_error = n.last_error "
-                f"FROM (VALUES {placeholders}) AS n(id, visible_at, dead, died_at, last_error) "
-                "WHERE queue_messages.id = n.id",
-                [value for row in chunk for value in row],
+                f"FROM (VALUES {', '.join(updates)}) AS n(id, visible_at, dead, died_at, last_error) "
+                "WHERE queue_messages.id = n.id"
             )
         for lease, reason in dying:
             self._run_hook(lease, reason, group)
         return outcomes
 
-    def _claim(self, op: Claim, group: _Group) -> tuple[list[tuple[Any, ...]], int]:
-        cur, now = self._cur, group.now
+    def _claim(self, op: Claim, group: _Group, script: _Script) -> tuple[list[tuple[Any, ...]], int]:
+        now = group.now
         until = now + op.visibility_us
         limit = self._max_attempts()
         claimed: list[tuple[Any, ...]] = []
         wanted = op.n
         while wanted > 0:
-            rows = cur.execute(
+            rows = script.query(
                 f"""
                 UPDATE queue_messages
-                SET attempts = attempts + 1, leased = true, lease_owner = $owner, visible_at = $until
+                SET attempts = attempts + 1, leased = true, lease_owner = {_text(_process_token)}, visible_at = {until}
                 WHERE id IN (
                     SELECT id FROM queue_messages
-                    WHERE queue = $queue AND NOT dead AND visible_at <= $now
-                    ORDER BY enqueued_at, id LIMIT $n
+                    WHERE queue = {_text(op.queue)} AND NOT dead AND visible_at <= {now}
+                    ORDER BY enqueued_at, id LIMIT {int(wanted)}
                 )
                 RETURNING {_CLAIM_COLUMNS}
-                """,
-                {"owner": _process_token, "until": until, "queue": op.queue, "now": now, "n": wanted},
-            ).fetchall()
+                """
+            )
             worn = [r for r in rows if r[5] > limit]
             claimed.extend(r for r in rows if r[5] <= limit)
             if not worn:
                 break
             # Their leases ran out max_attempts times (a consumer that dies on them): they
             # go to the dead letters, and others are claimed in their place.
-            self._bury_worn(op.queue, worn, now, until, group)
+            self._bury_worn(op.queue, worn, now, until, group, script)
             wanted = op.n - len(claimed)
         claimed.sort(key=lambda r: (r[4], r[0]))
         return claimed, until
 
-    def _bury_worn(self, queue: str, worn: list[Row], now: int, until: int, group: _Group) -> None:
-        where, params = _among("id", [r[0] for r in worn], "BIGINT")
-        self._cur.execute(
+    def _bury_worn(self, queue: str, worn: list[Row], now: int, until: int, group: _Group, script: _Script) -> None:
+        script.add(
             "UPDATE queue_messages SET dead = true, leased = false, lease_owner = NULL, attempts = attempts - 1, "
-            "died_at = ?, last_error = 'lease expired after ' || (attempts - 1) || ' deliveries' "
-            f"|| coalesce('; last error: ' || last_error, '') WHERE {where}",
-            [now, *params],
+            f"died_at = {now}, last_error = 'lease expired after ' || (attempts - 1) || ' deliveries' "
+            f"|| coalesce('; last error: ' || last_error, '') WHERE {_among('id', [r[0] for r in worn])}"
         )
         if queue in self.hooks:
             for r in worn:
@@ -568,59 +583,50 @@ class QueueEngine:
         except Exception:
             log.exception("the dead-letter hook of queue %r failed for message %d", lease.queue, lease.id)
 
-    def _cancel(self, op: Cancel) -> int:
+    def _cancel(self, op: Cancel, script: _Script) -> int:
         if not op.ids and not op.keys:
             return 0
-        by_id, id_params = _among("id", op.ids, "BIGINT")
-        by_key, key_params = _among("dedupe_key", op.keys, "VARCHAR")
-        rows = self._cur.execute(
-            f"DELETE FROM queue_messages WHERE queue = ? AND NOT dead AND ({by_id} OR {by_key}) RETURNING id",
-            [op.queue, *id_params, *key_params],
-        ).fetchall()
-        return len(rows)
+        matches = f"{_among('id', op.ids)} OR {_among('dedupe_key', op.keys)}"
+        where = f"queue = {_text(op.queue)} AND NOT dead AND ({matches})"
+        if not op.count:
+            script.add(f"DELETE FROM queue_messages WHERE {where}")
+            return 0
+        return len(script.query(f"DELETE FROM queue_messages WHERE {where} RETURNING id"))
 
-    def _admin(self, op: Admin, group: _Group) -> Any:
-        cur, now = self._cur, group.now
-        queue_filter = "" if op.queue is None else " AND queue = $queue"
-        params: dict[str, Any] = {"now": now} | ({} if op.queue is None else {"queue": op.queue})
+    def _admin(self, op: Admin, group: _Group, script: _Script) -> Any:
+        now = group.now
+        queue_filter = "" if op.queue is None else f" AND queue = {_text(op.queue)}"
         if op.kind == "requeue":
-            rows = cur.execute(
+            rows = script.query(
                 "UPDATE queue_messages SET dead = false, leased = false, lease_owner = NULL, attempts = 0, "
-                "visible_at = $now, died_at = NULL WHERE id = $id AND dead RETURNING queue",
-                {"now": now, "id": op.id},
-            ).fetchall()
+                f"visible_at = {now}, died_at = NULL WHERE id = {int(op.id)} AND dead RETURNING queue"
+            )
             if not rows:
                 return MessageNotFoundError(op.id, "among the dead letters")
             group.ready.add(rows[0][0])
             return None
         if op.kind == "requeue_all":
-            rows = cur.execute(
+            rows = script.query(
                 "UPDATE queue_messages SET dead = false, leased = false, lease_owner = NULL, attempts = 0, "
-                f"visible_at = $now, died_at = NULL WHERE dead{queue_filter} RETURNING queue",
-                params,
-            ).fetchall()
+                f"visible_at = {now}, died_at = NULL WHERE dead{queue_filter} RETURNING queue"
+            )
             group.ready.update(r[0] for r in rows)
             return len(rows)
         if op.kind == "purge":
-            params.pop("now")
-            purged = cur.execute(f"DELETE FROM queue_messages WHERE dead{queue_filter} RETURNING id", params)
-            return len(purged.fetchall())
+            return len(script.query(f"DELETE FROM queue_messages WHERE dead{queue_filter} RETURNING id"))
         if op.kind == "release":
-            rows = cur.execute(
-                "UPDATE queue_messages SET leased = false, lease_owner = NULL, visible_at = $now "
-                "WHERE leased AND NOT dead AND visible_at > $now AND lease_owner IS DISTINCT FROM $owner "
-                "RETURNING queue",
-                {"now": now, "owner": _process_token},
-            ).fetchall()
+            rows = script.query(
+                f"UPDATE queue_messages SET leased = false, lease_owner = NULL, visible_at = {now} "
+                f"WHERE leased AND NOT dead AND visible_at > {now} "
+                f"AND lease_owner IS DISTINCT FROM {_text(_process_token)} RETURNING queue"
+            )
             group.ready.update(r[0] for r in rows)
             return len(rows)
-        params = {"before": op.before_us} | ({} if op.queue is None else {"queue": op.queue})
         return len(
-            cur.execute(
-                f"DELETE FROM queue_dedupe WHERE created_at < $before{queue_filter} "
-                "AND id NOT IN (SELECT id FROM queue_messages) RETURNING id",
-                params,
-            ).fetchall()
+            script.query(
+                f"DELETE FROM queue_dedupe WHERE created_at < {int(op.before_us)}{queue_filter} "
+                "AND id NOT IN (SELECT id FROM queue_messages) RETURNING id"
+            )
         )
 
     def _notify(self, queues: set[str]) -> None:
@@ -643,16 +649,72 @@ class QueueEngine:
 # -- helpers ------------------------------------------------------------------------------------------
 
 
-def _among(column: str, values: list[Any], sql_type: str) -> tuple[str, list[Any]]:
-    """A WHERE condition `column` is one of `values`, and its parameters.
+class _Script:
+    """Statements of one transaction, sent to DuckDB in as few calls as their results allow.
 
-    A few values: an IN list of parameters (cheapest); many: one list parameter.
+    ``add`` queues a statement whose result is not needed; ``query`` sends everything
+    queued plus one statement and returns that statement's rows; ``commit`` sends the
+    rest with the COMMIT. The transaction begins with the first call. Statements carry
+    their values as SQL literals (``_text``, ``unhex``): several statements in one call
+    cannot take parameters.
     """
+
+    __slots__ = ("_begun", "_cur", "_pending", "_registered")
+
+    def __init__(self, cur: duckdb.DuckDBPyConnection) -> None:
+        self._cur = cur
+        self._pending: list[str] = []
+        self._begun = False
+        self._registered: list[str] = []
+
+    def add(self, sql: str) -> None:
+        self._pending.append(sql)
+
+    def query(self, sql: str) -> list[Row]:
+        return self._cur.execute(self._flush(sql)).fetchall()
+
+    def commit(self) -> None:
+        self._cur.execute(self._flush("COMMIT"))
+
+    def register(self, table: pa.Table) -> str:
+        name = f"_queue_rows_{len(self._registered)}"
+        self._cur.register(name, table)
+        self._registered.append(name)
+        return name
+
+    def unregister(self) -> None:
+        for name in self._registered:
+            with contextlib.suppress(duckdb.Error):
+                self._cur.unregister(name)
+        self._registered = []
+
+    def _flush(self, last: str) -> str:
+        parts = self._pending
+        if not self._begun:
+            parts.insert(0, "BEGIN TRANSACTION")
+            self._begun = True
+        parts.append(last)
+        self._pending = []
+        return ";\n".join(parts)
+
+
+def _text(value: str | None) -> str:
+    """`value` as a SQL literal: NULL, a quoted string, or hex for one with NUL characters."""
+    if value is None:
+        return "NULL"
+    if "\x00" in value:
+        return f"decode(unhex('{value.encode().hex()}'))"
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _among(column: str, values: list[Any]) -> str:
+    """A WHERE condition: `column` is one of `values` (ints or strings), as literals."""
     if not values:
-        return "false", []
+        return "false"
+    literals = ", ".join(str(int(v)) if isinstance(v, int) else _text(v) for v in values)
     if len(values) <= _SMALL:
-        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
-    return f"list_contains(?::{sql_type}[], {column})", [list(values)]
+        return f"{column} IN ({literals})"
+    return f"list_contains([{literals}], {column})"
 
 
 def _resolve(done: list[tuple[_Job, Any, BaseException | None]]) -> None:
