@@ -81,6 +81,8 @@ class SqlViews:
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
+        # Times print in UTC, as the store records them, whatever the machine's zone.
+        con.execute("SET TimeZone = 'UTC'")
         self._shape: tuple[Any, ...] | None = None
         self.generation = 0
         """Bumped whenever the views are recreated (a new file, a new event type)."""
