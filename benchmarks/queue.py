@@ -237,7 +237,7 @@ async def _sagas(n: int, path: Path) -> float:
     ThreeSteps.finished = staticmethod(finished)
     for k in (1, 2, 3):
         await system.spawn(f"step-{k}", StepActor)
-    coordinator = SagaCoordinator(qm, store, system, batch_size=256, max_in_flight=2048)
+    coordinator = SagaCoordinator(qm, store, system)  # its defaults
     await coordinator.recover()  # at startup, once (its first SQL query sets up the store's views)
     loops = [asyncio.create_task(coordinator.process_saga_commands())]
     started = time.perf_counter()
