@@ -603,3 +603,32 @@ def test_timeouts_are_validated(clock: ev.ManualClock) -> None:
         await world.close()
 
     run(scenario())
+
+
+class Tidy(OrderSaga):
+    stop_when_finished = True
+
+
+def test_a_saga_that_stops_when_finished_is_respawned_for_a_late_message(clock: ev.ManualClock) -> None:
+    async def scenario() -> None:
+        world = await World(None, clock).start()
+        world.coordinator.register(
+            Tidy, lambda sid: Tidy(persistence_id=sid, event_store=world.store, duraq_manager=world.qm)
+        )
+        saga = await world.system.spawn(
+            "o-1", lambda: Tidy(persistence_id="o-1", event_store=world.store, duraq_manager=world.qm)
+        )
+        await saga.ask(CreateOrder(order_id="o-1", amount=3.0))
+        await world.coordinator.run_until_idle()
+        assert world.statuses() == {"o-1": "COMPLETED"}
+        await _until(lambda: world.system.lookup("o-1") is None)
+        # A late answer (say, a redelivered one) respawns it from its events; it is ignored.
+        from eventador.sagas import _Delivery
+
+        late = (PaymentCharged(order_id="o-1", amount=3.0),)
+        ref = await world.coordinator._saga_ref("o-1", "tests.test_sagas:Tidy")
+        assert await ref.ask(_Delivery("reply", "c999999", late, "payments")) == "acked"
+        assert world.statuses() == {"o-1": "COMPLETED"}
+        await world.close()
+
+    run(scenario())
