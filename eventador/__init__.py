@@ -51,7 +51,9 @@ from eventador.projections import (
     Retry,
     SqlProjection,
 )
+from eventador.queue import Lease, QueueManager, RetryPolicy
 from eventador.repository import Repository
+from eventador.sagas import Saga, SagaCommandFailed, SagaCoordinator, SagaState, SagaStatus, SagaTimeout
 from eventador.snapshots import SnapshotConfig, SnapshotWarning
 from eventador.store import (
     ANY,
@@ -97,6 +99,7 @@ __all__ = [
     "Failure",
     "InvalidInputError",
     "Lag",
+    "Lease",
     "LiveView",
     "LocalActorSystem",
     "ManualClock",
@@ -108,11 +111,19 @@ __all__ = [
     "ProjectionNameError",
     "ProjectionRunner",
     "QueueError",
+    "QueueManager",
     "ReadOnlyError",
     "RecordedEvent",
     "RegistrationError",
     "Repository",
     "Retry",
+    "RetryPolicy",
+    "Saga",
+    "SagaCommandFailed",
+    "SagaCoordinator",
+    "SagaState",
+    "SagaStatus",
+    "SagaTimeout",
     "SerializationError",
     "SnapshotConfig",
     "SnapshotWarning",
