@@ -1,7 +1,7 @@
 """Crash test: SIGKILL the process running sagas at random points, again and again.
 
 A worker process (``tests/saga_crash_worker.py``) runs order sagas on a store on
-disk (8 new ones each life, 100 in all): charges, stock reservations, durable
+disk (10 new ones each life, 200 in all): charges, stock reservations, durable
 cooling-off timers, failures that refund.
 The test kills it with SIGKILL at a random moment, 20 times, then lets one life run
 to the end. Afterwards every saga has finished COMPLETED or COMPENSATED, the payment
@@ -27,8 +27,8 @@ from eventador.queue import QueueManager
 from eventador.sagas import COMMANDS_QUEUE, list_sagas
 from tests.saga_crash_worker import main, order_ids, order_options
 
-ORDERS = 100
-BATCH = 8  # new orders per life
+ORDERS = 200
+BATCH = 10  # new orders per life: every life has work of its own for the kill to interrupt
 ROUNDS = 20
 
 
@@ -45,7 +45,7 @@ def test_sagas_survive_sigkill_at_random_points(tmp_path: Path) -> None:
         worker = ctx.Process(target=main, args=(path, ORDERS, BATCH, ready, done))
         worker.start()
         assert ready.wait(30), "the worker did not open the store"
-        done.wait(rng.uniform(0.1, 1.8))  # a random point of its life (or its end, if it finishes first)
+        done.wait(rng.uniform(0.1, 1.2))  # a random point of its life (or its end, if it finishes first)
         if worker.is_alive():
             os.kill(worker.pid or 0, signal.SIGKILL)
             kills += 1
