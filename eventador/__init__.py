@@ -28,7 +28,9 @@ from eventador.errors import (
     EventadorError,
     InvalidInputError,
     MessageError,
+    MessageNotFoundError,
     ProjectionError,
+    QueueClosedError,
     QueueError,
     ReadOnlyError,
     RegistrationError,
@@ -53,7 +55,15 @@ from eventador.projections import (
 )
 from eventador.queue import Lease, QueueManager, RetryPolicy
 from eventador.repository import Repository
-from eventador.sagas import Saga, SagaCommandFailed, SagaCoordinator, SagaState, SagaStatus, SagaTimeout
+from eventador.sagas import (
+    Saga,
+    SagaCommandFailed,
+    SagaCoordinator,
+    SagaState,
+    SagaStatus,
+    SagaTimeout,
+    list_sagas,
+)
 from eventador.snapshots import SnapshotConfig, SnapshotWarning
 from eventador.store import (
     ANY,
@@ -104,12 +114,14 @@ __all__ = [
     "LocalActorSystem",
     "ManualClock",
     "MessageError",
+    "MessageNotFoundError",
     "PastView",
     "PersistentActor",
     "Projection",
     "ProjectionError",
     "ProjectionNameError",
     "ProjectionRunner",
+    "QueueClosedError",
     "QueueError",
     "QueueManager",
     "ReadOnlyError",
@@ -138,6 +150,7 @@ __all__ = [
     "TypeRegistry",
     "UnknownEvent",
     "explore",
+    "list_sagas",
     "open_store",
     "plot_events_per_day",
     "plot_timeline",
