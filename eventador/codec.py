@@ -19,6 +19,8 @@ import contextlib
 import dataclasses
 import enum
 import hashlib
+import importlib
+import sys
 import types
 import typing
 import uuid
@@ -330,6 +332,25 @@ def make_decoder(registry: TypeRegistry) -> Callable[[str, bytes], Event]:
         return obj
 
     return decode
+
+
+# -- classes by name ----------------------------------------------------------------------
+
+
+def import_class(module_name: str, qualname: str) -> type | None:
+    """The class `qualname` of module `module_name`, importing the module if need be; None if absent."""
+    module = sys.modules.get(module_name)
+    if module is None:
+        try:
+            module = importlib.import_module(module_name)
+        except Exception:
+            return None
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj if isinstance(obj, type) else None
 
 
 # -- error paths -----------------------------------------------------------------------

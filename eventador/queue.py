@@ -32,10 +32,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import html
-import importlib
 import logging
 import random
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 import duckdb
 
 from eventador.clock import Clock
-from eventador.codec import _build, decode_event, decode_value, encode_event, encode_value, schema_of
+from eventador.codec import _build, decode_event, decode_value, encode_event, encode_value, import_class, schema_of
 from eventador.errors import (
     InvalidInputError,
     QueueError,
@@ -152,18 +150,8 @@ def decode_message(
 def _resolve(message_type: str) -> type | None:
     """The class a ``class:module:qualname`` label names, imported if need be; None if not found."""
     _, module_name, qualname = [*message_type.split(":", 2), "", ""][:3]
-    module = sys.modules.get(module_name)
-    if module is None:
-        try:
-            module = importlib.import_module(module_name)
-        except Exception:
-            return None
-    obj: Any = module
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj if isinstance(obj, type) and dataclasses.is_dataclass(obj) else None
+    cls = import_class(module_name, qualname)
+    return cls if cls is not None and dataclasses.is_dataclass(cls) else None
 
 
 # -- values ---------------------------------------------------------------------------------------

@@ -32,15 +32,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 import html
-import importlib
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypedDict, TypeVar, cast
 
-from eventador.codec import _build, decode_event, encode_event, encode_value, schema_of
+from eventador.codec import _build, decode_event, encode_event, encode_value, import_class, schema_of
 from eventador.errors import InvalidInputError
 from eventador.messages import EPOCH, Command, Event, Message
 from eventador.persistence import PersistentActor
@@ -867,18 +865,7 @@ def _short_type(message_type: str) -> str:
 
 def _resolve_class(label: str) -> type | None:
     module_name, _, qualname = label.partition(":")
-    module = sys.modules.get(module_name)
-    if module is None:
-        try:
-            module = importlib.import_module(module_name)
-        except Exception:
-            return None
-    obj: Any = module
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj if isinstance(obj, type) else None
+    return import_class(module_name, qualname)
 
 
 # The coordinator lives in its own module; it is part of this one's public face.
