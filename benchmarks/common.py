@@ -8,6 +8,7 @@ eventador measurement with the peer's and judges it against its budget.
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 import random
 import statistics
@@ -15,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 perf = time.perf_counter
@@ -372,3 +374,19 @@ class Context:
 
     def path(self, name: str) -> str:
         return os.path.join(self.run_dir, name)
+
+
+STORE_SOURCES = ("eventador/store", "eventador/codec.py", "eventador/messages.py")
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def source_hash() -> str:
+    """A short hash of the store's source: cached benchmark stores are rebuilt when it changes."""
+    h = hashlib.sha256()
+    for rel in STORE_SOURCES:
+        p = _ROOT / rel
+        files = sorted(p.rglob("*.py")) if p.is_dir() else [p] if p.exists() else []
+        for f in files:
+            h.update(str(f.relative_to(_ROOT)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hashlib
 import os
 import shutil
 import statistics
@@ -44,11 +43,11 @@ from pathlib import Path
 from typing import Any
 
 import eventador as ev
+from benchmarks.common import source_hash
 from eventador.projections import Projection, ProjectionRunner, SqlProjection
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "benchmarks" / ".cache"
-STORE_SOURCES = ("eventador/store", "eventador/codec.py", "eventador/messages.py")
 PER_APPEND = 10_000
 CURRENCIES = ("EUR", "USD", "GBP", "CHF")
 
@@ -115,17 +114,6 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _source_hash() -> str:
-    h = hashlib.sha256()
-    for rel in STORE_SOURCES:
-        p = ROOT / rel
-        files = sorted(p.rglob("*.py")) if p.is_dir() else [p] if p.exists() else []
-        for f in files:
-            h.update(str(f.relative_to(ROOT)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:12]
-
-
 @contextlib.contextmanager
 def _store_dir(kind: str, events: int, quick: bool, build: Callable[[Path], None]) -> Iterator[Path]:
     """A store of `events` events built by `build`: cached (full runs) or temporary (quick)."""
@@ -135,7 +123,7 @@ def _store_dir(kind: str, events: int, quick: bool, build: Callable[[Path], None
             build(path)
             yield path
         return
-    path = CACHE / f"projections-{kind}-{events}-{_source_hash()}"
+    path = CACHE / f"projections-{kind}-{events}-{source_hash()}"
     if not (path / "BUILT").exists():
         for stale in CACHE.glob(f"projections-{kind}-{events}-*"):
             shutil.rmtree(stale, ignore_errors=True)

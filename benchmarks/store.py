@@ -17,7 +17,6 @@ keyed by size and by a hash of the store's source, and reused.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import shutil
@@ -31,13 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import eventador as ev
-from benchmarks.common import NOTE, Context, dir_bytes, fmt, log, pct, perf, perf_ns, repeat
+from benchmarks.common import NOTE, Context, dir_bytes, fmt, log, pct, perf, perf_ns, repeat, source_hash
 
 GROUP = "eventador"
 ROOT = Path(__file__).resolve().parent.parent
 # The files whose change can change what a store holds on disk: a cached store built
 # by another version of them is rebuilt, not trusted.
-STORE_SOURCES = ("eventador/store", "eventador/codec.py", "eventador/messages.py")
 
 
 class Opened(ev.Event):
@@ -311,17 +309,6 @@ class BigStore:
     info: dict[str, Any]
 
 
-def _source_hash() -> str:
-    h = hashlib.sha256()
-    for rel in STORE_SOURCES:
-        p = ROOT / rel
-        files = sorted(p.rglob("*.py")) if p.is_dir() else [p] if p.exists() else []
-        for f in files:
-            h.update(str(f.relative_to(ROOT)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:12]
-
-
 def _big_store(ctx: Context, kind: str, events: int, build: Callable[[str], dict[str, Any]]) -> BigStore:
     """The store `kind` of `events` events: from the cache when it is there, else built.
 
@@ -334,7 +321,7 @@ def _big_store(ctx: Context, kind: str, events: int, build: Callable[[str], dict
         return BigStore(path, events, info)
 
     cache = Path(ctx.cache_dir)
-    entry = cache / f"{kind}-{events}-{_source_hash()}"
+    entry = cache / f"{kind}-{events}-{source_hash()}"
     meta = entry / "meta.json"
     if meta.exists() and not ctx.rebuild_cache:
         info = json.loads(meta.read_text())
