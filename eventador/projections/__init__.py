@@ -4,11 +4,14 @@
 - ``SqlProjection(name, setup_sql=..., apply_sql=...)``: DuckDB tables updated by SQL
   over the new events only; each batch and its checkpoint commit together.
 - ``Projection[T]``: the seed's Python projection, fed event by event.
+- ``projection.as_of(store, when)``: an SqlProjection's read model as of a past point,
+  built afresh in a scratch database (a ``PastReadModel``).
 - ``ProjectionRunner(store, projections)``: catches up, follows live, rebuilds
   (blue/green for SQL), keeps checkpoints and errors in the store's database.
 """
 
 from eventador.projections.errors import ProjectionNameError
+from eventador.projections.past import PastReadModel
 from eventador.projections.policies import ErrorPolicy, Retry
 from eventador.projections.python import Projection
 from eventador.projections.runner import Lag, ProjectionRunner, list_projections, rebuild_projection
@@ -19,6 +22,7 @@ __all__ = [
     "ErrorPolicy",
     "Lag",
     "LiveView",
+    "PastReadModel",
     "Projection",
     "ProjectionNameError",
     "ProjectionRunner",

@@ -40,7 +40,8 @@ import html
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import duckdb
 
@@ -64,6 +65,7 @@ from eventador.projections.views import check_identifier, taken_names
 from eventador.store.views import SqlViews, literal, quote
 
 if TYPE_CHECKING:
+    from eventador.projections.past import PastReadModel
     from eventador.store.store import EventStore
 
 __all__ = ["SqlProjection", "batch_view_name"]
@@ -162,6 +164,39 @@ class SqlProjection:
             definition.event_types,
         )
 
+    def as_of(
+        self,
+        store: EventStore,
+        when: datetime | int,
+        *,
+        by: Literal["recorded_at", "occurred_at"] = "recorded_at",
+        progress: bool | None = None,
+    ) -> PastReadModel:
+        """Returns this read model as it was at a past point, built afresh: a ``PastReadModel``.
+
+        `when` and `by` mean what they mean in ``store.as_of``: a position (the events
+        at or below it) or an aware datetime (the events recorded, or with
+        ``by="occurred_at"`` that occurred, at or before it). A point before the first
+        event gives the empty tables of `setup_sql`.
+
+        Costs what a rebuild costs over those events: `setup_sql`, then `apply_sql`
+        once over all of them (one columnar pass, a bar if `progress`), in a private
+        in-memory DuckDB database. The live read model, its checkpoint and the store's
+        catalog are not touched; the store may be read-only, and no runner is needed.
+
+        Raises:
+            InvalidInputError: a naive datetime, or `by` is not one of the two.
+            ProjectionError: `setup_sql` or `apply_sql` failed (DuckDB's message quoted).
+            ProjectionNameError: a table setup_sql makes is named like an event type or a view.
+
+        >>> jan = balances.as_of(store, datetime(2026, 1, 31, tzinfo=UTC))  # doctest: +SKIP
+        >>> jan.sql("SELECT sum(balance) FROM balances").fetchall()  # doctest: +SKIP
+        [(Decimal('1234.50'),)]
+        """
+        from eventador.projections.past import read_model_as_of  # past.py builds on this module
+
+        return read_model_as_of(self, store, when, by=by, progress=progress)
+
     def __repr__(self) -> str:
         where = ""
         engine = self._engine
@@ -224,12 +259,21 @@ class SqlEngine:
     ``begin_build`` / ``apply_build`` / ``finish_build`` for (re)builds.
     """
 
-    def __init__(self, store: EventStore, projection: SqlProjection, *, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        projection: SqlProjection,
+        *,
+        clock: Clock,
+        con: duckdb.DuckDBPyConnection | None = None,
+    ) -> None:
         self.store = store
         self.projection = projection
         self.name = projection.name
         self.clock = clock
-        self.con = store.connect()
+        # `con`: another database to build in (a read model as of a past point builds in a
+        # scratch in-memory one); by default the store's own.
+        self.con = store.connect() if con is None else con
         # Footers of the store's Parquet files, cached for this connection: a batch's views
         # are bound afresh each time, and the files never change once written.
         with contextlib.suppress(duckdb.Error):
