@@ -96,8 +96,10 @@ class PastReadModel:
             InvalidInputError: the SQL does not run (DuckDB's message quoted), or the read model is closed.
         """
         self._check_open()
-        self._engine.visible()  # the store's files may have been merged since: point at the current ones
-        return run_sql(self._engine.views, query, params)
+        engine = self._engine
+        engine.visible()  # the store's files may have been merged since: point at the current ones
+        engine.views.make_empty_views(query)  # the types with no event yet that the query names
+        return run_sql(engine.views, query, params)
 
     def table(self, name: str | None = None) -> duckdb.DuckDBPyRelation:
         """A relation over one of the read model's tables; `name` may be left out when there is one.
