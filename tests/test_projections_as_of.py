@@ -23,13 +23,14 @@ import eventador as ev
 from eventador.clock import ManualClock
 from eventador.projections import (
     PastReadModel,
+    Projection,
     ProjectionNameError,
     ProjectionRunner,
     SqlProjection,
     list_projections,
 )
 from eventador.testing import DirectoryStoreFactory, StoreFactory
-from tests.domain import deposited, opened, withdrawn
+from tests.domain import Deposited, deposited, opened, withdrawn
 
 START = datetime(2026, 3, 1, 9, tzinfo=UTC)
 ACCOUNTS = ("acc-a", "acc-b", "acc-c")
@@ -431,3 +432,44 @@ def test_sql_errors_are_projection_errors_naming_the_projection() -> None:
         )
         with pytest.raises(ProjectionNameError):
             named_like_a_type.as_of(store, 5)
+
+
+# -- Python projections: the replay recipe of eventador/projections/python.py --------------------
+
+
+class DepositTotals(Projection[dict[str, Decimal]]):
+    projection_id = "deposit-totals"
+    interested_event_types = (Deposited,)
+
+    def __init__(self) -> None:
+        self.totals: dict[str, Decimal] = {}
+
+    @property
+    def read_model(self) -> dict[str, Decimal]:
+        return self.totals
+
+    def handle(self, event: ev.Event) -> bool:
+        assert isinstance(event, Deposited)
+        self.totals[event.account_id] = self.totals.get(event.account_id, Decimal(0)) + event.amount
+        return True
+
+    def reset(self) -> None:
+        self.totals = {}
+
+
+def test_a_python_projection_as_of_is_a_replay_into_a_fresh_instance() -> None:
+    store, records = _dated_store()
+    with store:
+        live = DepositTotals()
+        with ProjectionRunner(store, [live]) as runner:
+            runner.run_until_caught_up()
+        when = records[10].recorded_at
+        totals = DepositTotals()
+        for recorded in store.as_of(when).read_all(event_types=DepositTotals.interested_event_types):
+            totals.handle_recorded(recorded)
+        want: dict[str, Decimal] = {}
+        for r in records[:11]:
+            if isinstance(r.event, Deposited):
+                want[r.event.account_id] = want.get(r.event.account_id, Decimal(0)) + r.event.amount
+        assert totals.read_model == want
+        assert live.read_model != want and sum(live.read_model.values()) > sum(want.values())

@@ -34,6 +34,16 @@ Where the read model lives, and what a restart does:
   (one transaction, one file replace) there, so a crash never separates them.
   The default ``get_checkpoint`` returns the runner's checkpoint from the catalog,
   which is right only for a read model that is saved on every ``update_checkpoint``.
+
+As of a past point: ``SqlProjection.as_of`` builds a SQL read model in a scratch
+database. A Python projection has no ``as_of``: only its own code knows how to make a
+fresh instance (constructor arguments), whether that instance would write to the same
+place as the live one (``persistent``), and whether ``handle`` needs an event loop.
+Replay into a fresh instance yourself; the past view reads only the interested types:
+
+    totals = Totals()
+    for recorded in store.as_of(when).read_all(event_types=Totals.interested_event_types):
+        totals.handle_recorded(recorded)
 """
 
 from __future__ import annotations
