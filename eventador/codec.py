@@ -34,7 +34,7 @@ import cbor2
 from eventador.errors import SerializationError
 from eventador.messages import Event, TypeRegistry, UnknownEvent
 
-__all__ = ["Schema", "decode_event", "decode_value", "encode_event", "encode_value", "schema_of"]
+__all__ = ["Schema", "decode_event", "decode_value", "encode_event", "encode_rows", "encode_value", "schema_of"]
 
 # Private CBOR tag for timedelta: [days, seconds, microseconds] keeps it exact.
 _TAG_TIMEDELTA = 40_001
@@ -72,6 +72,85 @@ def encode_value(value: Any, *, what: str = "value") -> bytes:
         return cbor2.dumps(value, default=_default)
     except Exception as exc:
         raise _explain(value, what, exc) from None
+
+
+def encode_rows(columns: dict[str, list[Any]], *, what: str = "row") -> list[bytes]:
+    """CBOR maps for rows given as columns (``None``: the key is absent from that row).
+
+    The same bytes as ``encode_value`` of each row's dict, made faster for bulk
+    imports: each distinct value of a column is encoded once (event logs repeat
+    their resources, activities and case attributes on every row), and the rows
+    are joined column by column in NumPy.
+
+    Raises:
+        SerializationError: naming the column and row of the first value that cannot be encoded.
+    """
+    import numpy as np
+
+    height = len(next(iter(columns.values()))) if columns else 0
+    joined = np.full(height, b"", dtype=object)
+    counts = np.zeros(height, dtype=np.int64)
+    for key, values in columns.items():
+        if len(values) != height:
+            raise SerializationError(what, key, f"column {key!r} has {len(values)} values, expected {height}")
+        parts = np.array(_encoded_column(key, values, what), dtype=object)
+        joined += parts
+        counts += parts != b""
+    heads = np.array([_map_header(n) for n in range(int(counts.max(initial=0)) + 1)], dtype=object)
+    out: list[bytes] = (heads[counts] + joined).tolist()
+    return out
+
+
+_HASHABLE_SCALARS = (str, int, float, bool, bytes, Decimal, uuid.UUID, datetime, date)
+
+
+def _encoded_column(key: str, values: list[Any], what: str) -> list[bytes]:
+    """Each value as its map entry (key and value), b"" for None; each distinct value encoded once."""
+    prefix = cbor2.dumps(key)
+
+    def entry(value: Any) -> bytes:
+        try:
+            return prefix + cbor2.dumps(value, default=_default)
+        except Exception as exc:
+            row = next(i for i, v in enumerate(values) if v is value)
+            raise _explain(value, f"{what} {row}, column {key!r}", exc) from None
+
+    kinds = set(map(type, values)) - {type(None)}
+    if len(kinds) <= 1 and all(k in _HASHABLE_SCALARS for k in kinds):
+        # One type only, so no two distinct values are equal keys (1, 1.0 and True are).
+        table = {v: entry(v) for v in dict.fromkeys(values) if v is not None}
+        table[None] = b""
+        return [table[v] for v in values]
+    done: dict[tuple[type, Any], bytes] = {}
+    out: list[bytes] = []
+    for value in values:
+        if value is None:
+            out.append(b"")
+            continue
+        try:
+            memo: tuple[type, Any] | None = (type(value), value)
+            part = done.get(memo)  # type: ignore[arg-type]
+        except TypeError:  # unhashable (a list, a dict): encoded every time
+            memo, part = None, None
+        if part is None:
+            part = entry(value)
+            if memo is not None:
+                done[memo] = part
+        out.append(part)
+    return out
+
+
+_MAP_HEADERS = [bytes([0xA0 + n]) for n in range(24)]
+
+
+def _map_header(n: int) -> bytes:
+    """The CBOR head of a map of n pairs (major type 5)."""
+    if n < 24:
+        return _MAP_HEADERS[n]
+    for code, size in ((0xB8, 1), (0xB9, 2), (0xBA, 4)):
+        if n < 1 << (8 * size):
+            return bytes([code]) + n.to_bytes(size, "big")
+    return b"\xbb" + n.to_bytes(8, "big")
 
 
 def decode_value(data: bytes) -> Any:

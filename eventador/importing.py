@@ -9,20 +9,20 @@ class for still get typed SQL views, inferred from the values.
 from __future__ import annotations
 
 import gzip
-import itertools
 import math
 import os
+import pyexpat
 import typing
-import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from tqdm.auto import tqdm
 
+from eventador.codec import encode_rows
 from eventador.errors import InvalidInputError
-from eventador.messages import UnknownEvent
+from eventador.store.bulk import NewStreams
+from eventador.store.records import micros_to_datetime
 
 if TYPE_CHECKING:  # pandas is imported when used: `import eventador` stays quick
     import pandas as pd
@@ -32,10 +32,8 @@ if TYPE_CHECKING:  # pandas is imported when used: `import eventador` stays quic
 __all__ = ["import_dataframe", "read_event_log", "read_xes"]
 
 _ATTRIBUTES = {"string", "date", "int", "float", "boolean", "id"}
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1] if tag[:1] == "{" else tag
+_TEXT = {"string", "id"}
+_NESTED = {"global", "list", "container"}
 
 
 def _value(kind: str, raw: str | None) -> Any:
@@ -58,8 +56,7 @@ def read_xes(path: str | os.PathLike[str]) -> pd.DataFrame:
     One row per event: ``case:concept:name`` (the trace's name), ``concept:name``
     (the activity), ``time:timestamp`` (aware, UTC), the event's other attributes,
     and the trace's other attributes prefixed ``case:``. Nested attributes (lists,
-    containers) are skipped. Streams the file: memory holds one trace at a time
-    plus the rows.
+    containers) and the log's ``<global>`` defaults are skipped.
 
     Raises:
         InvalidInputError: the file is missing or not well-formed XML (names the line
@@ -70,21 +67,20 @@ def read_xes(path: str | os.PathLike[str]) -> pd.DataFrame:
     source = Path(path)
     if not source.is_file():
         raise InvalidInputError(f"no such file: {source}")
-    rows: list[dict[str, Any]] = []
+    reader = _XesReader()
     try:
         with _open(source) as f:
-            rows = list(_xes_rows(f))
-    except ET.ParseError as exc:
-        line, column = exc.position
-        raise InvalidInputError(f"{source}: not well-formed XES at line {line}, column {column}: {exc}") from None
+            reader.parse(f)
+    except pyexpat.ExpatError as exc:
+        raise InvalidInputError(
+            f"{source}: not well-formed XES at line {exc.lineno}, column {exc.offset + 1}: "
+            f"{pyexpat.ErrorString(exc.code)}"
+        ) from None
     except (ValueError, OSError, EOFError) as exc:
         raise InvalidInputError(f"{source}: cannot read: {exc}") from None
-    if not rows:
+    if not reader.rows:
         raise InvalidInputError(f"{source}: no traces with events found")
-    df = pd.DataFrame.from_records(rows)
-    if "time:timestamp" in df.columns:
-        df["time:timestamp"] = pd.to_datetime(df["time:timestamp"], utc=True)
-    return df
+    return pd.DataFrame({key: reader.column(key) for key in reader.columns})
 
 
 def _open(path: Path) -> BinaryIO:
@@ -95,44 +91,99 @@ def _open(path: Path) -> BinaryIO:
     return open(path, "rb")  # the caller closes it
 
 
-def _xes_rows(f: BinaryIO) -> Iterator[dict[str, Any]]:
-    depth_skip = 0  # inside <global>, <list> or <container>: not event data
-    trace_attrs: dict[str, Any] = {}
-    trace_events: list[dict[str, Any]] = []
-    event: dict[str, Any] | None = None
-    for kind, el in ET.iterparse(f, events=("start", "end")):
-        tag = _local(el.tag)
-        if kind == "start":
-            if tag in ("global", "list", "container"):
-                depth_skip += 1
-            elif depth_skip == 0 and tag == "trace":
-                trace_attrs, trace_events = {}, []
-            elif depth_skip == 0 and tag == "event":
-                event = {}
-            continue
-        if tag in ("global", "list", "container"):
-            depth_skip -= 1
-            el.clear()
-        elif depth_skip:
-            continue
-        elif tag in _ATTRIBUTES:
-            key = el.get("key")
-            if key is not None:
-                value = _value(tag, el.get("value"))
-                if event is not None:
-                    event[key] = value
-                else:
-                    trace_attrs[key] = value
+class _XesReader:
+    """Expat callbacks that collect an XES log as columns (one value list per attribute key)."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {}
+        self.kinds: set[tuple[str, str]] = set()  # (key, attribute element) pairs seen
+        self.rows = 0  # finished events
+        self.skip = 0  # depth inside <global>, <list> or <container>: not event data
+        self.in_trace = False
+        self.trace: list[tuple[str, Any]] = []
+        self.events: list[list[tuple[str, Any]]] = []
+        self.event: list[tuple[str, Any]] | None = None
+        self.tags: dict[str, str] = {}  # element name -> its local name (namespace prefix dropped)
+
+    def parse(self, f: BinaryIO) -> None:
+        parser = pyexpat.ParserCreate()
+        parser.buffer_text = True
+        parser.StartElementHandler = self.start
+        parser.EndElementHandler = self.end
+        parser.ParseFile(f)
+
+    def tag(self, name: str) -> str:
+        tag = self.tags.get(name)
+        if tag is None:
+            tag = self.tags[name] = name.rpartition(":")[2]
+        return tag
+
+    def start(self, name: str, attrs: dict[str, str]) -> None:
+        tag = self.tags.get(name) or self.tag(name)
+        if tag in _ATTRIBUTES:
+            key = attrs.get("key")
+            if self.skip or key is None:
+                return
+            raw = attrs.get("value", "")
+            value = raw if tag in _TEXT else _value(tag, raw)
+            if self.event is not None:
+                self.event.append((key, value))
+            elif self.in_trace:
+                key = "case:" + key
+                self.trace.append((key, value))
+            else:
+                return
+            self.kinds.add((key, tag))
+        elif tag in _NESTED:
+            self.skip += 1
+        elif self.skip:
+            return
         elif tag == "event":
-            if event is not None:
-                trace_events.append(event)
-            event = None
-            el.clear()
+            if self.in_trace:
+                self.event = []
         elif tag == "trace":
-            case = {"case:" + k: v for k, v in trace_attrs.items()}
-            for e in trace_events:
-                yield {**case, **e}
-            el.clear()
+            self.in_trace, self.trace, self.events = True, [], []
+
+    def end(self, name: str) -> None:
+        tag = self.tags[name]
+        if tag in _ATTRIBUTES:
+            return
+        if tag in _NESTED:
+            self.skip -= 1
+        elif self.skip:
+            return
+        elif tag == "event":
+            if self.event is not None:
+                self.events.append(self.event)
+            self.event = None
+        elif tag == "trace":
+            for event in self.events:
+                self._add_row(self.trace + event)
+            self.in_trace = False
+
+    def _add_row(self, values: list[tuple[str, Any]]) -> None:
+        row = self.rows
+        columns = self.columns
+        for key, value in values:
+            column = columns.get(key)
+            if column is None:
+                column = columns[key] = [None] * row
+            elif len(column) != row:
+                if len(column) > row:  # the key twice in one event: the last one wins
+                    column.pop()
+                else:
+                    column.extend([None] * (row - len(column)))
+            column.append(value)
+        self.rows = row + 1
+
+    def column(self, key: str) -> Any:
+        import pandas as pd
+
+        values = self.columns[key]
+        values.extend([None] * (self.rows - len(values)))
+        if {kind for k, kind in self.kinds if k == key} == {"date"}:
+            return pd.to_datetime(values, utc=True)
+        return values
 
 
 def read_event_log(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -162,18 +213,18 @@ def import_dataframe(
     occurred_at: str = "time:timestamp",
     stream_type: str | None = None,
     progress: bool | None = None,
-    chunk: int = 2_000,
 ) -> int:
     """Append one stream per case and one event per row (in time order); returns events written.
 
-    Everything is checked first: the columns exist, timestamps parse, no case is
-    already a stream in the store, every value can be stored. Then the cases are
-    appended in chunks (``append_many``: one lock and one fsync each), each case
-    atomically.
+    Everything is checked and encoded first: the columns exist, timestamps parse,
+    no case is already a stream in the store, every value can be stored. Then all
+    the cases are written as one new Parquet file recorded in one catalog
+    transaction: a crash or an error leaves all of them or none.
 
     Raises:
         InvalidInputError: a named column is missing, a timestamp is missing or
             not a time, or a case already exists in the store.
+        SerializationError: a value cannot be stored (names the column).
     """
     import pandas as pd
 
@@ -197,40 +248,26 @@ def import_dataframe(
         raise InvalidInputError(
             f"{len(existing)} case(s) already exist as streams (first: {existing[0]!r}); import into a new store"
         )
-    types = df[event_type].astype(str).to_numpy()[index].tolist()
-    when = [t.to_pydatetime() for t in order["t"]]
+    show = progress if progress is not None else len(df) > 50_000
     payload_columns = [c for c in df.columns if c not in (stream_id, event_type, occurred_at)]
-    values = [_python_values(df[c].iloc[index]) for c in payload_columns]
-    keys = [str(c) for c in payload_columns]
-    events = [
-        UnknownEvent(event_type=t, data={k: v for k, v in zip(keys, row, strict=True) if v is not None})
-        for t, row in zip(types, zip(*values, strict=True) if values else itertools.repeat(()), strict=False)
-    ]
-    groups = _group_by_case(cases, events, when)
-    # Encode everything before the first write: a bad value anywhere writes nothing.
-    prepared = [store._prepare(case, evs, 0, None, ts, stream_type) for case, evs, ts in groups]
-    show = progress if progress is not None else len(events) > 50_000
-    written = 0
-    with tqdm(total=len(events), desc="importing", unit="event", disable=not show) as bar:
-        for start in range(0, len(prepared), chunk):
-            part = prepared[start : start + chunk]
-            store._commit(part)
-            n = sum(len(p.events) for p in part)
-            written += n
-            bar.update(n)
+    with tqdm(total=len(payload_columns) + 2, desc="importing", unit="step", disable=not show) as bar:
+        data: dict[str, list[Any]] = {}
+        for c in payload_columns:
+            data[str(c)] = _python_values(df[c].iloc[index])
+            bar.update()
+        payloads = encode_rows(data, what="row")
+        bar.update()
+        streams = NewStreams(
+            stream_ids=cases,
+            event_types=df[event_type].astype(str).to_numpy()[index].tolist(),
+            occurred_us=order["t"].dt.as_unit("us").astype("int64").to_numpy(),
+            payloads=payloads,
+            data=data,
+            stream_type=stream_type,
+        )
+        written = store._append_new_streams(streams)
+        bar.update()
     return written
-
-
-def _group_by_case(
-    cases: list[str], events: list[UnknownEvent], when: list[datetime]
-) -> list[tuple[str, list[UnknownEvent], list[datetime]]]:
-    groups = []
-    start = 0
-    for case, run in itertools.groupby(cases):
-        n = sum(1 for _ in run)
-        groups.append((case, events[start : start + n], when[start : start + n]))
-        start += n
-    return groups
 
 
 def _python_values(series: pd.Series) -> list[Any]:
@@ -239,12 +276,24 @@ def _python_values(series: pd.Series) -> list[Any]:
 
     if pd.api.types.is_datetime64_any_dtype(series):
         utc = series.dt.tz_localize("UTC") if series.dt.tz is None else series.dt.tz_convert("UTC")
-        return [None if pd.isna(v) else v.to_pydatetime() for v in utc]
+        micros = utc.dt.as_unit("us").astype("int64").to_numpy()
+        known: dict[int, datetime] = {}  # dates repeat (a case's attributes are on each of its events)
+        out: list[Any] = []
+        for missing, us in zip(utc.isna().to_numpy().tolist(), micros.tolist(), strict=True):
+            if missing:
+                out.append(None)
+                continue
+            when = known.get(us)
+            if when is None:
+                when = known[us] = micros_to_datetime(us)
+            out.append(when)
+        return out
     out = series.astype(object).where(series.notna(), None).tolist()
+    if pd.api.types.infer_dtype(series, skipna=True) in ("string", "integer", "floating", "boolean", "empty"):
+        return out  # plain Python values already
     return [None if isinstance(v, float) and math.isnan(v) else _plain(v) for v in out]
 
 
 def _plain(value: Any) -> Any:
     to_datetime = getattr(value, "to_pydatetime", None)  # a pandas Timestamp
     return to_datetime() if to_datetime is not None else value
-

@@ -14,7 +14,7 @@ import json
 import typing
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
@@ -25,7 +25,7 @@ import pyarrow as pa
 from eventador.codec import _unwrap_optional, schema_of
 from eventador.messages import Event, UnknownEvent
 
-__all__ = ["ENVELOPE", "arrow_type_for", "typed_columns"]
+__all__ = ["ENVELOPE", "arrow_type_for", "data_columns", "typed_columns"]
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 DECIMAL = pa.decimal128(38, 12)
@@ -154,18 +154,66 @@ def typed_columns(
     with a warning: the CBOR payload still holds it exactly.
     Costs one pass over each type's own rows per field, plus one Arrow scatter.
     """
+    def build(event_type: str, rows: list[int]) -> dict[str, pa.Array]:
+        mine = [events[i] for i in rows]
+        if event_type in classes:
+            return _class_columns(event_type, classes[event_type], mine)
+        return _inferred_columns(event_type, mine)
+
+    return _by_type(event_types, build)
+
+
+def data_columns(
+    event_types: Sequence[str],
+    data: dict[str, list[Any]],
+    classes: dict[str, type[Event]],
+    decode: Callable[[int], Event],
+) -> dict[str, pa.Array]:
+    """Typed payload columns for rows whose payloads are given as columns (bulk imports).
+
+    The same columns ``typed_columns`` makes for the same events: per type, one per
+    key with a value in that type's rows, typed from the values; types with a class
+    get its columns (`decode(i)` makes row i's instance).
+    """
+
+    arrays = {key: _object_array(values) for key, values in data.items()}
+
+    def build(event_type: str, rows: list[int]) -> dict[str, pa.Array]:
+        if event_type in classes:
+            return _class_columns(event_type, classes[event_type], [decode(i) for i in rows])
+        out: dict[str, pa.Array] = {}
+        where = np.asarray(rows, dtype=np.int64)
+        for key, values in arrays.items():
+            mine = values[where]
+            column = _infer_array(mine)
+            if column.null_count < len(column):
+                out[column_name(event_type, key)] = column
+        return out
+
+    return _by_type(event_types, build)
+
+
+def _object_array(values: list[Any]) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values  # element by element: a list value stays one element
+    return array
+
+
+def _by_type(
+    event_types: Sequence[str], build: Callable[[str, list[int]], dict[str, pa.Array]]
+) -> dict[str, pa.Array]:
+    """Each type's columns (from `build(type, its rows)`) spread over the full height:
+    null where another type's row is. One Arrow scatter per column."""
     n = len(event_types)
     rows_by_type: dict[str, list[int]] = {}
     for i, t in enumerate(event_types):
         rows_by_type.setdefault(t, []).append(i)
     out: dict[str, pa.Array] = {}
     for t, rows in rows_by_type.items():
-        mine = [events[i] for i in rows]
-        columns = _class_columns(t, classes[t], mine) if t in classes else _inferred_columns(t, mine)
+        columns = build(t, rows)
         if len(rows) == n:
             out.update(columns)
             continue
-        # Spread this type's values over the full height: null where another type's row is.
         where = np.full(n, -1, dtype=np.int64)
         where[np.asarray(rows, dtype=np.int64)] = np.arange(len(rows), dtype=np.int64)
         scatter = pa.array(where, mask=where < 0)
@@ -197,20 +245,28 @@ def _inferred_columns(event_type: str, events: list[Event | None]) -> dict[str, 
     return {column_name(event_type, key): _infer_array([d.get(key) for d in datas]) for key in keys}
 
 
-def _infer_array(values: list[Any]) -> pa.Array:
-    scalars = (str, int, float, bool, bytes, datetime, date, Decimal)
-    if all(v is None or isinstance(v, scalars) for v in values):
-        try:
-            array = pa.array(values)
-            if pa.types.is_timestamp(array.type) and array.type.tz is None:
-                raise pa.ArrowInvalid("naive timestamps")
-            if not pa.types.is_null(array.type):
-                if pa.types.is_timestamp(array.type):
-                    array = array.cast(TIMESTAMP)
-                return array
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            pass
+def _infer_array(values: Sequence[Any] | np.ndarray) -> pa.Array:
+    """A typed column for values of no declared type: Arrow's own inference when every
+    value is a plain scalar (aware times only), else the values as JSON text."""
+    try:
+        array = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+        array = None
+    if array is not None and _plain_scalar_type(array.type):
+        if pa.types.is_timestamp(array.type):
+            array = array.cast(TIMESTAMP)
+        return array
     return pa.array([None if v is None else _prepare("json", v) for v in values], pa.string())
+
+
+def _plain_scalar_type(arrow_type: pa.DataType) -> bool:
+    if pa.types.is_timestamp(arrow_type):
+        return arrow_type.tz is not None
+    return any(
+        check(arrow_type)
+        for check in (pa.types.is_string, pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
+                      pa.types.is_binary, pa.types.is_date, pa.types.is_decimal)
+    )
 
 
 def _to_array(values: list[Any], arrow_type: pa.DataType, name: str) -> pa.Array:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import cbor2
 import duckdb
+import pyarrow as pa
 
 from eventador.clock import Clock, SystemClock
 from eventador.codec import make_decoder
@@ -42,6 +43,7 @@ from eventador.messages import Event, TypeRegistry
 from eventador.messages import registry as default_registry
 from eventador.store.appends import PreparedAppend, prepare_append, verify_expected
 from eventador.store.buffer import HotBuffer
+from eventador.store.bulk import NewStreams
 from eventador.store.catalog import Catalog, FileEntry, read_manifest
 from eventador.store.lock import DirectoryLock
 from eventador.store.reads import (
@@ -428,6 +430,68 @@ class EventStore(Reader):
             stream_type=stream_type, progress=progress,
         )
 
+    def _append_new_streams(self, streams: NewStreams) -> int:
+        """Write whole new streams as one new segment, atomically; returns the events written.
+
+        The bulk path of imports. The hot tier is flushed first so the new file
+        follows the last one; then, with appends held back, the file is written and
+        recorded in the catalog in one transaction: after a crash it is there whole
+        or not at all. The file is the durable record, so the WAL is not involved.
+
+        Raises:
+            InvalidInputError: one of the streams already exists (nothing is written).
+        """
+        if not len(streams):
+            return 0
+        classes, decode = self.registry.classes(), make_decoder(self.registry)
+        with self._flush_lock:
+            while True:  # appends may land between the flush and the lock: flush again
+                written = self._flush_holding_lock(only_if_full=False)
+                self._lock.acquire()
+                if not len(self._buffer) and not self._frozen:
+                    break
+                self._lock.release()
+            try:
+                self._check_writable()
+                heads = streams.stream_heads()
+                existing = [stream_id for stream_id in heads if self._heads.get(stream_id, 0)]
+                if existing:
+                    raise InvalidInputError(
+                        f"{len(existing)} stream(s) already exist (first: {existing[0]!r}); nothing was written"
+                    )
+                first = self._buffer.first_position
+                recorded = max(datetime_to_micros(self.clock.now()), self._last_recorded_us)
+                table = sort_for_segment(streams.table(first, recorded, classes, decode))
+                segment = self._write_segment(table, first, first + len(streams) - 1)
+                self._segments.append(segment)
+                self._heads.update(heads)
+                self._buffer = HotBuffer(segment.last_position + 1)
+                self._visible = segment.last_position
+                self._last_recorded_us = recorded
+            finally:
+                self._lock.release()
+        self._notify()
+        if written or len(self._segments) >= 4:
+            self._maybe_compact()
+        return len(streams)
+
+    def _write_segment(self, table: pa.Table, first: int, last: int) -> Segment:
+        """`table` as a new segment recorded in the catalog (a file), or kept in memory."""
+        if self.path is None or self._catalog is None:
+            return MemorySegment(table, first, last)
+        try:
+            segment = write_segment(self._data_dir, table, durable=self.durability != "none")
+        except OSError as exc:
+            raise StoreError(f"could not write a Parquet file in {self._data_dir}: {exc}") from exc
+        entry = FileEntry(segment.path.name, segment.first_position, segment.last_position, segment.rows,
+                          segment.size)
+        try:
+            self._catalog.replace([entry], [])
+        except StoreError:
+            segment.path.unlink(missing_ok=True)
+            raise
+        return segment
+
     def _flush_quietly(self) -> None:
         # The append that filled the buffer is already acknowledged: a failed flush
         # must not look like a failed append. The events stay in the WAL and the hot tier.
@@ -532,47 +596,37 @@ class EventStore(Reader):
 
     def _flush(self, *, only_if_full: bool) -> None:
         with self._flush_lock:
-            with self._lock:
-                self._check_writable()
-                # Two appenders may both fill the buffer: the second finds it flushed already.
-                wanted = len(self._buffer) >= self.flush_every if only_if_full else len(self._buffer) > 0
-                if wanted:
-                    buffer = self._buffer
-                    self._buffer = HotBuffer(buffer.first_position + len(buffer))
-                    self._frozen.append(buffer)
-                    closed = self._wal.rotate() if self._wal is not None else 0
-                    # rotate() made everything written so far durable: show it all.
-                    self._visible = max(self._visible, buffer.last_position)
-                    self._notify()
-                    self._retire_after = closed
-                pending = list(self._frozen)
-            for buffer in pending:
-                self._flush_buffer(buffer)
-            if pending and self._wal is not None:
-                self._wal.retire(self._retire_after)
-            self._empty_trash()
+            pending = self._flush_holding_lock(only_if_full=only_if_full)
         if pending:
             self._maybe_compact()
+
+    def _flush_holding_lock(self, *, only_if_full: bool) -> bool:
+        """The flush itself, for a caller holding ``_flush_lock``; True when files were written."""
+        with self._lock:
+            self._check_writable()
+            # Two appenders may both fill the buffer: the second finds it flushed already.
+            wanted = len(self._buffer) >= self.flush_every if only_if_full else len(self._buffer) > 0
+            if wanted:
+                buffer = self._buffer
+                self._buffer = HotBuffer(buffer.first_position + len(buffer))
+                self._frozen.append(buffer)
+                closed = self._wal.rotate() if self._wal is not None else 0
+                # rotate() made everything written so far durable: show it all.
+                self._visible = max(self._visible, buffer.last_position)
+                self._notify()
+                self._retire_after = closed
+            pending = list(self._frozen)
+        for buffer in pending:
+            self._flush_buffer(buffer)
+        if pending and self._wal is not None:
+            self._wal.retire(self._retire_after)
+        self._empty_trash()
+        return bool(pending)
 
     def _flush_buffer(self, buffer: HotBuffer) -> None:
         classes = self.registry.classes()
         table = sort_for_segment(buffer.to_arrow(len(buffer), classes, make_decoder(self.registry)))
-        segment: Segment
-        if self.path is None or self._catalog is None:
-            segment = MemorySegment(table, buffer.first_position, buffer.last_position)
-        else:
-            try:
-                segment = write_segment(self._data_dir, table, durable=self.durability != "none")
-            except OSError as exc:
-                raise StoreError(f"could not write a Parquet file in {self._data_dir}: {exc}") from exc
-            assert isinstance(segment, FileSegment)
-            entry = FileEntry(segment.path.name, segment.first_position, segment.last_position, segment.rows,
-                              segment.size)
-            try:
-                self._catalog.replace([entry], [])
-            except StoreError:
-                segment.path.unlink(missing_ok=True)
-                raise
+        segment = self._write_segment(table, buffer.first_position, buffer.last_position)
         with self._lock:
             self._segments.append(segment)
             self._frozen.remove(buffer)
