@@ -43,13 +43,14 @@ from benchmarks import machine, peer  # noqa: E402
 from benchmarks.common import Context, Limit, Payloads, Results, Row, Sizes, comparison_table, log, perf  # noqa: E402
 from benchmarks.common import results_table as plain_table  # noqa: E402
 
-GROUPS = ("peer", "machine", "store", "actors", "aggregates", "projections", "queue")  # in running order
+GROUPS = ("peer", "machine", "store", "actors", "aggregates", "projections", "queue", "timetravel")  # in running order
 # Groups whose module has run(quick) -> list of result dicts (name, value, unit, budget, ...).
 MODULE_GROUPS = {
     "actors": "The actor system",
     "aggregates": "Aggregates, persistent actors and snapshots",
     "projections": "Projections and read models",
     "queue": "The durable queue and sagas",
+    "timetravel": "Time travel and real event logs",
 }
 STORE_PARTS = ("writes", "reads", "sql")
 CACHE_DIR = ROOT / "benchmarks" / ".cache"

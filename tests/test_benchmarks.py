@@ -20,6 +20,13 @@ def test_every_benchmark_runs_in_quick_mode() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     report = done.stdout
     assert "### Errors" not in report, report[report.find("### Errors") :]
-    sections = ("single-event appends", "### The actor system", "### Aggregates", "### Projections", "### The durable")
+    sections = (
+        "single-event appends",
+        "### The actor system",
+        "### Aggregates",
+        "### Projections",
+        "### The durable",
+        "### Time travel",
+    )
     for section in sections:
         assert section in report, f"missing {section!r} in the benchmark report"
