@@ -167,14 +167,17 @@ class Segment:
             cached = self._event_types = [t for t in pc.unique(column).to_pylist() if t is not None]
         return cached
 
-    def read_columns(self, classes: dict[str, type[Event]] | None) -> list[str]:
+    def read_columns(self, classes: dict[str, type[Event]] | None, types: list[str] | None = None) -> list[str]:
         """The columns a read needs: the envelope, the exact typed columns of the known
-        types, and the CBOR payload only if some type cannot be built from its columns."""
+        types (of `types` only, when given), and the CBOR payload only if some type
+        cannot be built from its columns."""
         schema = self.schema()
         envelope = [n for n in RECORD_COLUMNS if n != "payload"]
         typed: list[str] = []
         need_payload = not classes
-        for event_type in self.event_types() if classes else []:
+        present = self.event_types() if classes else []
+        wanted = present if types is None else [t for t in present if t in set(types)]
+        for event_type in wanted:
             cls = classes.get(event_type) if classes else None
             plan = exact_columns(cls) if cls is not None else None
             columns = [] if plan is None else [column_name(event_type, f) for f in plan]
@@ -208,7 +211,7 @@ class Segment:
         classes: dict[str, type[Event]] | None = None,
     ) -> pa.Table:
         """Rows with from_position <= position <= to_position, in position order."""
-        table = self._read(None, self.read_columns(classes))
+        table = self._read(None, self.read_columns(classes, types))
         mask = None
         if from_position > self.first_position or to_position < self.last_position:
             pos = table.column("position")
