@@ -550,6 +550,15 @@ class StoreContract:
         assert _positions(store.read_all(event_types=["no.such.Type"])) == []
         assert _positions(store.read_all(event_types=[])) == []
 
+    def test_read_batches_hold_what_read_all_yields_and_no_empty_batch(self, store: EventStore) -> None:
+        self._three_streams(store)
+        store.flush()
+        store.append("acc-9", [_opened("acc-9"), _deposited("7")])  # and two in the hot tier
+        for kwargs in ({}, {"from_position": 3, "to_position": 9}, {"event_types": [ContractDeposited]}):
+            batches = list(store.read_batches(**kwargs))  # type: ignore[arg-type]
+            assert all(batches)
+            assert [r.position for b in batches for r in b] == _positions(store.read_all(**kwargs))  # type: ignore[arg-type]
+
     def test_flushing_keeps_every_event_readable(self, store: EventStore) -> None:
         store.append("acc-1", [_opened(), _deposited("1")])
         store.flush()

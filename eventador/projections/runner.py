@@ -33,9 +33,8 @@ import concurrent.futures
 import contextlib
 import html
 import inspect
-import itertools
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -103,6 +102,13 @@ class _State:
     types: list[str] | None = None
     requests: list[asyncio.Future[None]] = field(default_factory=list)
     wake: asyncio.Event | None = None
+
+
+def _chunks(batches: Iterator[list[RecordedEvent]], size: int) -> Iterator[list[RecordedEvent]]:
+    """The store's batches cut to at most `size` events (a checkpoint after each); empty ones dropped."""
+    for batch in batches:
+        for start in range(0, len(batch), size):
+            yield batch[start : start + size] if len(batch) > size else batch
 
 
 async def _maybe(value: Any) -> Any:
@@ -705,14 +711,11 @@ class ProjectionRunner:
         is_async = inspect.iscoroutinefunction(handle)
         chunk_size = self.batch_size or _PY_BATCH
         start = st.checkpoint
-        records = self.store.read_all(from_position=start + 1, to_position=upto, event_types=st.types)
+        batches = self.store.read_batches(from_position=start + 1, to_position=upto, event_types=st.types)
         shown = _progress.bar(upto - start, f"rebuild {st.name}", _progress.wanted(self.progress, upto - start))
         done = start
         try:
-            while True:
-                chunk = list(itertools.islice(records, chunk_size))
-                if not chunk:
-                    break
+            for chunk in _chunks(batches, chunk_size):
                 await self._python_chunk(st, chunk, handle, use_recorded, is_async)
                 position = chunk[-1][2]
                 if position < upto:
