@@ -555,9 +555,9 @@ class StoreContract:
         store.flush()
         store.append("acc-9", [_opened("acc-9"), _deposited("7")])  # and two in the hot tier
         for kwargs in ({}, {"from_position": 3, "to_position": 9}, {"event_types": [ContractDeposited]}):
-            batches = list(store.read_batches(**kwargs))  # type: ignore[arg-type]
+            batches = list(store.read_batches(**kwargs))
             assert all(batches)
-            assert [r.position for b in batches for r in b] == _positions(store.read_all(**kwargs))  # type: ignore[arg-type]
+            assert [r.position for b in batches for r in b] == _positions(store.read_all(**kwargs))
 
     def test_flushing_keeps_every_event_readable(self, store: EventStore) -> None:
         store.append("acc-1", [_opened(), _deposited("1")])
