@@ -105,7 +105,8 @@ class ActorCell:
         self.loop = loop
         self.ref = ActorRef(self)
         self.context = ActorContext(name=name, self_ref=self.ref, system=system)
-        self.mailbox: deque[Envelope] = deque()
+        # None while the actor waits for mail: an empty deque is 760 B, and idle actors are many.
+        self.mailbox: deque[Envelope] | None = deque()
         # Set while the task waits for mail; whoever appends resolves it.
         self.waiter: asyncio.Future[None] | None = None
         self.state = State.STARTING
@@ -117,7 +118,7 @@ class ActorCell:
         self.started_hook = False  # pre_start/post_restart finished: post_stop is owed
         self.ready = False  # start() finished too: the instance can take messages
         self.busy_reply: asyncio.Future[Any] | None = None
-        self.restart_times: deque[float] = deque()
+        self.restart_times: deque[float] | None = None  # made at the first restart: an empty deque is 760 B
         self.consecutive_restarts = 0
         self.idle_since = 0.0
         self.processed = 0
@@ -134,15 +135,21 @@ class ActorCell:
     def deliver(self, message: Any, reply: asyncio.Future[Any] | None) -> bool:
         """Returns whether `message` was queued; if not, it was recorded as a dead letter."""
         if self.accepting:
-            self.mailbox.append((message, reply))
+            self._mailbox().append((message, reply))
             self._wake()
             return True
         if self.state is State.PASSIVATED and not self.system.is_shut_down:
-            self.mailbox.append((message, reply))
+            self._mailbox().append((message, reply))
             self.activate(None)
             return True
         self.system._record_dead_letter(self.name, message, "stopped")
         return False
+
+    def _mailbox(self) -> deque[Envelope]:
+        mailbox = self.mailbox
+        if mailbox is None:
+            mailbox = self.mailbox = deque()
+        return mailbox
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -219,7 +226,7 @@ class ActorCell:
             processed=processed,
             failures=self.failures,
             restarts=self.restarts,
-            mailbox_depth=len(self.mailbox),
+            mailbox_depth=len(self.mailbox or ()),
             total_seconds=self.elapsed,
             mean_seconds=self.elapsed / processed if processed else 0.0,
         )
@@ -273,8 +280,7 @@ class ActorCell:
         self.ready = True
 
     async def _drain(self) -> None:
-        mailbox = self.mailbox
-        popleft = mailbox.popleft
+        mailbox = self._mailbox()
         instance = self.instance
         if instance is None:
             return
@@ -284,12 +290,16 @@ class ActorCell:
             if not mailbox:
                 if self.passivate_after is not None:
                     self.idle_since = self.system.clock.monotonic()
+                self.mailbox = None
+                del mailbox, handler  # an idle actor keeps neither its empty deque nor a bound method
                 waiter = self.loop.create_future()
                 self.waiter = waiter
                 await waiter
+                mailbox = self._mailbox()
+                handler = instance.on_message
                 budget = _BATCH
                 continue
-            message, reply = popleft()
+            message, reply = mailbox.popleft()
             self.busy_reply = reply
             began = perf_counter()
             try:
@@ -350,6 +360,8 @@ class ActorCell:
     async def _restart(self, error: Exception, message: Any) -> bool:
         supervisor = self.supervisor
         history = self.restart_times
+        if history is None:
+            history = self.restart_times = deque()
         while True:
             now = self.system.clock.monotonic()
             while history and now - history[0] >= supervisor.within:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from eventador.actors.records import ActorMetrics
@@ -46,7 +47,10 @@ class ActorRef:
         cell = self._cell
         # Inlined ActorCell.deliver: this is the hot path.
         if cell.accepting:
-            cell.mailbox.append((message, None))
+            mailbox = cell.mailbox
+            if mailbox is None:
+                mailbox = cell.mailbox = deque()
+            mailbox.append((message, None))
             waiter = cell.waiter
             if waiter is not None:
                 cell.waiter = None

@@ -40,6 +40,9 @@ _METRIC_COLUMNS = (
 )
 
 
+_DEFAULT_SUPERVISOR = Supervisor.restart()  # frozen: one shared by every actor that takes the default
+
+
 class ActorSystem:
     """Returns a new, empty actor system; actors run as tasks on the loop that spawns them.
 
@@ -129,7 +132,7 @@ class ActorSystem:
             self,
             name,
             factory,
-            supervisor=supervisor or Supervisor.restart(),
+            supervisor=supervisor or _DEFAULT_SUPERVISOR,
             passivate_after=passivate_after,
             loop=loop,
         )
