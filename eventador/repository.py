@@ -23,9 +23,11 @@ from eventador.codec import make_decoder
 from eventador.errors import ConcurrencyError, InvalidInputError, SerializationError
 from eventador.messages import Command, State
 from eventador.persistence import AggregateRoot, _as_events, _load, _stamp, _usable_snapshot, _warn_unusable
-from eventador.snapshots import SnapshotWarning, encode_snapshot
+from eventador.snapshots import SnapshotWarning, decode_snapshot, encode_snapshot
 from eventador.store import EventStore
-from eventador.store.records import micros_to_datetime
+from eventador.store.columns import column_name, exact_columns
+from eventador.store.segments import RECORD_COLUMNS, to_records
+from eventador.store.views import quote
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -238,41 +240,57 @@ class Repository(Generic[S]):
         state_type = type(probe.initial_state)
         starts: dict[str, tuple[Any, int]] = {}
         problems: list[str] = []
-        for stream_id, head in heads:
-            if head < persistence._SNAPSHOT_LOOKUP_MIN:
-                continue
-            snapshot, value, found = _usable_snapshot(
-                store.snapshots, stream_id, head, state_type, self.aggregate_class.snapshot_version, newest=True
-            )
-            problems.extend(found)
-            if snapshot is not None:
-                starts[stream_id] = (value, snapshot.version)
+        snapshot_version = self.aggregate_class.snapshot_version
+        long_enough = {sid: head for sid, head in heads if head >= persistence._SNAPSHOT_LOOKUP_MIN}
+        for stream_id, candidate in store.snapshots.newest(long_enough).items():
+            try:
+                starts[stream_id] = (
+                    decode_snapshot(candidate, expected_type=state_type, snapshot_version=snapshot_version),
+                    candidate.version,
+                )
+            except SerializationError:  # rare: look for an older usable one, and say why
+                snapshot, value, found = _usable_snapshot(
+                    store.snapshots, stream_id, long_enough[stream_id], state_type, snapshot_version, newest=False
+                )
+                problems.extend(found)
+                if snapshot is not None:
+                    starts[stream_id] = (value, snapshot.version)
         if problems:
             _warn_unusable(f"{len(problems)} {kind} aggregates", problems)
+        # From _all, with the typed columns of the known classes: events are built from
+        # those columns (no CBOR decoding) wherever they hold the values exactly.
+        classes = store.registry.classes()
+        present = set(source.sql("SELECT * FROM _all LIMIT 0").columns)
+        typed = [
+            column_name(t, f)
+            for t, cls in classes.items()
+            for f in (exact_columns(cls) or {})
+            if column_name(t, f) in present
+        ]
+        selected = ", ".join(f"a.{quote(c)}" for c in [*RECORD_COLUMNS, *typed])
         query = (
-            "SELECT e.stream_id, e.version, e.event_type, e.payload, epoch_us(e.occurred_at) FROM events e "
-            "LEFT JOIN (SELECT unnest(?::VARCHAR[]) AS sid, unnest(?::BIGINT[]) AS after) s ON e.stream_id = s.sid "
-            "WHERE e.stream_type = ? AND e.version > coalesce(s.after, 0) ORDER BY e.stream_id, e.version"
+            f"SELECT {selected} FROM _all a "
+            "LEFT JOIN (SELECT unnest(?::VARCHAR[]) AS sid, unnest(?::BIGINT[]) AS after) s ON a.stream_id = s.sid "
+            "WHERE a.stream_type = ? AND a.version > coalesce(s.after, 0) ORDER BY a.stream_id, a.version"
         )
         table = source.sql(query, [list(starts), [v for _, v in starts.values()], kind]).arrow()
         if hasattr(table, "read_all"):  # newer DuckDB hands back a RecordBatchReader
             table = table.read_all()
-        ids, versions, types, payloads, occurred = (table.column(i).to_pylist() for i in range(5))
-        decode = make_decoder(store.registry)
+        records = to_records(table, make_decoder(store.registry), classes)
         finals: dict[str, S] = {sid: value for sid, (value, _) in starts.items()}
         start = 0
-        total = len(ids)
+        total = len(records)
         while start < total:
-            stream_id = ids[start]
+            stream_id = records[start].stream_id
             stop = start
-            while stop < total and ids[stop] == stream_id:
+            while stop < total and records[stop].stream_id == stream_id:
                 stop += 1
             aggregate = self._new(stream_id)
             first = finals.get(stream_id)
             state = aggregate.initial_state if first is None else first
-            events = [decode(types[i], payloads[i]) for i in range(start, stop)]
-            before_last, after = aggregate._fold(state, events)
-            finals[stream_id] = _stamp(before_last, after, versions[stop - 1], micros_to_datetime(occurred[stop - 1]))
+            before_last, after = aggregate._fold(state, [records[i].event for i in range(start, stop)])
+            last = records[stop - 1]
+            finals[stream_id] = _stamp(before_last, after, last.version, last.occurred_at)
             start = stop
         names = [f.name for f in dataclasses.fields(state_type)]
         order = [stream_id for stream_id, _ in heads]

@@ -147,6 +147,19 @@ class Catalog:
             ).fetchone()
         return _snapshot(row) if row else None
 
+    def newest_snapshots(self, heads: dict[str, int]) -> list[Snapshot]:
+        """The newest snapshot at or below each stream's given version, in one query."""
+        columns = ", ".join(f"s.{c}" for c in self._SNAPSHOT_COLUMNS.split(", "))
+        with self._lock:
+            rows = self.db.execute(
+                f"SELECT {columns} FROM snapshots s "
+                "JOIN (SELECT unnest(?::VARCHAR[]) AS sid, unnest(?::BIGINT[]) AS head) h "
+                "ON s.stream_id = h.sid AND s.version <= h.head "
+                "QUALIFY row_number() OVER (PARTITION BY s.stream_id ORDER BY s.version DESC) = 1",
+                [list(heads), list(heads.values())],
+            ).fetchall()
+        return [_snapshot(r) for r in rows]
+
     def list_snapshots(self, stream_id: str) -> list[Snapshot]:
         with self._lock:
             rows = self.db.execute(

@@ -92,6 +92,19 @@ class SnapshotStore:
                 self._remember(stream_id, found)
             return found
 
+    def newest(self, heads: dict[str, int]) -> dict[str, Snapshot]:
+        """For many streams at once: the newest snapshot at or below the version given for
+        each (streams without one are left out). One query, however many streams."""
+        with self._lock:
+            if self._catalog is not None:
+                return {s.stream_id: s for s in self._catalog.newest_snapshots(heads)}
+            found: dict[str, Snapshot] = {}
+            for stream_id, head in heads.items():
+                below = [s for s in self._memory.get(stream_id, []) if s.version <= head]
+                if below:
+                    found[stream_id] = below[-1]
+            return found
+
     def list(self, stream_id: str) -> list[Snapshot]:
         """Every stored snapshot of the stream, oldest first."""
         with self._lock:
