@@ -123,3 +123,25 @@ def test_diff_equals_a_python_count_over_read_all(appends: list[tuple[str, bool]
     mid = (a + b) // 2
     left, right = store.diff(a, mid), store.diff(mid, b)
     assert left.events + right.events == d.events
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    steps=st.lists(st.tuples(st.integers(0, 2), st.booleans()), min_size=1, max_size=25),
+    probe=st.integers(-1, 60),
+)
+def test_as_of_a_time_is_the_last_position_recorded_by_then_across_files_and_hot_tier(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, bool]], probe: int
+) -> None:
+    # Minutes between appends (0: the same instant), with flushes at random points, so
+    # the point falls before, inside or after Parquet files and the hot tier alike.
+    clock = ManualClock(START)
+    with ev.open_store(tmp_path_factory.mktemp("s"), clock=clock, durability="none") as store:
+        for i, (minutes, flush) in enumerate(steps):
+            clock.advance(timedelta(minutes=minutes))
+            store.append(f"s{i % 3}", TTChanged(n=i))
+            if flush:
+                store.flush()
+        when = START + timedelta(minutes=probe)
+        expected = max((r.position for r in store.read_all() if r.recorded_at <= when), default=0)
+        assert store.as_of(when).position == expected

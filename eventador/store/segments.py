@@ -224,9 +224,19 @@ class Segment:
         return table.take(pc.sort_indices(table.column("position")))
 
     def max_recorded_us(self) -> int:
-        """The newest recorded_at in the segment, in µs since the epoch."""
-        column = self._read(None, ["recorded_at"]).column("recorded_at").cast(pa.int64())
-        value = pc.max(column).as_py()
+        """The newest recorded_at in the segment, in µs since the epoch (read once)."""
+        cached: int | None = getattr(self, "_max_recorded_us", None)
+        if cached is None:
+            column = self._read(None, ["recorded_at"]).column("recorded_at").cast(pa.int64())
+            value = pc.max(column).as_py()
+            cached = self._max_recorded_us = int(value) if value is not None else 0
+        return cached
+
+    def last_position_recorded_by(self, us: int) -> int:
+        """The highest position recorded at or before `us` (µs since the epoch); 0 if none."""
+        table = self._read(None, ["position", "recorded_at"])
+        kept = pc.less_equal(table.column("recorded_at").cast(pa.int64()), us)
+        value = pc.max(table.column("position").filter(kept)).as_py()
         return int(value) if value is not None else 0
 
     def heads(self) -> pa.Table:

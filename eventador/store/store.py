@@ -16,6 +16,7 @@ is dropped.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import html
 import os
@@ -837,14 +838,22 @@ class EventStore(Reader):
         return diff(self, a, b)
 
     def _position_at(self, snap: StoreState, when: datetime) -> int:
-        # recorded_at never decreases with position, so the answer is one max() away.
-        with self._sql_lock:
-            views = self._prepare_views(snap, position_limit=None, occurred_limit=None)
-            # fetchall, not fetchone: DuckDB 2.x blocks the connection on an unfinished result.
-            rows = views.con.execute(
-                "SELECT coalesce(max(position), 0) FROM _all WHERE recorded_at <= ?", [when]
-            ).fetchall()
-        return int(rows[0][0]) if rows else 0
+        # recorded_at never decreases with position: every file before the one that holds
+        # the point is all in, every one after all out; only that one file is read.
+        us = datetime_to_micros(when)
+        limit = 0
+        for segment in snap.segments:
+            if segment.max_recorded_us() > us:
+                return max(limit, segment.last_position_recorded_by(us))
+            limit = segment.last_position
+        for buffer in snap.buffers:
+            rows = visible_rows(buffer, snap)
+            inside = bisect.bisect_right(buffer.recorded, us, 0, rows)
+            if inside < rows:
+                return buffer.first_position + inside - 1 if inside else limit
+            if rows:
+                limit = buffer.first_position + rows - 1
+        return min(limit, snap.visible)
 
     # -- describing -------------------------------------------------------------------
 
