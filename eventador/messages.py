@@ -134,9 +134,11 @@ class State(Message):
         cls = type(self)
         fields = cls.__dict__.get("_eventador_fields")
         if fields is None:
-            fields = frozenset(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+            # Empty when the class has a __post_init__: every copy must then run it.
+            plain = not hasattr(cls, "__post_init__")
+            fields = frozenset(f.name for f in dataclasses.fields(cls)) if plain else frozenset()  # type: ignore[arg-type]
             type.__setattr__(cls, "_eventador_fields", fields)
-        if hasattr(cls, "__post_init__") or not fields.issuperset(changes):
+        if not fields.issuperset(changes) or not fields:
             return dataclasses.replace(self, **changes)  # type: ignore[type-var]
         values = dict(self.__dict__)
         values.update(changes)

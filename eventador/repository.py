@@ -23,11 +23,12 @@ from eventador.codec import make_decoder
 from eventador.errors import ConcurrencyError, InvalidInputError, SerializationError
 from eventador.messages import Command, State
 from eventador.persistence import AggregateRoot, _as_events, _load, _stamp, _usable_snapshot, _warn_unusable
-from eventador.snapshots import SnapshotWarning, decode_snapshot, encode_snapshot
+from eventador.snapshots import SnapshotWarning, encode_snapshot, snapshot_decoder
 from eventador.store import EventStore
 from eventador.store.columns import column_name, exact_columns
-from eventador.store.segments import RECORD_COLUMNS, to_records
-from eventador.store.views import quote
+from eventador.store.records import micros_to_datetime
+from eventador.store.segments import to_events
+from eventador.store.views import literal
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -242,12 +243,10 @@ class Repository(Generic[S]):
         problems: list[str] = []
         snapshot_version = self.aggregate_class.snapshot_version
         long_enough = {sid: head for sid, head in heads if head >= persistence._SNAPSHOT_LOOKUP_MIN}
+        decode_snapshot = snapshot_decoder(state_type, snapshot_version=snapshot_version)
         for stream_id, candidate in store.snapshots.newest(long_enough).items():
             try:
-                starts[stream_id] = (
-                    decode_snapshot(candidate, expected_type=state_type, snapshot_version=snapshot_version),
-                    candidate.version,
-                )
+                starts[stream_id] = (decode_snapshot(candidate), candidate.version)
             except SerializationError:  # rare: look for an older usable one, and say why
                 snapshot, value, found = _usable_snapshot(
                     store.snapshots, stream_id, long_enough[stream_id], state_type, snapshot_version, newest=False
@@ -260,14 +259,14 @@ class Repository(Generic[S]):
         # From _all, with the typed columns of the known classes: events are built from
         # those columns (no CBOR decoding) wherever they hold the values exactly.
         classes = store.registry.classes()
-        present = set(source.sql("SELECT * FROM _all LIMIT 0").columns)
-        typed = [
-            column_name(t, f)
-            for t, cls in classes.items()
-            for f in (exact_columns(cls) or {})
-            if column_name(t, f) in present
-        ]
-        selected = ", ".join(f"a.{quote(c)}" for c in [*RECORD_COLUMNS, *typed])
+        typed = [column_name(t, f) for t, cls in classes.items() for f in (exact_columns(cls) or {})]
+        # COLUMNS(...) takes those of the typed columns that exist (a type may have no events
+        # yet), and stream_type, so that it never comes out empty (DuckDB refuses that).
+        wanted = "[" + ", ".join(literal(c) for c in ["stream_type", *typed]) + "]"
+        selected = (
+            "a.stream_id, a.version, a.event_type, a.payload, epoch_us(coalesce(a.occurred_at, a.recorded_at)), "
+            f"COLUMNS(lambda c: list_contains({wanted}, c))"
+        )
         query = (
             f"SELECT {selected} FROM _all a "
             "LEFT JOIN (SELECT unnest(?::VARCHAR[]) AS sid, unnest(?::BIGINT[]) AS after) s ON a.stream_id = s.sid "
@@ -276,21 +275,21 @@ class Repository(Generic[S]):
         table = source.sql(query, [list(starts), [v for _, v in starts.values()], kind]).arrow()
         if hasattr(table, "read_all"):  # newer DuckDB hands back a RecordBatchReader
             table = table.read_all()
-        records = to_records(table, make_decoder(store.registry), classes)
+        events = to_events(table, make_decoder(store.registry), classes)
+        stream_ids, versions, occurred = (table.column(i).to_pylist() for i in (0, 1, 4))
         finals: dict[str, S] = {sid: value for sid, (value, _) in starts.items()}
+        total = len(events)
         start = 0
-        total = len(records)
         while start < total:
-            stream_id = records[start].stream_id
-            stop = start
-            while stop < total and records[stop].stream_id == stream_id:
+            stream_id = stream_ids[start]
+            stop = start + 1
+            while stop < total and stream_ids[stop] == stream_id:
                 stop += 1
             aggregate = self._new(stream_id)
             first = finals.get(stream_id)
             state = aggregate.initial_state if first is None else first
-            before_last, after = aggregate._fold(state, [records[i].event for i in range(start, stop)])
-            last = records[stop - 1]
-            finals[stream_id] = _stamp(before_last, after, last.version, last.occurred_at)
+            before_last, after = aggregate._fold(state, events[start:stop])
+            finals[stream_id] = _stamp(before_last, after, versions[stop - 1], micros_to_datetime(occurred[stop - 1]))
             start = stop
         names = [f.name for f in dataclasses.fields(state_type)]
         order = [stream_id for stream_id, _ in heads]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -244,33 +245,56 @@ def decode_snapshot(snapshot: Snapshot, *, expected_type: type | None = None, sn
             expected one, its fingerprint does not match the class as defined now, or
             its bytes do not decode. Callers then replay the events instead.
     """
-    where = f"snapshot of {snapshot.stream_id!r} at version {snapshot.version}"
     cls = expected_type if expected_type is not None else _resolve(snapshot.state_type)
     if cls is None:
+        where = f"snapshot of {snapshot.stream_id!r} at version {snapshot.version}"
         raise SerializationError(where, snapshot.state_type, "its state type is not defined in this process")
-    if snapshot.state_type != state_type_name(cls):
-        raise SerializationError(where, snapshot.state_type, f"it holds another type than {state_type_name(cls)}")
+    return snapshot_decoder(cls, snapshot_version=snapshot_version)(snapshot)
+
+
+def snapshot_decoder(cls: type, *, snapshot_version: int = 1) -> Callable[[Snapshot], Any]:
+    """Returns ``decode_snapshot`` for snapshots expected to hold a `cls`, with the
+    per-class work (name, fingerprint, schema) done once: bulk readers decode thousands."""
+    name = state_type_name(cls)
     try:
-        expected = snapshot_fingerprint(cls, snapshot_version=snapshot_version)
+        expected: str | None = snapshot_fingerprint(cls, snapshot_version=snapshot_version)
+        unusable = ""
     except SerializationError as exc:
-        raise SerializationError(where, snapshot.state_type, f"its class cannot be snapshotted: {exc}") from exc
-    if snapshot.fingerprint != expected:
-        raise SerializationError(
-            where, snapshot.fingerprint, f"its fingerprint is not {expected}: the class changed since it was taken"
-        )
-    try:
-        raw = zlib.decompress(snapshot.data) if snapshot.compressed else snapshot.data
-        value = decode_value(raw)
-    except (zlib.error, cbor2.CBORDecodeError, ValueError, TypeError, EOFError, OverflowError) as exc:
-        raise SerializationError(where, snapshot.data[:16], f"its bytes do not decode: {exc}") from exc
-    if not dataclasses.is_dataclass(cls):
-        return _plain(cls, value, where)
-    if not isinstance(value, dict) or set(value) != set(schema_of(cls).names):
-        raise SerializationError(where, type(value).__name__, f"it does not hold the fields of {cls.__qualname__}")
-    try:
-        return _build(schema_of(cls), value)
-    except Exception as exc:  # a converter of the codec refused a value
-        raise SerializationError(where, snapshot.state_type, f"its fields do not decode: {exc}") from exc
+        expected, unusable = None, f"its class cannot be snapshotted: {exc}"
+    schema = schema_of(cls) if dataclasses.is_dataclass(cls) and expected is not None else None
+    names = frozenset(schema.names) if schema is not None else frozenset()
+
+    def decode(snapshot: Snapshot) -> Any:
+        if snapshot.state_type != name:
+            raise SerializationError(_where(snapshot), snapshot.state_type, f"it holds another type than {name}")
+        if expected is None:
+            raise SerializationError(_where(snapshot), snapshot.state_type, unusable)
+        if snapshot.fingerprint != expected:
+            raise SerializationError(
+                _where(snapshot), snapshot.fingerprint,
+                f"its fingerprint is not {expected}: the class changed since it was taken",
+            )
+        try:
+            raw = zlib.decompress(snapshot.data) if snapshot.compressed else snapshot.data
+            value = decode_value(raw)
+        except (zlib.error, cbor2.CBORDecodeError, ValueError, TypeError, EOFError, OverflowError) as exc:
+            raise SerializationError(_where(snapshot), snapshot.data[:16], f"its bytes do not decode: {exc}") from exc
+        if schema is None:
+            return _plain(cls, value, _where(snapshot))
+        if not isinstance(value, dict) or value.keys() != names:
+            raise SerializationError(
+                _where(snapshot), type(value).__name__, f"it does not hold the fields of {cls.__qualname__}"
+            )
+        try:
+            return _build(schema, value)
+        except Exception as exc:  # a converter of the codec refused a value
+            raise SerializationError(_where(snapshot), snapshot.state_type, f"its fields do not decode: {exc}") from exc
+
+    return decode
+
+
+def _where(snapshot: Snapshot) -> str:
+    return f"snapshot of {snapshot.stream_id!r} at version {snapshot.version}"
 
 
 def _plain(cls: type, value: Any, where: str) -> Any:

@@ -28,7 +28,7 @@ from eventador.store.columns import column_name, exact_columns
 from eventador.store.records import RecordedEvent, build_records
 from eventador.store.wal import fsync_directory
 
-__all__ = ["FileSegment", "MemorySegment", "Segment", "sort_for_segment", "write_segment"]
+__all__ = ["FileSegment", "MemorySegment", "Segment", "sort_for_segment", "to_events", "to_records", "write_segment"]
 
 ROW_GROUP_ROWS = 8192  # small enough that one stream is a few KB away, big enough for fast scans
 RECORD_COLUMNS = [
@@ -71,10 +71,23 @@ def to_records(
             gc.enable()
 
 
-def _to_records(
-    table: pa.Table, decode: Callable[[str, bytes], Event], classes: dict[str, type[Event]] | None
-) -> list[RecordedEvent]:
-    types = table.column("event_type").to_pylist()
+def to_events(
+    table: pa.Table, decode: Callable[[str, bytes], Event], classes: dict[str, type[Event]] | None = None
+) -> list[Event]:
+    """The typed event of every row of `table` (which has ``event_type``, and ``payload``
+    unless every type is built from its typed columns), without the envelope."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _events(table, table.column("event_type").to_pylist(), decode, classes)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _events(
+    table: pa.Table, types: list[str], decode: Callable[[str, bytes], Event], classes: dict[str, type[Event]] | None
+) -> list[Event]:
     events: list[Event | None] = [None] * table.num_rows
     if classes:
         _events_from_columns(table, types, classes, events)
@@ -87,6 +100,14 @@ def _to_records(
             payloads = payloads.take(missing)
         for i, payload in zip(missing, payloads.to_pylist(), strict=True):
             events[i] = decode(types[i], payload)
+    return events  # type: ignore[return-value]  # every row has its event now
+
+
+def _to_records(
+    table: pa.Table, decode: Callable[[str, bytes], Event], classes: dict[str, type[Event]] | None
+) -> list[RecordedEvent]:
+    types = table.column("event_type").to_pylist()
+    events = _events(table, types, decode, classes)
     cols: list[list[Any]] = []
     for name in RECORD_COLUMNS:
         if name == "event_type":
