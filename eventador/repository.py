@@ -27,7 +27,7 @@ from eventador.snapshots import SnapshotWarning, encode_snapshot, snapshot_decod
 from eventador.store import EventStore
 from eventador.store.columns import column_name, exact_columns
 from eventador.store.records import micros_to_datetime
-from eventador.store.segments import to_events
+from eventador.store.segments import paused_gc, to_events
 from eventador.store.views import literal
 
 if TYPE_CHECKING:
@@ -244,16 +244,18 @@ class Repository(Generic[S]):
         snapshot_version = self.aggregate_class.snapshot_version
         long_enough = {sid: head for sid, head in heads if head >= persistence._SNAPSHOT_LOOKUP_MIN}
         decode_snapshot = snapshot_decoder(state_type, snapshot_version=snapshot_version)
-        for stream_id, candidate in store.snapshots.newest(long_enough).items():
-            try:
-                starts[stream_id] = (decode_snapshot(candidate), candidate.version)
-            except SerializationError:  # rare: look for an older usable one, and say why
-                snapshot, value, found = _usable_snapshot(
-                    store.snapshots, stream_id, long_enough[stream_id], state_type, snapshot_version, newest=False
-                )
-                problems.extend(found)
-                if snapshot is not None:
-                    starts[stream_id] = (value, snapshot.version)
+        candidates = store.snapshots.newest(long_enough)
+        with paused_gc():
+            for stream_id, candidate in candidates.items():
+                try:
+                    starts[stream_id] = (decode_snapshot(candidate), candidate.version)
+                except SerializationError:  # rare: look for an older usable one, and say why
+                    snapshot, value, found = _usable_snapshot(
+                        store.snapshots, stream_id, long_enough[stream_id], state_type, snapshot_version, newest=False
+                    )
+                    problems.extend(found)
+                    if snapshot is not None:
+                        starts[stream_id] = (value, snapshot.version)
         if problems:
             _warn_unusable(f"{len(problems)} {kind} aggregates", problems)
         # From _all, with the typed columns of the known classes: events are built from
@@ -280,17 +282,19 @@ class Repository(Generic[S]):
         finals: dict[str, S] = {sid: value for sid, (value, _) in starts.items()}
         total = len(events)
         start = 0
-        while start < total:
-            stream_id = stream_ids[start]
-            stop = start + 1
-            while stop < total and stream_ids[stop] == stream_id:
-                stop += 1
-            aggregate = self._new(stream_id)
-            first = finals.get(stream_id)
-            state = aggregate.initial_state if first is None else first
-            before_last, after = aggregate._fold(state, events[start:stop])
-            finals[stream_id] = _stamp(before_last, after, versions[stop - 1], micros_to_datetime(occurred[stop - 1]))
-            start = stop
+        with paused_gc():  # states are values: a fold of 100,000 events makes no cycles
+            while start < total:
+                stream_id = stream_ids[start]
+                stop = start + 1
+                while stop < total and stream_ids[stop] == stream_id:
+                    stop += 1
+                aggregate = self._new(stream_id)
+                first = finals.get(stream_id)
+                state = aggregate.initial_state if first is None else first
+                before_last, after = aggregate._fold(state, events[start:stop])
+                when = micros_to_datetime(occurred[stop - 1])
+                finals[stream_id] = _stamp(before_last, after, versions[stop - 1], when)
+                start = stop
         names = [f.name for f in dataclasses.fields(state_type)]
         order = [stream_id for stream_id, _ in heads]
         frame = pd.DataFrame(

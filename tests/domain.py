@@ -54,3 +54,41 @@ def deposited(amount: str | int = "10.00", account_id: str = "acc-1", *, note: s
 
 def withdrawn(amount: str | int = "1.00", account_id: str = "acc-1") -> Withdrawn:
     return Withdrawn(account_id=account_id, amount=Decimal(amount), at=T0, reasons=["atm"])
+
+
+def ledger_projection_sql(last: str, source: str, sql_type: str) -> tuple[str, str]:
+    """setup_sql and apply_sql of a test ledger read model over these events: per account the
+    balance, counts per type, and column `last` (of `sql_type`): the greatest `source` seen."""
+    setup = f"""
+        CREATE TABLE ledger (
+            account_id VARCHAR PRIMARY KEY,
+            balance DECIMAL(38, 12) NOT NULL,
+            deposits BIGINT NOT NULL,
+            withdrawals BIGINT NOT NULL,
+            opened BIGINT NOT NULL,
+            {last} {sql_type} NOT NULL
+        )
+    """
+    apply = f"""
+        INSERT INTO ledger
+        SELECT
+            account_id,
+            sum(CASE kind WHEN 'd' THEN amount WHEN 'w' THEN -amount ELSE 0 END),
+            count(*) FILTER (WHERE kind = 'd'),
+            count(*) FILTER (WHERE kind = 'w'),
+            count(*) FILTER (WHERE kind = 'o'),
+            max({source})
+        FROM (
+            SELECT account_id, amount, 'd' AS kind, {source} FROM new_test_Deposited
+            UNION ALL SELECT account_id, amount, 'w', {source} FROM new_test_Withdrawn
+            UNION ALL SELECT account_id, 0, 'o', {source} FROM new_test_Opened
+        )
+        GROUP BY account_id
+        ON CONFLICT (account_id) DO UPDATE SET
+            balance = balance + excluded.balance,
+            deposits = deposits + excluded.deposits,
+            withdrawals = withdrawals + excluded.withdrawals,
+            opened = opened + excluded.opened,
+            {last} = greatest({last}, excluded.{last})
+    """
+    return setup, apply

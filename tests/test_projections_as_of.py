@@ -30,45 +30,14 @@ from eventador.projections import (
     list_projections,
 )
 from eventador.testing import DirectoryStoreFactory, StoreFactory
-from tests.domain import Deposited, deposited, opened, withdrawn
+from tests.domain import Deposited, deposited, ledger_projection_sql, opened, withdrawn
 
 START = datetime(2026, 3, 1, 9, tzinfo=UTC)
 ACCOUNTS = ("acc-a", "acc-b", "acc-c")
 
 # Per account: balance, counts per type, and the newest occurred_at (an order-aware column
 # that does not depend on positions, which differ in the oracle's store).
-SETUP = """
-    CREATE TABLE ledger (
-        account_id VARCHAR PRIMARY KEY,
-        balance DECIMAL(38, 12) NOT NULL,
-        deposits BIGINT NOT NULL,
-        withdrawals BIGINT NOT NULL,
-        opened BIGINT NOT NULL,
-        last_occurred TIMESTAMPTZ NOT NULL
-    )
-"""
-APPLY = """
-    INSERT INTO ledger
-    SELECT
-        account_id,
-        sum(CASE kind WHEN 'd' THEN amount WHEN 'w' THEN -amount ELSE 0 END),
-        count(*) FILTER (WHERE kind = 'd'),
-        count(*) FILTER (WHERE kind = 'w'),
-        count(*) FILTER (WHERE kind = 'o'),
-        max(occurred_at)
-    FROM (
-        SELECT account_id, amount, 'd' AS kind, occurred_at FROM new_test_Deposited
-        UNION ALL SELECT account_id, amount, 'w', occurred_at FROM new_test_Withdrawn
-        UNION ALL SELECT account_id, 0, 'o', occurred_at FROM new_test_Opened
-    )
-    GROUP BY account_id
-    ON CONFLICT (account_id) DO UPDATE SET
-        balance = balance + excluded.balance,
-        deposits = deposits + excluded.deposits,
-        withdrawals = withdrawals + excluded.withdrawals,
-        opened = opened + excluded.opened,
-        last_occurred = greatest(last_occurred, excluded.last_occurred)
-"""
+SETUP, APPLY = ledger_projection_sql("last_occurred", "occurred_at", "TIMESTAMPTZ")
 
 Rows = dict[str, tuple[Any, ...]]
 

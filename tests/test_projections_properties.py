@@ -12,43 +12,12 @@ from hypothesis import strategies as st
 
 import eventador as ev
 from eventador.projections import Projection, ProjectionRunner, SqlProjection
-from tests.domain import Deposited, Opened, Withdrawn, deposited, opened, withdrawn
+from tests.domain import Deposited, Opened, Withdrawn, deposited, ledger_projection_sql, opened, withdrawn
 
 ACCOUNTS = ("acc-a", "acc-b", "acc-c", "acc-d")
 
 # Per account: balance, deposits, withdrawals, opened; and the last note seen (order matters).
-SETUP = """
-    CREATE TABLE ledger (
-        account_id VARCHAR PRIMARY KEY,
-        balance DECIMAL(38, 12) NOT NULL,
-        deposits BIGINT NOT NULL,
-        withdrawals BIGINT NOT NULL,
-        opened BIGINT NOT NULL,
-        last_position BIGINT NOT NULL
-    )
-"""
-APPLY = """
-    INSERT INTO ledger
-    SELECT
-        account_id,
-        sum(CASE kind WHEN 'd' THEN amount WHEN 'w' THEN -amount ELSE 0 END),
-        count(*) FILTER (WHERE kind = 'd'),
-        count(*) FILTER (WHERE kind = 'w'),
-        count(*) FILTER (WHERE kind = 'o'),
-        max(position)
-    FROM (
-        SELECT account_id, amount, 'd' AS kind, position FROM new_test_Deposited
-        UNION ALL SELECT account_id, amount, 'w', position FROM new_test_Withdrawn
-        UNION ALL SELECT account_id, 0, 'o', position FROM new_test_Opened
-    )
-    GROUP BY account_id
-    ON CONFLICT (account_id) DO UPDATE SET
-        balance = balance + excluded.balance,
-        deposits = deposits + excluded.deposits,
-        withdrawals = withdrawals + excluded.withdrawals,
-        opened = opened + excluded.opened,
-        last_position = greatest(last_position, excluded.last_position)
-"""
+SETUP, APPLY = ledger_projection_sql("last_position", "position", "BIGINT")
 
 Row = tuple[Decimal, int, int, int, int]
 

@@ -9,12 +9,13 @@ atomically: a temporary name, fsync, rename, fsync of the directory.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import gc
 import itertools
 import os
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,19 @@ class NeedPayload(Exception):
     """Some rows could not be built from typed columns and the payload was not read."""
 
 
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused while bulk reads build objects that hold no
+    cycles: collections triggered by allocating them would cost a third of the time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def to_records(
     table: pa.Table, decode: Callable[[str, bytes], Event], classes: dict[str, type[Event]] | None = None
 ) -> list[RecordedEvent]:
@@ -62,13 +76,8 @@ def to_records(
     The cyclic garbage collector is paused meanwhile: the new objects hold no
     cycles, and collections triggered by allocating them cost a third of the time.
     """
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_gc():
         return _to_records(table, decode, classes)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def to_events(
@@ -76,13 +85,8 @@ def to_events(
 ) -> list[Event]:
     """The typed event of every row of `table` (which has ``event_type``, and ``payload``
     unless every type is built from its typed columns), without the envelope."""
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_gc():
         return _events(table, table.column("event_type").to_pylist(), decode, classes)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _events(
@@ -338,6 +342,30 @@ class FileSegment(Segment):
     @property
     def size(self) -> int:
         return os.path.getsize(self.path)
+
+    def last_position_recorded_by(self, us: int) -> int:
+        """As ``Segment``'s, reading only the row groups whose recorded_at statistics
+        straddle `us` (a row group all before it answers from its position statistics)."""
+        meta = self._file.metadata
+        schema = self._file.schema_arrow
+        recorded, position = schema.get_field_index("recorded_at"), schema.get_field_index("position")
+        best = 0
+        straddling: list[int] = []
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            times, positions = group.column(recorded).statistics, group.column(position).statistics
+            if times is None or positions is None or not (times.has_min_max and positions.has_min_max):
+                straddling.append(g)
+            elif times.max_raw <= us:
+                best = max(best, int(positions.max_raw))
+            elif times.min_raw <= us:
+                straddling.append(g)
+        if straddling:
+            table = self._read(straddling, ["position", "recorded_at"])
+            kept = pc.less_equal(table.column("recorded_at").cast(pa.int64()), us)
+            value = pc.max(table.column("position").filter(kept)).as_py()
+            best = max(best, int(value) if value is not None else 0)
+        return best
 
     def schema(self) -> pa.Schema:
         return self._file.schema_arrow
