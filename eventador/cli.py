@@ -7,6 +7,7 @@ line and exit 1; usage errors exit 2.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -166,6 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`eventador info DIR | head`): nothing more to say to it.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import eventador as ev
 from eventador.cli import build_parser, main
+from tests.import_crash_child import log
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
@@ -75,3 +79,19 @@ def test_import_writes_one_stream_per_case(tmp_path: Path, capsys: pytest.Captur
     assert capsys.readouterr().out.splitlines() == ["n", "100"]
     assert main(["import", str(tmp_path / "fines2"), str(tmp_path / "missing.csv")]) == 1
     assert "missing.csv" in capsys.readouterr().err
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    with ev.open_store(tmp_path / "big") as store:  # output well past a pipe's 64 KB buffer
+        store.import_dataframe(log(5_000), stream_id="case", event_type="activity", occurred_at="at")
+    code = "import sys; from eventador.cli import main; sys.exit(main(sys.argv[1:]))"
+    with subprocess.Popen(
+        [sys.executable, "-c", code, "sql", str(tmp_path / "big"), "SELECT * FROM events", "--format", "table"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as child:
+        assert child.stdout is not None and child.stderr is not None
+        child.stdout.readline()
+        child.stdout.close()  # like `| head -1`
+        errors = child.stderr.read().decode()
+        assert child.wait(timeout=60) == 0, errors
+    assert "Traceback" not in errors
