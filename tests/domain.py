@@ -10,8 +10,12 @@ import enum
 from dataclasses import field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import eventador as ev
+
+if TYPE_CHECKING:
+    from hypothesis.strategies import SearchStrategy
 
 
 class AccountKind(enum.Enum):
@@ -92,3 +96,15 @@ def ledger_projection_sql(last: str, source: str, sql_type: str) -> tuple[str, s
             {last} = greatest({last}, excluded.{last})
     """
     return setup, apply
+
+
+def account_events(account: str, *, max_amount: str = "1000") -> SearchStrategy[ev.Event]:
+    """Hypothesis: one Opened, Deposited or Withdrawn of `account` (amounts with cents)."""
+    from hypothesis import strategies as st
+
+    amounts = st.decimals(min_value=Decimal("0.01"), max_value=Decimal(max_amount), places=2)
+    return st.one_of(
+        st.just(opened(account)),
+        amounts.map(lambda m: deposited(str(m), account)),
+        amounts.map(lambda m: withdrawn(str(m), account)),
+    )

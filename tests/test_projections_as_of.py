@@ -30,7 +30,7 @@ from eventador.projections import (
     list_projections,
 )
 from eventador.testing import DirectoryStoreFactory, StoreFactory
-from tests.domain import Deposited, deposited, ledger_projection_sql, opened, withdrawn
+from tests.domain import Deposited, account_events, deposited, ledger_projection_sql, opened, withdrawn
 
 START = datetime(2026, 3, 1, 9, tzinfo=UTC)
 ACCOUNTS = ("acc-a", "acc-b", "acc-c")
@@ -95,21 +95,13 @@ def fill(store: ev.EventStore, rounds: int = 4, *, occurred: datetime | None = N
 
 # -- the property ------------------------------------------------------------------------------
 
-amounts = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("1000"), places=2)
-
-
-def events_of(account: str) -> st.SearchStrategy[ev.Event]:
-    return st.one_of(
-        st.just(opened(account)),
-        amounts.map(lambda m: deposited(str(m), account)),
-        amounts.map(lambda m: withdrawn(str(m), account)),
-    )
-
 
 # One append: a few events of one account, and when they occurred (minutes from START; None:
 # when recorded). Occurred times are out of order on purpose.
 an_append = st.tuples(
-    st.sampled_from(ACCOUNTS).flatmap(lambda a: st.tuples(st.just(a), st.lists(events_of(a), min_size=1, max_size=4))),
+    st.sampled_from(ACCOUNTS).flatmap(
+        lambda a: st.tuples(st.just(a), st.lists(account_events(a), min_size=1, max_size=4))
+    ),
     st.one_of(st.none(), st.integers(min_value=-30, max_value=90)),
 )
 

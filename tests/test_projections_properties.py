@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 
 import eventador as ev
 from eventador.projections import Projection, ProjectionRunner, SqlProjection
-from tests.domain import Deposited, Opened, Withdrawn, deposited, ledger_projection_sql, opened, withdrawn
+from tests.domain import (
+    Deposited,
+    Opened,
+    Withdrawn,
+    account_events,
+    deposited,
+    ledger_projection_sql,
+    opened,
+    withdrawn,
+)
 
 ACCOUNTS = ("acc-a", "acc-b", "acc-c", "acc-d")
 
@@ -46,20 +55,10 @@ def ledger(store: ev.EventStore) -> dict[str, Row]:
     return {a: (Decimal(b), int(d), int(w), int(o), int(p)) for a, b, d, w, o, p in rows}
 
 
-amounts = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("100000"), places=2)
-
-
-def events_of(account: str) -> st.SearchStrategy[ev.Event]:
-    return st.one_of(
-        st.just(opened(account)),
-        amounts.map(lambda m: deposited(str(m), account)),
-        amounts.map(lambda m: withdrawn(str(m), account)),
-    )
-
 
 # One append: a few events of one account's stream.
 an_append = st.sampled_from(ACCOUNTS).flatmap(
-    lambda a: st.tuples(st.just(a), st.lists(events_of(a), min_size=1, max_size=6))
+    lambda a: st.tuples(st.just(a), st.lists(account_events(a, max_amount="100000"), min_size=1, max_size=6))
 )
 
 
