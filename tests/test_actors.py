@@ -37,19 +37,16 @@ from eventador.errors import (
     AskTimeoutError,
     InvalidInputError,
 )
+from tests.aio import run as run_bounded
 
 T = TypeVar("T")
 
 DEADLINE = 5.0
 
 
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Runs `coro` under asyncio.run with a deadline, so a hang is a failure."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, DEADLINE)
-
-    return asyncio.run(bounded())
+    return run_bounded(coro, deadline=DEADLINE)
 
 
 class Boom(Exception):

@@ -11,7 +11,6 @@ import pickle
 import subprocess
 import sys
 import threading
-from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -37,19 +36,13 @@ from tests.aggregate_domain import (
     Status,
     WithdrawMoneyCommand,
 )
+from tests.aio import run
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Runs `coro` under asyncio.run with a deadline, so a hang is a failure."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, 20.0)
-
-    return asyncio.run(bounded())
 
 
 def inc(value: int, pid: str = "counter-1") -> IncrementCommand:

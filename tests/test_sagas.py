@@ -28,6 +28,7 @@ from eventador.sagas import (
     SagaTimeout,
     list_sagas,
 )
+from tests.aio import run as run_bounded
 from tests.saga_domain import (
     ChargePayment,
     CreateOrder,
@@ -40,13 +41,9 @@ from tests.saga_domain import (
 T = TypeVar("T")
 
 
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Runs `coro` with a deadline, so a hang fails the test instead of stalling it."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, 60)
-
-    return asyncio.run(bounded())
+    return run_bounded(coro, deadline=60)
 
 
 class World:

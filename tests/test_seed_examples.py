@@ -3,7 +3,6 @@ after a restart, create_snapshot) and the BankAccountAggregate, standalone and s
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -21,17 +20,14 @@ from tests.aggregate_domain import (
     MoneyDepositedEvent,
     OpenAccountCommand,
 )
+from tests.aio import run as run_bounded
 
 T = TypeVar("T")
 
 
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Runs `coro` under asyncio.run with a deadline, so a hang is a failure."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, 10.0)
-
-    return asyncio.run(bounded())
+    return run_bounded(coro, deadline=10.0)
 
 
 def test_counter_increments_by_5_and_3_to_8() -> None:
