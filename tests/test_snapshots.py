@@ -5,10 +5,8 @@ a replay, never a crash or a wrong state."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -40,16 +38,12 @@ from tests.aggregate_domain import (
     Post,
     Status,
 )
+from tests.aio import run
 
 T = TypeVar("T")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, 20.0)
-
-    return asyncio.run(bounded())
 
 
 def ledger_state(**changes: Any) -> LedgerState:
@@ -219,6 +213,9 @@ def test_a_corrupt_newest_snapshot_warns_and_recovery_uses_an_older_one_or_repla
         with pytest.warns(SnapshotWarning, match="replaying its events instead"):
             await recovered.start()
         assert recovered.state == ledger.state
+        with pytest.warns(SnapshotWarning):  # the bulk path falls back the same way
+            fleet = Repository(store, Ledger).states()
+        assert (fleet.loc["l-1", "balance"], fleet.loc["l-1", "version"]) == (ledger.state.balance, 38)
         # Both snapshots bad: a full replay, still right.
         older = store.snapshots.list("l-1")[0]
         store.snapshots.save(bad(older, **CORRUPTIONS[kind]))
@@ -228,6 +225,9 @@ def test_a_corrupt_newest_snapshot_warns_and_recovery_uses_an_older_one_or_repla
         assert again.state == ledger.state
         with pytest.warns(SnapshotWarning):
             assert Repository(store, Ledger).get("l-1") == ledger.state
+        with pytest.warns(SnapshotWarning):
+            fleet = Repository(store, Ledger).states()
+        assert (fleet.loc["l-1", "balance"], fleet.loc["l-1", "version"]) == (ledger.state.balance, 38)
 
     run(main())
 
