@@ -9,6 +9,7 @@ columns come from the payload columns (``columns.data_columns``).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ class NewStreams:
     def __len__(self) -> int:
         return len(self.stream_ids)
 
+    @functools.cached_property
     def versions(self) -> np.ndarray:
         """1, 2, ... within each run of one stream id."""
         n = len(self.stream_ids)
@@ -54,7 +56,7 @@ class NewStreams:
 
     def stream_heads(self) -> dict[str, int]:
         """Each stream's version after the write."""
-        return dict(zip(self.stream_ids, self.versions().tolist(), strict=True))
+        return dict(zip(self.stream_ids, self.versions.tolist(), strict=True))
 
     def table(
         self, first_position: int, recorded_us: int, classes: dict[str, type[Event]],
@@ -66,7 +68,7 @@ class NewStreams:
         arrays: list[pa.Array] = [
             pa.array(np.arange(first_position, first_position + n, dtype=np.int64)),
             pa.array(self.stream_ids, pa.string()),
-            pa.array(self.versions()),
+            pa.array(self.versions),
             pa.array(self.event_types, pa.string()),
             random_event_ids(n),
             pa.array(np.full(n, recorded_us, dtype=np.int64)).cast(timestamp),

@@ -201,7 +201,7 @@ class Segment:
         typed: list[str] = []
         need_payload = not classes
         present = self.event_types() if classes else []
-        wanted = present if types is None else [t for t in present if t in set(types)]
+        wanted = present if types is None else sorted(set(present).intersection(types))
         for event_type in wanted:
             cls = classes.get(event_type) if classes else None
             plan = exact_columns(cls) if cls is not None else None
