@@ -140,10 +140,10 @@ class State(Message):
             type.__setattr__(cls, "_eventador_fields", fields)
         if not fields.issuperset(changes) or not fields:
             return dataclasses.replace(self, **changes)  # type: ignore[type-var]
-        values = dict(self.__dict__)
-        values.update(changes)
         copy = object.__new__(cls)
-        object.__setattr__(copy, "__dict__", values)
+        values = copy.__dict__  # filled in place: assigning __dict__ costs as much again
+        values.update(self.__dict__)
+        values.update(changes)
         return copy
 
 

@@ -28,12 +28,15 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
+from eventador._group_append import append_in_group
 from eventador._offload import run_blocking
 from eventador.actors import Actor
 from eventador.errors import InvalidInputError, SerializationError
 from eventador.messages import Command, Event, State
 from eventador.snapshots import SnapshotConfig, SnapshotWarning, decode_snapshot, encode_snapshot
-from eventador.store import EventStore, RecordedEvent
+from eventador.store import EventStore
+from eventador.store.reads import Replay
+from eventador.store.records import micros_to_datetime
 from eventador.store.snapshots import Snapshot, SnapshotStore
 
 __all__ = ["AggregateRoot", "PersistentActor"]
@@ -44,6 +47,7 @@ T = TypeVar("T")
 # Below this many events, replaying is cheaper than looking a snapshot up (a query).
 _SNAPSHOT_LOOKUP_MIN = 32
 _DEFAULT_CONFIG = SnapshotConfig()
+_NOTHING = Replay([], 0, 0)
 
 
 def _on_disk(store: EventStore) -> bool:
@@ -85,7 +89,7 @@ def _as_events(produced: Any, where: str) -> list[Event]:
 class _Loaded:
     snapshot: Snapshot | None
     state: Any
-    records: list[RecordedEvent]
+    replay: Replay
     problems: list[str]
 
 
@@ -127,7 +131,7 @@ def _load(
 ) -> _Loaded:
     head = store.stream_version(stream_id)
     if head == 0:
-        return _Loaded(None, None, [], [])
+        return _Loaded(None, None, _NOTHING, [])
     snapshot: Snapshot | None = None
     state: Any = None
     problems: list[str] = []
@@ -135,8 +139,8 @@ def _load(
         snapshot, state, problems = _usable_snapshot(
             store.snapshots, stream_id, head, expected_type, snapshot_version, newest=True
         )
-    records = store.read_stream(stream_id, from_version=snapshot.version + 1 if snapshot is not None else 1)
-    return _Loaded(snapshot, state, records, problems)
+    replay = store.replay(stream_id, from_version=snapshot.version + 1 if snapshot is not None else 1)
+    return _Loaded(snapshot, state, replay, problems)
 
 
 def _warn_unusable(stream_id: str, problems: list[str], stacklevel: int = 3) -> None:
@@ -416,7 +420,7 @@ class PersistentActor(Actor):
         store = self.event_store
         pid = self.persistence_id
         if store.stream_version(pid) == 0:
-            loaded = _Loaded(None, None, [], [])
+            loaded = _Loaded(None, None, _NOTHING, [])
         else:
             load = functools.partial(
                 _load,
@@ -433,7 +437,7 @@ class PersistentActor(Actor):
             await _settle(self.on_snapshot(loaded.state, snapshot.version))
             self._sequence_number = snapshot.version
             self._last_snapshot_at = snapshot.taken_at
-        await self._replay(loaded.records)
+        await self._replay_events(loaded.replay)
         self._since_snapshot = self._sequence_number - (snapshot.version if snapshot is not None else 0)
         config = self.snapshot_config
         if snapshot is None and config is not None and config.uses_time:
@@ -446,17 +450,17 @@ class PersistentActor(Actor):
         store = self.event_store
         read = functools.partial(store.read_stream, self.persistence_id, from_version=self._sequence_number + 1)
         records = await _off_loop(store, _on_disk(store), read)
-        await self._replay(records)
+        await self._replay_events(Replay.of(records))
         self._since_snapshot += len(records)
         self._stale = False
 
-    async def _replay(self, records: Sequence[RecordedEvent]) -> None:
+    async def _replay_events(self, replay: Replay) -> None:
         handler = self.event_handler
-        for recorded in records:
-            result = handler(recorded.event)
+        for version, event in enumerate(replay.events, replay.first_version):
+            result = handler(event)
             if result is not None:
                 await _settle(result)
-            self._sequence_number = recorded.version
+            self._sequence_number = version
 
     async def _append(
         self, batch: list[Event], *, metadata: dict[str, Any] | None, occurred_at: datetime | None
@@ -464,16 +468,13 @@ class PersistentActor(Actor):
         store = self.event_store
         try:
             if _appends_block(store):
-                call = functools.partial(
-                    store.append,
-                    self.persistence_id,
-                    batch,
-                    expected_version=self._sequence_number,
-                    metadata=metadata,
-                    occurred_at=occurred_at,
-                    stream_type=type(self).aggregate_type,
+                # Checked and encoded here (a bad event fails now, writing nothing); written
+                # with the other actors' appends of this loop, under one fsync.
+                prepared = store._prepare(
+                    self.persistence_id, batch, self._sequence_number, metadata, occurred_at,
+                    type(self).aggregate_type,
                 )
-                return await run_blocking(store, call)
+                return await append_in_group(store, prepared)
             return store.append(
                 self.persistence_id,
                 batch,
@@ -672,13 +673,12 @@ class AggregateRoot(PersistentActor, Generic[S]):
             raise InvalidInputError(f"{type(self).__name__}.apply_event returned {state!r}, not an ev.State")
         return before_last, state
 
-    async def _replay(self, records: Sequence[RecordedEvent]) -> None:
-        if not records:
+    async def _replay_events(self, replay: Replay) -> None:
+        if not replay.events:
             return
-        before_last, after = self._fold(self.state, [r.event for r in records])
-        last = records[-1]
-        self._state = _stamp(before_last, after, last.version, last.occurred_at)
-        self._sequence_number = last.version
+        before_last, after = self._fold(self.state, replay.events)
+        self._state = _stamp(before_last, after, replay.last_version, micros_to_datetime(replay.last_occurred_us))
+        self._sequence_number = replay.last_version
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.persistence_id!r}, version={self._sequence_number}, state={self.state!r})"

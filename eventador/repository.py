@@ -362,10 +362,11 @@ class Repository(Generic[S]):
         if loaded.snapshot is not None:
             state, version, last_snapshot_at = loaded.state, loaded.snapshot.version, loaded.snapshot.taken_at
         base = version
-        if loaded.records:
-            before_last, after = aggregate._fold(state, [r.event for r in loaded.records])
-            last = loaded.records[-1]
-            state, version = _stamp(before_last, after, last.version, last.occurred_at), last.version
+        replay = loaded.replay
+        if replay.events:
+            before_last, after = aggregate._fold(state, replay.events)
+            occurred = micros_to_datetime(replay.last_occurred_us)
+            state, version = _stamp(before_last, after, replay.last_version, occurred), replay.last_version
         config = aggregate.snapshot_config
         if last_snapshot_at is None and config is not None and config.uses_time:
             last_snapshot_at = self.store.clock.now()

@@ -37,6 +37,7 @@ from tests.aggregate_domain import (
     WithdrawMoneyCommand,
 )
 from tests.aio import run
+from tests.spy import ReadSpy
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,19 +62,6 @@ class RecordingSleep:
 
     async def __call__(self, delay: float) -> None:
         self.delays.append(delay)
-
-
-class ReadSpy:
-    """Wraps store.read_stream and records (stream_id, from_version) of each call."""
-
-    def __init__(self, store: ev.EventStore) -> None:
-        self.calls: list[tuple[str, int]] = []
-        self._read = store.read_stream
-        store.read_stream = self  # type: ignore[method-assign]
-
-    def __call__(self, stream_id: str, *, from_version: int = 1, to_version: int | None = None) -> Any:
-        self.calls.append((stream_id, from_version))
-        return self._read(stream_id, from_version=from_version, to_version=to_version)
 
 
 # -- recovery ---------------------------------------------------------------------------------
@@ -174,7 +162,7 @@ def test_a_failed_recovery_is_retried_by_the_next_start() -> None:
     async def main() -> None:
         store = ev.open_store()
         store.append("counter-1", CounterIncrementedEvent(aggregate_id="counter-1", value=2))
-        read = store.read_stream
+        read = store.replay
         failures = [ev.StoreError("disk went away")]
 
         def flaky(stream_id: str, **kwargs: Any) -> Any:
@@ -182,7 +170,7 @@ def test_a_failed_recovery_is_retried_by_the_next_start() -> None:
                 raise failures.pop()
             return read(stream_id, **kwargs)
 
-        store.read_stream = flaky  # type: ignore[method-assign]
+        store.replay = flaky  # type: ignore[method-assign]
         counter = CounterActor(persistence_id="counter-1", event_store=store)
         with pytest.raises(ev.StoreError):
             await counter.start()
@@ -196,14 +184,14 @@ def test_messages_sent_during_recovery_wait_and_are_handled_after_it_in_order(tm
     store = ev.open_store(tmp_path / "store")  # on disk: recovery reads run in the store's threads
     store.append("counter-1", [CounterIncrementedEvent(aggregate_id="counter-1", value=10)] * 40)
     entered, gate = threading.Event(), threading.Event()
-    read = store.read_stream
+    read = store.replay
 
     def slow_read(stream_id: str, **kwargs: Any) -> Any:
         entered.set()
         assert gate.wait(10), "the test never opened the gate"
         return read(stream_id, **kwargs)
 
-    store.read_stream = slow_read  # type: ignore[method-assign]
+    store.replay = slow_read  # type: ignore[method-assign]
 
     async def main() -> None:
         async with ev.ActorSystem() as system:
@@ -223,7 +211,7 @@ def test_messages_sent_during_recovery_wait_and_are_handled_after_it_in_order(tm
 
     try:
         run(main())
-        values = [r.event.value for r in read("counter-1")]  # type: ignore[attr-defined]
+        values = [e.value for e in read("counter-1").events]  # type: ignore[attr-defined]
         assert values == [10] * 40 + [1, 2, 3, 4, 5]
     finally:
         gate.set()

@@ -29,21 +29,9 @@ from tests.aggregate_domain import (
     Status,
     WithdrawMoneyCommand,
 )
+from tests.spy import ReadSpy
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-class ReadSpy:
-    """Wraps store.read_stream and records (stream_id, from_version) of each call."""
-
-    def __init__(self, store: ev.EventStore) -> None:
-        self.calls: list[tuple[str, int]] = []
-        self._read = store.read_stream
-        store.read_stream = self  # type: ignore[method-assign]
-
-    def __call__(self, stream_id: str, *, from_version: int = 1, to_version: int | None = None) -> Any:
-        self.calls.append((stream_id, from_version))
-        return self._read(stream_id, from_version=from_version, to_version=to_version)
 
 
 def post(amount: int | str, memo: str = "") -> Post:

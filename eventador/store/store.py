@@ -34,6 +34,7 @@ import pyarrow as pa
 from eventador.clock import Clock, SystemClock
 from eventador.codec import make_decoder
 from eventador.errors import (
+    ConcurrencyError,
     CorruptionError,
     InvalidInputError,
     ReadOnlyError,
@@ -367,22 +368,38 @@ class EventStore(Reader):
         return prepare_append(stream_id, events, expected_version, metadata, occurred_at, stream_type)
 
     def _commit(self, appends: list[PreparedAppend]) -> list[int]:
+        """All of `appends` or, on any conflict, none: one lock, one fsync."""
+        return self._commit_some(appends, each=False)  # type: ignore[return-value]  # no errors when not each
+
+    def _commit_each(self, appends: list[PreparedAppend]) -> list[int | ConcurrencyError]:
+        """Each of `appends` on its own (a conflict fails only its own), in order, under one
+        lock and one fsync: the group commit of appends gathered from many actors."""
+        return self._commit_some(appends, each=True)
+
+    def _commit_some(self, appends: list[PreparedAppend], *, each: bool) -> list[int | ConcurrencyError]:
         now = datetime_to_micros(self.clock.now())
         lsn = 0
-        versions: list[int] = []
+        versions: list[int | ConcurrencyError] = []
         with self._lock:
             self._check_writable()
             heads = self._heads
-            pending: dict[str, int] = {}
-            for a in appends:  # every check before the first write
-                current = pending.get(a.stream_id, heads.get(a.stream_id, 0))
-                verify_expected(a.stream_id, a.expected, current)
-                pending[a.stream_id] = current + len(a.events)
+            if not each:
+                pending: dict[str, int] = {}
+                for a in appends:  # every check before the first write
+                    current = pending.get(a.stream_id, heads.get(a.stream_id, 0))
+                    verify_expected(a.stream_id, a.expected, current)
+                    pending[a.stream_id] = current + len(a.events)
             recorded = max(now, self._last_recorded_us)  # recorded_at never goes back
             buffer = self._buffer
             last = 0
             for a in appends:
                 current = heads.get(a.stream_id, 0)
+                if each:
+                    try:
+                        verify_expected(a.stream_id, a.expected, current)
+                    except ConcurrencyError as conflict:
+                        versions.append(conflict)
+                        continue
                 if not a.events:
                     versions.append(current)
                     continue

@@ -149,6 +149,7 @@ class WriteAheadLog:
         self._queued = 0  # log sequence number (bytes) of the last queued frame
         self._written = 0
         self._synced = 0
+        self.syncs = 0  # fdatasync calls made: how well appends share them
         self._failed: BaseException | None = None
         self._segment_no = first_segment
         self._capacity = _FIRST_SEGMENT_BYTES
@@ -274,6 +275,7 @@ class WriteAheadLog:
                         self._write(b"".join(queue))
                     target, fd = self._written, self._fd
                 os.fdatasync(fd)
+                self.syncs += 1
         except (OSError, StoreError) as exc:
             self._failed = exc
             raise StoreError(f"the write-ahead log failed: {exc}; reopen the store") from exc
@@ -349,6 +351,7 @@ class WriteAheadLog:
             except OSError as exc:
                 self._failed = exc
                 return
+            self.syncs += 1
             self._synced = self._written
 
     def _sync_periodically(self) -> None:

@@ -1,0 +1,83 @@
+"""Stream reads: the lean replay read, and the cache of decoded row groups."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import eventador as ev
+from eventador.store.cache import column_cache, set_cache_size
+from tests.domain import T0, deposited, opened, withdrawn
+
+
+def fill(store: ev.EventStore, stream: str, n: int) -> None:
+    """`n` events of mixed types in appends of one to three, other streams in between."""
+    store.append(stream, opened(stream), occurred_at=T0)
+    k = 1
+    while k < n:
+        batch = [deposited(str(k), stream), withdrawn("1", stream), deposited("2", stream, note="x")][: min(3, n - k)]
+        store.append(stream, batch, occurred_at=T0 + timedelta(seconds=k))
+        store.append(f"other-{k}", deposited(str(k), f"other-{k}"))
+        k += len(batch)
+
+
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_replay_gives_the_events_read_stream_gives_from_any_version(tmp_path: Path, where: str) -> None:
+    path = None if where == "memory" else tmp_path / "store"
+    with ev.open_store(path, flush_every=7) as store:  # the stream spans many files and the hot tier
+        fill(store, "acc-1", 40)
+        store.append("acc-1", deposited("5", "acc-1"))  # no occurred_at: its recorded time stands in
+        for start in (1, 2, 17, 41, 42):
+            records = store.read_stream("acc-1", from_version=start)
+            replay = store.replay("acc-1", from_version=start)
+            assert replay.events == [r.event for r in records]
+            assert replay.last_version == (records[-1].version if records else 0)
+            if records:
+                assert replay.first_version == start
+                assert ev.store.records.micros_to_datetime(replay.last_occurred_us) == records[-1].occurred_at
+
+
+def test_replay_of_a_past_view_keeps_to_its_point(tmp_path: Path) -> None:
+    with ev.open_store(tmp_path / "store", flush_every=5) as store:
+        fill(store, "acc-1", 12)
+        past = store.as_of(T0 + timedelta(seconds=4), by="occurred_at")
+        replay = past.replay("acc-1")
+        assert replay.events == [r.event for r in past.read_stream("acc-1")]
+        assert replay.last_version == 7  # appends at T0, T0+1s (3 events), T0+4s (3 events)
+
+
+def test_a_second_read_of_a_stream_decodes_nothing_and_a_compacted_store_reads_right(tmp_path: Path) -> None:
+    with ev.open_store(tmp_path / "store") as store:
+        fill(store, "acc-1", 20)
+        store.flush()
+        store.append("acc-1", deposited("3", "acc-1"))
+        store.flush()
+        assert store.info()["files"] == 2
+        expected = store.read_stream("acc-1")
+        misses = column_cache.misses
+        assert store.read_stream("acc-1") == expected
+        assert column_cache.misses == misses  # every column chunk came from the cache
+        assert store.compact(min_files=2) == 1
+        assert store.read_stream("acc-1") == expected
+        assert column_cache.misses > misses  # the merged file is new: its chunks were decoded
+
+
+def test_the_cache_size_can_be_bounded_and_turned_off(tmp_path: Path) -> None:
+    with ev.open_store(tmp_path / "store", flush_every=10) as store:
+        fill(store, "acc-1", 30)
+        store.flush()
+        store.read_stream("acc-1")
+        try:
+            set_cache_size(0)
+            assert column_cache.nbytes == 0
+            misses = column_cache.misses
+            store.read_stream("acc-1")
+            store.read_stream("acc-1")
+            assert column_cache.nbytes == 0 and column_cache.misses > misses
+        finally:
+            set_cache_size(64 * 1024 * 1024)
+    for bad in (-1, 1.5, True, "64MB"):
+        with pytest.raises(ev.InvalidInputError, match="max_bytes"):
+            set_cache_size(bad)  # type: ignore[arg-type]
