@@ -8,7 +8,10 @@ min/max/reps/side/note); ``benchmarks/run.py`` can wire it in. Scenarios:
 1. recovery of an aggregate with 1,000 and 10,000 events (no snapshot) in a big store
    (1M events; flushed, closed and reopened, so reads come from Parquet), as an actor's
    ``start()`` and as a cold ``Repository.get``; the store's ``read_stream`` of the same
-   stream is reported too, to show what the store's share is;
+   stream is reported too, to show what the store's share is. Like the peer's, these recover
+   one stream again and again (its row groups stay in the store's cache, as the peer's pages
+   stay in SQLite's); five other streams of each size, each recovered once right after the
+   store opens, give the figure with nothing cached;
 2. the same with a snapshot every 100 events (1,050 and 10,050 events: a snapshot
    and 50 events);
 3. commands per second through 1,000 aggregate actors on a store on disk with
@@ -49,6 +52,7 @@ from eventador.snapshots import SnapshotConfig  # noqa: E402
 perf = time.perf_counter
 CURRENCIES = ("EUR", "USD", "GBP", "CHF")
 KIND = "BenchAccount"
+COLD_STREAMS = 5  # streams of each size recovered once, right after the store opens
 
 
 # -- the domain: the peer baseline's account --------------------------------------------------
@@ -204,12 +208,33 @@ def recovery(tmp: str, quick: bool, reps: int) -> list[dict[str, Any]]:
     path = os.path.join(tmp, "big")
     _log(f"recovery: building a store of {fill:,} events + streams of {small:,} and {large:,}")
     t0 = perf()
-    _build_big_store(path, fill, {f"agg-{small}": small, f"agg-{large}": large})
+    # Named to sort far apart, among the fillers: no two share a row group.
+    spacing = fill // 100 // (2 * COLD_STREAMS + 1)
+    cold = {
+        size: [f"fill-{(2 * k + j + 1) * spacing:07d}-cold" for k in range(COLD_STREAMS)]
+        for j, size in enumerate((small, large))
+    }
+    targets = {f"agg-{small}": small, f"agg-{large}": large}
+    targets.update({sid: size for size, sids in cold.items() for sid in sids})
+    _build_big_store(path, fill, targets)
     snap_ids = _build_snapshot_streams(path, [small + 50, large + 50])
     _log(f"recovery: built in {perf() - t0:.1f} s")
     out: list[dict[str, Any]] = []
     budgets = {small: "<= 4 ms" if small == 1_000 else "(quick)", large: "<= 30 ms" if large == 10_000 else "(quick)"}
     with ev.open_store(path, durability="none") as store:
+        for size, sids in cold.items():
+            # Each stream once, first thing after opening: nothing of it is in the row-group cache.
+            def cold_get(sids: list[str] = sids, size: int = size) -> list[float]:
+                times = []
+                for sid in sids:
+                    gc.collect()
+                    t0 = perf()
+                    assert Repository(store, BenchAccount).get(sid).version == size
+                    times.append((perf() - t0) * 1e3)
+                return times
+
+            out.append(_result(f"aggregate recovery, {size:,} events, no snapshot (cold Repository.get, "
+                               f"{COLD_STREAMS} streams read once each)", cold_get(), "ms", "-"))
         for size in (small, large):
             sid = f"agg-{size}"
             n = max(reps, 15 if size == small else 5)
