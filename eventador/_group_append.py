@@ -14,6 +14,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from eventador._offload import run_blocking
+from eventador.errors import StoreClosedError
 
 if TYPE_CHECKING:
     from eventador.store.appends import PreparedAppend
@@ -46,6 +47,7 @@ class _Group:
         store = self._store()
         if not batch or store is None:
             self._busy = False
+            self._settle(batch, None, StoreClosedError("the store was closed and collected"))
             return
         flight = run_blocking(store, functools.partial(store._commit_each, [p for p, _ in batch]))
         flight.add_done_callback(functools.partial(self._landed, batch))

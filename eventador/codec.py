@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import functools
 import hashlib
 import importlib
+import operator
 import sys
 import types
 import typing
@@ -61,6 +63,8 @@ def _tag_hook(first: Any, second: Any) -> Any:
         return timedelta(days=days, seconds=seconds, microseconds=micros)
     return tag
 
+
+_dumps = functools.partial(cbor2.dumps, default=_default)  # one C call per row, no Python frame
 
 def encode_value(value: Any, *, what: str = "value") -> bytes:
     """CBOR bytes for any supported value (metadata, snapshots, queue messages).
@@ -172,6 +176,7 @@ class Schema:
     names: tuple[str, ...]
     hints: dict[str, Any]
     checkers: tuple[tuple[str, Checker, str], ...]
+    accepts: tuple[tuple[str, tuple[type, ...]], ...]  # the types each checked field takes
     converters: tuple[tuple[str, Converter], ...]
     defaults: dict[str, Callable[[], Any]]
     fingerprint: str
@@ -204,14 +209,17 @@ def _compile(cls: type) -> Schema:
     fields = list(dataclasses.fields(cls))
     names = tuple(f.name for f in fields)
     checkers = []
+    accepts: list[tuple[str, tuple[type, ...]]] = []
     converters = []
     defaults: dict[str, Callable[[], Any]] = {}
     layout = []
     for f in fields:
         tp = hints[f.name]
         path = f"{cls.__qualname__}.{f.name}"
-        checker, expected = _checker_for(tp, path)
+        checker, expected, accepted = _checker_for(tp, path)
         checkers.append((f.name, checker, expected))
+        if accepted is not None:
+            accepts.append((f.name, accepted))
         conv = _converter_for(tp)
         if conv is not None:
             converters.append((f.name, conv))
@@ -221,7 +229,7 @@ def _compile(cls: type) -> Schema:
             defaults[f.name] = f.default_factory
         layout.append(f"{f.name}:{_type_name(tp)}")
     fingerprint = hashlib.blake2b("|".join(layout).encode(), digest_size=8).hexdigest()
-    return Schema(cls, names, hints, tuple(checkers), tuple(converters), defaults, fingerprint)
+    return Schema(cls, names, hints, tuple(checkers), tuple(accepts), tuple(converters), defaults, fingerprint)
 
 
 def _constant(value: Any) -> Callable[[], Any]:
@@ -241,14 +249,15 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _checker_for(tp: Any, path: str) -> tuple[Checker, str]:
-    """A cheap isinstance test for one annotated field, and the type's name for errors."""
+def _checker_for(tp: Any, path: str) -> tuple[Checker, str, tuple[type, ...] | None]:
+    """A cheap isinstance test for one annotated field, the type's name for errors, and the
+    types the test accepts (None: any value), for checking a column of values at once."""
     inner, optional = _unwrap_optional(tp)
     if inner is Any or inner is object:
-        return (lambda v: True), "any value"
+        return (lambda v: True), "any value", None
     origin = typing.get_origin(inner) or inner
     if origin in (Union, types.UnionType):
-        return (lambda v: True), "any of " + repr(inner)
+        return (lambda v: True), "any of " + repr(inner), None
     if origin is float:
         accepted: tuple[type, ...] = (float, int)
     elif origin in (list, tuple, set, frozenset, dict):
@@ -262,13 +271,13 @@ def _checker_for(tp: Any, path: str) -> tuple[Checker, str]:
     ):
         accepted = (origin,)
     elif origin is type(None):
-        return (lambda v: v is None), "None"
+        return (lambda v: v is None), "None", (type(None),)
     else:
         raise SerializationError(path, tp, "unsupported payload type")
     name = " | ".join(t.__name__ for t in accepted) + (" | None" if optional else "")
     if optional:
-        return (lambda v: v is None or isinstance(v, accepted)), name
-    return (lambda v: isinstance(v, accepted)), name
+        return (lambda v: v is None or isinstance(v, accepted)), name, (*accepted, type(None))
+    return (lambda v: isinstance(v, accepted)), name, accepted
 
 
 def _converter_for(tp: Any) -> Converter | None:
@@ -372,6 +381,29 @@ def encode_event(event: Event) -> bytes:
         return cbor2.dumps(values, default=_default)
     except Exception as exc:
         raise _explain(values, type(event).__qualname__, exc) from None
+
+
+def encode_events(events: list[Event]) -> list[bytes]:
+    """``encode_event`` of each event, the same bytes, quicker for a batch of one class:
+    each field is checked for a whole column at once (the set of its values' types) and
+    the rows are written with no Python step between them.
+
+    Raises:
+        SerializationError: as ``encode_event``, naming the first bad value.
+    """
+    kinds = set(map(type, events))
+    cls = kinds.pop() if len(kinds) == 1 else None
+    if len(events) < 4 or cls is None or not issubclass(cls, Event) or issubclass(cls, UnknownEvent):
+        return [encode_event(e) for e in events]
+    schema = schema_of(cls)
+    values = [e.__dict__ for e in events]
+    for name, accepted in schema.accepts:
+        if not all(issubclass(k, accepted) for k in set(map(type, map(operator.itemgetter(name), values)))):
+            return [encode_event(e) for e in events]  # raises, naming the first bad value
+    try:
+        return list(map(_dumps, values))
+    except Exception:
+        return [encode_event(e) for e in events]  # raises, naming the field
 
 
 def decode_event(event_type: str, payload: bytes, registry: TypeRegistry) -> Event:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import eventador as ev
-from eventador.codec import decode_event, encode_event, encode_value, make_decoder
+from eventador.codec import decode_event, encode_event, encode_events, encode_value, make_decoder
 
 # -- the payload types of API.md ----------------------------------------------------------
 
@@ -436,3 +436,34 @@ def test_an_object_that_is_not_an_event_is_refused() -> None:
     with pytest.raises(ev.SerializationError) as caught:
         encode_event({"text": "x"})  # type: ignore[arg-type]
     assert caught.value.path == "event"
+
+
+# -- batches ---------------------------------------------------------------------------------
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(everything, max_size=12), st.lists(st.builds(Scalars), max_size=3), st.randoms())
+def test_a_batch_encodes_to_the_bytes_of_each_event_alone(
+    same: list[Everything], others: list[ev.Event], rnd: Any
+) -> None:
+    """One class (the column-at-once path) and mixed classes (event by event) alike."""
+    assert encode_events(list(same)) == [encode_event(e) for e in same]
+    mixed: list[ev.Event] = [*same, *others]
+    rnd.shuffle(mixed)
+    assert encode_events(mixed) == [encode_event(e) for e in mixed]
+
+
+@pytest.mark.parametrize(
+    ("changes", "path"),
+    [
+        ({"when": NAIVE}, "Everything.when"),
+        ({"number": "7"}, "Everything.number"),
+        ({"person": {"name": "Ann"}}, "Everything.person"),
+        ({"text": None}, "Everything.text"),
+    ],
+)
+def test_a_bad_value_in_a_batch_raises_as_it_would_alone(changes: dict[str, Any], path: str) -> None:
+    batch = [example(), example(), example(**changes), example(), example()]
+    with pytest.raises(ev.SerializationError) as caught:
+        encode_events(batch)
+    assert caught.value.path == path

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from eventador.codec import encode_event, encode_value
+from eventador.codec import encode_events, encode_value
 from eventador.errors import ConcurrencyError, InvalidInputError, SerializationError
 from eventador.messages import Event
 from eventador.store.reads import check_stream_id
@@ -86,7 +86,7 @@ def prepare_append(
             raise SerializationError("events", events, "expected an ev.Event or a list of them") from None
     check_stream_id(stream_id)
     check_expected(expected_version)
-    payloads = [encode_event(e) for e in batch]
+    payloads = encode_events(batch)
     types = [e.event_type for e in batch]
     meta = None
     if metadata is not None and not isinstance(metadata, dict):
