@@ -1199,3 +1199,27 @@ def test_a_rejected_command_answers_the_asker_without_counting_as_a_failure() ->
             assert metrics.failures == 0 and metrics.restarts == 0
 
     asyncio.run(scenario())
+
+
+def test_idle_actors_hold_no_task_and_the_next_message_wakes_them_in_order() -> None:
+    events: list[str] = []
+
+    class Tracked(Recorder):
+        def post_stop(self) -> None:
+            events.append("post_stop")
+
+    async def main() -> None:
+        async with ActorSystem(passivation_interval=None) as system:
+            before = len(asyncio.all_tasks())
+            refs = [await system.spawn(f"r-{i}", lambda: Tracked([])) for i in range(50)]
+            for ref in refs:
+                await ref.ask("hello")
+            await asyncio.sleep(0)  # the tasks that parked finish
+            assert len(asyncio.all_tasks()) == before  # 50 idle actors, no task each
+            for i in range(5):
+                refs[0].tell(i)  # wakes it; messages keep their order
+            assert await refs[0].ask("get") == ["hello", 0, 1, 2, 3, 4]
+            await system.stop(refs[1])  # stopping an idle actor still runs post_stop
+            assert events == ["post_stop"] and not refs[1].is_alive
+
+    run(main())

@@ -84,7 +84,6 @@ class ActorCell:
         "supervisor",
         "system",
         "task",
-        "waiter",
     )
 
     def __init__(
@@ -107,10 +106,11 @@ class ActorCell:
         self.context = ActorContext(name=name, self_ref=self.ref, system=system)
         # None while the actor waits for mail: an empty deque is 760 B, and idle actors are many.
         self.mailbox: deque[Envelope] | None = deque()
-        # Set while the task waits for mail; whoever appends resolves it.
-        self.waiter: asyncio.Future[None] | None = None
         self.state = State.STARTING
         self.accepting = True
+        # None while a running actor waits for mail ("parked"): a task waiting on a future
+        # is about 1.4 KB (task, two coroutine frames, the future), and idle actors are many.
+        # The next message starts a new one.
         self.task: asyncio.Task[None] | None = None
         # spawn() waits on this for the outcome of the first start.
         self.spawn_reply: asyncio.Future[None] | None = None
@@ -136,7 +136,8 @@ class ActorCell:
         """Returns whether `message` was queued; if not, it was recorded as a dead letter."""
         if self.accepting:
             self._mailbox().append((message, reply))
-            self._wake()
+            if self.task is None:
+                self.wake()
             return True
         if self.state is State.PASSIVATED and not self.system.is_shut_down:
             self._mailbox().append((message, reply))
@@ -151,13 +152,10 @@ class ActorCell:
             mailbox = self.mailbox = deque()
         return mailbox
 
-    def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            # A task cancelled while it waited has cancelled its waiter already.
-            if not waiter.done():
-                waiter.set_result(None)
+    def wake(self) -> None:
+        """Returns at once; a parked actor (running, no task) gets a task to drain its mail."""
+        if self.task is None and self.state is State.RUNNING:
+            self.task = self.loop.create_task(self._resume(), name=f"eventador.actor:{self.name}")
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -169,7 +167,6 @@ class ActorCell:
         self.state = State.STARTING
         self.accepting = True
         self.spawn_reply = spawn_reply
-        self.waiter = None
         if self.passivate_after is not None:
             self.idle_since = self.system.clock.monotonic()
         self.task = self.loop.create_task(self._run(), name=f"eventador.actor:{self.name}")
@@ -183,7 +180,11 @@ class ActorCell:
         if self.state is State.STOPPED:
             return
         task = self.task
+        parked = task is None and self.state is State.RUNNING
         self._refuse_mail()
+        if parked:
+            await self._finish()  # post_stop, here: there is no task to cancel
+            return
         if task is None or task.done():
             self._finish_stopped()
             return
@@ -202,9 +203,12 @@ class ActorCell:
     async def passivate(self) -> None:
         """Returns once an idle actor's instance is stopped and its name kept for the next message."""
         task = self.task
-        if self.state is not State.RUNNING or task is None:
+        if self.state is not State.RUNNING:
             return
         self.state = State.PASSIVATING
+        if task is None:  # parked: nothing runs that must be cancelled
+            await self._finish()
+            return
         task.cancel()
         await asyncio.wait((task,))
 
@@ -213,7 +217,7 @@ class ActorCell:
         return (
             self.passivate_after is not None
             and self.state is State.RUNNING
-            and self.waiter is not None
+            and self.task is None
             and not self.mailbox
             and now - self.idle_since >= self.passivate_after
         )
@@ -242,6 +246,7 @@ class ActorCell:
 
     async def _run(self) -> None:
         startup_error: BaseException | None = None
+        parked = False
         try:
             try:
                 await self._start_instance(None)
@@ -257,14 +262,26 @@ class ActorCell:
                 spawn_reply.set_result(None)
             if self.state is State.STARTING:
                 self.state = State.RUNNING
-                await self._drain()
+                parked = await self._drain()
         except asyncio.CancelledError:
             # stop() or passivate() asked for this (or the loop is closing): clean up below.
             pass
         finally:
-            await self._finish()
-            # Only now: spawn's caller may reuse the name as soon as it hears.
-            self._answer_spawn(startup_error)
+            if not parked:
+                await self._finish()
+                # Only now: spawn's caller may reuse the name as soon as it hears.
+                self._answer_spawn(startup_error)
+
+    async def _resume(self) -> None:
+        """A parked actor's task: drains the mail that woke it, then parks again or finishes."""
+        parked = False
+        try:
+            parked = await self._drain()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            if not parked:
+                await self._finish()
 
     async def _start_instance(self, error: BaseException | None) -> None:
         self.ready = False
@@ -279,26 +296,22 @@ class ActorCell:
             await _settle(start())
         self.ready = True
 
-    async def _drain(self) -> None:
+    async def _drain(self) -> bool:
+        """Handles the mail until there is none; returns True when the actor parked (idle,
+        its task ending) and False when it is stopping."""
         mailbox = self._mailbox()
         instance = self.instance
         if instance is None:
-            return
+            return False
         handler = instance.on_message
         budget = _BATCH
         while True:
             if not mailbox:
                 if self.passivate_after is not None:
                     self.idle_since = self.system.clock.monotonic()
-                self.mailbox = None
-                del mailbox, handler  # an idle actor keeps neither its empty deque nor a bound method
-                waiter = self.loop.create_future()
-                self.waiter = waiter
-                await waiter
-                mailbox = self._mailbox()
-                handler = instance.on_message
-                budget = _BATCH
-                continue
+                self.mailbox = None  # an idle actor keeps no empty deque
+                self.task = None
+                return True
             message, reply = mailbox.popleft()
             self.busy_reply = reply
             began = perf_counter()
@@ -320,10 +333,10 @@ class ActorCell:
                 if reply is not None and not reply.done():
                     reply.set_exception(exc)
                 if not await self._on_failure(exc, message):
-                    return
+                    return False
                 instance = self.instance
                 if instance is None:
-                    return
+                    return False
                 handler = instance.on_message
             else:
                 self.elapsed += perf_counter() - began
@@ -333,7 +346,7 @@ class ActorCell:
                 if reply is not None and not reply.done():
                     reply.set_result(result)
             if self.state is not State.RUNNING:
-                return  # the actor stopped itself
+                return False  # the actor stopped itself
             budget -= 1
             if not budget:
                 budget = _BATCH

@@ -51,11 +51,8 @@ class ActorRef:
             if mailbox is None:
                 mailbox = cell.mailbox = deque()
             mailbox.append((message, None))
-            waiter = cell.waiter
-            if waiter is not None:
-                cell.waiter = None
-                if not waiter.done():
-                    waiter.set_result(None)
+            if cell.task is None:
+                cell.wake()  # parked: idle with no task
         else:
             cell.deliver(message, None)
 
