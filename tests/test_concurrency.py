@@ -191,3 +191,19 @@ def test_readers_never_see_a_gap_while_writers_append(store_factory: StoreFactor
     total = THREADS * sum(1 + s % 2 for s in range(appends_per_thread))
     assert [r.position for r in store.read_all()] == list(range(1, total + 1))
     assert observed, "the reader never ran"
+
+
+def test_threads_waiting_for_a_position_wake_when_another_thread_appends_it(tmp_path: Path) -> None:
+    with ev.open_store(tmp_path / "store") as store:
+        results: list[bool] = []
+        waiting = [threading.Thread(target=lambda: results.append(store.wait_for_position(3, 60))) for _ in range(4)]
+        for thread in waiting:
+            thread.start()
+        for i in range(3):
+            store.append("acc-1", Deposited(account_id="acc-1", amount=Decimal(i)))
+        for thread in waiting:
+            thread.join(10)
+            assert not thread.is_alive(), "a waiter was never woken (it would wait its 60 s)"
+        assert results == [True] * 4
+        assert store.wait_for_position(4, timeout=0.05) is False
+        assert store._thread_waiters == 0

@@ -153,6 +153,7 @@ class EventStore(Reader):
         self._views: SqlViews | None = None
         self._live: LiveViews | None = None  # live SQL views (eventador.projections.views), loaded on first use
         self._changed = threading.Condition()
+        self._thread_waiters = 0  # threads in wait_for_position
         self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self.snapshots = SnapshotStore(None, read_only=read_only)
         """Snapshots of streams: ``save``, ``latest``, ``list``, ``prune``, ``delete``."""
@@ -538,8 +539,11 @@ class EventStore(Reader):
 
     def _notify(self) -> None:
         """Wake everyone waiting for new events (threads and asyncio loops)."""
-        with self._changed:
-            self._changed.notify_all()
+        # Taking the condition's lock on every append would make concurrent writers queue
+        # for it: only when a thread waits (it counts itself in before testing, we after writing).
+        if self._thread_waiters:
+            with self._changed:
+                self._changed.notify_all()
         for loop, event in list(self._async_waiters):
             with contextlib.suppress(RuntimeError):  # that loop has closed
                 loop.call_soon_threadsafe(event.set)
@@ -547,7 +551,11 @@ class EventStore(Reader):
     def wait_for_position(self, position: int, timeout: float | None = None) -> bool:
         """Block until an event at `position` or later is visible; False on timeout."""
         with self._changed:
-            return self._changed.wait_for(lambda: self._visible >= position or self._closed, timeout)
+            self._thread_waiters += 1
+            try:
+                return self._changed.wait_for(lambda: self._visible >= position or self._closed, timeout)
+            finally:
+                self._thread_waiters -= 1
 
     async def wait_for_position_async(self, position: int) -> bool:
         """Wait, without blocking the event loop, until `position` is visible; False if the store closed first.

@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import struct
 import threading
-import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,7 +41,6 @@ _MARK = b"\xe7\x5a"
 _HEADER = struct.Struct("<2sIII")  # mark, length, body crc, header crc
 _ZEROS = bytes(1 << 20)
 _FIRST_SEGMENT_BYTES = 1 << 20
-_GATHER_ROUNDS = 16
 _MAX_SEGMENT_BYTES = 64 << 20
 
 
@@ -142,8 +140,6 @@ class WriteAheadLog:
         self._leader = threading.Lock()  # held while writing the queue and fsyncing
         self._round = threading.Condition()  # followers wait here for the leader's fsync
         self._leading = False
-        self._waiting = 0  # writers waiting for the leader's fsync
-        self._followers = 0  # how many the last fsync released
         self._file_lock = threading.Lock()  # guards the fd, its offset and capacity
         self._queue: list[bytes] = []
         self._queued = 0  # log sequence number (bytes) of the last queued frame
@@ -261,14 +257,11 @@ class WriteAheadLog:
                 if not self._leading:
                     self._leading = True
                     break
-                self._waiting += 1
                 self._round.wait()
-                self._waiting -= 1
             else:
                 return
         try:
             with self._leader:
-                self._gather()
                 with self._file_lock:
                     queue, self._queue = self._queue, []
                     if queue:
@@ -284,22 +277,7 @@ class WriteAheadLog:
                 if self._failed is None:
                     self._synced = target
                 self._leading = False
-                self._followers = self._waiting  # writers this round released: the next may gather them
                 self._round.notify_all()
-
-    def _gather(self) -> None:
-        # Writers released by the last fsync are waking up one by one. Give them the
-        # interpreter for a moment while they keep queueing frames, so this fsync
-        # covers them too. A lone writer (nobody waited last round) goes on at once.
-        if not self._followers:
-            return
-        seen = len(self._queue)
-        for _ in range(_GATHER_ROUNDS):
-            time.sleep(0)
-            now = len(self._queue)
-            if now == seen:
-                return
-            seen = now
 
     def sync_all(self) -> None:
         if self.durability == "fsync":
