@@ -65,6 +65,7 @@ def _tag_hook(first: Any, second: Any) -> Any:
 
 
 _dumps = functools.partial(cbor2.dumps, default=_default)  # one C call per row, no Python frame
+_instance_dict = operator.attrgetter("__dict__")
 
 def encode_value(value: Any, *, what: str = "value") -> bytes:
     """CBOR bytes for any supported value (metadata, snapshots, queue messages).
@@ -396,7 +397,7 @@ def encode_events(events: list[Event]) -> list[bytes]:
     if len(events) < 4 or cls is None or not issubclass(cls, Event) or issubclass(cls, UnknownEvent):
         return [encode_event(e) for e in events]
     schema = schema_of(cls)
-    values = [e.__dict__ for e in events]
+    values = list(map(_instance_dict, events))
     for name, accepted in schema.accepts:
         if not all(issubclass(k, accepted) for k in set(map(type, map(operator.itemgetter(name), values)))):
             return [encode_event(e) for e in events]  # raises, naming the first bad value
