@@ -35,6 +35,7 @@ from eventador.errors import InvalidInputError, SerializationError
 from eventador.messages import Command, Event, State
 from eventador.snapshots import SnapshotConfig, SnapshotWarning, decode_snapshot, encode_snapshot
 from eventador.store import EventStore
+from eventador.store.cache import NotInMemory, memory_only
 from eventador.store.reads import Replay
 from eventador.store.records import micros_to_datetime
 from eventador.store.segments import paused_gc
@@ -49,6 +50,19 @@ T = TypeVar("T")
 _SNAPSHOT_LOOKUP_MIN = 32
 _DEFAULT_CONFIG = SnapshotConfig()
 _NOTHING = Replay([], 0, 0)
+
+
+async def _load_off_loop(store: EventStore, load: Callable[[], _Loaded]) -> _Loaded:
+    """`load()` right here when memory holds all it reads (the row-group cache and the
+    snapshot index), else by a store worker thread: the hand-off costs more than a
+    cached recovery of a snapshot and a few events."""
+    if _on_disk(store):
+        try:
+            with memory_only():
+                return load()
+        except NotInMemory:
+            pass
+    return await _off_loop(store, _on_disk(store), load)
 
 
 def _on_disk(store: EventStore) -> bool:
@@ -431,7 +445,7 @@ class PersistentActor(Actor):
                 snapshot_version=type(self).snapshot_version,
                 use_snapshots=self._snapshots_supported(),
             )
-            loaded = await _off_loop(store, _on_disk(store), load)
+            loaded = await _load_off_loop(store, load)
         _warn_unusable(pid, loaded.problems, stacklevel=4)
         snapshot = loaded.snapshot
         if snapshot is not None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import eventador as ev
-from eventador.store.cache import column_cache, set_cache_size
+from eventador.store.cache import NotInMemory, column_cache, memory_only, set_cache_size
+from tests.aggregate_domain import CounterActor, CounterIncrementedEvent
+from tests.aio import run
 from tests.domain import T0, deposited, opened, withdrawn
 
 
@@ -81,3 +85,40 @@ def test_the_cache_size_can_be_bounded_and_turned_off(tmp_path: Path) -> None:
     for bad in (-1, 1.5, True, "64MB"):
         with pytest.raises(ev.InvalidInputError, match="max_bytes"):
             set_cache_size(bad)  # type: ignore[arg-type]
+
+
+def test_memory_only_reads_serve_what_the_cache_holds_and_refuse_the_rest(tmp_path: Path) -> None:
+    with ev.open_store(tmp_path / "store") as store:
+        fill(store, "acc-1", 20)
+        store.flush()
+    with ev.open_store(tmp_path / "store") as store:  # new files: nothing of them cached
+        with pytest.raises(NotInMemory), memory_only():
+            store.replay("acc-1")
+        expected = store.replay("acc-1")
+        with memory_only():
+            assert store.replay("acc-1") == expected
+
+
+def test_an_actor_recovers_inline_when_memory_holds_its_stream_and_in_a_thread_when_not(tmp_path: Path) -> None:
+    with ev.open_store(tmp_path / "store") as store:
+        store.append("c-1", [CounterIncrementedEvent(aggregate_id="c-1", value=2)] * 40)
+        store.flush()
+    with ev.open_store(tmp_path / "store") as store:
+        threads: list[str] = []
+        replay = store.replay
+
+        def watched(stream_id: str, **kwargs: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return replay(stream_id, **kwargs)
+
+        store.replay = watched  # type: ignore[method-assign]
+
+        async def recover() -> int:
+            counter = CounterActor(persistence_id="c-1", event_store=store)
+            await counter.start()
+            return counter.value
+
+        assert run(recover()) == 80  # the files' chunks were not in memory: a worker thread read them
+        assert run(recover()) == 80  # now they are: read right on the loop
+        main = threading.current_thread().name
+        assert threads[0] != main and threads[-1] == main

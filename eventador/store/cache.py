@@ -9,15 +9,18 @@ the store's buffer pool, like SQLite's page cache. Only reads of a few row group
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 
 import pyarrow as pa
 
 from eventador.errors import InvalidInputError
 
-__all__ = ["ColumnCache", "column_cache", "set_cache_size"]
+__all__ = ["ColumnCache", "NotInMemory", "column_cache", "memory_only", "needs_disk", "set_cache_size"]
 
 DEFAULT_BYTES = 64 * 1024 * 1024
 
@@ -105,3 +108,29 @@ def set_cache_size(max_bytes: int) -> None:
     with column_cache._lock:
         column_cache.max_bytes = max_bytes
         column_cache._evict()
+
+
+# -- reads that must not wait for the disk ------------------------------------------------------
+
+_memory_only: contextvars.ContextVar[bool] = contextvars.ContextVar("eventador_memory_only", default=False)
+
+
+class NotInMemory(Exception):
+    """A read under ``memory_only()`` would have had to read a file or query the catalog."""
+
+
+@contextlib.contextmanager
+def memory_only() -> Iterator[None]:
+    """Reads in this block are served from memory or raise ``NotInMemory``: an event loop
+    tries a recovery inline this way and hands it to a thread only when it needs the disk."""
+    token = _memory_only.set(True)
+    try:
+        yield
+    finally:
+        _memory_only.reset(token)
+
+
+def needs_disk() -> None:
+    """Returns nothing; raises ``NotInMemory`` inside ``memory_only()`` (called before any I/O)."""
+    if _memory_only.get():
+        raise NotInMemory

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from eventador.errors import CorruptionError
 from eventador.messages import Event
-from eventador.store.cache import column_cache
+from eventador.store.cache import column_cache, needs_disk
 from eventador.store.columns import column_name, exact_columns
 from eventador.store.records import RecordedEvent, build_records
 from eventador.store.wal import fsync_directory
@@ -460,9 +460,10 @@ class FileSegment(Segment):
     def _read(self, groups: list[int] | None, columns: list[str] | None) -> pa.Table:
         try:
             with self._lock:
-                if groups is None:
-                    return self._file.read(columns=columns)
-                if columns is None:
+                if groups is None or columns is None:
+                    needs_disk()
+                    if groups is None:
+                        return self._file.read(columns=columns)
                     return self._file.read_row_groups(groups, columns=columns)
                 return pa.concat_tables([self._read_group(g, columns) for g in groups])
         except (OSError, pa.ArrowException) as exc:
@@ -473,6 +474,7 @@ class FileSegment(Segment):
         found = column_cache.get(self._token, group, columns)
         missing = [c for c in columns if c not in found]
         if missing:
+            needs_disk()
             # One thread: for a few KB of pages, waking the pool costs more than it saves.
             table = self._file.read_row_groups([group], columns=missing, use_threads=False)
             column_cache.put(self._token, group, table)

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from eventador.errors import InvalidInputError, ReadOnlyError
+from eventador.store.cache import needs_disk
 
 if TYPE_CHECKING:  # the catalog imports Snapshot from here
     from eventador.store.catalog import Catalog
@@ -87,6 +88,7 @@ class SnapshotStore:
                 ]
                 found = candidates[-1] if candidates else None
             else:
+                needs_disk()
                 found = self._catalog.latest_snapshot(stream_id, max_version)
             if max_version is None:
                 self._remember(stream_id, found)
@@ -110,6 +112,7 @@ class SnapshotStore:
         with self._lock:
             if self._catalog is None:
                 return list(self._memory.get(stream_id, []))
+            needs_disk()
             return self._catalog.list_snapshots(stream_id)
 
     def prune(self, stream_id: str, *, keep: int) -> int:
