@@ -97,6 +97,11 @@ def test_memory_only_reads_serve_what_the_cache_holds_and_refuse_the_rest(tmp_pa
         expected = store.replay("acc-1")
         with memory_only():
             assert store.replay("acc-1") == expected
+        # A file another thread is reading: memory_only() gives up rather than wait for it.
+        segment = store._snapshot().segments[0]
+        with segment._lock, pytest.raises(NotInMemory), memory_only():  # type: ignore[attr-defined]
+            store.replay("acc-1")
+        assert store.replay("acc-1") == expected
 
 
 def test_an_actor_recovers_inline_when_memory_holds_its_stream_and_in_a_thread_when_not(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from eventador.errors import InvalidInputError
 
-__all__ = ["ColumnCache", "NotInMemory", "column_cache", "memory_only", "needs_disk", "set_cache_size"]
+__all__ = ["ColumnCache", "NotInMemory", "column_cache", "holding", "memory_only", "needs_disk", "set_cache_size"]
 
 DEFAULT_BYTES = 64 * 1024 * 1024
 
@@ -134,3 +134,15 @@ def needs_disk() -> None:
     """Returns nothing; raises ``NotInMemory`` inside ``memory_only()`` (called before any I/O)."""
     if _memory_only.get():
         raise NotInMemory
+
+
+@contextlib.contextmanager
+def holding(lock: threading.Lock) -> Iterator[None]:
+    """`lock` held for the block; inside ``memory_only()``, raises ``NotInMemory`` instead of
+    waiting for another thread (which may be in the middle of a file read or a catalog write)."""
+    if not lock.acquire(blocking=not _memory_only.get()):
+        raise NotInMemory
+    try:
+        yield
+    finally:
+        lock.release()

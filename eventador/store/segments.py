@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from eventador.errors import CorruptionError
 from eventador.messages import Event
-from eventador.store.cache import column_cache, needs_disk
+from eventador.store.cache import column_cache, holding, needs_disk
 from eventador.store.columns import column_name, exact_columns
 from eventador.store.records import RecordedEvent, build_records
 from eventador.store.wal import fsync_directory
@@ -459,7 +459,7 @@ class FileSegment(Segment):
 
     def _read(self, groups: list[int] | None, columns: list[str] | None) -> pa.Table:
         try:
-            with self._lock:
+            with holding(self._lock):
                 if groups is None or columns is None:
                     needs_disk()
                     if groups is None:

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from eventador.errors import InvalidInputError, ReadOnlyError
-from eventador.store.cache import needs_disk
+from eventador.store.cache import holding, needs_disk
 
 if TYPE_CHECKING:  # the catalog imports Snapshot from here
     from eventador.store.catalog import Catalog
@@ -78,7 +78,7 @@ class SnapshotStore:
 
     def latest(self, stream_id: str, *, max_version: int | None = None) -> Snapshot | None:
         """The newest snapshot of the stream (at or below `max_version`), or None."""
-        with self._lock:
+        with holding(self._lock):
             if max_version is None and stream_id in self._latest:
                 self._latest.move_to_end(stream_id)
                 return self._latest[stream_id]
@@ -109,7 +109,7 @@ class SnapshotStore:
 
     def list(self, stream_id: str) -> list[Snapshot]:
         """Every stored snapshot of the stream, oldest first."""
-        with self._lock:
+        with holding(self._lock):
             if self._catalog is None:
                 return list(self._memory.get(stream_id, []))
             needs_disk()
