@@ -83,18 +83,11 @@ class HotBuffer:
         self.recorded.extend([recorded_us] * n)
         self.stream_types.extend([stream_type] * n)
         self.metadata.extend([metadata] * n)
-        if n == 1:
-            event_type, event_id, occurred_us, payload = rows[0]
-            self.event_types.append(event_type)
-            self.event_ids.append(event_id)
-            self.occurred.append(occurred_us)
-            self.payloads.append(payload)
-        else:
-            event_types, event_ids, occurred, payloads = zip(*rows, strict=True)  # columns, in C
-            self.event_types.extend(event_types)
-            self.event_ids.extend(event_ids)
-            self.occurred.extend(occurred)
-            self.payloads.extend(payloads)
+        event_types, event_ids, occurred, payloads = zip(*rows, strict=True)  # columns, in C
+        self.event_types.extend(event_types)
+        self.event_ids.extend(event_ids)
+        self.occurred.extend(occurred)
+        self.payloads.extend(payloads)
         self.events.extend(events if events is not None else [None] * n)
         self.by_stream.setdefault(stream_id, []).extend(range(start, start + n))
 

@@ -7,12 +7,13 @@ under the store's lock in one step.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
+import pyarrow as pa
 
 from eventador.codec import make_decoder
 from eventador.errors import InvalidInputError
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["PastView", "Reader", "Replay", "StoreState"]
 
 READ_BATCH = 16_384
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +85,9 @@ class Reader:
         classes = self.registry.classes()
         out: list[RecordedEvent] = []
         for segment in snap.segments:
-            table = segment.stream_table(stream_id, from_version, to_version, classes)
-            if table is not None:
-                try:
-                    out.extend(to_records(table, decode, classes))
-                except NeedPayload:
-                    table = segment.stream_table(stream_id, from_version, to_version)
-                    assert table is not None
-                    out.extend(to_records(table, decode, classes))
+            found = _stream_part(segment, stream_id, from_version, to_version, to_records, decode, classes)
+            if found is not None:
+                out.extend(found[1])
         for buffer in snap.buffers:
             out.extend(
                 buffer.stream_records(stream_id, from_version, to_version, visible_rows(buffer, snap), decode)
@@ -112,15 +109,11 @@ class Reader:
         events: list[Event] = []
         last_version, last_occurred = 0, 0
         for segment in snap.segments:
-            table = segment.stream_table(stream_id, from_version, None, classes, lean=True)
-            if table is None:
+            found = _stream_part(segment, stream_id, from_version, None, to_events, decode, classes, lean=True)
+            if found is None:
                 continue
-            try:
-                events.extend(to_events(table, decode, classes))
-            except NeedPayload:
-                table = segment.stream_table(stream_id, from_version, None)
-                assert table is not None
-                events.extend(to_events(table, decode, classes))
+            table, built = found
+            events.extend(built)
             last_version = table.column("version")[-1].as_py()
             occurred = table.column("occurred_at")[-1]
             last_occurred = (occurred if occurred.is_valid else table.column("recorded_at")[-1]).value
@@ -191,6 +184,30 @@ class Reader:
         hot_parts = [b.to_arrow(visible_rows(b, snap), classes, decode) for b in snap.buffers]
         hot = unify(hot_parts) if len(hot_parts) > 1 else hot_parts[0]
         return files, tables, hot
+
+
+def _stream_part(
+    segment: Segment,
+    stream_id: str,
+    from_version: int,
+    to_version: int | None,
+    build: Callable[[pa.Table, Callable[[str, bytes], Event], dict[str, type[Event]]], list[T]],
+    decode: Callable[[str, bytes], Event],
+    classes: dict[str, type[Event]],
+    *,
+    lean: bool = False,
+) -> tuple[pa.Table, list[T]] | None:
+    """One segment's rows of the stream and what `build` makes of them: from the typed
+    columns where they hold the values, else (rarely, a null in one) read again with CBOR."""
+    table = segment.stream_table(stream_id, from_version, to_version, classes, lean=lean)
+    if table is None:
+        return None
+    try:
+        return table, build(table, decode, classes)
+    except NeedPayload:
+        table = segment.stream_table(stream_id, from_version, to_version)
+        assert table is not None
+        return table, build(table, decode, classes)
 
 
 def visible_rows(buffer: HotBuffer, snap: StoreState) -> int:

@@ -301,11 +301,15 @@ def stream_rows(table: pa.Table, stream_id: str, from_version: int, to_version: 
     hi = bisect.bisect_right(keys, stream_id, lo)
     if lo == hi:
         return None
-    table = table.slice(lo, hi - lo)
+    return versions_between(table.slice(lo, hi - lo), from_version, to_version)
+
+
+def versions_between(table: pa.Table, from_version: int, to_version: int | None) -> pa.Table | None:
+    """The rows of one stream's `table` (in version order) with from_version <= version <= to_version."""
     if from_version > 1 or to_version is not None:
         versions = table.column("version")
         first, last = versions[0].as_py(), versions[-1].as_py()
-        if last - first + 1 == hi - lo:  # consecutive versions, as every file holds them: cut by arithmetic
+        if last - first + 1 == table.num_rows:  # consecutive, as every file holds them: cut by arithmetic
             start = max(from_version, first) - first
             stop = (min(to_version, last) if to_version is not None else last) - first + 1
             table = table.slice(start, max(0, stop - start))
@@ -358,14 +362,7 @@ class MemorySegment(Segment):
         hi = bisect.bisect_right(ids, stream_id, lo)
         if lo == hi:
             return None
-        table = self.table.slice(lo, hi - lo)
-        if from_version > 1 or to_version is not None:
-            versions = table.column("version")
-            mask = pc.greater_equal(versions, from_version)
-            if to_version is not None:
-                mask = pc.and_(mask, pc.less_equal(versions, to_version))
-            table = table.filter(mask)
-        return table if table.num_rows else None
+        return versions_between(self.table.slice(lo, hi - lo), from_version, to_version)
 
     def _read(self, groups: list[int] | None, columns: list[str] | None) -> pa.Table:
         return self.table.select(columns) if columns else self.table
