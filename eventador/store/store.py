@@ -153,6 +153,7 @@ class EventStore(Reader):
         self._views: SqlViews | None = None
         self._live: LiveViews | None = None  # live SQL views (eventador.projections.views), loaded on first use
         self._changed = threading.Condition()
+        self._visible_lock = threading.Lock()
         self._thread_waiters = 0  # threads in wait_for_position
         self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self.snapshots = SnapshotStore(None, read_only=read_only)
@@ -201,6 +202,7 @@ class EventStore(Reader):
             existing = WriteAheadLog.segments(self._wal_dir)
             first = existing[-1][0] + 1 if existing else 1
             self._wal = WriteAheadLog(self._wal_dir, durability=self.durability, first_segment=first)
+            self._wal.on_durable = self._durable
             self._catalog.write_manifest()
             self.snapshots = SnapshotStore(self._catalog)
         except BaseException:
@@ -407,23 +409,21 @@ class EventStore(Reader):
                 first = buffer.first_position + len(buffer)
                 if self._wal is not None:
                     body = cbor2.dumps([first, a.stream_id, current + 1, recorded, a.stream_type, a.metadata, a.rows])
-                    lsn = self._wal.add(body)
+                    lsn = self._wal.add(body, first + len(a.events) - 1)
                 buffer.add(a.stream_id, current + 1, recorded, a.stream_type, a.metadata, a.rows, a.events)
                 heads[a.stream_id] = current + len(a.events)
                 versions.append(current + len(a.events))
                 last = first + len(a.events) - 1
             self._last_recorded_us = recorded
             if self.durability != "fsync" and last:
-                self._visible = last
+                self._show(last)
             full = len(buffer) >= self.flush_every
         if not last:
             return versions
         if self._wal is not None and self.durability == "fsync":
-            self._wal.sync(lsn)
-            with self._lock:
-                if last > self._visible:
-                    self._visible = last
-        self._notify()
+            self._wal.sync(lsn)  # the round's leader has made these events visible (_durable)
+        else:
+            self._notify()
         if full:
             self._flush_quietly()
         return versions
@@ -485,7 +485,7 @@ class EventStore(Reader):
                 self._segments.append(segment)
                 self._heads.update(heads)
                 self._buffer = HotBuffer(segment.last_position + 1)
-                self._visible = segment.last_position
+                self._show(segment.last_position)
                 self._last_recorded_us = recorded
             finally:
                 self._lock.release()
@@ -536,6 +536,20 @@ class EventStore(Reader):
             return StoreState(tuple(self._segments), (*self._frozen, self._buffer), self._visible)
 
     # -- waiting for new events -------------------------------------------------------
+
+    def _durable(self, position: int) -> None:
+        """Events up to `position` are on disk ("fsync" durability): show them and wake readers.
+        Called once per fsync round by its leader, so appenders need not take the lock again."""
+        self._show(position)
+        self._notify()
+
+    def _show(self, position: int) -> None:
+        """Make events up to `position` visible; never moves back. Its own small lock: a
+        round's leader calls it while another thread may hold the store lock waiting for
+        that very round (a flush)."""
+        with self._visible_lock:
+            if position > self._visible:
+                self._visible = position
 
     def _notify(self) -> None:
         """Wake everyone waiting for new events (threads and asyncio loops)."""
@@ -638,7 +652,7 @@ class EventStore(Reader):
                 self._frozen.append(buffer)
                 closed = self._wal.rotate() if self._wal is not None else 0
                 # rotate() made everything written so far durable: show it all.
-                self._visible = max(self._visible, buffer.last_position)
+                self._show(buffer.last_position)
                 self._notify()
                 self._retire_after = closed
             pending = list(self._frozen)

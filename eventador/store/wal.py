@@ -17,9 +17,11 @@ damaged length field cannot hide the frames after it.
 
 Group commit ("fsync" durability): appenders queue their frames in memory under
 the store's lock. Then one of them, the leader, writes everything queued with
-one ``pwrite`` and one ``fdatasync``; the others find their frames already
-durable when the leader is done. Eight writers share a few fsyncs instead of
-queueing for eight.
+one ``pwrite`` and one ``fdatasync``; the others wait, each on a lock of its own.
+When the round is durable the leader releases the appenders it covered and hands
+the lead to one appender whose frame came too late for it, which starts the next
+round at once: one thread wakes between two fsyncs, not a crowd racing for a
+shared lock. Eight writers share a few fsyncs instead of queueing for eight.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import os
 import struct
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,13 +140,18 @@ class WriteAheadLog:
         self.directory = directory
         self.durability = durability
         self._leader = threading.Lock()  # held while writing the queue and fsyncing
-        self._round = threading.Condition()  # followers wait here for the leader's fsync
+        self._mutex = threading.Lock()  # guards the queue, the waiters and who leads
         self._leading = False
+        self._waiters: list[_Waiter] = []
         self._file_lock = threading.Lock()  # guards the fd, its offset and capacity
         self._queue: list[bytes] = []
         self._queued = 0  # log sequence number (bytes) of the last queued frame
+        self._queued_upto = 0  # the caller's position of the last queued frame
         self._written = 0
         self._synced = 0
+        # Called by each round's leader with the last position it made durable, before
+        # anyone it covered returns (the store makes those events visible).
+        self.on_durable: Callable[[int], None] | None = None
         self.syncs = 0  # fdatasync calls made: how well appends share them
         self._failed: BaseException | None = None
         self._segment_no = first_segment
@@ -194,11 +201,12 @@ class WriteAheadLog:
 
     # -- writing ----------------------------------------------------------------------
 
-    def add(self, body: bytes) -> int:
+    def add(self, body: bytes, upto: int = 0) -> int:
         """Log one frame (the caller holds the store lock, so frames keep position order).
 
         Returns its log sequence number, for ``sync``. With "fsync" durability the
-        frame is queued for the next leader; otherwise it is written now.
+        frame is queued for the next leader, and `upto` (the frame's last position)
+        is passed to ``on_durable`` once it is on disk; otherwise it is written now.
 
         Raises:
             StoreError: the log failed; with "batch"/"none" nothing was logged.
@@ -206,9 +214,11 @@ class WriteAheadLog:
         self._raise_if_failed()
         framed = frame(body)
         if self.durability == "fsync":
-            self._queue.append(framed)
-            self._queued += len(framed)
-            return self._queued
+            with self._mutex:
+                self._queue.append(framed)
+                self._queued += len(framed)
+                self._queued_upto = max(self._queued_upto, upto)
+                return self._queued
         with self._file_lock:
             self._write(framed)
         self._queued = self._written
@@ -241,8 +251,8 @@ class WriteAheadLog:
     def sync(self, lsn: int) -> None:
         """Return once the frame with log sequence number `lsn` is on disk.
 
-        The first caller becomes the leader; callers arriving meanwhile wait for
-        it and are all released together, and one of them leads the next round.
+        With no round in progress the caller leads one; otherwise it waits until a
+        leader has made its frame durable, or hands it the lead of the next round.
 
         Raises:
             StoreError: writing or fsync failed. The log then refuses all further
@@ -251,19 +261,32 @@ class WriteAheadLog:
         """
         if self._synced >= lsn:
             return
-        with self._round:
-            while self._synced < lsn:
-                self._raise_if_failed()
-                if not self._leading:
-                    self._leading = True
-                    break
-                self._round.wait()
-            else:
+        with self._mutex:
+            if self._synced >= lsn:
                 return
+            self._raise_if_failed()
+            waiter = None
+            if self._leading:
+                waiter = _Waiter(lsn)
+                self._waiters.append(waiter)
+            else:
+                self._leading = True
+        if waiter is not None:
+            waiter.lock.acquire()  # released by a leader
+            if not waiter.lead:
+                if self._synced < lsn:  # released because the round failed
+                    self._raise_if_failed()
+                return
+        self._lead()
+
+    def _lead(self) -> None:
+        """One round: write everything queued, fsync, release those it covered, pass the lead on."""
         try:
             with self._leader:
                 with self._file_lock:
-                    queue, self._queue = self._queue, []
+                    with self._mutex:
+                        queue, self._queue = self._queue, []
+                        upto = self._queued_upto
                     if queue:
                         self._write(b"".join(queue))
                     target, fd = self._written, self._fd
@@ -271,13 +294,27 @@ class WriteAheadLog:
                 self.syncs += 1
         except (OSError, StoreError) as exc:
             self._failed = exc
-            raise StoreError(f"the write-ahead log failed: {exc}; reopen the store") from exc
-        finally:
-            with self._round:
-                if self._failed is None:
-                    self._synced = target
+            with self._mutex:
+                waiters, self._waiters = self._waiters, []
                 self._leading = False
-                self._round.notify_all()
+            for w in waiters:
+                w.lock.release()
+            raise StoreError(f"the write-ahead log failed: {exc}; reopen the store") from exc
+        if self.on_durable is not None and upto:
+            self.on_durable(upto)  # before anyone covered returns: what they wrote is visible
+        with self._mutex:
+            self._synced = target
+            done = [w for w in self._waiters if w.lsn <= target]
+            later = [w for w in self._waiters if w.lsn > target]
+            successor = later.pop(0) if later else None
+            self._waiters = later
+            if successor is None:
+                self._leading = False
+        for w in done:
+            w.lock.release()
+        if successor is not None:
+            successor.lead = True
+            successor.lock.release()
 
     def sync_all(self) -> None:
         if self.durability == "fsync":
@@ -339,3 +376,15 @@ class WriteAheadLog:
     def _raise_if_failed(self) -> None:
         if self._failed is not None:
             raise StoreError(f"the write-ahead log failed earlier ({self._failed}); reopen the store")
+
+
+class _Waiter:
+    """An appender waiting for a round: its frame's sequence number, and a lock it blocks on."""
+
+    __slots__ = ("lead", "lock", "lsn")
+
+    def __init__(self, lsn: int) -> None:
+        self.lsn = lsn
+        self.lead = False  # True: released to lead the next round, not because it is durable
+        self.lock = threading.Lock()
+        self.lock.acquire()
