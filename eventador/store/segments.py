@@ -73,7 +73,8 @@ def as_list(column: pa.ChunkedArray) -> list[Any]:
     """``column.to_pylist()``, and as quick for the dictionary columns of stream reads:
     pyarrow converts those row by row, at about a hundred times the cost."""
     if not pa.types.is_dictionary(column.type):
-        return column.to_pylist()
+        values: list[Any] = column.to_pylist()
+        return values
     out: list[Any] = []
     for chunk in column.chunks:
         if chunk.null_count or not len(chunk):
