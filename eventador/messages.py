@@ -16,6 +16,7 @@ writer's code (its events load as ``UnknownEvent``).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -87,6 +88,45 @@ class Message:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         dataclasses.dataclass(cls, kw_only=True, frozen=True, eq=True, repr=True)
+        _quick_init(cls)
+
+
+def _quick_init(cls: type) -> None:
+    """Give a plain message class an ``__init__`` that fills the new instance's ``__dict__``.
+
+    A frozen dataclass's own ``__init__`` sets each field through ``object.__setattr__``,
+    three times the cost, and messages are made by the million. The signature is the
+    dataclass's; classes with ``__post_init__``, ``InitVar`` or ``init=False`` fields,
+    default factories or ``__slots__`` keep the dataclass's ``__init__``.
+    """
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
+    generated = vars(cls)["__init__"]  # the dataclass's
+    if (
+        not fields
+        or hasattr(cls, "__post_init__")
+        or any(not f.init or f.default_factory is not dataclasses.MISSING for f in fields)
+        or any("__slots__" in vars(k) for k in cls.__mro__[:-1])
+        or {"self", "_values"}.intersection(names)
+        or list(inspect.signature(generated).parameters)[1:] != names  # an InitVar adds one
+    ):
+        return
+    namespace: dict[str, Any] = {}
+    params = []
+    for f in fields:
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            namespace[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+    body = "".join(f"    _values[{name!r}] = {name}\n" for name in names)
+    exec(f"def __init__(self, *, {', '.join(params)}):\n    _values = self.__dict__\n{body}", namespace)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    init.__doc__ = generated.__doc__
+    init.__annotations__ = dict(generated.__annotations__)
+    type.__setattr__(cls, "__init__", init)
 
 
 class Command(Message):

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import eventador as ev
+from eventador.codec import encode_event
 from eventador.store import wal
 from eventador.testing import DirectoryStoreFactory
 from tests.domain import Deposited, deposited, opened, withdrawn
@@ -332,6 +333,35 @@ def test_a_torn_final_wal_frame_is_dropped_and_the_rest_is_intact(
     before = summary(store)
     store = reopen(factory, store)
     assert summary(store) == before
+
+
+def test_a_log_in_the_older_row_format_is_replayed_and_appending_goes_on(
+    directory: Path, factory: DirectoryStoreFactory
+) -> None:
+    """Log format 2 held a row per event; a store left with such a log opens with every event."""
+    factory.open().close()  # the catalog and folders, no log segment
+    recorded = 1_700_000_000_000_000
+    events = [("acc-1", opened("acc-1")), ("acc-1", deposited("5", "acc-1")), ("acc-2", deposited("7", "acc-2"))]
+
+    def row(event: ev.Event, occurred: int | None) -> list[object]:
+        return [event.event_type, os.urandom(16), occurred, encode_event(event)]
+
+    frames = [
+        [1, "acc-1", 1, recorded, None, None, [row(events[0][1], None), row(events[1][1], recorded - 5)]],
+        [3, "acc-2", 1, recorded + 1, "Account", cbor2.dumps({"by": "test"}), [row(events[2][1], None)]],
+    ]
+    segment = directory / "wal" / "0000000001.wal"
+    segment.write_bytes(b"EVWAL\x00\x02\n" + b"".join(wal.frame(cbor2.dumps(f)) for f in frames))
+    store = factory.open()
+    assert [(r.position, r.stream_id, r.version, r.event) for r in store.read_all()] == [
+        (i + 1, sid, v, e) for i, ((sid, e), v) in enumerate(zip(events, [1, 2, 1], strict=True))
+    ]
+    second = store.read_stream("acc-1")[1]
+    assert second.occurred_at == second.recorded_at - timedelta(microseconds=5)
+    assert store.read_stream("acc-2")[0].metadata == {"by": "test"}
+    assert store.append("acc-2", [withdrawn("1", "acc-2")], expected_version=1) == 2
+    store = reopen(factory, store)
+    assert [r.position for r in store.read_all()] == [1, 2, 3, 4]
 
 
 def test_garbage_that_looks_like_a_partial_frame_is_dropped(directory: Path, factory: DirectoryStoreFactory) -> None:

@@ -72,18 +72,20 @@ class HotBuffer:
         recorded_us: int,
         stream_type: str | None,
         metadata: bytes | None,
-        rows: list[tuple[str, bytes, int | None, bytes]],
+        event_types: list[str],
+        event_ids: list[bytes],
+        occurred: list[int | None],
+        payloads: list[bytes],
         events: list[Event] | None,
     ) -> None:
-        """Add one append's rows: (event_type, event_id, occurred µs, payload) each."""
+        """Add one append's rows, given as columns (one entry per event in each)."""
         start = len(self.payloads)
-        n = len(rows)
+        n = len(payloads)
         self.stream_ids.extend([stream_id] * n)
         self.versions.extend(range(first_version, first_version + n))
         self.recorded.extend([recorded_us] * n)
         self.stream_types.extend([stream_type] * n)
         self.metadata.extend([metadata] * n)
-        event_types, event_ids, occurred, payloads = zip(*rows, strict=True)  # columns, in C
         self.event_types.extend(event_types)
         self.event_ids.extend(event_ids)
         self.occurred.extend(occurred)

@@ -43,7 +43,7 @@ from eventador.errors import (
 )
 from eventador.messages import Event, TypeRegistry
 from eventador.messages import registry as default_registry
-from eventador.store.appends import PreparedAppend, prepare_append, verify_expected
+from eventador.store.appends import PreparedAppend, decode_columns, prepare_append, verify_expected
 from eventador.store.buffer import HotBuffer
 from eventador.store.bulk import NewStreams
 from eventador.store.catalog import Catalog, FileEntry, read_manifest
@@ -279,11 +279,13 @@ class EventStore(Reader):
         for _, path in WriteAheadLog.segments(self._wal_dir):
             for frame in scan_segment(path, repair=repair):
                 try:
-                    first, stream_id, first_version, recorded_us, stream_type, metadata, rows = cbor2.loads(
+                    first, stream_id, first_version, recorded_us, stream_type, metadata, columns = cbor2.loads(
                         frame.body
                     )
-                except (ValueError, cbor2.CBORDecodeError) as exc:
+                    types, ids, occurred, payloads = decode_columns(columns, log_format=frame.log_format)
+                except (ValueError, TypeError, cbor2.CBORDecodeError) as exc:
                     raise CorruptionError(str(path), f"undecodable frame: {exc}", frame.offset) from exc
+                rows = payloads
                 if first + len(rows) <= next_position:
                     continue  # already in a Parquet file
                 if first != next_position or first_version != heads.get(stream_id, 0) + 1:
@@ -293,7 +295,9 @@ class EventStore(Reader):
                         f"position {next_position - 1}",
                         frame.offset,
                     )
-                buffer.add(stream_id, first_version, recorded_us, stream_type, metadata, rows, None)
+                buffer.add(
+                    stream_id, first_version, recorded_us, stream_type, metadata, types, ids, occurred, payloads, None
+                )
                 heads[stream_id] = first_version + len(rows) - 1
                 next_position += len(rows)
                 last_recorded = recorded_us
@@ -408,9 +412,13 @@ class EventStore(Reader):
                     continue
                 first = buffer.first_position + len(buffer)
                 if self._wal is not None:
-                    body = cbor2.dumps([first, a.stream_id, current + 1, recorded, a.stream_type, a.metadata, a.rows])
-                    lsn = self._wal.add(body, first + len(a.events) - 1)
-                buffer.add(a.stream_id, current + 1, recorded, a.stream_type, a.metadata, a.rows, a.events)
+                    # The columns were encoded before the lock: a 7-array whose last item is them.
+                    head = cbor2.dumps([first, a.stream_id, current + 1, recorded, a.stream_type, a.metadata])
+                    lsn = self._wal.add(b"\x87" + head[1:] + a.logged, first + len(a.events) - 1)
+                buffer.add(
+                    a.stream_id, current + 1, recorded, a.stream_type, a.metadata,
+                    a.types, a.ids, a.occurred, a.payloads, a.events,
+                )
                 heads[a.stream_id] = current + len(a.events)
                 versions.append(current + len(a.events))
                 last = first + len(a.events) - 1

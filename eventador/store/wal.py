@@ -38,7 +38,8 @@ from eventador.errors import CorruptionError, StoreError
 
 __all__ = ["Frame", "WriteAheadLog", "frame", "scan_segment"]
 
-MAGIC = b"EVWAL\x00\x02\n"
+MAGIC = b"EVWAL\x00\x03\n"  # format 3: an append's columns as five values (see appends.py)
+_OLDER_MAGICS = {b"EVWAL\x00\x02\n": 2}  # still read: a log written by an older version
 _MARK = b"\xe7\x5a"
 _HEADER = struct.Struct("<2sIII")  # mark, length, body crc, header crc
 _ZEROS = bytes(1 << 20)
@@ -50,6 +51,7 @@ _MAX_SEGMENT_BYTES = 64 << 20
 class Frame:
     offset: int
     body: bytes
+    log_format: int = 3
 
 
 def fsync_directory(path: Path) -> None:
@@ -72,14 +74,16 @@ def scan_segment(path: Path, *, repair: bool) -> Iterator[Frame]:
     data = path.read_bytes()
     if len(data) < len(MAGIC):
         return  # created, never written: a crash right after the file appeared
-    if data[: len(MAGIC)] != MAGIC:
+    magic = data[: len(MAGIC)]
+    log_format = 3 if magic == MAGIC else _OLDER_MAGICS.get(magic)
+    if log_format is None:
         raise CorruptionError(str(path), "not a write-ahead log segment (bad magic)", 0)
     content_end = len(data.rstrip(b"\0"))  # past this, only preallocated zeros
     offset = len(MAGIC)
     while offset < content_end:
         body = _frame_at(data, offset)
         if body is not None:
-            yield Frame(offset, body)
+            yield Frame(offset, body, log_format)
             offset += _HEADER.size + len(body)
             continue
         later = _next_frame(data, offset + 1, content_end)
