@@ -99,8 +99,11 @@ def prepare_append(
     metadata: dict[str, Any] | None,
     occurred_at: datetime | Sequence[datetime] | None,
     stream_type: str | None,
+    *,
+    logged: bool = True,
 ) -> PreparedAppend:
-    """One stream's append, checked and encoded: everything that can fail before writing."""
+    """One stream's append, checked and encoded: everything that can fail before writing.
+    `logged`: encode its columns for the log too (a store in memory has none)."""
     if isinstance(events, Event):
         batch = [events]
     else:
@@ -126,9 +129,9 @@ def prepare_append(
     if stream_type is not None and not isinstance(stream_type, str):
         raise InvalidInputError(f"stream_type must be a str, got {stream_type!r}")
     ids = new_event_ids(len(batch))
-    logged = encode_columns(types, ids, occurred, payloads)
+    record = encode_columns(types, ids, occurred, payloads) if logged else b""
     return PreparedAppend(
-        stream_id, expected_version, batch, types, split_ids(ids), occurred, payloads, meta, stream_type, logged
+        stream_id, expected_version, batch, types, split_ids(ids), occurred, payloads, meta, stream_type, record
     )
 
 

@@ -45,7 +45,6 @@ RECORD_COLUMNS = [
     "metadata",
 ]
 LEAN_COLUMNS = ["stream_id", "version", "event_type", "recorded_at", "occurred_at"]  # what a replay reads
-DICTIONARY_COLUMNS = ["stream_id", "event_type"]  # read as dictionaries by stream reads
 
 
 def sort_for_segment(table: pa.Table) -> pa.Table:
@@ -69,26 +68,6 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-def as_list(column: pa.ChunkedArray) -> list[Any]:
-    """``column.to_pylist()``, and as quick for the dictionary columns of stream reads:
-    pyarrow converts those row by row, at about a hundred times the cost."""
-    if not pa.types.is_dictionary(column.type):
-        values: list[Any] = column.to_pylist()
-        return values
-    out: list[Any] = []
-    for chunk in column.chunks:
-        if chunk.null_count or not len(chunk):
-            out.extend(chunk.dictionary_decode().to_pylist())
-            continue
-        values = chunk.dictionary.to_pylist()
-        low, high = pc.min_max(chunk.indices).values()
-        if low == high:  # one stream's slice: its id, its only type
-            out.extend(itertools.repeat(values[low.as_py()], len(chunk)))
-        else:
-            out.extend(map(values.__getitem__, chunk.indices.to_pylist()))
-    return out
-
-
 def to_records(
     table: pa.Table, decode: Callable[[str, bytes], Event], classes: dict[str, type[Event]] | None = None
 ) -> list[RecordedEvent]:
@@ -109,7 +88,7 @@ def to_events(
     """The typed event of every row of `table` (which has ``event_type``, and ``payload``
     unless every type is built from its typed columns), without the envelope."""
     with paused_gc():
-        return _events(table, as_list(table.column("event_type")), decode, classes)
+        return _events(table, table.column("event_type").to_pylist(), decode, classes)
 
 
 def _events(
@@ -133,7 +112,7 @@ def _events(
 def _to_records(
     table: pa.Table, decode: Callable[[str, bytes], Event], classes: dict[str, type[Event]] | None
 ) -> list[RecordedEvent]:
-    types = as_list(table.column("event_type"))
+    types = table.column("event_type").to_pylist()
     events = _events(table, types, decode, classes)
     cols: list[list[Any]] = []
     for name in RECORD_COLUMNS:
@@ -147,7 +126,7 @@ def _to_records(
                 column = column.cast(pa.int64())
             elif name == "event_id":
                 column = column.cast(pa.binary())  # 4x quicker to_pylist than fixed-size binary
-            cols.append(as_list(column))
+            cols.append(column.to_pylist())
     return build_records(cols)
 
 
@@ -174,7 +153,7 @@ def _events_from_columns(
         if any(c.null_count for c in part.columns):
             continue
         if plan:
-            built = list(map(_maker(cls, tuple(plan)), *(as_list(c) for c in part.columns)))
+            built = list(map(_maker(cls, tuple(plan)), *(c.to_pylist() for c in part.columns)))
         else:
             built = list(map(new, itertools.repeat(cls, part.num_rows)))
         if rows is None:
@@ -406,12 +385,6 @@ class FileSegment(Segment):
         if meta.num_rows != rows:
             raise CorruptionError(str(path), f"holds {meta.num_rows} events, the catalog says {rows}")
         arrow_schema = self._schema = self._file.schema_arrow
-        # Stream reads take the ids and types as dictionaries: a row group holds a few
-        # distinct ones, and decoding 4,096 strings of each costs as much as the rest.
-        self._groups_file = pq.ParquetFile(
-            path, metadata=meta, page_checksum_verification=True, pre_buffer=False,
-            read_dictionary=[c for c in DICTIONARY_COLUMNS if arrow_schema.get_field_index(c) >= 0],
-        )
         self._null_columns: dict[int, frozenset[str]] = {}
         index = arrow_schema.get_field_index("stream_id")
         version_index = arrow_schema.get_field_index("version")
@@ -506,7 +479,7 @@ class FileSegment(Segment):
             if decode:
                 needs_disk()
                 # One thread: for a few KB of pages, waking the pool costs more than it saves.
-                table = self._groups_file.read_row_groups([group], columns=decode, use_threads=False)
+                table = self._file.read_row_groups([group], columns=decode, use_threads=False)
                 read.update(zip(table.column_names, table.columns, strict=True))
             rows = self._file.metadata.row_group(group).num_rows
             for c in missing:
@@ -533,7 +506,6 @@ class FileSegment(Segment):
     def close(self) -> None:
         column_cache.forget(self._token)
         self._file.close()
-        self._groups_file.close()
 
 
 def write_segment(directory: Path, table: pa.Table, *, durable: bool) -> FileSegment:

@@ -372,7 +372,9 @@ class EventStore(Reader):
         stream_type: str | None,
     ) -> PreparedAppend:
         """Check and encode one stream's append: everything that can fail before writing."""
-        return prepare_append(stream_id, events, expected_version, metadata, occurred_at, stream_type)
+        return prepare_append(
+            stream_id, events, expected_version, metadata, occurred_at, stream_type, logged=self._wal is not None
+        )
 
     def _commit(self, appends: list[PreparedAppend]) -> list[int]:
         """All of `appends` or, on any conflict, none: one lock, one fsync."""
