@@ -131,8 +131,8 @@ def test_an_actor_recovers_inline_when_memory_holds_its_stream_and_in_a_thread_w
 
 
 def test_stream_reads_of_files_give_what_a_full_scan_gives_whatever_each_row_group_holds(tmp_path: Path) -> None:
-    """Stream reads take ids and types as dictionaries and skip columns that a row group's
-    statistics say are all null; the records must not change for it."""
+    """Stream reads skip columns that a row group's statistics say are all null; the
+    records must not change for it."""
     with ev.open_store(tmp_path / "store") as store:
         streams = [f"acc-{i:03d}" for i in range(40)]
         for rnd in range(120):
