@@ -144,6 +144,7 @@ def _single(ctx: Context) -> None:
 
 def _threads(ctx: Context) -> None:
     w, per = ctx.sizes.writers, ctx.sizes.per_writer
+    shared: list[float] = []
 
     def once(r: int) -> float:
         path = ctx.path(f"ev-threads-{r}")
@@ -165,11 +166,13 @@ def _threads(ctx: Context) -> None:
             pool = [threading.Thread(target=writer, args=(t,)) for t in range(w)]
             for th in pool:
                 th.start()
+            fsyncs = store.info()["fsyncs"]
             barrier.wait()
             t0 = perf()
             for th in pool:
                 th.join()
             dt = perf() - t0
+            shared.append(w * per / max(1, store.info()["fsyncs"] - fsyncs))
         if errors:
             raise errors[0]
         shutil.rmtree(path)
@@ -182,6 +185,7 @@ def _threads(ctx: Context) -> None:
         "events/s",
         repeat(ctx.reps, once),
         better="higher",
+        note=f"{statistics.median(shared):.1f} appends per fsync",
     )
 
 

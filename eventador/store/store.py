@@ -907,7 +907,8 @@ class EventStore(Reader):
     # -- describing -------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        """Counts and sizes: streams, events, event types with counts, files, bytes on disk."""
+        """Counts and sizes: streams, events, event types with counts, files, bytes on disk,
+        and the log's fsyncs since opening (appends / fsyncs: how well appends share them)."""
         snap = self._snapshot()
         types = dict(self.sql("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall())
         files = [s for s in snap.segments if isinstance(s, FileSegment)]
@@ -923,6 +924,7 @@ class EventStore(Reader):
             "hot_events": sum(visible_rows(b, snap) for b in snap.buffers),
             "bytes": size,
             "views": [view.name for view in self.views()],
+            "fsyncs": self._wal.syncs if self._wal is not None else 0,
         }
 
     def __repr__(self) -> str:
