@@ -4,6 +4,7 @@ and a failed round fails every append waiting on it (none hangs, none is acknowl
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -101,3 +102,44 @@ def test_a_failed_round_fails_every_waiting_append_and_loses_no_acknowledged_one
             # Every acknowledged append is there, in order; an unacknowledged one may be too.
             assert got[: acked[t]] == list(range(1, acked[t] + 1))
             assert got == list(range(1, len(got) + 1))
+
+
+def test_an_appender_interrupted_while_it_waits_leaves_the_log_usable(tmp_path: Path) -> None:
+    """Ctrl-C in a notebook while another thread leads a round: the interrupted appender
+    leaves the waiters, and later rounds neither wait for it nor hang."""
+    with ev.open_store(tmp_path / "store", durability="fsync") as store:
+        wal = store._wal
+        assert wal is not None
+        with wal._mutex:
+            wal._leading = True  # as if another thread were in the middle of a round
+        lsn = wal.add(b"frame that waits", 0)
+        main = threading.main_thread().ident
+        assert main == threading.get_ident()
+        timer = threading.Timer(0.2, signal.pthread_kill, args=(main, signal.SIGINT))  # a real Ctrl-C
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                wal.sync(lsn)
+            timer.join()
+            left = list(wal._waiters)
+        finally:
+            with wal._mutex:
+                wal._leading = False  # that round ends
+                stuck, wal._waiters = wal._waiters, []
+            for w in stuck:  # only if the test is about to fail: let close() finish
+                w.lock.release()
+        assert left == []
+        errors: list[BaseException] = []
+
+        def writer(t: int) -> None:
+            try:
+                for i in range(1, 21):
+                    store.append(f"w-{t}", [Tick(n=i)], expected_version=i - 1)
+            except BaseException as exc:
+                errors.append(exc)
+
+        for th in _writers(store, writer):
+            th.join(timeout=60)
+            assert not th.is_alive(), "a writer hangs after an interrupted one"
+        assert errors == []
+        assert wal._synced >= lsn  # the interrupted appender's frame went out with a later round

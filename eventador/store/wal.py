@@ -276,7 +276,11 @@ class WriteAheadLog:
             else:
                 self._leading = True
         if waiter is not None:
-            waiter.lock.acquire()  # released by a leader
+            try:
+                waiter.lock.acquire()  # released by a leader
+            except BaseException:  # interrupted (Ctrl-C): leave the queue of waiters
+                self._abandon(waiter)
+                raise
             if not waiter.lead:
                 if self._synced < lsn:  # released because the round failed
                     self._raise_if_failed()
@@ -296,29 +300,56 @@ class WriteAheadLog:
                     target, fd = self._written, self._fd
                 os.fdatasync(fd)
                 self.syncs += 1
-        except (OSError, StoreError) as exc:
-            self._failed = exc
+        except BaseException as exc:
+            # Failed, or interrupted at a point that leaves it unknown whether the queue
+            # reached the disk: either way the log refuses all further writes.
+            self._fail(exc)
+            if isinstance(exc, (OSError, StoreError)):
+                raise StoreError(f"the write-ahead log failed: {exc}; reopen the store") from exc
+            raise
+        try:
+            if self.on_durable is not None and upto:
+                self.on_durable(upto)  # before anyone covered returns: what they wrote is visible
+        finally:
             with self._mutex:
-                waiters, self._waiters = self._waiters, []
-                self._leading = False
-            for w in waiters:
+                self._synced = target
+                done = [w for w in self._waiters if w.lsn <= target]
+                self._waiters = [w for w in self._waiters if w.lsn > target]
+                successor = self._next_leader()
+            for w in done:
                 w.lock.release()
-            raise StoreError(f"the write-ahead log failed: {exc}; reopen the store") from exc
-        if self.on_durable is not None and upto:
-            self.on_durable(upto)  # before anyone covered returns: what they wrote is visible
+            if successor is not None:
+                successor.lock.release()
+
+    def _next_leader(self) -> _Waiter | None:
+        """The waiter that leads the next round, marked so (the caller holds the mutex and
+        releases its lock); None, and nobody leads, when no one waits."""
+        if not self._waiters:
+            self._leading = False
+            return None
+        successor = self._waiters.pop(0)
+        successor.lead = True
+        return successor
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        """A waiter stops waiting (interrupted): out of the queue, or the lead it was just
+        handed goes on to the next waiter."""
         with self._mutex:
-            self._synced = target
-            done = [w for w in self._waiters if w.lsn <= target]
-            later = [w for w in self._waiters if w.lsn > target]
-            successor = later.pop(0) if later else None
-            self._waiters = later
-            if successor is None:
-                self._leading = False
-        for w in done:
-            w.lock.release()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                return
+            successor = self._next_leader() if waiter.lead else None
         if successor is not None:
-            successor.lead = True
             successor.lock.release()
+
+    def _fail(self, exc: BaseException) -> None:
+        """The log is failed: every waiter is released to find that out."""
+        self._failed = exc
+        with self._mutex:
+            waiters, self._waiters = self._waiters, []
+            self._leading = False
+        for w in waiters:
+            w.lock.release()
 
     def sync_all(self) -> None:
         if self.durability == "fsync":
