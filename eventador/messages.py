@@ -87,8 +87,10 @@ class Message:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        own_init = "__init__" in vars(cls)  # written by the user: the dataclass keeps it, and so do we
         dataclasses.dataclass(cls, kw_only=True, frozen=True, eq=True, repr=True)
-        _quick_init(cls)
+        if not own_init:
+            _quick_init(cls)
 
 
 def _quick_init(cls: type) -> None:

@@ -45,6 +45,13 @@ class Scaled(ev.Command):
         object.__setattr__(self, "value", self.value * factor)
 
 
+class Renamed(ev.Command):
+    name: str
+
+    def __init__(self, *, name: str) -> None:  # the class's own constructor stays
+        object.__setattr__(self, "name", name.upper())
+
+
 class Balance(ev.State):
     amount: Decimal = Decimal(0)
 
@@ -95,6 +102,7 @@ def test_post_init_init_vars_and_default_factories_still_run() -> None:
     assert Normalised(name="  Ann ").name == "ann"
     assert Scaled(value=3, factor=4).value == 12
     assert Scaled(value=3).value == 3
+    assert Renamed(name="ann").name == "ANN"
     a, b = Tagged(), Tagged()
     a.tags.append("x")
     assert b.tags == []

@@ -180,10 +180,9 @@ def decode_columns(
     if len(joined_ids) != 16 * n or (ends[-1] if ends else 0) != len(joined):
         raise ValueError(f"columns of {n} events do not add up")
     payloads = [joined[end - size : end] for size, end in zip(sizes, ends, strict=True)]
-    return (
-        [kinds] * n if isinstance(kinds, str) else list(kinds),
-        split_ids(joined_ids),
-        [None] * n if times is None else list(times),
-        payloads,
-    )
+    types = [kinds] * n if isinstance(kinds, str) else list(kinds)
+    occurred = [None] * n if times is None else list(times)
+    if len(types) != n or len(occurred) != n:
+        raise ValueError(f"columns of {n} events do not add up")
+    return types, split_ids(joined_ids), occurred, payloads
 

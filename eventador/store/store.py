@@ -285,8 +285,8 @@ class EventStore(Reader):
                     types, ids, occurred, payloads = decode_columns(columns, log_format=frame.log_format)
                 except (ValueError, TypeError, cbor2.CBORDecodeError) as exc:
                     raise CorruptionError(str(path), f"undecodable frame: {exc}", frame.offset) from exc
-                rows = payloads
-                if first + len(rows) <= next_position:
+                n = len(payloads)
+                if first + n <= next_position:
                     continue  # already in a Parquet file
                 if first != next_position or first_version != heads.get(stream_id, 0) + 1:
                     raise CorruptionError(
@@ -298,8 +298,8 @@ class EventStore(Reader):
                 buffer.add(
                     stream_id, first_version, recorded_us, stream_type, metadata, types, ids, occurred, payloads, None
                 )
-                heads[stream_id] = first_version + len(rows) - 1
-                next_position += len(rows)
+                heads[stream_id] = first_version + n - 1
+                next_position += n
                 last_recorded = recorded_us
         self._visible = next_position - 1
         self._last_recorded_us = max(self._last_recorded_us, last_recorded)
