@@ -112,7 +112,7 @@ def test_an_appender_interrupted_while_it_waits_leaves_the_log_usable(tmp_path: 
         assert wal is not None
         with wal._mutex:
             wal._leading = True  # as if another thread were in the middle of a round
-        lsn = wal.add(b"frame that waits", 0)
+        lsn = wal.add(b"frame that waits", 0)  # any body: closing flushes and retires this log
         main = threading.main_thread().ident
         assert main == threading.get_ident()
         timer = threading.Timer(0.2, signal.pthread_kill, args=(main, signal.SIGINT))  # a real Ctrl-C
