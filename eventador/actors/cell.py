@@ -155,7 +155,7 @@ class ActorCell:
     def wake(self) -> None:
         """Returns at once; a parked actor (running, no task) gets a task to drain its mail."""
         if self.task is None and self.state is State.RUNNING:
-            self.task = self.loop.create_task(self._resume(), name=f"eventador.actor:{self.name}")
+            self.task = self.loop.create_task(self._run(start=False), name=f"eventador.actor:{self.name}")
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -244,25 +244,29 @@ class ActorCell:
 
     # -- the task -------------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def _run(self, *, start: bool = True) -> None:
+        """The actor's task: starts the instance (not when `start` is False: a parked actor
+        woken by mail), drains the mail, then parks (no task) or finishes."""
         startup_error: BaseException | None = None
         parked = False
         try:
-            try:
-                await self._start_instance(None)
-            except Exception as exc:
-                if self.spawn_reply is not None:
-                    # A failed spawn registers nothing: the caller gets the error.
-                    startup_error = exc
+            if start:
+                try:
+                    await self._start_instance(None)
+                except Exception as exc:
+                    if self.spawn_reply is not None:
+                        # A failed spawn registers nothing: the caller gets the error.
+                        startup_error = exc
+                        return
+                    if not await self._on_failure(exc, _NO_MESSAGE):
+                        return
+                spawn_reply, self.spawn_reply = self.spawn_reply, None
+                if spawn_reply is not None and not spawn_reply.done():
+                    spawn_reply.set_result(None)
+                if self.state is not State.STARTING:
                     return
-                if not await self._on_failure(exc, _NO_MESSAGE):
-                    return
-            spawn_reply, self.spawn_reply = self.spawn_reply, None
-            if spawn_reply is not None and not spawn_reply.done():
-                spawn_reply.set_result(None)
-            if self.state is State.STARTING:
                 self.state = State.RUNNING
-                parked = await self._drain()
+            parked = await self._drain()
         except asyncio.CancelledError:
             # stop() or passivate() asked for this (or the loop is closing): clean up below.
             pass
@@ -271,17 +275,6 @@ class ActorCell:
                 await self._finish()
                 # Only now: spawn's caller may reuse the name as soon as it hears.
                 self._answer_spawn(startup_error)
-
-    async def _resume(self) -> None:
-        """A parked actor's task: drains the mail that woke it, then parks again or finishes."""
-        parked = False
-        try:
-            parked = await self._drain()
-        except asyncio.CancelledError:
-            pass
-        finally:
-            if not parked:
-                await self._finish()
 
     async def _start_instance(self, error: BaseException | None) -> None:
         self.ready = False
