@@ -31,7 +31,8 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 from eventador._group_append import append_in_group
 from eventador._offload import run_blocking
 from eventador.actors import Actor
-from eventador.errors import InvalidInputError, SerializationError
+from eventador.actors.actor import BatchHandler, Outcome
+from eventador.errors import CommandRejected, InvalidInputError, SerializationError
 from eventador.messages import Command, Event, State
 from eventador.snapshots import SnapshotConfig, SnapshotWarning, decode_snapshot, encode_snapshot
 from eventador.store import EventStore
@@ -526,6 +527,9 @@ class PersistentActor(Actor):
 # -- aggregates --------------------------------------------------------------------------------
 
 
+_PAUSE_GC_FROM = 64  # events folded at once from which the cyclic collector waits
+
+
 def _stamp(before_last: S, after: S, version: int, when: datetime) -> S:
     """`after` with version = `version` and, unless the last apply_event set it, last_modified = `when`."""
     changes: dict[str, Any] = {}
@@ -633,6 +637,83 @@ class AggregateRoot(PersistentActor, Generic[S]):
             await self._persist(events, None)
         return self.state
 
+    def _batch_handler(self) -> BatchHandler | None:
+        # Only when commands reach handle_command the ordinary way: an override of
+        # on_message or command_handler may do anything, so it sees one message at a time.
+        cls = type(self)
+        if cls.command_handler is AggregateRoot.command_handler and cls.on_message is PersistentActor.on_message:
+            return self._handle_commands
+        return None
+
+    async def _handle_commands(self, commands: list[Any]) -> list[Outcome]:
+        """Handles queued commands as one after another would, and writes all their events
+        in one append: one lock, one log record and one fsync for the lot.
+
+        Each command is decided on the state after the ones before it, and each answer is
+        the state after its own command. Returns an outcome for each of a prefix of
+        `commands`: it stops after a failure (not a rejection), and when the append fails
+        the first command with events takes the error, as it would have alone; the
+        commands after it are handled again later (``handle_command`` is pure). When an
+        event cannot be stored, the commands from the first with events on are handled
+        again one at a time, so that only the command whose event is bad fails.
+        """
+        if not self._recovered or self._stale:
+            await self._ensure_current()
+        where = f"{type(self).__name__}.handle_command"
+        state = self.state
+        version = self._sequence_number
+        when = self.event_store.clock.now()
+        events: list[Event] = []
+        outcomes: list[Outcome] = []
+        first_writer = last_writer = -1  # the first and last commands with events
+        for command in commands:
+            try:
+                produced = _as_events(self.handle_command(state, command), where)
+                if produced:
+                    before_last, after = self._fold(state, produced)
+                    version += len(produced)
+                    state = _stamp(before_last, after, version, when)
+                    if first_writer < 0:
+                        first_writer = len(outcomes)
+                    last_writer = len(outcomes)
+                    events.extend(produced)
+            except CommandRejected as rejected:
+                outcomes.append((False, rejected))
+                continue
+            except Exception as failed:
+                outcomes.append((False, failed))
+                break
+            outcomes.append((True, state))
+        if not events:
+            return outcomes
+        try:
+            await self._append(events, metadata=None, occurred_at=when)
+        except (SerializationError, InvalidInputError):  # checked before writing: nothing was written
+            return [*outcomes[:first_writer], *await self._one_by_one(commands[first_writer : len(outcomes)])]
+        except Exception as failed:
+            return [*outcomes[:first_writer], (False, failed)]
+        self._state = state
+        self._sequence_number = version
+        self._since_snapshot += len(events)
+        if self.snapshot_config is not None:
+            try:
+                await self._maybe_snapshot()
+            except Exception as failed:  # the events are stored: the last command answers for it
+                return [*outcomes[:last_writer], (False, failed)]
+        return outcomes
+
+    async def _one_by_one(self, commands: list[Any]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for command in commands:
+            try:
+                outcomes.append((True, await self.command_handler(command)))
+            except CommandRejected as rejected:
+                outcomes.append((False, rejected))
+            except Exception as failed:
+                outcomes.append((False, failed))
+                break
+        return outcomes
+
     async def persist_events(self, events: Iterable[Event], *, metadata: dict[str, Any] | None = None) -> int:
         """Returns the stream's new version, once `events` are folded, stored (all or none) and applied.
 
@@ -677,18 +758,23 @@ class AggregateRoot(PersistentActor, Generic[S]):
     def _snapshot_type(self) -> type | None:
         return type(self.state)
 
-    def _fold(self, state: S, events: Iterable[Event]) -> tuple[S, S]:
+    def _fold(self, state: S, events: Sequence[Event]) -> tuple[S, S]:
         """The state before the last event and after all of them.
 
-        The cyclic collector waits meanwhile: a replay allocates a state per event, and the
-        collections that would trigger cost more than the fold (and vary run to run).
+        For a replay the cyclic collector waits meanwhile: it allocates a state per event,
+        and the collections that would trigger cost more than the fold (and vary run to run).
         """
         apply = self.apply_event
         before_last = state
-        with paused_gc():
+        if len(events) < _PAUSE_GC_FROM:  # a command's events: pausing would cost more than it saves
             for event in events:
                 before_last = state
                 state = apply(state, event)
+        else:
+            with paused_gc():
+                for event in events:
+                    before_last = state
+                    state = apply(state, event)
         if not isinstance(state, State):
             raise InvalidInputError(f"{type(self).__name__}.apply_event returned {state!r}, not an ev.State")
         return before_last, state

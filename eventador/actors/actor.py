@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from eventador.errors import ActorError
 
@@ -13,9 +13,14 @@ if TYPE_CHECKING:
     from eventador.actors.ref import ActorRef
     from eventador.actors.system import ActorSystem
 
-__all__ = ["Actor", "ActorContext"]
+__all__ = ["Actor", "ActorContext", "BatchHandler", "Outcome"]
 
 log = logging.getLogger("eventador.actors")
+
+Outcome: TypeAlias = tuple[bool, Any]
+"""What handling one message came to: ``(True, answer)`` or ``(False, the exception)``."""
+
+BatchHandler: TypeAlias = Callable[[list[Any]], Awaitable[list[Outcome]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,18 @@ class Actor:
     async def on_message(self, message: Any) -> Any:
         """Returns the answer to `message` (what ``ask`` gets); by default calls ``unhandled``."""
         self.unhandled(message)
+        return None
+
+    def _batch_handler(self) -> BatchHandler | None:
+        """The handler of several queued messages at once, or None (one at a time).
+
+        Given messages in mailbox order, it handles them one after another as
+        ``on_message`` would and returns an outcome for each message of a prefix of
+        them: ``(True, answer)`` or ``(False, exception)``. It stops after a failure
+        that is not a ``CommandRejected``; the messages it returned no outcome for go
+        back to the mailbox. Aggregates use it to write a whole queue of commands in
+        one append.
+        """
         return None
 
     def unhandled(self, message: Any) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final
 
-from eventador.actors.actor import Actor, ActorContext
+from eventador.actors.actor import Actor, ActorContext, BatchHandler
 from eventador.actors.records import ActorMetrics
 from eventador.actors.ref import ActorRef
 from eventador.actors.supervision import Supervisor
@@ -33,6 +33,10 @@ log = logging.getLogger("eventador.actors")
 # Messages handled back to back before the task yields to the loop, so that an actor
 # whose handler never awaits cannot starve every other task.
 _BATCH: Final = 256
+
+# Queued messages handed to an instance's batch handler at most at once (aggregates
+# write them in one append: more would only make one append bigger).
+_MAX_BATCH: Final = 128
 
 
 class State(enum.Enum):
@@ -61,6 +65,7 @@ class ActorCell:
 
     __slots__ = (
         "accepting",
+        "busy_batch",
         "busy_reply",
         "consecutive_restarts",
         "context",
@@ -118,6 +123,7 @@ class ActorCell:
         self.started_hook = False  # pre_start/post_restart finished: post_stop is owed
         self.ready = False  # start() finished too: the instance can take messages
         self.busy_reply: asyncio.Future[Any] | None = None
+        self.busy_batch: list[Envelope] | None = None  # the messages a batch handler is on
         self.restart_times: deque[float] | None = None  # made at the first restart: an empty deque is 760 B
         self.consecutive_restarts = 0
         self.idle_since = 0.0
@@ -297,6 +303,7 @@ class ActorCell:
         if instance is None:
             return False
         handler = instance.on_message
+        batched = instance._batch_handler()
         budget = _BATCH
         while True:
             if not mailbox:
@@ -305,6 +312,17 @@ class ActorCell:
                 self.mailbox = None  # an idle actor keeps no empty deque
                 self.task = None
                 return True
+            if batched is not None and len(mailbox) > 1:
+                if not await self._handle_batch(mailbox, batched) or self.state is not State.RUNNING:
+                    return False
+                instance = self.instance  # a failure may have restarted it
+                if instance is None:
+                    return False
+                handler = instance.on_message
+                batched = instance._batch_handler()
+                budget = _BATCH
+                await asyncio.sleep(0)  # a batch is many messages: let the others run
+                continue
             message, reply = mailbox.popleft()
             self.busy_reply = reply
             began = perf_counter()
@@ -344,6 +362,39 @@ class ActorCell:
             if not budget:
                 budget = _BATCH
                 await asyncio.sleep(0)
+
+    async def _handle_batch(self, mailbox: deque[Envelope], batched: BatchHandler) -> bool:
+        """Hands the queued messages to the instance's batch handler at once; answers each
+        as ``_drain`` would. Returns False when the actor is stopping."""
+        envelopes = [mailbox.popleft() for _ in range(min(len(mailbox), _MAX_BATCH))]
+        self.busy_batch = envelopes
+        began = perf_counter()
+        try:
+            outcomes = await batched([message for message, _ in envelopes])
+        except Exception as exc:  # before any message was handled (recovery failed): the first one failed
+            outcomes = [(False, exc)]
+        self.busy_batch = None
+        if not outcomes:
+            outcomes = [(False, RuntimeError(f"{type(self.instance).__name__}'s batch handler answered nothing"))]
+        handled = envelopes[: len(outcomes)]
+        mailbox.extendleft(reversed(envelopes[len(handled) :]))  # not handled: first again, in order
+        share = (perf_counter() - began) / len(handled)
+        for (message, reply), (ok, value) in zip(handled, outcomes, strict=False):
+            self.elapsed += share
+            self.processed += 1
+            if ok:
+                self.consecutive_restarts = 0
+                if reply is not None and not reply.done():
+                    reply.set_result(value)
+                continue
+            if reply is not None and not reply.done():
+                reply.set_exception(value)
+            if isinstance(value, CommandRejected):
+                if reply is None:
+                    log.info("actor %r rejected %r: %s", self.name, message, value)
+                continue
+            return await self._on_failure(value, message)  # the batch handler stops at a failure
+        return True
 
     async def _on_failure(self, error: Exception, message: Any) -> bool:
         """Returns whether the actor goes on (resumed or restarted); False: it is stopping."""
@@ -449,6 +500,10 @@ class ActorCell:
         busy, self.busy_reply = self.busy_reply, None
         if busy is not None and not busy.done():
             busy.set_exception(ActorStoppedError(self.name))
+        batch, self.busy_batch = self.busy_batch, None
+        for _, reply in batch or ():
+            if reply is not None and not reply.done():
+                reply.set_exception(ActorStoppedError(self.name))
         mailbox = self.mailbox
         while mailbox:
             message, reply = mailbox.popleft()
