@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import sys
 from array import array
 from collections.abc import Sequence
@@ -55,12 +56,21 @@ _VERSION_MASK = int.from_bytes(bytes.fromhex("ffffffffffff0fff3fffffffffffffff")
 _VERSION_BITS = int.from_bytes(bytes.fromhex("00000000000040008000000000000000"))
 
 
+# Event ids are unique, not secret: they come from a generator of this module's own,
+# seeded from the OS. os.urandom would cost a system call per append and let go of the
+# GIL around it, handing it to another appending thread each time (eight threads
+# appended 15% faster without that). Its own instance, so that a user's random.seed()
+# cannot make ids repeat; seeded again in a forked child, so parent and child differ.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+
+
 def new_event_ids(n: int) -> bytes:
     """n random version-4 UUIDs, 16 bytes each, end to end (uuid.uuid4() costs more than
     the rest of an append)."""
     if n == 1:  # the common case: version and variant set on one 128-bit integer
-        return ((int.from_bytes(os.urandom(16)) & _VERSION_MASK) | _VERSION_BITS).to_bytes(16)
-    raw = bytearray(os.urandom(16 * n))
+        return ((_ids.getrandbits(128) & _VERSION_MASK) | _VERSION_BITS).to_bytes(16)
+    raw = bytearray(_ids.randbytes(16 * n))
     for i in range(6, 16 * n, 16):
         raw[i] = (raw[i] & 0x0F) | 0x40
         raw[i + 2] = (raw[i + 2] & 0x3F) | 0x80
