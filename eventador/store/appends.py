@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import random
@@ -67,14 +68,19 @@ os.register_at_fork(after_in_child=_ids.seed)
 
 def new_event_ids(n: int) -> bytes:
     """n random version-4 UUIDs, 16 bytes each, end to end (uuid.uuid4() costs more than
-    the rest of an append)."""
-    if n == 1:  # the common case: version and variant set on one 128-bit integer
+    the rest of an append). Version and variant are set on all n at once, as one integer."""
+    if n == 1:
         return ((_ids.getrandbits(128) & _VERSION_MASK) | _VERSION_BITS).to_bytes(16)
-    raw = bytearray(_ids.randbytes(16 * n))
-    for i in range(6, 16 * n, 16):
-        raw[i] = (raw[i] & 0x0F) | 0x40
-        raw[i + 2] = (raw[i + 2] & 0x3F) | 0x80
-    return bytes(raw)
+    mask, bits = _repeated(n)
+    return ((_ids.getrandbits(128 * n) & mask) | bits).to_bytes(16 * n) if n else b""
+
+
+@functools.lru_cache(maxsize=32)
+def _repeated(n: int) -> tuple[int, int]:
+    """The version mask and bits, repeated for n ids end to end."""
+    mask = _VERSION_MASK.to_bytes(16) * n
+    bits = _VERSION_BITS.to_bytes(16) * n
+    return int.from_bytes(mask), int.from_bytes(bits)
 
 
 def split_ids(ids: bytes) -> list[bytes]:
