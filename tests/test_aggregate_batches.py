@@ -44,45 +44,47 @@ async def ask_all(ref: ev.ActorRef, commands: list[Any]) -> list[Any]:
     return await asyncio.gather(*(ref.ask(c, timeout=None) for c in commands), return_exceptions=True)
 
 
-def test_queued_commands_share_one_append_and_each_gets_its_own_state() -> None:
-    async def main() -> None:
-        store = ticking_store()
+def handle(
+    cls: type[AggregateRoot[Any]], store: ev.EventStore, commands: list[Any],
+    supervisor: ev.Supervisor | None = None,
+) -> tuple[list[Any], Any]:
+    """The answers of an aggregate actor "acc" to `commands`, all queued at once, and its metrics."""
+
+    async def main() -> tuple[list[Any], Any]:
         async with ev.ActorSystem() as system:
             ref = await system.spawn(
-                "acc", lambda: BankAccountAggregate(persistence_id="acc", event_store=store),
-                supervisor=ev.Supervisor.resume(),
+                "acc", lambda: cls(persistence_id="acc", event_store=store),
+                supervisor=supervisor or ev.Supervisor.resume(),
             )
-            commands = [OpenAccountCommand(account_id="acc", initial_balance=10.0)] + [deposit(i) for i in range(1, 8)]
             answers = await ask_all(ref, commands)
-        assert [a.balance for a in answers] == [10.0, 11.0, 13.0, 16.0, 20.0, 25.0, 31.0, 38.0]
-        assert [a.version for a in answers] == list(range(1, 9))
-        records = store.read_stream("acc")
-        assert [r.version for r in records] == list(range(1, 9))
-        # One append: one reading of the clock for all eight commands (alone, each reads it).
-        assert len({r.occurred_at for r in records}) == 1
-        assert len({r.recorded_at for r in records}) == 1
-        assert answers[-1].last_modified == records[-1].occurred_at
+            return answers, system.metrics().loc["acc"]
 
-    run(main())
+    return run(main())
+
+
+def test_queued_commands_share_one_append_and_each_gets_its_own_state() -> None:
+    store = ticking_store()
+    commands = [OpenAccountCommand(account_id="acc", initial_balance=10.0)] + [deposit(i) for i in range(1, 8)]
+    answers, _ = handle(BankAccountAggregate, store, commands)
+    assert [a.balance for a in answers] == [10.0, 11.0, 13.0, 16.0, 20.0, 25.0, 31.0, 38.0]
+    assert [a.version for a in answers] == list(range(1, 9))
+    records = store.read_stream("acc")
+    assert [r.version for r in records] == list(range(1, 9))
+    # One append: one reading of the clock for all eight commands (alone, each reads it).
+    assert len({r.occurred_at for r in records}) == 1
+    assert len({r.recorded_at for r in records}) == 1
+    assert answers[-1].last_modified == records[-1].occurred_at
 
 
 def test_a_rejected_command_in_a_batch_changes_nothing_and_the_rest_go_on() -> None:
-    async def main() -> None:
-        store = ticking_store()
-        async with ev.ActorSystem() as system:
-            ref = await system.spawn(
-                "acc", lambda: BankAccountAggregate(persistence_id="acc", event_store=store),
-                supervisor=ev.Supervisor.resume(),
-            )
-            opening = OpenAccountCommand(account_id="acc", initial_balance=5.0)
-            answers = await ask_all(ref, [opening, withdraw(50), deposit(1), withdraw(6)])
-        assert isinstance(answers[1], ev.CommandRejected) and "insufficient funds" in str(answers[1])
-        assert [answers[0].balance, answers[2].balance, answers[3].balance] == [5.0, 6.0, 0.0]
-        assert [r.event_type for r in store.read_stream("acc")] == [
-            "seed.AccountOpened", "seed.MoneyDeposited", "seed.MoneyWithdrawn",
-        ]
-
-    run(main())
+    store = ticking_store()
+    opening = OpenAccountCommand(account_id="acc", initial_balance=5.0)
+    answers, _ = handle(BankAccountAggregate, store, [opening, withdraw(50), deposit(1), withdraw(6)])
+    assert isinstance(answers[1], ev.CommandRejected) and "insufficient funds" in str(answers[1])
+    assert [answers[0].balance, answers[2].balance, answers[3].balance] == [5.0, 6.0, 0.0]
+    assert [r.event_type for r in store.read_stream("acc")] == [
+        "seed.AccountOpened", "seed.MoneyDeposited", "seed.MoneyWithdrawn",
+    ]
 
 
 class Boom(RuntimeError):
@@ -99,37 +101,23 @@ class Fragile(BankAccountAggregate):
 
 
 def test_a_failing_command_in_a_batch_fails_alone_after_the_ones_before_it_are_stored() -> None:
-    async def main() -> None:
-        store = ticking_store()
-        async with ev.ActorSystem() as system:
-            ref = await system.spawn(
-                "acc", lambda: Fragile(persistence_id="acc", event_store=store), supervisor=ev.Supervisor.resume()
-            )
-            commands = [OpenAccountCommand(account_id="acc", initial_balance=0.0), deposit(1), deposit(13), deposit(2)]
-            answers = await ask_all(ref, commands)
-            metrics = system.metrics().loc["acc"]
-        assert isinstance(answers[2], Boom)
-        assert [answers[0].balance, answers[1].balance, answers[3].balance] == [0.0, 1.0, 3.0]
-        assert [r.event.amount for r in store.read_stream("acc", from_version=2)] == [1.0, 2.0]
-        assert metrics["processed"] == 4 and metrics["failures"] == 1
-
-    run(main())
+    store = ticking_store()
+    commands = [OpenAccountCommand(account_id="acc", initial_balance=0.0), deposit(1), deposit(13), deposit(2)]
+    answers, metrics = handle(Fragile, store, commands)
+    assert isinstance(answers[2], Boom)
+    assert [answers[0].balance, answers[1].balance, answers[3].balance] == [0.0, 1.0, 3.0]
+    assert [r.event.amount for r in store.read_stream("acc", from_version=2)] == [1.0, 2.0]
+    assert metrics["processed"] == 4 and metrics["failures"] == 1
 
 
 def test_a_failing_command_in_a_batch_is_supervised_and_the_rest_wait_for_the_restart() -> None:
-    async def main() -> None:
-        store = ticking_store()
-        async with ev.ActorSystem() as system:
-            ref = await system.spawn("acc", lambda: Fragile(persistence_id="acc", event_store=store))  # restart
-            commands = [OpenAccountCommand(account_id="acc", initial_balance=0.0), deposit(13), deposit(2), deposit(3)]
-            answers = await ask_all(ref, commands)
-            metrics = system.metrics().loc["acc"]
-        assert isinstance(answers[1], Boom)
-        assert [answers[2].balance, answers[3].balance] == [2.0, 5.0]  # handled by the new instance, in order
-        assert metrics["restarts"] == 1
-        assert store.stream_version("acc") == 3
-
-    run(main())
+    store = ticking_store()
+    commands = [OpenAccountCommand(account_id="acc", initial_balance=0.0), deposit(13), deposit(2), deposit(3)]
+    answers, metrics = handle(Fragile, store, commands, supervisor=ev.Supervisor.restart())
+    assert isinstance(answers[1], Boom)
+    assert [answers[2].balance, answers[3].balance] == [2.0, 5.0]  # handled by the new instance, in order
+    assert metrics["restarts"] == 1
+    assert store.stream_version("acc") == 3
 
 
 def test_a_conflict_fails_the_first_writing_command_and_the_rest_catch_up() -> None:
@@ -166,21 +154,14 @@ class Loose(BankAccountAggregate):
 
 
 def test_an_event_that_cannot_be_stored_fails_only_its_own_command() -> None:
-    async def main() -> None:
-        store = ticking_store()
-        async with ev.ActorSystem() as system:
-            ref = await system.spawn(
-                "acc", lambda: Loose(persistence_id="acc", event_store=store), supervisor=ev.Supervisor.resume()
-            )
-            commands = [OpenAccountCommand(account_id="acc", initial_balance=0.0), deposit(1), deposit(7), deposit(2)]
-            answers = await ask_all(ref, commands)
-        assert isinstance(answers[2], ev.SerializationError) and "MoneyDepositedEvent.amount" in str(answers[2])
-        assert [answers[0].balance, answers[1].balance, answers[3].balance] == [0.0, 1.0, 3.0]
-        assert [r.event_type for r in store.read_stream("acc")] == [
-            "seed.AccountOpened", "seed.MoneyDeposited", "seed.MoneyDeposited",
-        ]
-
-    run(main())
+    store = ticking_store()
+    commands = [OpenAccountCommand(account_id="acc", initial_balance=0.0), deposit(1), deposit(7), deposit(2)]
+    answers, _ = handle(Loose, store, commands)
+    assert isinstance(answers[2], ev.SerializationError) and "MoneyDepositedEvent.amount" in str(answers[2])
+    assert [answers[0].balance, answers[1].balance, answers[3].balance] == [0.0, 1.0, 3.0]
+    assert [r.event_type for r in store.read_stream("acc")] == [
+        "seed.AccountOpened", "seed.MoneyDeposited", "seed.MoneyDeposited",
+    ]
 
 
 class Custom(BankAccountAggregate):
@@ -191,16 +172,11 @@ class Custom(BankAccountAggregate):
 
 
 def test_an_aggregate_with_its_own_command_handler_is_not_batched() -> None:
-    async def main() -> None:
-        store = ticking_store()
-        async with ev.ActorSystem() as system:
-            ref = await system.spawn("acc", lambda: Custom(persistence_id="acc", event_store=store))
-            commands = [OpenAccountCommand(account_id="acc", initial_balance=0.0)] + [deposit(i) for i in range(1, 5)]
-            answers = await ask_all(ref, commands)
-        assert answers[-1].balance == 10.0
-        assert len({r.occurred_at for r in store.read_stream("acc")}) == 5  # one clock reading each
-
-    run(main())
+    store = ticking_store()
+    commands = [OpenAccountCommand(account_id="acc", initial_balance=0.0)] + [deposit(i) for i in range(1, 5)]
+    answers, _ = handle(Custom, store, commands)
+    assert answers[-1].balance == 10.0
+    assert len({r.occurred_at for r in store.read_stream("acc")}) == 5  # one clock reading each
 
 
 def test_queued_commands_of_many_actors_on_disk_share_appends_and_fsyncs(tmp_path: Path) -> None:
@@ -289,7 +265,7 @@ def test_batched_commands_give_what_one_at_a_time_gives(commands: list[ev.Comman
     assert run(main()) == expected
 
 
-class Overdraft(AggregateRoot[BankAccountState]):
+class VersionSeer(AggregateRoot[BankAccountState]):
     """A minimal aggregate that decides on state.version: each command must see the version
     the commands before it left (the framework stamps it after every command)."""
 
@@ -306,12 +282,7 @@ class Overdraft(AggregateRoot[BankAccountState]):
 
 
 def test_each_command_in_a_batch_sees_the_version_the_ones_before_it_left() -> None:
-    async def main() -> None:
-        store = ev.open_store()
-        async with ev.ActorSystem() as system:
-            ref = await system.spawn("acc", lambda: Overdraft(persistence_id="acc", event_store=store))
-            answers = await ask_all(ref, [deposit(0)] * 6)
-        assert [r.event.amount for r in store.read_stream("acc")] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
-        assert [a.version for a in answers] == [1, 2, 3, 4, 5, 6]
-
-    run(main())
+    store = ev.open_store()
+    answers, _ = handle(VersionSeer, store, [deposit(0)] * 6)
+    assert [r.event.amount for r in store.read_stream("acc")] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert [a.version for a in answers] == [1, 2, 3, 4, 5, 6]

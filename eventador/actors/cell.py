@@ -3,7 +3,8 @@
 A cell outlives the instances it runs: a restart swaps the instance and keeps the
 mailbox; passivation ends the task but keeps the name, the mailbox and the metrics,
 and the next message starts a new task. One task per active actor drains a deque;
-a message costs an append, a pop and the handler call, never a new task.
+a message costs an append, a pop and the handler call, never a new task. An instance
+with a batch handler (aggregates) is handed all its queued messages at once.
 """
 
 from __future__ import annotations
