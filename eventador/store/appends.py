@@ -71,8 +71,10 @@ def new_event_ids(n: int) -> bytes:
     the rest of an append). Version and variant are set on all n at once, as one integer."""
     if n == 1:
         return ((_ids.getrandbits(128) & _VERSION_MASK) | _VERSION_BITS).to_bytes(16)
+    if n == 0:
+        return b""
     mask, bits = _repeated(n)
-    return ((_ids.getrandbits(128 * n) & mask) | bits).to_bytes(16 * n) if n else b""
+    return ((_ids.getrandbits(128 * n) & mask) | bits).to_bytes(16 * n)
 
 
 @functools.lru_cache(maxsize=32)
@@ -164,7 +166,7 @@ def prepare_append(
 
 def encode_columns(types: list[str], ids: bytes, occurred: list[int | None], payloads: list[bytes]) -> bytes:
     """The columns of one append as the log holds them (a CBOR array of five)."""
-    if len(payloads) == 1:  # the common case, written by hand: a third of cbor2.dumps's cost
+    if len(payloads) == 1:  # the common case, written by hand: no list to build and walk
         single = payloads[0]
         when = _one_time(occurred[0])
         return b"".join((
@@ -191,7 +193,8 @@ def _text(value: str) -> bytes:
 
 
 def _one_time(micros: int | None) -> bytes:
-    """The occurred column of one event: null, or [µs] (µs since 1970 fill 8 bytes, 1970-01-02 on)."""
+    """The occurred column of one event: null, or [µs] (any time after 1970-01-01 01:12 is
+    an 8-byte integer in CBOR)."""
     if micros is None:
         return b"\xf6"
     if 0x100000000 <= micros < 0x10000000000000000:
