@@ -19,10 +19,12 @@ costs more than those appends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import html
 import inspect
+import itertools
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
@@ -765,16 +767,16 @@ class AggregateRoot(PersistentActor, Generic[S]):
         and the collections that would trigger cost more than the fold (and vary run to run).
         """
         apply = self.apply_event
-        before_last = state
-        if len(events) < _PAUSE_GC_FROM:  # a command's events: pausing would cost more than it saves
-            for event in events:
-                before_last = state
-                state = apply(state, event)
+        n = len(events)
+        if n <= 1:  # a command's event, the common case
+            before_last = state
+            if n:
+                state = apply(state, events[0])
         else:
-            with paused_gc():
-                for event in events:
-                    before_last = state
-                    state = apply(state, event)
+            # A command's few events: pausing would cost more than it saves.
+            with paused_gc() if n >= _PAUSE_GC_FROM else contextlib.nullcontext():
+                before_last = functools.reduce(apply, itertools.islice(events, n - 1), state)  # a loop in C
+                state = apply(before_last, events[-1])
         if not isinstance(state, State):
             raise InvalidInputError(f"{type(self).__name__}.apply_event returned {state!r}, not an ev.State")
         return before_last, state
