@@ -115,14 +115,34 @@ def test_an_appender_interrupted_while_it_waits_leaves_the_log_usable(tmp_path: 
         lsn = wal.add(b"frame that waits", 0)  # any body: closing flushes and retires this log
         main = threading.main_thread().ident
         assert main == threading.get_ident()
-        timer = threading.Timer(0.2, signal.pthread_kill, args=(main, signal.SIGINT))  # a real Ctrl-C
-        timer.start()
+        interrupted = threading.Event()
+
+        def ctrl_c(signum: int, frame: object) -> None:
+            if not interrupted.is_set():  # the first one interrupts; later ones find nothing to do
+                interrupted.set()
+                raise KeyboardInterrupt
+
+        def press_until_heard() -> None:
+            # A real Ctrl-C, pressed again until heard: one that lands just before the
+            # thread blocks is only seen once it wakes, which here would be never.
+            for _ in range(200):
+                time.sleep(0.05)
+                if interrupted.is_set():
+                    return
+                signal.pthread_kill(main, signal.SIGINT)
+            for w in list(wal._waiters):  # never heard: unblock it, and let the test fail
+                w.lock.release()
+
+        previous = signal.signal(signal.SIGINT, ctrl_c)
+        presser = threading.Thread(target=press_until_heard, daemon=True)
+        presser.start()
         try:
             with pytest.raises(KeyboardInterrupt):
                 wal.sync(lsn)
-            timer.join()
+            presser.join()
             left = list(wal._waiters)
         finally:
+            signal.signal(signal.SIGINT, previous)
             with wal._mutex:
                 wal._leading = False  # that round ends
                 stuck, wal._waiters = wal._waiters, []
