@@ -19,12 +19,10 @@ costs more than those appends.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import html
 import inspect
-import itertools
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
@@ -767,16 +765,16 @@ class AggregateRoot(PersistentActor, Generic[S]):
         and the collections that would trigger cost more than the fold (and vary run to run).
         """
         apply = self.apply_event
-        n = len(events)
-        if n <= 1:  # a command's event, the common case
-            before_last = state
-            if n:
-                state = apply(state, events[0])
+        before_last = state
+        if len(events) < _PAUSE_GC_FROM:  # a command's events: pausing would cost more than it saves
+            for event in events:
+                before_last = state
+                state = apply(state, event)
         else:
-            # A command's few events: pausing would cost more than it saves.
-            with paused_gc() if n >= _PAUSE_GC_FROM else contextlib.nullcontext():
-                before_last = functools.reduce(apply, itertools.islice(events, n - 1), state)  # a loop in C
-                state = apply(before_last, events[-1])
+            with paused_gc():
+                for event in events:
+                    before_last = state
+                    state = apply(state, event)
         if not isinstance(state, State):
             raise InvalidInputError(f"{type(self).__name__}.apply_event returned {state!r}, not an ev.State")
         return before_last, state
