@@ -630,12 +630,10 @@ class AggregateRoot(PersistentActor, Generic[S]):
             CommandRejected: from ``handle_command``; nothing was persisted.
             ConcurrencyError: another writer appended first; nothing was persisted.
         """
-        if not self._recovered or self._stale:
-            await self._ensure_current()
-        events = _as_events(self.handle_command(self.state, command), f"{type(self).__name__}.handle_command")
-        if events:
-            await self._persist(events, None)
-        return self.state
+        ((ok, answer),) = await self._handle_commands([command])  # one command: one outcome
+        if not ok:
+            raise answer
+        return cast(S, answer)
 
     def _batch_handler(self) -> BatchHandler | None:
         # Only when commands reach handle_command the ordinary way: an override of
@@ -647,15 +645,16 @@ class AggregateRoot(PersistentActor, Generic[S]):
 
     async def _handle_commands(self, commands: list[Any]) -> list[Outcome]:
         """Handles queued commands as one after another would, and writes all their events
-        in one append: one lock, one log record and one fsync for the lot.
+        in one append: one lock, one log record and one fsync for the lot. A command on
+        its own (``command_handler``) is a batch of one: both ways run this code.
 
         Each command is decided on the state after the ones before it, and each answer is
         the state after its own command. Returns an outcome for each of a prefix of
         `commands`: it stops after a failure (not a rejection), and when the append fails
         the first command with events takes the error, as it would have alone; the
         commands after it are handled again later (``handle_command`` is pure). When an
-        event cannot be stored, the commands from the first with events on are handled
-        again one at a time, so that only the command whose event is bad fails.
+        event cannot be stored and several commands had events, they are handled again one
+        at a time, so that only the command whose event is bad fails.
         """
         if not self._recovered or self._stale:
             await self._ensure_current()
@@ -688,7 +687,9 @@ class AggregateRoot(PersistentActor, Generic[S]):
             return outcomes
         try:
             await self._append(events, metadata=None, occurred_at=when)
-        except (SerializationError, InvalidInputError):  # checked before writing: nothing was written
+        except (SerializationError, InvalidInputError) as failed:  # checked before writing: nothing was written
+            if first_writer == last_writer:  # only one command had events: the bad event is its own
+                return [*outcomes[:first_writer], (False, failed)]
             return [*outcomes[:first_writer], *await self._one_by_one(commands[first_writer : len(outcomes)])]
         except Exception as failed:
             return [*outcomes[:first_writer], (False, failed)]
@@ -703,14 +704,12 @@ class AggregateRoot(PersistentActor, Generic[S]):
         return outcomes
 
     async def _one_by_one(self, commands: list[Any]) -> list[Outcome]:
+        """Each command as a batch of one, until one fails (a rejection is not a failure)."""
         outcomes: list[Outcome] = []
         for command in commands:
-            try:
-                outcomes.append((True, await self.command_handler(command)))
-            except CommandRejected as rejected:
-                outcomes.append((False, rejected))
-            except Exception as failed:
-                outcomes.append((False, failed))
+            outcomes += await self._handle_commands([command])
+            ok, answer = outcomes[-1]
+            if not ok and not isinstance(answer, CommandRejected):
                 break
         return outcomes
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -171,10 +172,18 @@ class Custom(BankAccountAggregate):
         return await super().command_handler(command)
 
 
-def test_an_aggregate_with_its_own_command_handler_is_not_batched() -> None:
+class OwnOnMessage(BankAccountAggregate):
+    """Overrides on_message: it too gets one message at a time."""
+
+    async def on_message(self, message: Any) -> Any:
+        return await super().on_message(message)
+
+
+@pytest.mark.parametrize("cls", [Custom, OwnOnMessage])
+def test_an_aggregate_with_its_own_handler_is_not_batched(cls: type[BankAccountAggregate]) -> None:
     store = ticking_store()
     commands = [OpenAccountCommand(account_id="acc", initial_balance=0.0)] + [deposit(i) for i in range(1, 5)]
-    answers, _ = handle(Custom, store, commands)
+    answers, _ = handle(cls, store, commands)
     assert answers[-1].balance == 10.0
     assert len({r.occurred_at for r in store.read_stream("acc")}) == 5  # one clock reading each
 
