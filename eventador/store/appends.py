@@ -86,6 +86,8 @@ def _repeated(n: int) -> tuple[int, int]:
 
 
 def split_ids(ids: bytes) -> list[bytes]:
+    if len(ids) == 16:  # one event, the common append: no copy
+        return [ids]
     return [ids[i : i + 16] for i in range(0, len(ids), 16)]
 
 
@@ -150,8 +152,7 @@ def prepare_append(
     ids = new_event_ids(len(batch))
     record = encode_columns(types, ids, occurred, payloads) if logged else b""
     return PreparedAppend(
-        stream_id, expected_version, batch, types, [ids] if len(batch) == 1 else split_ids(ids), occurred,
-        payloads, meta, stream_type, record,
+        stream_id, expected_version, batch, types, split_ids(ids), occurred, payloads, meta, stream_type, record
     )
 
 
