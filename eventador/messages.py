@@ -183,7 +183,9 @@ class State(Message):
         if not fields.issuperset(changes) or not fields:
             return dataclasses.replace(self, **changes)  # type: ignore[type-var]
         copy = object.__new__(cls)
-        copy.__dict__.update(self.__dict__, **changes)  # in place: assigning __dict__ costs as much again
+        values = copy.__dict__  # filled in place: assigning __dict__ costs as much again
+        values.update(self.__dict__)
+        values.update(changes)
         return copy
 
 
