@@ -7,11 +7,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import eventador as ev
 from eventador.store.cache import NotInMemory, column_cache, memory_only, set_cache_size
+from eventador.store.segments import python_values
 from tests.aggregate_domain import CounterActor, CounterIncrementedEvent
 from tests.aio import run
 from tests.domain import T0, deposited, opened, withdrawn
@@ -161,3 +163,62 @@ def test_stream_reads_of_files_give_what_a_full_scan_gives_whatever_each_row_gro
             assert [r.metadata for r in records] == [r.metadata for r in by_stream[sid]]
             assert store.read_stream(sid, from_version=5, to_version=9) == by_stream[sid][4:9]
             assert store.replay(sid).events == [r.event for r in by_stream[sid]]
+
+
+class Noted(ev.Event, event_type="test.reads.Noted"):
+    account_id: str
+    currency: str
+    text: str
+
+
+def test_files_compress_only_the_columns_compression_shrinks(tmp_path: Path) -> None:
+    """Few short values (ids, types, currencies) and random event ids are stored
+    uncompressed, versions and positions delta-packed; free text stays compressed."""
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "the", "store", "flushes"]
+    with ev.open_store(tmp_path / "store") as store:
+        for i in range(6000):
+            text = " ".join(words[(i * k) % len(words)] for k in range(1, 40)) + f" #{i}"
+            store.append(f"acc-{i % 30:02d}", [Noted(account_id=f"acc-{i % 30:02d}", currency="EUR", text=text)])
+        store.flush()
+        (file,) = (tmp_path / "store" / "data").glob("*.parquet")
+        group = pq.ParquetFile(file).metadata.row_group(0)
+        layout = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+        for name in ("stream_id", "event_type", "event_id", "test.reads.Noted.currency", "test.reads.Noted.account_id"):
+            assert layout[name].compression == "UNCOMPRESSED", name
+        for name in ("position", "version"):
+            assert "DELTA_BINARY_PACKED" in layout[name].encodings, name
+        text = layout["test.reads.Noted.text"]
+        assert text.compression == "ZSTD"
+        assert text.total_compressed_size * 4 < text.total_uncompressed_size
+        records = store.read_stream("acc-07")
+        assert [r.event for r in records] == [r.event for r in store.read_all() if r.stream_id == "acc-07"]
+        assert records[-1].event.text.endswith("#5977") and len(records) == 200
+        got = store.sql('SELECT count(*), max(version) FROM "test.reads.Noted" WHERE currency = ?', ["EUR"]).fetchall()
+        assert got == [(6000, 200)]
+
+
+def test_text_read_as_dictionaries_gives_the_values_of_plain_columns() -> None:
+    """Stream reads take text columns as dictionaries; converted back they are the
+    plain column's values, nulls and chunks with different dictionaries included."""
+    chunks = [pa.array(["a", None, "b", "a"]), pa.array(["c", "c"]), pa.array([None, None], pa.string())]
+    plain = pa.chunked_array(chunks)
+    encoded = pa.chunked_array([chunk.dictionary_encode() for chunk in plain.chunks])
+    assert python_values(encoded) == plain.to_pylist() == ["a", None, "b", "a", "c", "c", None, None]
+    assert python_values(plain) == plain.to_pylist()
+
+
+def test_a_stream_across_row_groups_with_and_without_a_text_value_reads_back(tmp_path: Path) -> None:
+    """A row group where a text field is null throughout is not decoded (its statistics
+    say so); next to one read as a dictionary, the stream still reads whole."""
+    with ev.open_store(tmp_path / "store") as store:
+        notes = [None] * 4200 + ["late"] * 800
+        store.append("acc-1", [deposited("1", "acc-1", note=n) for n in notes], stream_type="account")
+        store.append("acc-2", [deposited("2", "acc-2")] * 10)
+        store.flush()
+        (file,) = (tmp_path / "store" / "data").glob("*.parquet")
+        assert pq.ParquetFile(file).metadata.num_row_groups == 2
+        records = store.read_stream("acc-1")
+        assert [r.event.note for r in records] == notes
+        assert [r.event for r in store.read_stream("acc-2")] == [deposited("2", "acc-2")] * 10
+        assert store.replay("acc-1").events == [r.event for r in records]
+        assert store.read_stream("acc-1", from_version=4190, to_version=4210) == records[4189:4210]
