@@ -3,15 +3,19 @@ and a failed round fails every append waiting on it (none hangs, none is acknowl
 
 from __future__ import annotations
 
+import dis
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import eventador as ev
+from eventador.store.wal import WriteAheadLog, _Waiter
 
 
 class Tick(ev.Event, event_type="test.wal.Tick"):
@@ -111,7 +115,7 @@ def test_an_appender_interrupted_while_it_waits_leaves_the_log_usable(tmp_path: 
         wal = store._wal
         assert wal is not None
         with wal._mutex:
-            wal._leading = True  # as if another thread were in the middle of a round
+            wal._leading = _Waiter(0)  # as if another thread were in the middle of a round
         lsn = wal.add(b"frame that waits", 0)  # any body: closing flushes and retires this log
         main = threading.main_thread().ident
         assert main == threading.get_ident()
@@ -144,7 +148,7 @@ def test_an_appender_interrupted_while_it_waits_leaves_the_log_usable(tmp_path: 
         finally:
             signal.signal(signal.SIGINT, previous)
             with wal._mutex:
-                wal._leading = False  # that round ends
+                wal._leading = None  # that round ends
                 stuck, wal._waiters = wal._waiters, []
             for w in stuck:  # only if the test is about to fail: let close() finish
                 w.lock.release()
@@ -163,3 +167,96 @@ def test_an_appender_interrupted_while_it_waits_leaves_the_log_usable(tmp_path: 
             assert not th.is_alive(), "a writer hangs after an interrupted one"
         assert errors == []
         assert wal._synced >= lsn  # the interrupted appender's frame went out with a later round
+
+
+def _sync_lines() -> list[int]:
+    code = WriteAheadLog.sync.__code__
+    return sorted({line for _, line in dis.findlinestarts(code) if line is not None and line > code.co_firstlineno})
+
+
+@pytest.mark.parametrize("path", ["leads", "waits, then is handed the lead", "waits, then is covered"])
+def test_ctrl_c_at_any_line_of_sync_leaves_the_log_usable(tmp_path: Path, path: str) -> None:
+    """A Ctrl-C can land between any two lines: in each, ``sync`` is interrupted there
+    (and once as it calls ``_lead``), and afterwards nobody holds the lead or waits,
+    and appenders in threads go on. A real signal cannot be aimed at a line; a trace
+    function raising KeyboardInterrupt raises it exactly where the signal would."""
+    points = [("line", n) for n in _sync_lines()] + [("call", 0)]
+    landed = [p for k, p in enumerate(points) if _interrupt_sync(tmp_path / f"log-{k}", path, *p)]
+    assert len(landed) >= 4  # the interrupts did land, at several points
+
+
+def _interrupt_sync(directory: Path, path: str, event: str, line: int) -> bool:
+    """Run one appender's ``sync`` on `path`, interrupted at `line` of it (or as it calls
+    ``_lead``); check the log is left usable. Returns whether the interrupt landed."""
+    directory.mkdir()
+    wal = WriteAheadLog(directory, durability="fsync", first_segment=1)
+    sync_code, lead_code = WriteAheadLog.sync.__code__, WriteAheadLog._lead.__code__
+    fired = threading.Event()
+
+    def tracer(frame: Any, what: str, arg: Any) -> Any:
+        if fired.is_set():
+            return None
+        aimed = (
+            (event == "call" and what == "call" and frame.f_code is lead_code)
+            or (event == "line" and what == "line" and frame.f_code is sync_code and frame.f_lineno == line)
+        )
+        if aimed:
+            fired.set()
+            raise KeyboardInterrupt
+        return tracer if frame.f_code is sync_code else None
+
+    done = threading.Event()
+
+    def other_round() -> None:
+        # Another appender's round: it ends once ours waits (or never will: interrupted before).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not done.is_set():
+            with wal._mutex:
+                if wal._waiters:
+                    break
+            time.sleep(0.001)
+        if path == "waits, then is covered":
+            wal._lead()  # writes and fsyncs our frame, releases us, hands on
+            return
+        with wal._mutex:
+            successor = wal._next_leader()
+        if successor is not None:
+            successor.lock.release()
+
+    other = None
+    if path != "leads":
+        if path == "waits, then is covered":
+            wal.add(b"queued before")
+        wal._leading = _Waiter(0)  # the other appender holds the lead
+        other = threading.Thread(target=other_round)
+    lsn = wal.add(b"ours")
+    if other is not None:
+        other.start()
+    sys.settrace(tracer)
+    try:
+        wal.sync(lsn)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sys.settrace(None)
+        done.set()
+        if other is not None:
+            other.join(10)
+            assert not other.is_alive()
+    with wal._mutex:
+        assert wal._leading is None and wal._waiters == [], (event, line)
+
+    def appender() -> None:
+        for i in range(10):
+            wal.sync(wal.add(b"later %d" % i))
+
+    threads = [threading.Thread(target=appender) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(20)
+        assert not th.is_alive(), f"appends hang after a Ctrl-C at {event} {line}"
+    wal.sync_all()
+    assert wal._synced == wal._queued
+    wal.close()
+    return fired.is_set()

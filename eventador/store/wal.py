@@ -145,7 +145,7 @@ class WriteAheadLog:
         self.durability = durability
         self._leader = threading.Lock()  # held while writing the queue and fsyncing
         self._mutex = threading.Lock()  # guards the queue, the waiters and who leads
-        self._leading = False
+        self._leading: _Waiter | None = None  # the appender holding the lead, if any
         self._waiters: list[_Waiter] = []
         self._file_lock = threading.Lock()  # guards the fd, its offset and capacity
         self._queue: list[bytes] = []
@@ -265,27 +265,29 @@ class WriteAheadLog:
         """
         if self._synced >= lsn:
             return
-        with self._mutex:
-            if self._synced >= lsn:
-                return
-            self._raise_if_failed()
-            waiter = None
-            if self._leading:
-                waiter = _Waiter(lsn)
-                self._waiters.append(waiter)
-            else:
-                self._leading = True
-        if waiter is not None:
-            try:
-                waiter.lock.acquire()  # released by a leader
-            except BaseException:  # interrupted (Ctrl-C): leave the queue of waiters
-                self._abandon(waiter)
-                raise
-            if not waiter.lead:
-                if self._synced < lsn:  # released because the round failed
-                    self._raise_if_failed()
-                return
-        self._lead()
+        me = _Waiter(lsn)
+        try:
+            with self._mutex:
+                if self._synced >= lsn:
+                    return
+                self._raise_if_failed()
+                if self._leading is None:
+                    self._leading, me.lead = me, True
+                else:
+                    self._waiters.append(me)
+            if not me.lead:
+                me.lock.acquire()  # released by a leader
+                if not me.lead:
+                    if self._synced < lsn:  # released because the round failed
+                        self._raise_if_failed()
+                    return
+            self._lead()
+        except BaseException:
+            # Interrupted (Ctrl-C) at any point: give up the place in the queue, or the
+            # lead if it is still this appender's, so later appends neither wait for it
+            # nor hang. Once a round has begun, the round hands the lead on itself.
+            self._abandon(me)
+            raise
 
     def _lead(self) -> None:
         """One round: write everything queued, fsync, release those it covered, pass the lead on."""
@@ -325,20 +327,20 @@ class WriteAheadLog:
         """The waiter that leads the next round, marked so (the caller holds the mutex and
         releases its lock); None, and nobody leads, when no one waits."""
         if not self._waiters:
-            self._leading = False
+            self._leading = None
             return None
-        successor = self._waiters.pop(0)
+        successor = self._leading = self._waiters.pop(0)
         successor.lead = True
         return successor
 
     def _abandon(self, waiter: _Waiter) -> None:
-        """A waiter stops waiting (interrupted): out of the queue, or the lead it was just
-        handed goes on to the next waiter."""
+        """An appender stops (interrupted): out of the queue, or the lead it holds goes on
+        to the next waiter."""
         with self._mutex:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
                 return
-            successor = self._next_leader() if waiter.lead else None
+            successor = self._next_leader() if self._leading is waiter else None
         if successor is not None:
             successor.lock.release()
 
@@ -347,7 +349,7 @@ class WriteAheadLog:
         self._failed = exc
         with self._mutex:
             waiters, self._waiters = self._waiters, []
-            self._leading = False
+            self._leading = None
         for w in waiters:
             w.lock.release()
 
@@ -414,7 +416,8 @@ class WriteAheadLog:
 
 
 class _Waiter:
-    """An appender waiting for a round: its frame's sequence number, and a lock it blocks on."""
+    """An appender in ``sync``: its frame's sequence number, and a lock it blocks on while
+    it waits for a round (it is also the token of the lead while it holds it)."""
 
     __slots__ = ("lead", "lock", "lsn")
 
