@@ -169,6 +169,49 @@ def test_an_appender_interrupted_while_it_waits_leaves_the_log_usable(tmp_path: 
         assert wal._synced >= lsn  # the interrupted appender's frame went out with a later round
 
 
+def test_ctrl_c_while_the_leader_fsyncs_finishes_the_round_and_the_log_stays_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader of a round spends most of it in fdatasync, so that is where a Ctrl-C
+    usually lands. The fsync is finished, the round's appenders are released, and the
+    interrupt reaches the leader's caller after: the log does not fail, and the
+    interrupted append, being on disk, is kept."""
+    real = os.fdatasync
+    calls: list[int] = []
+
+    def interrupted_the_first_time(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # what a Ctrl-C during the system call raises
+        real(fd)
+
+    with ev.open_store(tmp_path / "store", durability="fsync") as store:
+        store.append("s", [Tick(n=1)])
+        monkeypatch.setattr(os, "fdatasync", interrupted_the_first_time)
+        with pytest.raises(KeyboardInterrupt):
+            store.append("s", [Tick(n=2)], expected_version=1)
+        monkeypatch.undo()
+        assert len(calls) == 2  # the round's fsync was done again, not abandoned
+        assert [r.event.n for r in store.read_stream("s")] == [1, 2]
+        errors: list[BaseException] = []
+
+        def writer(t: int) -> None:
+            try:
+                for i in range(1, 11):
+                    store.append(f"w-{t}", [Tick(n=i)], expected_version=i - 1)
+            except BaseException as exc:
+                errors.append(exc)
+
+        for th in _writers(store, writer):
+            th.join(timeout=60)
+            assert not th.is_alive()
+        assert errors == []
+        store.append("s", [Tick(n=3)], expected_version=2)
+    with ev.open_store(tmp_path / "store", read_only=True) as reopened:
+        assert [r.event.n for r in reopened.read_stream("s")] == [1, 2, 3]
+        assert reopened.stream_version("w-0") == 10
+
+
 def _sync_lines() -> list[int]:
     code = WriteAheadLog.sync.__code__
     return sorted({line for _, line in dis.findlinestarts(code) if line is not None and line > code.co_firstlineno})

@@ -291,6 +291,7 @@ class WriteAheadLog:
 
     def _lead(self) -> None:
         """One round: write everything queued, fsync, release those it covered, pass the lead on."""
+        interrupted = None
         try:
             with self._leader:
                 with self._file_lock:
@@ -300,7 +301,7 @@ class WriteAheadLog:
                     if queue:
                         self._write(b"".join(queue))
                     target, fd = self._written, self._fd
-                os.fdatasync(fd)
+                interrupted = _fdatasync_through_interrupts(fd)
                 self.syncs += 1
         except BaseException as exc:
             # Failed, or interrupted at a point that leaves it unknown whether the queue
@@ -322,6 +323,8 @@ class WriteAheadLog:
                 w.lock.release()
             if successor is not None:
                 successor.lock.release()
+        if interrupted is not None:
+            raise interrupted  # the round is done: the Ctrl-C reaches this appender now
 
     def _next_leader(self) -> _Waiter | None:
         """The waiter that leads the next round, marked so (the caller holds the mutex and
@@ -413,6 +416,20 @@ class WriteAheadLog:
     def _raise_if_failed(self) -> None:
         if self._failed is not None:
             raise StoreError(f"the write-ahead log failed earlier ({self._failed}); reopen the store")
+
+
+def _fdatasync_through_interrupts(fd: int) -> KeyboardInterrupt | None:
+    """fdatasync, finished even when Ctrl-C lands meanwhile (the leader spends most of a
+    round here). An abandoned fsync would leave it unknown whether the round reached the
+    disk, and the log would have to refuse all writes; the interrupt is returned instead,
+    for the leader to raise once its round is done."""
+    interrupted = None
+    while True:
+        try:
+            os.fdatasync(fd)
+            return interrupted
+        except KeyboardInterrupt as exc:
+            interrupted = exc
 
 
 class _Waiter:
