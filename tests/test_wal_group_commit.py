@@ -32,6 +32,23 @@ def _writers(store: ev.EventStore, body: object) -> list[threading.Thread]:
     return threads
 
 
+def _writers_go_on(store: ev.EventStore, n: int) -> None:
+    """WRITERS threads append n events each to streams of their own: none fails or hangs."""
+    errors: list[BaseException] = []
+
+    def writer(t: int) -> None:
+        try:
+            for i in range(1, n + 1):
+                store.append(f"w-{t}", [Tick(n=i)], expected_version=i - 1)
+        except BaseException as exc:
+            errors.append(exc)
+
+    for th in _writers(store, writer):
+        th.join(timeout=60)
+        assert not th.is_alive(), "a writer hangs"
+    assert errors == []
+
+
 def test_threads_share_fsyncs_and_see_their_append_on_return(tmp_path: Path) -> None:
     per = 60
     problems: list[str] = []
@@ -153,19 +170,7 @@ def test_an_appender_interrupted_while_it_waits_leaves_the_log_usable(tmp_path: 
             for w in stuck:  # only if the test is about to fail: let close() finish
                 w.lock.release()
         assert left == []
-        errors: list[BaseException] = []
-
-        def writer(t: int) -> None:
-            try:
-                for i in range(1, 21):
-                    store.append(f"w-{t}", [Tick(n=i)], expected_version=i - 1)
-            except BaseException as exc:
-                errors.append(exc)
-
-        for th in _writers(store, writer):
-            th.join(timeout=60)
-            assert not th.is_alive(), "a writer hangs after an interrupted one"
-        assert errors == []
+        _writers_go_on(store, 20)
         assert wal._synced >= lsn  # the interrupted appender's frame went out with a later round
 
 
@@ -193,19 +198,7 @@ def test_ctrl_c_while_the_leader_fsyncs_finishes_the_round_and_the_log_stays_usa
         monkeypatch.undo()
         assert len(calls) == 2  # the round's fsync was done again, not abandoned
         assert [r.event.n for r in store.read_stream("s")] == [1, 2]
-        errors: list[BaseException] = []
-
-        def writer(t: int) -> None:
-            try:
-                for i in range(1, 11):
-                    store.append(f"w-{t}", [Tick(n=i)], expected_version=i - 1)
-            except BaseException as exc:
-                errors.append(exc)
-
-        for th in _writers(store, writer):
-            th.join(timeout=60)
-            assert not th.is_alive()
-        assert errors == []
+        _writers_go_on(store, 10)
         store.append("s", [Tick(n=3)], expected_version=2)
     with ev.open_store(tmp_path / "store", read_only=True) as reopened:
         assert [r.event.n for r in reopened.read_stream("s")] == [1, 2, 3]
