@@ -530,6 +530,15 @@ class PersistentActor(Actor):
 _PAUSE_GC_FROM = 64  # events folded at once from which the cyclic collector waits
 
 
+def _apply_all(apply: Callable[[S, Event], S], state: S, events: Sequence[Event]) -> tuple[S, S]:
+    """The state before the last event and after all of them."""
+    before_last = state
+    for event in events:
+        before_last = state
+        state = apply(state, event)
+    return before_last, state
+
+
 def _stamp(before_last: S, after: S, version: int, when: datetime) -> S:
     """`after` with version = `version` and, unless the last apply_event set it, last_modified = `when`."""
     changes: dict[str, Any] = {}
@@ -763,17 +772,11 @@ class AggregateRoot(PersistentActor, Generic[S]):
         For a replay the cyclic collector waits meanwhile: it allocates a state per event,
         and the collections that would trigger cost more than the fold (and vary run to run).
         """
-        apply = self.apply_event
-        before_last = state
         if len(events) < _PAUSE_GC_FROM:  # a command's events: pausing would cost more than it saves
-            for event in events:
-                before_last = state
-                state = apply(state, event)
+            before_last, state = _apply_all(self.apply_event, state, events)
         else:
             with paused_gc():
-                for event in events:
-                    before_last = state
-                    state = apply(state, event)
+                before_last, state = _apply_all(self.apply_event, state, events)
         if not isinstance(state, State):
             raise InvalidInputError(f"{type(self).__name__}.apply_event returned {state!r}, not an ev.State")
         return before_last, state
