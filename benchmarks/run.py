@@ -76,6 +76,13 @@ def rows(s: Sizes) -> list[Row]:
             "threads",
         ),
         Row(
+            f"{s.writers} writer threads as in 2, durability 'none' (reference: no fsync at all)",
+            "ev_threads_none",
+            None,
+            (),
+            "threads",
+        ),
+        Row(
             f"3. appends of {s.batch} events, fsync (events/s)",
             "ev_batched",
             "peer_batched",

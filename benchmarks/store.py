@@ -62,6 +62,7 @@ def run(ctx: Context) -> None:
         log("== eventador: durable appends")
         _guard(ctx, "single", lambda: _single(ctx))
         _guard(ctx, "threads", lambda: _threads(ctx))
+        _guard(ctx, "threads", lambda: _threads(ctx, "none"))
         batched_dir = _guard(ctx, "batched", lambda: _batched(ctx))
         many_dir = _guard(ctx, "many", lambda: _many(ctx))
         if batched_dir is not None:
@@ -142,15 +143,17 @@ def _single(ctx: Context) -> None:
     )
 
 
-def _threads(ctx: Context) -> None:
+def _threads(ctx: Context, durability: str = "fsync") -> None:
+    """Eight writer threads. With durability "none" it is a reference: what the threads
+    reach with no fsync at all, the ceiling the GIL and thread wakeups leave."""
     w, per = ctx.sizes.writers, ctx.sizes.per_writer
     shared: list[float] = []
 
     def once(r: int) -> float:
-        path = ctx.path(f"ev-threads-{r}")
+        path = ctx.path(f"ev-threads-{durability}-{r}")
         errors: list[BaseException] = []
         barrier = threading.Barrier(w + 1)
-        with ev.open_store(path, durability="fsync") as store:
+        with ev.open_store(path, durability=durability) as store:
 
             def writer(t: int) -> None:
                 sid = f"acc-{t:06d}"
@@ -178,14 +181,15 @@ def _threads(ctx: Context) -> None:
         shutil.rmtree(path)
         return w * per / dt
 
+    runs = repeat(ctx.reps, once)
     ctx.results.add(
-        "ev_threads",
+        "ev_threads" if durability == "fsync" else f"ev_threads_{durability}",
         GROUP,
-        f"{w} writer threads, single-event appends, fsync ({w} x {per:,})",
+        f"{w} writer threads, single-event appends, {durability} ({w} x {per:,})",
         "events/s",
-        repeat(ctx.reps, once),
+        runs,
         better="higher",
-        note=f"{statistics.median(shared):.1f} appends per fsync",
+        note=f"{statistics.median(shared):.1f} appends per fsync" if durability == "fsync" else "reference: no fsync",
     )
 
 
