@@ -205,6 +205,35 @@ def test_ctrl_c_while_the_leader_fsyncs_finishes_the_round_and_the_log_stays_usa
         assert reopened.stream_version("w-0") == 10
 
 
+def test_ctrl_c_while_the_log_is_written_refuses_appends_until_reopened(tmp_path: Path) -> None:
+    """The one interrupt that still fails the log: in the write itself it is unknown which
+    frames reached the file. Appends are refused (not hung) until the store is reopened,
+    and every acknowledged append is there after."""
+    write_code = WriteAheadLog._write.__code__
+
+    def tracer(frame: Any, what: str, arg: Any) -> Any:
+        if what == "call" and frame.f_code is write_code:
+            raise KeyboardInterrupt
+        return None
+
+    store = ev.open_store(tmp_path / "store", durability="fsync")
+    store.append("s", [Tick(n=1)])
+    sys.settrace(tracer)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            store.append("s", [Tick(n=2)], expected_version=1)
+    finally:
+        sys.settrace(None)
+    with pytest.raises(ev.StoreError, match="reopen the store"):
+        store.append("s", [Tick(n=3)])
+    with pytest.raises(ev.StoreError):
+        store.close()  # its flush needs the failed log; the files and the lock are released
+    with ev.open_store(tmp_path / "store") as reopened:
+        assert [r.event.n for r in reopened.read_stream("s")][:1] == [1]
+        reopened.append("s", [Tick(n=4)])
+        assert reopened.read_stream("s")[-1].event.n == 4
+
+
 def _sync_lines() -> list[int]:
     code = WriteAheadLog.sync.__code__
     return sorted({line for _, line in dis.findlinestarts(code) if line is not None and line > code.co_firstlineno})
