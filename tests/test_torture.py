@@ -261,8 +261,12 @@ def torture(ctx: ForkServerContext, tmp_path: Path, seed: int, rounds: int) -> H
     history = History()
     for r in range(rounds):
         round_seed = seed * 10_000 + r
-        threads = run_round(ctx, directory, round_seed, history)
-        check_store(directory, history, round_seed, threads)
+        try:
+            threads = run_round(ctx, directory, round_seed, history)
+            check_store(directory, history, round_seed, threads)
+        except BaseException as exc:
+            exc.add_note(f"in round {r} of {directory} (round seed {round_seed})")
+            raise
     return history
 
 
