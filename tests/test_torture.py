@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import random
 import signal
 import time
@@ -139,7 +138,7 @@ def run_round(ctx: ForkServerContext, directory: Path, round_seed: int, history:
             wait_for(writer, report, lambda line: line.get("begin") == aim, AIM_TIMEOUT)
             time.sleep(rnd.choice([0.0, 0.0, rnd.uniform(0.0, 0.02)]))
         assert writer.is_alive(), f"the writer exited with {writer.exitcode} before it was killed"
-        os.kill(writer.pid or 0, signal.SIGKILL)
+        writer.kill()  # SIGKILL
         writer.join(READY_TIMEOUT)
         assert writer.exitcode == -signal.SIGKILL
     finally:
