@@ -278,6 +278,17 @@ def summary(history: History, seconds: float) -> str:
     )
 
 
+def test_a_report_line_cut_short_by_the_kill_is_no_acknowledgement(tmp_path: Path) -> None:
+    path = tmp_path / "report.jsonl"
+    path.write_bytes(b'{"ready": 0}\n{"tag": "1-0-0", "parts": [["s-1", 1, ["1.5"]]]}\n{"tag": "1-0-1", "par')
+    report = ReportReader(path)
+    assert [line.get("tag") for line in report.poll()] == [None, "1-0-0"]
+    assert report.tail == b'{"tag": "1-0-1", "par'
+    with open(path, "ab") as f:  # the rest of a line written in two parts (never by the writer) still counts
+        f.write(b'ts": []}\n')
+    assert report.poll() == [{"tag": "1-0-1", "parts": []}] and report.tail == b""
+
+
 def test_killed_writers_with_threads_lose_nothing_acknowledged(forkserver: ForkServerContext, tmp_path: Path) -> None:
     started = time.monotonic()
     history = torture(forkserver, tmp_path, seed=1, rounds=15)
