@@ -54,9 +54,16 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
         "--format", choices=("table", "json", "csv"), default="table", help="output format (default: table)"
     )
     parser.add_argument(
-        "--limit", type=int, default=None, metavar="N",
+        "--limit", type=_rows, default=None, metavar="N",
         help=f"print at most N rows; 0: all (default: {TABLE_ROWS} for a table, all for json and csv)",
     )
+
+
+def _rows(text: str) -> int:
+    """A --limit: a whole number, 0 or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of rows, 0 or more (0: all), got {text!r}")
+    return int(text)
 
 
 def print_frame(df: pd.DataFrame, fmt: str, limit: int | None = None) -> None:

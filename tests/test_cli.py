@@ -72,6 +72,9 @@ def test_usage_errors_exit_2() -> None:
     with pytest.raises(SystemExit) as exc:
         main(["sql", "--format", "xml", "d", "q"])
     assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["sql", "d", "q", "--limit", "-1"])
+    assert exc.value.code == 2
 
 
 def test_import_writes_one_stream_per_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
