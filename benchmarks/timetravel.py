@@ -21,14 +21,14 @@ min, max, reps, side, note, passed: None when quick, which judges nothing). Scen
    at half the positions, and at the datetime when the middle event was recorded. Budget:
    the ``as_of`` median <= 2x the plain median. ``as_of`` at the last position (every event:
    the filter's cost alone) and a reused past view are reported too.
-3. Importing BPI Challenge 2012 (``../shared/data/real/bpic2012.xes.gz``; quick:
+3. Importing BPI Challenge 2012 (``data/bpic2012.xes.gz``; quick:
    ``roadtraffic100traces.xes``) end to end: ``ev.read_xes``, then ``open_store`` on a fresh
    folder, ``store.import_dataframe`` and ``store.close()``. Budget: <= 10 s median. The read
    and the import (open + import + close) phases are reported separately. Skipped when the
    data folder is absent.
    Data: BPI Challenge 2012, B.F. van Dongen (2012), 4TU.ResearchData,
    DOI 10.4121/uuid:3926db30-f712-4394-aebc-75976070e91f (4TU.ResearchData General Terms
-   of Use); see ``../shared/data/real/README.md``.
+   of Use); see ``data/README.md``.
 
 The store of scenario 1 is built once and kept under ``benchmarks/.cache/timetravel-states-*``
 (git-ignored), keyed by size and by ``benchmarks.common.source_hash`` plus the snapshot
@@ -65,7 +65,7 @@ from eventador.snapshots import SnapshotConfig, encode_snapshot, snapshot_finger
 
 perf = time.perf_counter
 CACHE = ROOT / "benchmarks" / ".cache"
-REAL = ROOT.parent / "shared" / "data" / "real"  # as tests/test_cli.py and notebooks/06 find it
+DATA = ROOT / "data"  # the real logs ship with the repository (data/README.md)
 KIND = "BenchTimeTravelAccount"
 PER_AGGREGATE = 100
 ROUNDS = 10  # each aggregate gets PER_AGGREGATE // ROUNDS events per round
@@ -482,7 +482,7 @@ def _as_of_sql(
 
 def import_log(quick: bool, reps: int) -> list[dict[str, Any]]:
     name = "roadtraffic100traces.xes" if quick else "bpic2012.xes.gz"
-    source = REAL / name
+    source = DATA / name
     label = f"import {name} end to end: ev.read_xes + open_store + import_dataframe + close"
     budget = "<= 10 s"
     log(f"== timetravel: importing {source}")

@@ -1,7 +1,31 @@
-"""eventador: event sourcing for Python on Arrow, Parquet and DuckDB.
+"""eventador: event sourcing for Python, in notebooks and in services.
+
+Every change to your domain is an event, kept forever in a durable, auditable log
+you can ask questions of: SQL over events and over folded state, state as of any
+past moment, replays and rebuilds. Appends go to a write-ahead log (fsynced) and an
+Arrow hot tier, then to Parquet files queried with DuckDB.
 
     import eventador as ev
+
+    store = ev.open_store("bank")                  # a directory; open_store() is in memory
+    store.append("acc-1", [Deposited(account_id="acc-1", amount=Decimal(100))])
+    store.read_stream("acc-1")                     # RecordedEvents; read_stream_df: a DataFrame
+    store.sql("SELECT sum(amount) FROM Deposited").df()
+    store.as_of(when).read_stream("acc-1")         # the past, by position or aware datetime
+
+What is here: messages (``Event``, ``Command``, ``State``), the store (``open_store``,
+``EventStore``, ``RecordedEvent``), actors (``ActorSystem``, ``PersistentActor``,
+``AggregateRoot``, ``Repository``, ``SnapshotConfig``), read models (``SqlProjection``,
+``Projection``, ``ProjectionRunner``), a durable queue and sagas (``QueueManager``,
+``Saga``, ``SagaCoordinator``), real event logs (``read_xes``, ``read_event_log``,
+``store.import_dataframe``), notebook helpers (``explore``, ``plot_events_per_day``),
+and one error tree under ``EventadorError``. ``ev.demo.build_demo()`` builds a demo
+bank; ``eventador.testing`` holds test helpers and the store's contract suite. The
+command line: ``eventador --help``. The guide: README.md and docs/ in the repository.
 """
+
+import importlib
+from typing import Any
 
 from eventador.actors import (
     Actor,
@@ -26,6 +50,8 @@ from eventador.errors import (
     ConcurrencyError,
     CorruptionError,
     EventadorError,
+    EventLogColumnError,
+    EventLogRowError,
     InvalidInputError,
     MessageError,
     MessageNotFoundError,
@@ -52,6 +78,8 @@ from eventador.projections import (
     ProjectionRunner,
     Retry,
     SqlProjection,
+    batch_view_name,
+    list_projections,
 )
 from eventador.queue import Lease, QueueManager, RetryPolicy
 from eventador.repository import Repository
@@ -64,6 +92,7 @@ from eventador.sagas import (
     SagaTimeout,
     list_sagas,
 )
+from eventador.scenario import AggregateScenario
 from eventador.snapshots import SnapshotConfig, SnapshotWarning
 from eventador.store import (
     ANY,
@@ -93,6 +122,7 @@ __all__ = [
     "ActorStoppedError",
     "ActorSystem",
     "AggregateRoot",
+    "AggregateScenario",
     "AskTimeoutError",
     "Clock",
     "Command",
@@ -103,6 +133,8 @@ __all__ = [
     "Directive",
     "ErrorPolicy",
     "Event",
+    "EventLogColumnError",
+    "EventLogRowError",
     "EventStore",
     "EventadorError",
     "ExpectedVersion",
@@ -149,7 +181,9 @@ __all__ = [
     "SystemClock",
     "TypeRegistry",
     "UnknownEvent",
+    "batch_view_name",
     "explore",
+    "list_projections",
     "list_sagas",
     "open_store",
     "plot_events_per_day",
@@ -158,3 +192,11 @@ __all__ = [
     "read_xes",
     "registry",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # ev.demo (a demo bank) is imported when first used: its event classes would
+    # otherwise claim their type names ("bank.AccountOpened", ...) in every program.
+    if name == "demo":
+        return importlib.import_module("eventador.demo")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,51 +7,49 @@ line and exit 1; usage errors exit 2.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from eventador.errors import EventadorError, InvalidInputError
+from eventador import __version__
+from eventador.cli_common import add_output_options, existing_store, is_store, print_frame
+from eventador.errors import EventadorError, EventLogColumnError, EventLogRowError, InvalidInputError, StoreLockedError
 from eventador.store import open_store
 
-__all__ = ["main"]
+__all__ = ["DEMO_DIR", "main"]
 
-_DEMO_MARK = "DEMO"
-
-
-def _print_frame(df: pd.DataFrame, fmt: str) -> None:
-    if fmt == "json":
-        print(df.to_json(orient="records", date_format="iso", default_handler=str))
-    elif fmt == "csv":
-        print(df.to_csv(index=False), end="")
-    else:
-        with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 160):
-            print(df.to_string(index=False) if len(df) else "(no rows)")
+DEMO_DIR = "eventador-demo"
+"""Where ``eventador demo`` builds its store when given no directory (in the current directory)."""
+_DEMO_MARK = "DEMO"  # lists what the demo wrote, so that a rerun removes that and nothing else
+_FLAGS = {"stream_id": "--case-id", "event_type": "--activity", "occurred_at": "--timestamp"}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Build a demo bank store and query it. Run again, it replaces its own files and nothing else."""
     from eventador.demo import QUERIES, build_demo
 
     path = Path(args.dir)
-    if path.exists() and any(path.iterdir()):
-        if not (path / _DEMO_MARK).exists():
-            raise InvalidInputError(f"{path} exists and is not a demo store; choose an empty or new directory")
-        shutil.rmtree(path)
+    _clear_demo(path)
+    print(f"Building a demo bank in {path.resolve()}")
     started = time.perf_counter()
     with tqdm(total=90, desc="simulating days", unit="day", disable=not sys.stderr.isatty()) as bar:
         store = build_demo(path, accounts=args.accounts, progress=lambda done, total: bar.update(1))
-    (path / _DEMO_MARK).write_text("built by `eventador demo`; safe to delete\n")
     with store:
+        written = sorted(entry.name for entry in path.iterdir())
+        (path / _DEMO_MARK).write_text(
+            "built by `eventador demo`, which replaces these entries (and only these) when run again:\n"
+            + "".join(f"{name}\n" for name in written)
+        )
         info = store.info()
         took = time.perf_counter() - started
-        print(f"Built a demo bank in {path} in {took:.1f} s:")
+        print(f"Built in {took:.1f} s:")
         print(
             f"  {info['streams']:,} accounts, {info['events']:,} events, "
             f"{info['files']} Parquet file(s), {info['bytes']:,} bytes on disk"
@@ -60,15 +58,54 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"  {count:>7,}  {name}")
         for title, query in QUERIES:
             print(f"\n-- {title}\n{query};")
-            _print_frame(store.sql(query).df(), "table")
+            print_frame(store.sql(query).df(), "table")
     print(f"\nAsk your own: eventador sql {path} \"SELECT count(*) FROM events\"")
+    print(f"The demo store is in {path.resolve()}; delete it with: rm -r {path}")
     return 0
 
 
+def _clear_demo(path: Path) -> None:
+    """Make room for a demo store in `path`: remove what an earlier demo wrote there, nothing else.
+
+    Raises:
+        InvalidInputError: `path` is a file, or holds anything an earlier demo did not write.
+    """
+    if path.exists() and not path.is_dir():
+        raise InvalidInputError(f"{path} is a file; choose a new or empty directory for the demo")
+    if not path.exists() or not any(path.iterdir()):
+        return
+    mark = path / _DEMO_MARK
+    if not mark.is_file():
+        raise InvalidInputError(f"{path} exists and is not a demo store; choose an empty or new directory")
+    ours = set(mark.read_text().splitlines()[1:]) | {_DEMO_MARK}
+    other = sorted(entry.name for entry in path.iterdir() if entry.name not in ours)
+    if other:
+        raise InvalidInputError(
+            f"{path} holds {', '.join(other)}, which `eventador demo` did not write; "
+            "move it away or choose another directory"
+        )
+    _remove_entries(path)  # the directory stays: it may have been there before the demo
+
+
+def _remove_entries(path: Path) -> None:
+    for entry in path.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def cmd_info(args: argparse.Namespace) -> int:
-    with open_store(_existing(args.dir), read_only=True) as store:
+    """Streams, events, Parquet files, bytes on disk, event types and live views of a store."""
+    with open_store(existing_store(args.dir), read_only=True) as store:
         info = store.info()
-    if args.format == "table":
+    info.pop("fsyncs", None)  # this read-only opener's own count: always 0
+    if args.format == "json":
+        print(json.dumps(info, ensure_ascii=False))
+    elif args.format == "csv":
+        types = info["event_types"]
+        print_frame(pd.DataFrame({"event_type": list(types), "events": list(types.values())}), "csv")
+    else:
         for key in ("path", "streams", "events", "files", "hot_events", "bytes"):
             value = info[key]
             print(f"{key:>12}: {value:,}" if isinstance(value, int) else f"{key:>12}: {value}")
@@ -79,74 +116,104 @@ def cmd_info(args: argparse.Namespace) -> int:
             print("live views:")
             for view in info["views"]:
                 print(f"  {view}")
-    else:
-        types = pd.DataFrame(
-            {"event_type": list(info["event_types"]), "events": list(info["event_types"].values())}
-        )
-        _print_frame(types, args.format)
     return 0
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    with open_store(_existing(args.dir), read_only=True) as store:
-        _print_frame(store.sql(args.query).df(), args.format)
+    with open_store(existing_store(args.dir), read_only=True) as store:
+        relation = store.sql(args.query)
+        # Python values as DuckDB gives them: a NULL integer stays None, not NaN in a float column.
+        frame = pd.DataFrame(relation.fetchall(), columns=relation.columns, dtype=object)
+    print_frame(frame, args.format, args.limit)
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from eventador.importing import read_event_log
+    """Import an event log: one stream per case, one event per row.
 
+    A failed import into a directory it created (or found empty) leaves nothing there.
+    """
+    from eventador.importing import find_column, locate_row, read_event_log
+
+    target = Path(args.dir)
+    if target.exists() and not target.is_dir():
+        raise InvalidInputError(f"{target} is a file, not a store directory")
+    existed = target.exists()
+    was_empty = existed and not any(target.iterdir())
+    if existed and not was_empty and not is_store(target):
+        raise InvalidInputError(f"{target} exists and is not an eventador store; import into a new directory")
     started = time.perf_counter()
-    df = read_event_log(args.file)
-    with open_store(args.dir) as store:
-        written = store.import_dataframe(
-            df, stream_id=args.case_id, event_type=args.activity, occurred_at=args.timestamp,
-            progress=sys.stderr.isatty(),
-        )
-        streams = df[args.case_id].nunique()
+    df = read_event_log(args.file)  # before a store is made: a file that cannot be read leaves nothing
+    try:
+        with open_store(target) as store:
+            written = store.import_dataframe(
+                df, stream_id=args.case_id, event_type=args.activity, occurred_at=args.timestamp,
+                tz=args.timezone, progress=sys.stderr.isatty(),
+            )
+    except BaseException as exc:
+        if not existed:
+            shutil.rmtree(target, ignore_errors=True)
+        elif was_empty:
+            _remove_entries(target)
+        if isinstance(exc, EventLogColumnError):
+            flags = ", ".join(f"{flag} COLUMN" for flag in _FLAGS.values())
+            raise InvalidInputError(
+                f"{args.file}: {exc.reason}; its columns are: {', '.join(map(repr, exc.columns))}; "
+                f"say which they are with {flags}"
+            ) from None
+        if isinstance(exc, EventLogRowError):
+            raise InvalidInputError(
+                f"{args.file}: {locate_row(args.file, exc.row)}, column {exc.column!r}: {exc.reason}"
+            ) from None
+        raise
+    streams = df[find_column(df, "stream_id", args.case_id)].nunique()
     took = time.perf_counter() - started
     print(f"imported {written:,} events in {streams:,} streams from {args.file} in {took:.1f} s")
     return 0
 
 
-def _existing(directory: str) -> Path:
-    path = Path(directory)
-    if not (path / "manifest.json").exists() and not (path / "wal").is_dir():
-        raise InvalidInputError(f"no eventador store at {path}")
-    return path
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventador", description="Event sourcing on Arrow, Parquet and DuckDB.")
+    parser.add_argument("--version", action="version", version=f"eventador {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    fmt: dict[str, Any] = {
-        "choices": ("table", "json", "csv"),
-        "default": "table",
-        "help": "output format (default: table)",
-    }
 
     demo = sub.add_parser("demo", help="build a demo bank store and query it", description=cmd_demo.__doc__)
-    demo.add_argument("dir", nargs="?", default="eventador-demo", help="where to build it (default: ./eventador-demo)")
+    demo.add_argument(
+        "dir", nargs="?", default=DEMO_DIR, help=f"where to build it (default: ./{DEMO_DIR}, in the current directory)"
+    )
     demo.add_argument("--accounts", type=int, default=400, help="number of accounts (default: 400)")
     demo.set_defaults(run=cmd_demo)
 
-    info = sub.add_parser("info", help="streams, events, event types, files and bytes of a store")
+    info = sub.add_parser(
+        "info", help="streams, events, event types, files and bytes of a store", description=cmd_info.__doc__
+    )
     info.add_argument("dir", help="the store directory")
-    info.add_argument("--format", **fmt)
+    info.add_argument(
+        "--format", choices=("table", "json", "csv"), default="table",
+        help="output format (default: table; json: everything, csv: the event types)",
+    )
     info.set_defaults(run=cmd_info)
 
     sql = sub.add_parser("sql", help="run a SQL query over a store's events and typed views")
     sql.add_argument("dir", help="the store directory")
     sql.add_argument("query", help="the query, e.g. \"SELECT event_type, count(*) FROM events GROUP BY 1\"")
-    sql.add_argument("--format", **fmt)
+    add_output_options(sql)
     sql.set_defaults(run=cmd_sql)
 
-    imp = sub.add_parser("import", help="import an event log (.xes, .xes.gz, .csv, .parquet): one stream per case")
+    imp = sub.add_parser(
+        "import", help="import an event log (.xes, .xes.gz, .csv, .parquet): one stream per case",
+        description=cmd_import.__doc__,
+    )
     imp.add_argument("dir", help="the store directory (created if missing)")
     imp.add_argument("file", help="the event log")
-    imp.add_argument("--case-id", default="case:concept:name", help="case column (default: case:concept:name)")
-    imp.add_argument("--activity", default="concept:name", help="activity column (default: concept:name)")
-    imp.add_argument("--timestamp", default="time:timestamp", help="timestamp column (default: time:timestamp)")
+    found = "default: the column named like it"
+    imp.add_argument("--case-id", metavar="COLUMN", help=f"case column ({found}: case:concept:name, case, case_id...)")
+    imp.add_argument("--activity", metavar="COLUMN", help=f"activity column ({found}: concept:name, activity...)")
+    imp.add_argument("--timestamp", metavar="COLUMN", help=f"time column ({found}: time:timestamp, timestamp...)")
+    imp.add_argument(
+        "--timezone", metavar="ZONE",
+        help="the zone of times written without one, e.g. Europe/Amsterdam or UTC (default: such times are refused)",
+    )
     imp.set_defaults(run=cmd_import)
 
     from eventador import projections_cli, queue_cli
@@ -162,6 +229,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
+    except StoreLockedError as exc:
+        print(
+            f"eventador: error: store {exc.path} is open for writing by {exc.holder}; `eventador info` and "
+            f"`eventador sql` read it meanwhile, or stop that process and run `eventador {args.command}` again",
+            file=sys.stderr,
+        )
+        return 1
     except EventadorError as exc:
         print(f"eventador: error: {exc}", file=sys.stderr)
         return 1

@@ -2,6 +2,8 @@
 
     EventadorError
     ├── InvalidInputError             an argument is wrong (also a ValueError)
+    │   ├── EventLogColumnError       which column of an event log is the case, activity or time
+    │   └── EventLogRowError          a row of an event log cannot be imported (names row, column)
     ├── MessageError                  the shape of a message is wrong
     │   ├── RegistrationError         two classes claim one event type name
     │   └── SerializationError        a value cannot be encoded (names the field)
@@ -37,6 +39,32 @@ class EventadorError(Exception):
 
 class InvalidInputError(EventadorError, ValueError):
     """An argument is not acceptable; the message says which and why."""
+
+
+class EventLogColumnError(InvalidInputError):
+    """The column for a role of an event log (case id, activity, timestamp) is missing or unclear.
+
+    `role` is the role, `parameter` the argument of ``import_dataframe`` that names
+    its column, `columns` the log's columns, `reason` what is wrong.
+    """
+
+    def __init__(self, role: str, parameter: str, reason: str, columns: list[str]) -> None:
+        super().__init__(
+            f"{reason}; the columns are: {', '.join(map(repr, columns))}; name the {role} column with {parameter}=..."
+        )
+        self.role, self.parameter, self.reason, self.columns = role, parameter, reason, columns
+
+
+class EventLogRowError(InvalidInputError):
+    """A row of an event log cannot be imported; nothing was written.
+
+    `row` is its 0-based position in the DataFrame, `label` its index label,
+    `column` the column at fault, `reason` what is wrong.
+    """
+
+    def __init__(self, row: int, label: object, column: str, reason: str) -> None:
+        super().__init__(f"df.loc[{label!r}], column {column!r}: {reason}")
+        self.row, self.label, self.column, self.reason = row, label, column, reason
 
 
 # -- messages ------------------------------------------------------------------

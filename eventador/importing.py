@@ -8,19 +8,24 @@ class for still get typed SQL views, inferred from the values.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import math
 import os
 import pyexpat
+import re
+import sys
 import typing
+import zoneinfo
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+import numpy as np
 from tqdm.auto import tqdm
 
-from eventador.codec import encode_rows
-from eventador.errors import InvalidInputError
+from eventador.codec import encode_rows, encode_value
+from eventador.errors import EventLogColumnError, EventLogRowError, InvalidInputError, SerializationError
 from eventador.store.bulk import NewStreams
 from eventador.store.records import micros_to_datetime
 
@@ -29,7 +34,7 @@ if TYPE_CHECKING:  # pandas is imported when used: `import eventador` stays quic
 
     from eventador.store.store import EventStore
 
-__all__ = ["import_dataframe", "read_event_log", "read_xes"]
+__all__ = ["find_column", "import_dataframe", "locate_row", "read_event_log", "read_xes"]
 
 _ATTRIBUTES = {"string", "date", "int", "float", "boolean", "id"}
 _TEXT = {"string", "id"}
@@ -186,88 +191,297 @@ class _XesReader:
         return values
 
 
-def read_event_log(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """A DataFrame from an ``.xes``/``.xes.gz``, ``.csv`` or ``.parquet`` file."""
+def read_event_log(path: str | os.PathLike[str], *, progress: bool | None = None) -> pd.DataFrame:
+    """A DataFrame from an ``.xes``/``.xes.gz``, ``.csv`` or ``.parquet`` file.
+
+    `progress`: a bar counting the bytes read of a CSV file (default: for files
+    over 10 MB when stderr is a terminal).
+
+    Raises:
+        InvalidInputError: the file is missing, cannot be read, is of another format,
+            or holds no events (a CSV with a header only, say).
+    """
     import pandas as pd
 
     source = Path(path)
     name = source.name.lower()
     if name.endswith((".xes", ".xes.gz")):
         return read_xes(source)
+    if not source.is_file():
+        raise InvalidInputError(f"no such file: {source}")
     try:
         if name.endswith(".csv"):
-            return pd.read_csv(source)
-        if name.endswith(".parquet"):
-            return pd.read_parquet(source)
+            size = source.stat().st_size
+            show = progress if progress is not None else size > 10_000_000 and sys.stderr.isatty()
+            with open(source, "rb") as raw, tqdm.wrapattr(
+                raw, "read", total=size, desc=f"reading {source.name}", unit="B", unit_scale=True,
+                unit_divisor=1024, disable=not show,
+            ) as f:
+                df = pd.read_csv(f)
+        elif name.endswith(".parquet"):
+            df = pd.read_parquet(source)
+        else:
+            raise InvalidInputError(f"{source}: unknown format (expected .xes, .xes.gz, .csv or .parquet)")
     except (OSError, ValueError) as exc:
+        if isinstance(exc, InvalidInputError):
+            raise
         raise InvalidInputError(f"{source}: cannot read: {exc}") from None
-    raise InvalidInputError(f"{source}: unknown format (expected .xes, .xes.gz, .csv or .parquet)")
+    if df.empty:
+        columns = ", ".join(map(str, df.columns))
+        raise InvalidInputError(f"{source}: no events (it has the columns {columns} but no rows)")
+    return df
+
+
+def locate_row(path: str | os.PathLike[str], row: int) -> str:
+    """Where row `row` (0-based) of ``read_event_log(path)`` is in the file: "line 7" of a CSV
+    (its header is line 1; blank lines and quoted line breaks counted), "event 7" of an XES
+    log, "row 7" of a Parquet file. Reads a CSV once more, up to that row."""
+    source = Path(path)
+    name = source.name.lower()
+    if name.endswith((".xes", ".xes.gz")):
+        return f"event {row + 1}"
+    if not name.endswith(".csv"):
+        return f"row {row + 1}"
+    with open(source, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f)
+        next(reader, None)  # the header
+        seen, start = -1, reader.line_num + 1
+        for record in reader:
+            if record:  # pandas skips blank lines
+                seen += 1
+                if seen == row:
+                    return f"line {start}"
+            start = reader.line_num + 1
+    return f"line {row + 2}"
+
+
+# Column names that say which column is the case, the activity and the time: pm4py's first,
+# then common spellings (compared in lower case, with spaces and dashes read as "_").
+_ROLES: dict[str, tuple[str, tuple[frozenset[str], ...]]] = {
+    "stream_id": ("case id", (
+        frozenset({"case:concept:name"}),
+        frozenset({"case", "case_id", "caseid", "case_concept_name", "trace", "trace_id"}),
+    )),
+    "event_type": ("activity", (
+        frozenset({"concept:name"}),
+        frozenset({"activity", "activity_name", "activity_id", "event", "event_name", "event_type", "task", "action"}),
+    )),
+    "occurred_at": ("timestamp", (
+        frozenset({"time:timestamp"}),
+        frozenset({"timestamp", "time", "datetime", "date", "event_time", "occurred_at", "complete_timestamp",
+                   "end_timestamp"}),
+    )),
+}
+
+
+def find_column(df: pd.DataFrame, parameter: str, given: str | None) -> str:
+    """The column for `parameter` ("stream_id", "event_type" or "occurred_at"): `given`, or the one
+    whose name says so (pm4py's name, or a common one such as ``case``, ``activity``, ``timestamp``).
+
+    Raises:
+        EventLogColumnError: `given` is not a column, or no column (or more than one) fits.
+    """
+    role, tiers = _ROLES[parameter]
+    columns = [str(c) for c in df.columns]
+    if given is not None:
+        if given not in df.columns:
+            raise EventLogColumnError(role, parameter, f"column {given!r} not found", columns)
+        return given
+    for names in tiers:
+        found = [c for c in columns if c.strip().lower().replace(" ", "_").replace("-", "_") in names]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise EventLogColumnError(
+                role, parameter, f"the {role} could be any of the columns {', '.join(map(repr, found))}", columns
+            )
+    raise EventLogColumnError(role, parameter, f"no column is named like a {role}", columns)
 
 
 def import_dataframe(
     store: EventStore,
     df: pd.DataFrame,
     *,
-    stream_id: str = "case:concept:name",
-    event_type: str = "concept:name",
-    occurred_at: str = "time:timestamp",
+    stream_id: str | None = None,
+    event_type: str | None = None,
+    occurred_at: str | None = None,
+    tz: str | None = None,
     stream_type: str | None = None,
     progress: bool | None = None,
 ) -> int:
     """Append one stream per case and one event per row (in time order); returns events written.
 
-    Everything is checked and encoded first: the columns exist, timestamps parse,
-    no case is already a stream in the store, every value can be stored. Then all
-    the cases are written as one new Parquet file recorded in one catalog
-    transaction: a crash or an error leaves all of them or none.
+    `stream_id`, `event_type`, `occurred_at`: the columns of the case id, the
+    activity and the time. By default the one whose name says so: pm4py's
+    (``case:concept:name``, ``concept:name``, ``time:timestamp``) or a common name
+    (``case``/``case_id``, ``activity``, ``timestamp``/``time``...). Times must say
+    their zone, as in ``append``; `tz` (``"Europe/Amsterdam"``, ``"UTC"``) is the
+    zone of those that do not. `progress`: a bar counting rows (default: over
+    50,000 rows).
+
+    Everything is checked and encoded first: the columns exist, every row has a
+    case id, an activity and a time, no case is already a stream in the store,
+    every value can be stored. Then all the cases are written as one new Parquet
+    file recorded in one catalog transaction: a crash or an error leaves all of
+    them or none.
 
     Raises:
-        InvalidInputError: a named column is missing, a timestamp is missing or
-            not a time, or a case already exists in the store.
-        SerializationError: a value cannot be stored (names the column).
+        EventLogColumnError: a named column is missing, or no column (or several) fits a role.
+        EventLogRowError: a row has no case id or activity, a time that is missing, not a
+            time, or without a zone (and no `tz`), or a value that cannot be stored
+            (names the row's index label and the column).
+        InvalidInputError: `tz` is not a time zone, or a case already exists in the store.
     """
     import pandas as pd
 
-    missing = [c for c in (stream_id, event_type, occurred_at) if c not in df.columns]
-    if missing:
-        raise InvalidInputError(
-            f"column {missing[0]!r} not found; the columns are: {', '.join(map(str, df.columns))}"
-        )
+    stream_id = find_column(df, "stream_id", stream_id)
+    event_type = find_column(df, "event_type", event_type)
+    occurred_at = find_column(df, "occurred_at", occurred_at)
     if df.empty:
         return 0
-    times = pd.to_datetime(df[occurred_at], utc=True, errors="coerce")
-    if times.isna().any():
-        bad = int(times.isna().to_numpy().nonzero()[0][0])
-        raise InvalidInputError(f"row {bad}: {occurred_at!r} is missing or not a time: {df[occurred_at].iloc[bad]!r}")
-    order = pd.DataFrame({"case": df[stream_id].astype(str), "t": times, "i": range(len(df))})
+    cases = _names(df, stream_id, "the case id is empty")
+    activities = _names(df, event_type, "the activity is empty")
+    times = _times(df, occurred_at, tz)
+    order = pd.DataFrame({"case": cases, "t": times, "i": range(len(df))})
     order = order.sort_values(["case", "t", "i"], kind="stable")
     index = order["i"].to_numpy()
-    cases = order["case"].tolist()
-    existing = [c for c in dict.fromkeys(cases) if store.stream_version(c) > 0]
+    sorted_cases = order["case"].tolist()
+    existing = [c for c in dict.fromkeys(sorted_cases) if store.stream_version(c) > 0]
     if existing:
         raise InvalidInputError(
             f"{len(existing)} case(s) already exist as streams (first: {existing[0]!r}); import into a new store"
         )
     show = progress if progress is not None else len(df) > 50_000
     payload_columns = [c for c in df.columns if c not in (stream_id, event_type, occurred_at)]
-    with tqdm(total=len(payload_columns) + 2, desc="importing", unit="step", disable=not show) as bar:
-        data: dict[str, list[Any]] = {}
-        for c in payload_columns:
-            data[str(c)] = _python_values(df[c].iloc[index])
-            bar.update()
-        payloads = encode_rows(data, what="row")
-        bar.update()
+    data: dict[str, list[Any]] = {str(c): [] for c in payload_columns}
+    payloads: list[bytes] = []
+    with tqdm(total=len(df), desc="importing", unit="row", unit_scale=True, disable=not show) as bar:
+        for start in range(0, len(df), _CHUNK_ROWS):
+            rows = index[start : start + _CHUNK_ROWS]
+            chunk = {str(c): _python_values(df[c].iloc[rows]) for c in payload_columns}
+            try:
+                payloads += encode_rows(chunk, what="row") if chunk else [_NO_PAYLOAD] * len(rows)
+            except SerializationError as exc:
+                raise _unstorable(df, rows, chunk, exc) from None
+            for key, values in chunk.items():
+                data[key] += values
+            bar.update(len(rows))
+        bar.set_postfix_str("writing")
         streams = NewStreams(
-            stream_ids=cases,
-            event_types=df[event_type].astype(str).to_numpy()[index].tolist(),
+            stream_ids=sorted_cases,
+            event_types=activities.to_numpy()[index].tolist(),
             occurred_us=order["t"].dt.as_unit("us").astype("int64").to_numpy(),
             payloads=payloads,
             data=data,
             stream_type=stream_type,
         )
         written = store._append_new_streams(streams)
-        bar.update()
     return written
+
+
+def _label(df: pd.DataFrame, row: Any) -> Any:
+    """The index label of the row at position `row`, as a plain Python value (``4``, not ``np.int64(4)``)."""
+    label = df.index[int(row)]
+    return label.item() if hasattr(label, "item") else label
+
+
+_CHUNK_ROWS = 50_000  # rows encoded at a time: the progress bar moves by this much
+_NO_PAYLOAD = encode_value({})  # a log with only case, activity and time columns
+
+
+def _names(df: pd.DataFrame, column: str, empty: str) -> pd.Series:
+    """The column as text, every row checked to have some (a case id, an activity)."""
+    values = df[column]
+    text = values.astype(str)
+    bad = (values.isna() | (text.str.strip() == "")).to_numpy().nonzero()[0]
+    if len(bad):
+        raise EventLogRowError(int(bad[0]), _label(df, bad[0]), column, empty)
+    return text.reset_index(drop=True)
+
+
+_ZONE = re.compile(r"\d:\d\d(?::\d\d(?:[.,]\d+)?)?\s*(?:[zZ]|(?:UTC|GMT)?\s*[+-]\d\d(?::?\d\d)?|UTC|GMT)$")
+
+
+def _zone_kind(value: Any) -> str:
+    """Whether one value of a time column is "aware", "naive", "missing" or "other" (not a time)."""
+    import pandas as pd
+
+    if pd.isna(value):
+        return "missing"
+    if isinstance(value, datetime):  # pandas Timestamps too
+        return "naive" if value.tzinfo is None else "aware"
+    if isinstance(value, str):
+        return "aware" if _ZONE.search(value.strip()) else "naive"
+    return "other"
+
+
+def _times(df: pd.DataFrame, column: str, tz: str | None) -> pd.Series:
+    """The column as UTC times; naive ones are read in zone `tz`, or refused without it.
+
+    Raises:
+        EventLogRowError: for the first row whose time is missing, not a time, without
+            a zone (and no `tz`), or not a time that `tz` has (a clock change).
+    """
+    import pandas as pd
+
+    values = df[column].reset_index(drop=True)  # by position: df's index may repeat labels
+    if tz is not None:
+        try:
+            zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise InvalidInputError(f"unknown time zone {tz!r} (try UTC, or a name such as Europe/Amsterdam)") from None
+    if pd.api.types.is_datetime64_any_dtype(values):
+        kinds = np.where(values.isna(), "missing", "naive" if values.dt.tz is None else "aware")
+    else:
+        kinds = np.array([_zone_kind(v) for v in values.astype(object)], dtype=object)
+    times = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us, UTC]")
+    aware, naive = kinds == "aware", kinds == "naive"
+    if aware.any():
+        times[aware] = _parse(values[aware], utc=True)
+    wrong = np.full(len(values), "", dtype=object)  # what is wrong with each naive row, if anything
+    if naive.any():
+        local = _parse(values[naive], utc=False)
+        if local.dt.tz is not None:  # the parser read them as aware after all
+            local = local.dt.tz_localize(None)
+        parsed = local.notna().to_numpy()
+        where = naive.nonzero()[0]
+        if tz is None:
+            wrong[where[parsed]] = (
+                "does not say its time zone; name the zone of such times (tz='Europe/Amsterdam' in Python, "
+                "--timezone Europe/Amsterdam on the command line; or UTC), or write them with an offset"
+            )
+        else:
+            placed = local.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+            wrong[where[parsed & placed.isna().to_numpy()]] = f"is ambiguous or does not exist in {tz} (a clock change)"
+            times[naive] = placed.dt.tz_convert("UTC")
+    wrong[(times.isna().to_numpy()) & (wrong == "")] = "is missing or not a time"
+    bad = (wrong != "").nonzero()[0]
+    if len(bad):
+        first = int(bad[0])
+        value = values.iloc[first]
+        shown = repr(str(value) if isinstance(value, datetime) else value)
+        raise EventLogRowError(first, _label(df, first), column, f"{shown} {wrong[first]}")
+    return times
+
+
+def _parse(values: pd.Series, *, utc: bool) -> pd.Series:
+    """Times from text or datetimes: ISO 8601 quickly, other spellings one by one (NaT where none fits)."""
+    import pandas as pd
+
+    try:
+        return pd.to_datetime(values, utc=utc, format="ISO8601")
+    except (ValueError, TypeError):
+        return pd.to_datetime(values, utc=utc, errors="coerce", format="mixed")
+
+
+def _unstorable(df: pd.DataFrame, rows: Any, chunk: dict[str, list[Any]], exc: SerializationError) -> EventLogRowError:
+    """The error naming the row and column of the value `encode_rows` could not store."""
+    for key, values in chunk.items():
+        for i, value in enumerate(values):
+            if value is exc.value:
+                row = int(rows[i])
+                return EventLogRowError(row, _label(df, row), key, f"cannot be stored: {exc.reason}")
+    return EventLogRowError(int(rows[0]), _label(df, rows[0]), str(exc.path), str(exc))
 
 
 def _python_values(series: pd.Series) -> list[Any]:

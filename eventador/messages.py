@@ -16,15 +16,16 @@ writer's code (its events load as ``UnknownEvent``).
 from __future__ import annotations
 
 import dataclasses
+import html
 import inspect
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 from eventador.errors import RegistrationError
 
-__all__ = ["Command", "Event", "State", "TypeRegistry", "UnknownEvent", "registry"]
+__all__ = ["Command", "Event", "State", "TypeRegistry", "UnknownEvent", "event_data", "fields_html", "registry"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -165,6 +166,9 @@ class State(Message):
     version: int = 0
     last_modified: datetime = EPOCH
 
+    def _repr_html_(self) -> str:
+        return fields_html(type(self).__name__, ((f.name, getattr(self, f.name)) for f in dataclasses.fields(self)))
+
     def copy_with(self: T, **changes: Any) -> T:
         """A new state with `changes` applied; the original is unchanged.
 
@@ -197,3 +201,24 @@ class UnknownEvent(Event, _register=False):
 
     event_type: str  # type: ignore[misc]  # an instance field here: the stored type name
     data: dict[str, Any]
+
+
+def event_data(event: Event) -> dict[str, Any]:
+    """An event's payload fields by name (an ``UnknownEvent``'s `data`), as they are: nothing converted."""
+    if isinstance(event, UnknownEvent):
+        return dict(event.data)
+    return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+
+
+def fields_html(title: str, fields: Iterable[tuple[str, Any]], *, caption: str = "") -> str:
+    """A titled two-column HTML table of names and values (reprs; times as ISO 8601), for notebooks."""
+    rows = "".join(
+        f"<tr><th style='text-align:left'>{html.escape(name)}</th><td>{html.escape(_shown(value))}</td></tr>"
+        for name, value in fields
+    )
+    note = f" <small>{html.escape(caption)}</small>" if caption else ""
+    return f"<div><strong>{html.escape(title)}</strong>{note}<table>{rows}</table></div>"
+
+
+def _shown(value: Any) -> str:
+    return value.isoformat(" ") if isinstance(value, datetime) else repr(value)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import html
 import inspect
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -33,7 +32,7 @@ from eventador._offload import run_blocking
 from eventador.actors import Actor
 from eventador.actors.actor import BatchHandler, Outcome
 from eventador.errors import CommandRejected, InvalidInputError, SerializationError
-from eventador.messages import Command, Event, State
+from eventador.messages import Command, Event, State, fields_html
 from eventador.snapshots import SnapshotConfig, SnapshotWarning, decode_snapshot, encode_snapshot
 from eventador.store import EventStore
 from eventador.store.cache import NotInMemory, memory_only
@@ -796,9 +795,4 @@ class AggregateRoot(PersistentActor, Generic[S]):
 
 
 def _state_html(title: str, state: State) -> str:
-    rows = "".join(
-        f"<tr><th style='text-align:left'>{html.escape(f.name)}</th>"
-        f"<td>{html.escape(repr(getattr(state, f.name)))}</td></tr>"
-        for f in dataclasses.fields(state)
-    )
-    return f"<div><strong>{html.escape(title)}</strong><table>{rows}</table></div>"
+    return fields_html(title, ((f.name, getattr(state, f.name)) for f in dataclasses.fields(state)))

@@ -9,48 +9,26 @@ function: ``list_projections``, ``rebuild_projection``.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
+from eventador.cli_common import add_output_options, existing_store, print_frame
 from eventador.errors import InvalidInputError
 from eventador.projections import list_projections, rebuild_projection
 from eventador.store import open_store
 
 __all__ = ["add_parser", "cmd_list", "cmd_rebuild", "cmd_status"]
 
-_FORMAT: dict[str, Any] = {
-    "choices": ("table", "json", "csv"),
-    "default": "table",
-    "help": "output format (default: table)",
-}
-
-
-def _existing(directory: str) -> Path:
-    path = Path(directory)
-    if not (path / "manifest.json").exists() and not (path / "wal").is_dir():
-        raise InvalidInputError(f"no eventador store at {path}")
-    return path
-
-
-def _print(df: pd.DataFrame, fmt: str) -> None:
-    from eventador.cli import _print_frame  # cli imports this module: import at call time
-
-    _print_frame(df, fmt)
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     """Every projection of the store: name, kind, checkpoint, lag, version, tables, errors."""
-    with open_store(_existing(args.dir)) as store:
+    with open_store(existing_store(args.dir)) as store:
         df = list_projections(store)
-    _print(df[["name", "kind", "checkpoint", "lag", "version", "tables", "errors"]], args.format)
+    print_frame(df[["name", "kind", "checkpoint", "lag", "version", "tables", "errors"]], args.format, args.limit)
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """One projection (or all) in full, with its recent errors."""
-    with open_store(_existing(args.dir)) as store:
+    with open_store(existing_store(args.dir)) as store:
         df = list_projections(store)
         if args.name is not None:
             df = df[df["name"] == args.name]
@@ -63,16 +41,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             ).df()
         else:
             errors = None
-    _print(df, args.format)
+    print_frame(df, args.format, args.limit)
     if errors is not None and len(errors) and args.format == "table":
         print(f"\nlatest errors of {args.name}:")
-        _print(errors, args.format)
+        print_frame(errors, args.format)
     return 0
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
     """Rebuild a SqlProjection from its stored definition, beside the live version, then swap."""
-    with open_store(_existing(args.dir)) as store:
+    with open_store(existing_store(args.dir)) as store:
         checkpoint = rebuild_projection(store, args.name, progress=False if args.no_progress else None)
         listed = list_projections(store).set_index("name")
         version = listed.loc[args.name, "version"]
@@ -92,14 +70,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     listing = actions.add_parser("list", help="every projection: kind, checkpoint, lag, version, errors",
                                  description=cmd_list.__doc__)
     listing.add_argument("dir", help="the store directory")
-    listing.add_argument("--format", **_FORMAT)
+    add_output_options(listing)
     listing.set_defaults(run=cmd_list)
 
     status = actions.add_parser("status", help="a projection in full, with its latest errors",
                                 description=cmd_status.__doc__)
     status.add_argument("dir", help="the store directory")
     status.add_argument("name", nargs="?", help="the projection (default: all)")
-    status.add_argument("--format", **_FORMAT)
+    add_output_options(status)
     status.set_defaults(run=cmd_status)
 
     rebuild = actions.add_parser("rebuild", help="rebuild a SQL projection from its stored definition",

@@ -12,24 +12,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
+from eventador.cli_common import add_output_options, existing_store, print_frame
 from eventador.errors import InvalidInputError, QueueError, StoreLockedError
 from eventador.queue import QueueManager
 from eventador.sagas import SagaStatus, list_sagas
 from eventador.store import EventStore, open_store
 
 __all__ = ["add_parsers", "cmd_dead_letters", "cmd_requeue", "cmd_saga_list", "cmd_stats"]
-
-_FORMAT: dict[str, Any] = {
-    "choices": ("table", "json", "csv"),
-    "default": "table",
-    "help": "output format (default: table)",
-}
-
 
 @contextmanager
 def _opened(directory: str) -> Iterator[EventStore]:
@@ -39,9 +30,7 @@ def _opened(directory: str) -> Iterator[EventStore]:
         InvalidInputError: there is no store there.
         QueueError: another process has the store open for writing.
     """
-    path = Path(directory)
-    if not (path / "manifest.json").exists() and not (path / "wal").is_dir():
-        raise InvalidInputError(f"no eventador store at {path}")
+    path = existing_store(directory)
     try:
         store = open_store(path)
     except StoreLockedError as exc:
@@ -53,16 +42,10 @@ def _opened(directory: str) -> Iterator[EventStore]:
         yield store
 
 
-def _print(df: pd.DataFrame, fmt: str) -> None:
-    from eventador.cli import _print_frame  # cli imports this module: import at call time
-
-    _print_frame(df, fmt)
-
-
 def cmd_stats(args: argparse.Namespace) -> int:
     """One row per queue: depth, delayed, in flight, dead letters, age of the oldest message."""
     with _opened(args.dir) as store, QueueManager(store) as qm:
-        _print(qm.stats(), args.format)
+        print_frame(qm.stats(), args.format, args.limit)
     return 0
 
 
@@ -74,7 +57,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         frame = frame.drop(columns="message")
     else:
         frame["message"] = frame["message"].map(repr)
-    _print(frame, args.format)
+    print_frame(frame, args.format, args.limit)
     return 0
 
 
@@ -101,7 +84,7 @@ def cmd_saga_list(args: argparse.Namespace) -> int:
         frame = list_sagas(store, status=args.status, active=args.active)
     if not args.state:
         frame = frame.drop(columns="state")
-    _print(frame, args.format)
+    print_frame(frame, args.format, args.limit)
     return 0
 
 
@@ -118,7 +101,7 @@ def add_parsers(subparsers: Any) -> tuple[argparse.ArgumentParser, argparse.Argu
         "stats", help="per queue: depth, delayed, in flight, dead, oldest age", description=cmd_stats.__doc__
     )
     stats.add_argument("dir", help="the store directory")
-    stats.add_argument("--format", **_FORMAT)
+    add_output_options(stats)
     stats.set_defaults(run=cmd_stats)
 
     dead = actions.add_parser(
@@ -129,7 +112,7 @@ def add_parsers(subparsers: Any) -> tuple[argparse.ArgumentParser, argparse.Argu
     dead.add_argument("dir", help="the store directory")
     dead.add_argument("--queue", help="only this queue (default: all)")
     dead.add_argument("--messages", action="store_true", help="show the messages too")
-    dead.add_argument("--format", **_FORMAT)
+    add_output_options(dead)
     dead.set_defaults(run=cmd_dead_letters)
 
     requeue = actions.add_parser(
@@ -160,6 +143,6 @@ def add_parsers(subparsers: Any) -> tuple[argparse.ArgumentParser, argparse.Argu
     )
     listing.add_argument("--active", action="store_true", help="only RUNNING and COMPENSATING sagas")
     listing.add_argument("--state", action="store_true", help="show each saga's last saved state (JSON)")
-    listing.add_argument("--format", **_FORMAT)
+    add_output_options(listing)
     listing.set_defaults(run=cmd_saga_list)
     return queue, saga

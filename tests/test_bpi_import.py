@@ -10,7 +10,7 @@ Data: BPI Challenge 2012, B.F. van Dongen (2012), 4TU.ResearchData,
 DOI 10.4121/uuid:3926db30-f712-4394-aebc-75976070e91f; Road Traffic Fine Management
 Process (100-trace subset), M. de Leoni and F. Mannhardt, 4TU.ResearchData,
 DOI 10.4121/uuid:270fd440-1057-4fb9-89a9-b699b47990f5. Both under the 4TU.ResearchData
-General Terms of Use; not part of eventador. See ``shared/data/real/README.md``.
+General Terms of Use; not part of eventador. See ``data/README.md``.
 """
 
 from __future__ import annotations
@@ -26,16 +26,11 @@ import pytest
 
 import eventador as ev
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-BPI2012 = REAL / "bpic2012.xes.gz"
-ROAD = REAL / "roadtraffic100traces.xes"
+DATA = Path(__file__).resolve().parent.parent / "data"  # the real logs ship with the repository
+BPI2012 = DATA / "bpic2012.xes.gz"
+ROAD = DATA / "roadtraffic100traces.xes"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-
-def need(path: Path) -> Path:
-    if not path.is_file():
-        pytest.skip(f"{path} is absent: the real event logs live in shared/data/real/ beside this checkout")
-    return path
 
 
 # -- the independent count -------------------------------------------------------------------------
@@ -144,15 +139,15 @@ def import_and_check(path: Path, directory: Path) -> None:
 
 
 def test_bpi_2012_import_reproduces_the_raw_logs_counts(tmp_path: Path) -> None:
-    log = count_log(need(BPI2012))
-    # The published figures (shared/data/real/README.md), so the count above is itself checked.
+    log = count_log(BPI2012)
+    # The published figures (data/README.md), so the count above is itself checked.
     assert (log.events, log.cases, len(log.per_activity)) == (262_200, 13_087, 24)
     assert log.per_activity["A_SUBMITTED"] == log.per_activity["A_PARTLYSUBMITTED"] == 13_087
     import_and_check(BPI2012, tmp_path / "bpi2012")
 
 
 def test_road_traffic_100_traces_import_reproduces_the_raw_logs_counts(tmp_path: Path) -> None:
-    log = count_log(need(ROAD))
+    log = count_log(ROAD)
     assert (log.events, log.cases) == (390, 100)  # the README's figures
     import_and_check(ROAD, tmp_path / "fines")
 
@@ -166,7 +161,7 @@ def assert_empty(directory: Path) -> None:
 
 
 def test_a_truncated_xes_names_the_file_and_line_and_imports_nothing(tmp_path: Path) -> None:
-    text = need(ROAD).read_bytes()
+    text = ROAD.read_bytes()
     cut = text[: int(len(text) * 0.6)]
     bad = tmp_path / "truncated.xes"
     bad.write_bytes(cut)
@@ -181,7 +176,7 @@ def test_a_truncated_xes_names_the_file_and_line_and_imports_nothing(tmp_path: P
 
 
 def test_a_mismatched_tag_names_its_line(tmp_path: Path) -> None:
-    lines = need(ROAD).read_bytes().split(b"\n")
+    lines = ROAD.read_bytes().split(b"\n")
     broken = next(i for i, line in enumerate(lines) if b"</event>" in line and i > len(lines) // 2)
     lines[broken] = lines[broken].replace(b"</event>", b"</evnt>")
     bad = tmp_path / "mismatched.xes"
@@ -193,7 +188,7 @@ def test_a_mismatched_tag_names_its_line(tmp_path: Path) -> None:
 
 
 def test_a_truncated_gzip_names_the_file_and_imports_nothing(tmp_path: Path) -> None:
-    packed = gzip.compress(need(ROAD).read_bytes())
+    packed = gzip.compress(ROAD.read_bytes())
     bad = tmp_path / "truncated.xes.gz"
     bad.write_bytes(packed[: len(packed) // 2])
     with ev.open_store(tmp_path / "store") as store, pytest.raises(ev.InvalidInputError, match=r"truncated\.xes\.gz"):
@@ -202,7 +197,7 @@ def test_a_truncated_gzip_names_the_file_and_imports_nothing(tmp_path: Path) -> 
 
 
 def test_a_missing_column_names_it_and_imports_nothing(tmp_path: Path) -> None:
-    frame = ev.read_xes(need(ROAD))
+    frame = ev.read_xes(ROAD)
     with ev.open_store(tmp_path / "store") as store, pytest.raises(ev.InvalidInputError, match="'activity'"):
         store.import_dataframe(frame, event_type="activity", progress=False)
     assert_empty(tmp_path / "store")

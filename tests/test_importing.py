@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tqdm import tqdm
 
 import eventador as ev
 from eventador.codec import encode_rows
@@ -150,8 +151,9 @@ def test_a_value_that_cannot_be_stored_writes_nothing_and_names_the_column() -> 
     store = ev.open_store()
     df = log(3)
     df["who"] = [object() if i == 4 else "x" for i in range(len(df))]
-    with pytest.raises(ev.SerializationError, match="who"):
+    with pytest.raises(ev.EventLogRowError, match=r"df\.loc\[4\], column 'who': cannot be stored") as caught:
         store.import_dataframe(df, stream_id="case", event_type="activity", occurred_at="at")
+    assert (caught.value.row, caught.value.column) == (4, "who")
     assert store.last_position == 0
 
 
@@ -162,7 +164,7 @@ def test_missing_columns_and_bad_times_are_named() -> None:
     df = log(2)
     df["at"] = df["at"].astype(object)
     df.loc[3, "at"] = "not a time"
-    with pytest.raises(ev.InvalidInputError, match="row 3"):
+    with pytest.raises(ev.EventLogRowError, match=r"df\.loc\[3\], column 'at': 'not a time' is missing or not a time"):
         store.import_dataframe(df, stream_id="case", event_type="activity", occurred_at="at")
     assert store.last_position == 0
 
@@ -244,3 +246,84 @@ def test_an_import_the_child_finishes_is_all_there(tmp_path: Path) -> None:
         assert [r.event_type for r in first] == ["opened", "checked", "closed"]
         assert first[0].occurred_at == datetime(2024, 1, 1, tzinfo=UTC)
         assert first[2].occurred_at - first[0].occurred_at == timedelta(minutes=2)
+
+
+# -- columns, times and rows named (issue 16, part 3) ------------------------------------------------
+
+
+def frame(**columns: list[Any]) -> pd.DataFrame:
+    return pd.DataFrame(columns)
+
+
+def test_columns_named_like_case_activity_and_time_are_found() -> None:
+    store = ev.open_store()
+    df = frame(case_id=["a", "a"], Activity=["x", "y"], time=pd.to_datetime(["2024-01-01", "2024-01-02"], utc=True))
+    assert store.import_dataframe(df) == 2
+    assert [r.event_type for r in store.read_stream("a")] == ["x", "y"]
+    assert store.read_stream("a")[0].event.data == {}  # nothing besides the three columns
+
+
+def test_unclear_or_missing_columns_name_the_columns_and_the_argument() -> None:
+    store = ev.open_store()
+    times = pd.to_datetime(["2024-01-01"], utc=True)
+    with pytest.raises(ev.EventLogColumnError, match="could be any of the columns 'case', 'trace'") as caught:
+        store.import_dataframe(frame(case=["a"], trace=["b"], activity=["x"], timestamp=times))
+    assert caught.value.parameter == "stream_id" and caught.value.columns == ["case", "trace", "activity", "timestamp"]
+    assert "stream_id=" in str(caught.value)
+    with pytest.raises(ev.EventLogColumnError, match=r"no column is named like a timestamp.*occurred_at="):
+        store.import_dataframe(frame(case=["a"], activity=["x"], when=times))
+    assert store.import_dataframe(frame(case=["a"], activity=["x"], when=times), occurred_at="when") == 1
+
+
+def test_naive_times_are_refused_unless_a_zone_is_named() -> None:
+    store = ev.open_store()
+    df = frame(case=["a", "a"], activity=["x", "y"], timestamp=pd.to_datetime(["2024-01-15 10:00", "2024-07-15 10:00"]))
+    df.index = [10, 20]
+    with pytest.raises(ev.EventLogRowError, match=r"df\.loc\[10\], column 'timestamp': .* does not say its time zone"):
+        store.import_dataframe(df)
+    assert store.last_position == 0
+    assert store.import_dataframe(df, tz="Europe/Amsterdam") == 2
+    assert [r.occurred_at for r in store.read_stream("a")] == [
+        datetime(2024, 1, 15, 9, tzinfo=UTC), datetime(2024, 7, 15, 8, tzinfo=UTC)
+    ]
+    # Text too, and a mix: times with an offset keep it, the others take the zone.
+    text = frame(case=["b", "b"], activity=["x", "y"], timestamp=["2024-01-15T10:00:00+05:00", "2024-01-15 12:00"])
+    with pytest.raises(ev.EventLogRowError, match=r"df\.loc\[1\]"):
+        store.import_dataframe(text)
+    assert store.import_dataframe(text, tz="UTC") == 2
+    assert [r.occurred_at.hour for r in store.read_stream("b")] == [5, 12]
+    with pytest.raises(ev.EventLogRowError, match="does not exist in Europe/Amsterdam"):  # clocks went forward
+        store.import_dataframe(frame(case=["c"], activity=["x"], timestamp=["2024-03-31 02:30"]), tz="Europe/Amsterdam")
+    with pytest.raises(ev.InvalidInputError, match="unknown time zone 'Nowhere'"):
+        store.import_dataframe(text, tz="Nowhere")
+
+
+def test_an_empty_case_id_or_activity_names_its_row_and_column() -> None:
+    store = ev.open_store()
+    at = pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"], utc=True)
+    with pytest.raises(ev.EventLogRowError, match=r"df\.loc\[2\], column 'case': the case id is empty") as caught:
+        store.import_dataframe(frame(case=["a", "b", "  "], activity=["x", "y", "z"], timestamp=at))
+    assert (caught.value.row, caught.value.column) == (2, "case")
+    with pytest.raises(ev.EventLogRowError, match=r"df\.loc\[1\], column 'activity': the activity is empty"):
+        store.import_dataframe(frame(case=["a", "b", "c"], activity=["x", None, "z"], timestamp=at))
+    assert store.last_position == 0
+
+
+def test_progress_bars_count_rows_and_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = ev.open_store()
+    store.import_dataframe(log(50), stream_id="case", event_type="activity", occurred_at="at", progress=True)
+    err = capsys.readouterr().err
+    assert "150/150" in err and "row/s" in err and "step" not in err
+    path = tmp_path / "log.csv"
+    log(50).to_csv(path, index=False)
+    assert len(ev.read_event_log(path, progress=True)) == 150
+    err = capsys.readouterr().err
+    size = tqdm.format_sizeof(path.stat().st_size, divisor=1024)  # the file's bytes, as the bar writes them
+    assert f"reading {path.name}: 100%" in err and f"{size}/{size}" in err and "B/s" in err
+
+
+def test_a_csv_with_a_header_only_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_text("case,activity,at\n")
+    with pytest.raises(ev.InvalidInputError, match=r"empty\.csv: no events \(it has the columns case, activity, at"):
+        ev.read_event_log(path)

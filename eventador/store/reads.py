@@ -17,13 +17,15 @@ import pyarrow as pa
 
 from eventador.codec import make_decoder
 from eventador.errors import InvalidInputError
-from eventador.messages import Event, TypeRegistry
+from eventador.messages import Event, TypeRegistry, event_data
 from eventador.store.buffer import HotBuffer
 from eventador.store.records import RecordedEvent, datetime_to_micros
 from eventador.store.segments import FileSegment, MemorySegment, NeedPayload, Segment, to_events, to_records, unify
 from eventador.store.views import SqlViews
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from eventador.store.store import EventStore
 
 __all__ = ["PastView", "Reader", "Replay", "StoreState"]
@@ -95,6 +97,29 @@ class Reader:
         if out and out[-1].position > snap.visible:
             out = [r for r in out if r.position <= snap.visible]
         return [r for r in out if self._keep(r)] if type(self)._keep is not Reader._keep else out
+
+    def read_stream_df(
+        self, stream_id: str, *, from_version: int = 1, to_version: int | None = None
+    ) -> pd.DataFrame:
+        """The stream's events as a DataFrame, one row per event in version order.
+
+        Columns: ``position, stream_id, version, event_type, recorded_at, occurred_at``,
+        then each payload field (the union over the stream's event types; a field named
+        like an envelope column is prefixed ``event.``). Costs what ``read_stream`` does.
+        """
+        import pandas as pd
+
+        envelope = ["position", "stream_id", "version", "event_type", "recorded_at", "occurred_at"]
+        rows = []
+        for r in self.read_stream(stream_id, from_version=from_version, to_version=to_version):
+            row: dict[str, Any] = {
+                "position": r.position, "stream_id": r.stream_id, "version": r.version,
+                "event_type": r.event_type, "recorded_at": r.recorded_at, "occurred_at": r.occurred_at,
+            }
+            for name, value in event_data(r.event).items():
+                row[f"event.{name}" if name in envelope else name] = value
+            rows.append(row)
+        return pd.DataFrame(rows, columns=None if rows else envelope)
 
     def replay(self, stream_id: str, *, from_version: int = 1) -> Replay:
         """The stream's typed events from `from_version` on, without their envelopes:

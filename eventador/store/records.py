@@ -11,7 +11,7 @@ from operator import itemgetter
 from typing import Any
 
 from eventador.codec import decode_value
-from eventador.messages import Event
+from eventador.messages import Event, event_data, fields_html
 
 __all__ = ["ANY", "NO_STREAM", "STREAM_EXISTS", "ExpectedVersion", "RecordedEvent"]
 
@@ -94,6 +94,16 @@ class RecordedEvent(tuple[Any, ...]):
         return (
             f"RecordedEvent(stream_id={self[0]!r}, version={self[1]}, position={self[2]}, event={self[4]!r})"
         )
+
+    def _repr_html_(self) -> str:
+        envelope = [
+            ("stream_id", self.stream_id), ("version", self.version), ("position", self.position),
+            ("recorded_at", self.recorded_at), ("occurred_at", self.occurred_at), ("event_id", self.event_id),
+        ]
+        if self[8] is not None:
+            envelope.append(("metadata", self.metadata))
+        fields = [(f"event.{name}", value) for name, value in event_data(self.event).items()]
+        return fields_html(f"RecordedEvent {self.event_type}", envelope + fields)
 
     def as_dict(self) -> dict[str, Any]:
         """The envelope and the event as a flat dict (for DataFrames)."""

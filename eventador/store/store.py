@@ -74,7 +74,7 @@ from eventador.store.segments import (
 )
 from eventador.store.snapshots import SnapshotStore
 from eventador.store.views import Sources, SqlViews
-from eventador.store.wal import WriteAheadLog, scan_segment
+from eventador.store.wal import WriteAheadLog, scan_segment, used_bytes
 
 if TYPE_CHECKING:
     from eventador.projections.views import LiveView, LiveViews
@@ -442,20 +442,24 @@ class EventStore(Reader):
         self,
         df: Any,
         *,
-        stream_id: str = "case:concept:name",
-        event_type: str = "concept:name",
-        occurred_at: str = "time:timestamp",
+        stream_id: str | None = None,
+        event_type: str | None = None,
+        occurred_at: str | None = None,
+        tz: str | None = None,
         stream_type: str | None = None,
         progress: bool | None = None,
     ) -> int:
         """Import an event log DataFrame: one stream per case, one event per row; returns events written.
 
-        See ``eventador.importing.import_dataframe`` (and ``ev.read_xes`` for XES files).
+        The case id, activity and time columns are found by name (pm4py's, or
+        ``case``, ``activity``, ``timestamp``...) unless given; `tz` is the zone of
+        times written without one. See ``eventador.importing.import_dataframe`` (and
+        ``ev.read_xes`` / ``ev.read_event_log`` for files).
         """
         from eventador.importing import import_dataframe
 
         return import_dataframe(
-            self, df, stream_id=stream_id, event_type=event_type, occurred_at=occurred_at,
+            self, df, stream_id=stream_id, event_type=event_type, occurred_at=occurred_at, tz=tz,
             stream_type=stream_type, progress=progress,
         )
 
@@ -913,8 +917,12 @@ class EventStore(Reader):
         types = dict(self.sql("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall())
         files = [s for s in snap.segments if isinstance(s, FileSegment)]
         size = 0
-        if self.path is not None:
-            size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        if self.path is not None:  # the log's segments count what they hold, not their preallocated zeros
+            size = sum(
+                used_bytes(p) if p.suffix == ".wal" and p.parent == self._wal_dir else p.stat().st_size
+                for p in self.path.rglob("*")
+                if p.is_file()
+            )
         return {
             "path": str(self.path) if self.path else None,
             "streams": len(self._heads),

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from eventador.errors import CorruptionError, StoreError
 
-__all__ = ["Frame", "WriteAheadLog", "frame", "scan_segment"]
+__all__ = ["Frame", "WriteAheadLog", "frame", "scan_segment", "used_bytes"]
 
 MAGIC = b"EVWAL\x00\x03\n"  # format 3: an append's columns as five values (see appends.py)
 _OLDER_MAGICS = {b"EVWAL\x00\x02\n": 2}  # still read: a log written by an older version
@@ -93,6 +93,23 @@ def scan_segment(path: Path, *, repair: bool) -> Iterator[Frame]:
         if repair:
             _cut(path, offset)
         return
+
+
+def used_bytes(path: Path) -> int:
+    """The bytes a segment file holds: its size less the preallocated zeros at its end.
+
+    Reads the file backwards, a MiB at a time, only as far as the zeros go.
+    """
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - len(_ZEROS))
+            f.seek(start)
+            content = len(f.read(end - start).rstrip(b"\0"))
+            if content:
+                return start + content
+            end = start
+    return 0
 
 
 def _frame_at(data: bytes, offset: int) -> bytes | None:
