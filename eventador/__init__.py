@@ -25,6 +25,7 @@ from eventador.errors import (
     CommandRejected,
     ConcurrencyError,
     CorruptionError,
+    DiskFullError,
     EventadorError,
     InvalidInputError,
     MessageError,
@@ -38,6 +39,7 @@ from eventador.errors import (
     StoreClosedError,
     StoreError,
     StoreLockedError,
+    StorePermissionError,
 )
 from eventador.importing import read_event_log, read_xes
 from eventador.messages import Command, Event, State, TypeRegistry, UnknownEvent, registry
@@ -101,6 +103,7 @@ __all__ = [
     "CorruptionError",
     "DeadLetter",
     "Directive",
+    "DiskFullError",
     "ErrorPolicy",
     "Event",
     "EventStore",
@@ -145,6 +148,7 @@ __all__ = [
     "StoreDiff",
     "StoreError",
     "StoreLockedError",
+    "StorePermissionError",
     "Supervisor",
     "SystemClock",
     "TypeRegistry",

@@ -6,7 +6,11 @@ A segment file starts with an 8-byte magic; then frames of
 
 and then zeros: segments are preallocated, because overwriting blocks that
 already exist lets ``fdatasync`` skip the file-system journal (about 1.5x the
-commit rate of appending to a growing file).
+commit rate of appending to a growing file). A segment is sized for one flush
+period: ``flush_every`` events at the bytes per event of the frames seen so far,
+plus an eighth; one that fills before the flush is followed by one twice its size.
+So the zeros written are about what the frames will overwrite, never 64 MiB for
+ten events. The first segment is made at the first write, not at opening.
 
 One append is one frame, so a crash leaves at most a torn tail: bytes after
 the last good frame from which no valid frame can be read. Recovery drops it
@@ -34,7 +38,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from eventador.errors import CorruptionError, StoreError
+from eventador.errors import CorruptionError, StoreError, store_os_error
 
 __all__ = ["Frame", "WriteAheadLog", "frame", "scan_segment"]
 
@@ -43,8 +47,11 @@ _OLDER_MAGICS = {b"EVWAL\x00\x02\n": 2}  # still read: a log written by an older
 _MARK = b"\xe7\x5a"
 _HEADER = struct.Struct("<2sIII")  # mark, length, body crc, header crc
 _ZEROS = bytes(1 << 20)
-_FIRST_SEGMENT_BYTES = 1 << 20
+_MIN_SEGMENT_BYTES = 64 << 10
+_FIRST_SEGMENT_BYTES = 1 << 20  # at most, before any frame was seen
 _MAX_SEGMENT_BYTES = 64 << 20
+_GUESSED_EVENT_BYTES = 256  # per event, before any frame was seen
+_REOPEN = "reopen the store (close it and open it again): every acknowledged event is kept"
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +144,15 @@ class WriteAheadLog:
 
     `durability`: "fsync" (``sync`` returns once the frame is on disk), "batch"
     (written at once, fsynced by a background thread every few milliseconds),
-    "none" (written at once; the OS writes back when it likes).
+    "none" (written at once; the OS writes back when it likes). `flush_every`: the
+    events the store logs between two ``rotate`` calls (it sizes the segments).
+
+    Any failed write or fsync fails the log: every later call raises StoreError
+    (DiskFullError when the disk filled) until the store is opened again. A closed
+    descriptor is never used: ``_fd`` is -1 from the moment it is closed.
     """
 
-    def __init__(self, directory: Path, *, durability: str, first_segment: int) -> None:
+    def __init__(self, directory: Path, *, durability: str, first_segment: int, flush_every: int = 100_000) -> None:
         self.directory = directory
         self.durability = durability
         self._leader = threading.Lock()  # held while writing the queue and fsyncing
@@ -158,9 +170,12 @@ class WriteAheadLog:
         self.on_durable: Callable[[int], None] | None = None
         self.syncs = 0  # fdatasync calls made: how well appends share them
         self._failed: BaseException | None = None
-        self._segment_no = first_segment
-        self._capacity = _FIRST_SEGMENT_BYTES
-        self._fd, self._offset = self._open_segment(first_segment, self._capacity), len(MAGIC)
+        self._segment_no = first_segment - 1  # the last segment opened; the next is made at the first write
+        self._fd = -1
+        self._capacity = self._offset = len(MAGIC)
+        self.flush_every = flush_every
+        self._planned = _bounded(min(_FIRST_SEGMENT_BYTES, flush_every * _GUESSED_EVENT_BYTES))
+        self._period_bytes = self._period_events = 0  # frames of known size logged since the last rotate
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
         if durability == "batch":
@@ -186,10 +201,21 @@ class WriteAheadLog:
     def segment_no(self) -> int:
         return self._segment_no
 
+    @property
+    def failed(self) -> bool:
+        """True once a write or fsync failed: the log refuses everything until reopened."""
+        return self._failed is not None
+
     def _open_segment(self, number: int, capacity: int) -> int:
+        """A new segment file of `capacity` bytes (magic, then zeros), durable; its descriptor.
+
+        Raises:
+            StoreError: DiskFullError when it does not fit; no file is left behind.
+        """
         path = self.segment_path(self.directory, number)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = -1
         try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
             os.write(fd, MAGIC)
             remaining = capacity - len(MAGIC)
             while remaining > 0:
@@ -198,9 +224,10 @@ class WriteAheadLog:
                 os.fsync(fd)
                 fsync_directory(self.directory)
         except OSError as exc:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            raise StoreError(f"could not create write-ahead log segment {path}: {exc}") from exc
+            if fd >= 0:
+                os.close(fd)
+                path.unlink(missing_ok=True)
+            raise store_os_error(exc, path, "create the write-ahead log segment", _REOPEN) from exc
         return fd
 
     # -- writing ----------------------------------------------------------------------
@@ -221,36 +248,69 @@ class WriteAheadLog:
             with self._mutex:
                 self._queue.append(framed)
                 self._queued += len(framed)
-                self._queued_upto = max(self._queued_upto, upto)
+                self._count(len(framed), upto)
                 return self._queued
         with self._file_lock:
-            self._write(framed)
+            try:
+                self._write(framed)
+            except BaseException as exc:
+                self._fail(exc)
+                raise
+            self._count(len(framed), upto)
         self._queued = self._written
         return self._written
 
+    def _count(self, size: int, upto: int) -> None:
+        """Note a frame's size and events (from its last position and the one before it),
+        for sizing the next segment. The first frame after opening has no known predecessor."""
+        if upto and self._queued_upto:
+            self._period_bytes += size
+            self._period_events += upto - self._queued_upto
+        self._queued_upto = max(self._queued_upto, upto)
+
     def _write(self, data: bytes) -> None:
-        """pwrite at the end of the segment, rolling to a new one when full (holds _file_lock)."""
-        if self._offset + len(data) > self._capacity:
-            self._roll(len(data))
+        """pwrite at the end of the segment, starting a new one when there is none or it is
+        full (holds _file_lock).
+
+        Raises:
+            StoreError: nothing of `data` is logged (the caller fails the log).
+        """
+        if self._fd < 0 or self._offset + len(data) > self._capacity:
+            if self._fd >= 0:  # full before the flush: the period needs more than planned
+                self._planned = min(_MAX_SEGMENT_BYTES, self._capacity * 2)
+                self._close_segment()
+            self._start_segment(len(data))
         try:
             written = os.pwrite(self._fd, data, self._offset)
             if written != len(data):
                 raise OSError(f"short write: {written} of {len(data)} bytes")
         except OSError as exc:
-            # The bytes after self._offset may be half-written: later frames overwrite them.
-            raise StoreError(f"could not write to the write-ahead log: {exc}") from exc
+            path = self.segment_path(self.directory, self._segment_no)
+            raise store_os_error(exc, path, "write to the write-ahead log segment", _REOPEN) from exc
         self._offset += len(data)
         self._written += len(data)
 
-    def _roll(self, need: int) -> None:
-        if self.durability != "none":
-            os.fdatasync(self._fd)
-        os.close(self._fd)
+    def _start_segment(self, need: int) -> None:
+        """Open the next segment, sized as planned (or for a frame of `need` bytes, if larger)."""
+        capacity = max(self._planned, need + len(MAGIC))
+        self._fd = self._open_segment(self._segment_no + 1, capacity)
         self._segment_no += 1
-        self._capacity = min(_MAX_SEGMENT_BYTES, self._capacity * 2)
-        self._capacity = max(self._capacity, need + len(MAGIC))
-        self._fd = self._open_segment(self._segment_no, self._capacity)
-        self._offset = len(MAGIC)
+        self._capacity, self._offset = capacity, len(MAGIC)
+
+    def _close_segment(self) -> None:
+        """fdatasync and close the current segment (holds _file_lock). The descriptor is
+        forgotten before it is closed: nothing can write through a number the OS may reuse."""
+        fd, self._fd = self._fd, -1
+        if fd < 0:
+            return
+        try:
+            if self.durability != "none":
+                os.fdatasync(fd)
+        except OSError as exc:
+            path = self.segment_path(self.directory, self._segment_no)
+            raise store_os_error(exc, path, "fsync the write-ahead log segment", _REOPEN) from exc
+        finally:
+            os.close(fd)
 
     def sync(self, lsn: int) -> None:
         """Return once the frame with log sequence number `lsn` is on disk.
@@ -301,14 +361,16 @@ class WriteAheadLog:
                     if queue:
                         self._write(b"".join(queue))
                     target, fd = self._written, self._fd
-                interrupted = _fdatasync_through_interrupts(fd)
-                self.syncs += 1
+                if fd >= 0:
+                    interrupted = _fdatasync_through_interrupts(fd)
+                    self.syncs += 1
         except BaseException as exc:
             # Failed, or interrupted at a point that leaves it unknown whether the queue
             # reached the disk: either way the log refuses all further writes.
             self._fail(exc)
-            if isinstance(exc, (OSError, StoreError)):
-                raise StoreError(f"the write-ahead log failed: {exc}; reopen the store") from exc
+            if isinstance(exc, OSError):
+                path = self.segment_path(self.directory, self._segment_no)
+                raise store_os_error(exc, path, "fsync the write-ahead log segment", _REOPEN) from exc
             raise
         try:
             if self.on_durable is not None and upto:
@@ -363,48 +425,76 @@ class WriteAheadLog:
             self._sync_written()
 
     def rotate(self) -> int:
-        """Make everything logged durable and start a new segment; returns the closed segment's number.
+        """Make everything logged durable and close the segment; returns its number (the
+        next write starts a new one). Plans the next segment's size for one flush period.
 
         The caller holds the store lock, so no frame arrives meanwhile.
+
+        Raises:
+            StoreError: the log failed (now or earlier).
         """
         self.sync_all()
         with self._leader, self._file_lock:
             self._raise_if_failed()
             closed = self._segment_no
-            self._roll(0)
+            try:
+                self._close_segment()
+            except BaseException as exc:
+                self._fail(exc)
+                raise
             self._synced = self._written
+            if self._period_events:
+                per_event = self._period_bytes / self._period_events
+                self._planned = _bounded(int(per_event * self.flush_every * 9 / 8))
+            self._period_bytes = self._period_events = 0
             return closed
 
     def retire(self, up_to_segment: int) -> None:
-        """Delete segments numbered up to `up_to_segment`: their events are in Parquet files now."""
-        for number, path in self.segments(self.directory):
-            if number <= up_to_segment:
-                path.unlink(missing_ok=True)
-        if self.durability != "none":
-            fsync_directory(self.directory)
+        """Delete segments numbered up to `up_to_segment`: their events are in Parquet files now.
+
+        Raises:
+            StoreError: a segment could not be deleted (it is replayed and skipped on open).
+        """
+        try:
+            for number, path in self.segments(self.directory):
+                if number <= up_to_segment:
+                    path.unlink(missing_ok=True)
+            if self.durability != "none":
+                fsync_directory(self.directory)
+        except OSError as exc:
+            raise store_os_error(exc, exc.filename or self.directory, "delete the flushed log segment") from exc
 
     def close(self) -> None:
-        """Make everything durable and close; an unused last segment is removed."""
+        """Make everything durable and close; an unused last segment is removed. The file is
+        closed even when the log failed (now or earlier).
+
+        Raises:
+            StoreError: the last frames could not be made durable.
+        """
         self._stop.set()
         if self._syncer is not None:
             self._syncer.join()
-        if self._failed is None:
-            self.sync_all()
-        with self._leader, self._file_lock:
-            os.close(self._fd)
-            if self._offset == len(MAGIC):
-                self.segment_path(self.directory, self._segment_no).unlink(missing_ok=True)
-            self._fd = -1
+        try:
+            if self._failed is None:
+                self.sync_all()
+        finally:
+            with self._leader, self._file_lock:
+                fd, self._fd = self._fd, -1
+                if fd >= 0:
+                    os.close(fd)
+                    if self._offset == len(MAGIC):
+                        self.segment_path(self.directory, self._segment_no).unlink(missing_ok=True)
 
     def _sync_written(self) -> None:
         # Holds the file lock throughout: a concurrent add() may roll to a new segment.
         with self._leader, self._file_lock:
-            if self._written <= self._synced or self._failed is not None:
+            if self._written <= self._synced or self._failed is not None or self._fd < 0:
                 return
             try:
                 os.fdatasync(self._fd)
             except OSError as exc:
-                self._failed = exc
+                path = self.segment_path(self.directory, self._segment_no)
+                self._failed = store_os_error(exc, path, "fsync the write-ahead log segment", _REOPEN)
                 return
             self.syncs += 1
             self._synced = self._written
@@ -415,7 +505,16 @@ class WriteAheadLog:
 
     def _raise_if_failed(self) -> None:
         if self._failed is not None:
-            raise StoreError(f"the write-ahead log failed earlier ({self._failed}); reopen the store")
+            cause = str(self._failed) or type(self._failed).__name__  # a Ctrl-C has no message
+            raise StoreError(
+                f"the write-ahead log in {self.directory} failed earlier ({cause}); "
+                "it takes no more writes: reopen the store (close it and open it again)"
+            )
+
+
+def _bounded(size: int) -> int:
+    """A segment size: `size` in whole pages, at least 64 KiB and at most 64 MiB."""
+    return min(_MAX_SEGMENT_BYTES, max(_MIN_SEGMENT_BYTES, -(-size // 4096) * 4096))
 
 
 def _fdatasync_through_interrupts(fd: int) -> KeyboardInterrupt | None:
