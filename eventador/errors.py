@@ -132,9 +132,8 @@ class StorePermissionError(StoreError):
 
     def __init__(self, path: str, doing: str, reason: str) -> None:
         super().__init__(
-            f"cannot {doing} {path}: {reason}; to read the store, open it with read_only=True "
-            "(the command line opens stores that way); to write to it, run as a user who may "
-            "write to its directory"
+            f"cannot {doing} {path}: {reason}; to read the store, open it with read_only=True; "
+            "to write to it, run as a user who may write to its directory"
         )
         self.path, self.doing, self.reason = path, doing, reason
 

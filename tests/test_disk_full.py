@@ -17,7 +17,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -246,3 +249,83 @@ def test_a_failed_append_on_a_full_disk_is_refused_in_every_durability(disk: Pat
         with ev.open_store(path, durability=durability) as reopened:
             assert amounts(reopened) == acked
             assert reopened.stream_version("other") == 0
+
+
+# -- a store the user may not write to -----------------------------------------------------
+
+AS_ANOTHER_USER = """
+import os, shutil, sys, tempfile
+import eventador as ev
+
+if os.geteuid() == 0:  # root writes anywhere: become nobody (once every module is loaded: python is root's)
+    warm = tempfile.mkdtemp()
+    ev.open_store(warm).close()
+    shutil.rmtree(warm)
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+try:
+    ev.open_store(sys.argv[1]).close()
+    print("opened for writing")
+except ev.EventadorError as exc:
+    print(type(exc).__name__, exc)
+with ev.open_store(sys.argv[1], read_only=True) as store:
+    print(store.last_position)
+"""
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory other users may enter (pytest's tmp_path is private to the user running it)."""
+    base = Path(tempfile.mkdtemp(prefix="eventador-test-"))
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        for p in base.rglob("*"):
+            if p.is_dir():
+                p.chmod(0o755)  # lets a user who is not root delete it
+        shutil.rmtree(base)
+
+
+@pytest.mark.parametrize("blocked", ["LOCK", ".tmp-manifest.json"])
+def test_a_store_the_user_may_not_write_to_names_the_file_and_opens_read_only(shared_dir: Path, blocked: str) -> None:
+    """Another user (nobody, when the tests run as root) opens a store it may read, not write:
+    with nothing writable it fails at LOCK; with all but the store's own directory writable,
+    at the manifest it would replace there."""
+    path = shared_dir / "store"
+    with ev.open_store(path) as store:
+        append_some(store, [], 2)
+        store.flush()
+        append_some(store, [], 1)
+    writable = blocked != "LOCK"
+    for p in path.rglob("*"):
+        p.chmod((0o777 if writable else 0o555) if p.is_dir() else (0o666 if writable else 0o444))
+    path.chmod(0o555)
+    before = {p: p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    done = subprocess.run(
+        [sys.executable, "-c", AS_ANOTHER_USER, str(path)],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    error, events = done.stdout.splitlines()
+    assert error.startswith("StorePermissionError cannot ") and f" {path / blocked}: Permission denied" in error
+    assert "open it with read_only=True" in error
+    assert events == "3"
+    assert {p: p.read_bytes() for p in path.rglob("*") if p.is_file()} == before
+
+
+def test_a_store_on_a_read_only_file_system_names_the_file_and_opens_read_only(disk: Path) -> None:
+    path = disk / "store"
+    with ev.open_store(path) as store:
+        append_some(store, [], 2)
+    remounted = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True, text=True, check=False)
+    if remounted.returncode != 0:
+        pytest.skip(f"cannot remount the tmpfs read-only here ({remounted.stderr.strip()})")
+    try:
+        with pytest.raises(ev.StorePermissionError, match=f"{path / 'LOCK'}: Read-only file system"):
+            ev.open_store(path)
+        with ev.open_store(path, read_only=True) as reader:
+            assert amounts(reader) == [1, 2]
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
