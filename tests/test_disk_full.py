@@ -22,11 +22,13 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 import eventador as ev
+from eventador.store.wal import WriteAheadLog
 from tests.domain import Deposited, deposited
 
 DISK_BYTES = 4 << 20
@@ -329,3 +331,48 @@ def test_a_store_on_a_read_only_file_system_names_the_file_and_opens_read_only(d
             assert amounts(reader) == [1, 2]
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+
+
+# -- disk use in proportion to the data ----------------------------------------------------
+
+
+def test_small_flushes_preallocate_a_log_in_proportion_to_what_they_log(tmp_path: Path) -> None:
+    """Each log segment is written full of zeros when it is made. Sized for one flush period,
+    12 flushes of 10 events make segments of 16 KiB each (they made 1, 2, 4 ... 64 MiB: 447 MiB)."""
+    made: list[int] = []
+    with ev.open_store(tmp_path / "store", flush_every=10) as store:
+        for _ in range(12):
+            append_some(store, [], 9)
+            made += [p.stat().st_size for p in (tmp_path / "store" / "wal").glob("*.wal")]
+            append_some(store, [], 1)  # the tenth: its flush retires the segment
+        assert store.info()["files"] >= 1
+    assert len(made) == 12
+    assert sum(made) <= 12 * 16 * 1024
+
+
+def test_a_segment_is_sized_for_the_rest_of_the_flush_period_and_replays_across_segments(tmp_path: Path) -> None:
+    """Events bigger than the first guess fill the first segment before the flush; the next
+    is sized for the events still to come (not doubled), and every event is replayed."""
+    note = "n" * 1000
+    path = tmp_path / "store"
+    with ev.open_store(path, flush_every=500) as store:
+        for i in range(400):
+            store.append("acc", [Deposited(account_id="acc", amount=Decimal(i), note=note)])
+        sizes = [p.stat().st_size for _, p in WriteAheadLog.segments(path / "wal")]
+        logged = store.info()["log_bytes"]
+    assert len(sizes) == 2 and sizes[0] < sizes[1]
+    per_event = logged / 400
+    assert sizes[1] <= (500 - sizes[0] // per_event) * per_event * 1.1 + 4096  # the rest of the period, not 2x
+    with ev.open_store(path) as reopened:
+        assert [int(r.event.amount) for r in reopened.read_stream("acc")] == list(range(400))
+
+
+def test_the_bytes_per_event_seen_size_the_next_flush_periods_segment(tmp_path: Path) -> None:
+    with ev.open_store(tmp_path / "store", flush_every=2_000) as store:
+        append_some(store, [], 100)
+        store.flush()
+        append_some(store, [], 1)  # starts the next segment
+        logged_per_event = store.info()["log_bytes"] / 101
+        (segment,) = (tmp_path / "store" / "wal").glob("*.wal")
+        # flush_every events at the bytes per event seen, plus a sixteenth (and whole pages).
+        assert 2_000 * logged_per_event <= segment.stat().st_size <= 2_000 * logged_per_event * 1.1 + 4096

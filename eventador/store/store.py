@@ -979,7 +979,7 @@ class EventStore(Reader):
 
     def info(self) -> dict[str, Any]:
         """Counts and sizes: streams, events, event types with counts, files, bytes on disk,
-        and the log's fsyncs since opening (appends / fsyncs: how well appends share them)."""
+        and the log's fsyncs and bytes since opening (appends / fsyncs: how well appends share them)."""
         snap = self._snapshot()
         types = dict(self.sql("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall())
         files = [s for s in snap.segments if isinstance(s, FileSegment)]
@@ -996,6 +996,7 @@ class EventStore(Reader):
             "bytes": size,
             "views": [view.name for view in self.views()],
             "fsyncs": self._wal.syncs if self._wal is not None else 0,
+            "log_bytes": self._wal.logged_bytes if self._wal is not None else 0,
         }
 
     def __repr__(self) -> str:

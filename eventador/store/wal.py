@@ -6,11 +6,13 @@ A segment file starts with an 8-byte magic; then frames of
 
 and then zeros: segments are preallocated, because overwriting blocks that
 already exist lets ``fdatasync`` skip the file-system journal (about 1.5x the
-commit rate of appending to a growing file). A segment is sized for one flush
-period: ``flush_every`` events at the bytes per event of the frames seen so far,
-plus an eighth; one that fills before the flush is followed by one twice its size.
-So the zeros written are about what the frames will overwrite, never 64 MiB for
-ten events. The first segment is made at the first write, not at opening.
+commit rate of appending to a growing file). A segment is sized for what the
+flush policy can need before the next flush: the events still to come until
+``flush_every`` at the bytes per event of the frames seen so far, plus a
+sixteenth (a segment that fills first is followed by one sized for the rest; one
+twice its size when the flush is overdue). So the zeros written are about what
+the frames overwrite, never 64 MiB for ten events. A segment is made at the first
+write after a flush, not before.
 
 One append is one frame, so a crash leaves at most a torn tail: bytes after
 the last good frame from which no valid frame can be read. Recovery drops it
@@ -46,11 +48,14 @@ MAGIC = b"EVWAL\x00\x03\n"  # format 3: an append's columns as five values (see 
 _OLDER_MAGICS = {b"EVWAL\x00\x02\n": 2}  # still read: a log written by an older version
 _MARK = b"\xe7\x5a"
 _HEADER = struct.Struct("<2sIII")  # mark, length, body crc, header crc
-_ZEROS = bytes(1 << 20)
-_MIN_SEGMENT_BYTES = 64 << 10
-_FIRST_SEGMENT_BYTES = 1 << 20  # at most, before any frame was seen
+# Zeros are written a page at a time: written in bigger pieces, the page cache holds the segment
+# in large folios, and each fdatasync writes a whole folio back (Linux 6.18, ext4: 48 KiB per
+# single-event append instead of 4 KiB).
+_ZEROS = bytes(4096)
+_MIN_SEGMENT_BYTES = 16 << 10
 _MAX_SEGMENT_BYTES = 64 << 20
-_GUESSED_EVENT_BYTES = 256  # per event, before any frame was seen
+_FIRST_SEGMENT_BYTES = 1 << 20  # at most, before any frame was seen
+_GUESSED_EVENT_BYTES = 64  # per event, before any frame was seen: a small event (a bigger one rolls sooner)
 _REOPEN = "reopen the store (close it and open it again): every acknowledged event is kept"
 
 
@@ -176,6 +181,7 @@ class WriteAheadLog:
         self.flush_every = flush_every
         self._planned = _bounded(min(_FIRST_SEGMENT_BYTES, flush_every * _GUESSED_EVENT_BYTES))
         self._period_bytes = self._period_events = 0  # frames of known size logged since the last rotate
+        self._counted_upto = 0  # the last position whose frame was written
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
         if durability == "batch":
@@ -200,6 +206,11 @@ class WriteAheadLog:
     @property
     def segment_no(self) -> int:
         return self._segment_no
+
+    @property
+    def logged_bytes(self) -> int:
+        """Bytes of frames logged since the log was opened (the events as the log holds them)."""
+        return self._queued
 
     @property
     def failed(self) -> bool:
@@ -248,36 +259,27 @@ class WriteAheadLog:
             with self._mutex:
                 self._queue.append(framed)
                 self._queued += len(framed)
-                self._count(len(framed), upto)
+                self._queued_upto = max(self._queued_upto, upto)
                 return self._queued
         with self._file_lock:
             try:
-                self._write(framed)
+                self._write(framed, upto)
             except BaseException as exc:
                 self._fail(exc)
                 raise
-            self._count(len(framed), upto)
         self._queued = self._written
         return self._written
 
-    def _count(self, size: int, upto: int) -> None:
-        """Note a frame's size and events (from its last position and the one before it),
-        for sizing the next segment. The first frame after opening has no known predecessor."""
-        if upto and self._queued_upto:
-            self._period_bytes += size
-            self._period_events += upto - self._queued_upto
-        self._queued_upto = max(self._queued_upto, upto)
-
-    def _write(self, data: bytes) -> None:
-        """pwrite at the end of the segment, starting a new one when there is none or it is
-        full (holds _file_lock).
+    def _write(self, data: bytes, upto: int) -> None:
+        """pwrite `data` (frames whose last position is `upto`) at the end of the segment,
+        starting a new one when there is none or it is full (holds _file_lock).
 
         Raises:
             StoreError: nothing of `data` is logged (the caller fails the log).
         """
         if self._fd < 0 or self._offset + len(data) > self._capacity:
             if self._fd >= 0:  # full before the flush: the period needs more than planned
-                self._planned = min(_MAX_SEGMENT_BYTES, self._capacity * 2)
+                self._planned = self._plan(rest_of_period=True)
                 self._close_segment()
             self._start_segment(len(data))
         try:
@@ -289,6 +291,12 @@ class WriteAheadLog:
             raise store_os_error(exc, path, "write to the write-ahead log segment", _REOPEN) from exc
         self._offset += len(data)
         self._written += len(data)
+        # Bytes per event, for sizing segments: the events of `data` are known from the
+        # position before it (not for the first write after opening).
+        if upto and self._counted_upto:
+            self._period_bytes += len(data)
+            self._period_events += upto - self._counted_upto
+        self._counted_upto = max(self._counted_upto, upto)
 
     def _start_segment(self, need: int) -> None:
         """Open the next segment, sized as planned (or for a frame of `need` bytes, if larger)."""
@@ -359,7 +367,7 @@ class WriteAheadLog:
                         queue, self._queue = self._queue, []
                         upto = self._queued_upto
                     if queue:
-                        self._write(b"".join(queue))
+                        self._write(b"".join(queue), upto)
                     target, fd = self._written, self._fd
                 if fd >= 0:
                     interrupted = _fdatasync_through_interrupts(fd)
@@ -443,11 +451,20 @@ class WriteAheadLog:
                 self._fail(exc)
                 raise
             self._synced = self._written
-            if self._period_events:
-                per_event = self._period_bytes / self._period_events
-                self._planned = _bounded(int(per_event * self.flush_every * 9 / 8))
+            self._planned = self._plan(rest_of_period=False)
             self._period_bytes = self._period_events = 0
             return closed
+
+    def _plan(self, *, rest_of_period: bool) -> int:
+        """The size of the next segment: the events the flush policy lets come before the
+        next flush (all `flush_every`, or those left of this period), at the bytes per
+        event seen in this period's frames, plus a sixteenth."""
+        if not self._period_events:
+            return min(_MAX_SEGMENT_BYTES, self._capacity * 2) if rest_of_period else self._planned
+        events = self.flush_every - self._period_events if rest_of_period else self.flush_every
+        if events <= 0:  # the flush is overdue (failing, or appends outran it)
+            return min(_MAX_SEGMENT_BYTES, self._capacity * 2)
+        return _bounded(events * self._period_bytes * 17 // (16 * self._period_events))
 
     def retire(self, up_to_segment: int) -> None:
         """Delete segments numbered up to `up_to_segment`: their events are in Parquet files now.
@@ -513,7 +530,7 @@ class WriteAheadLog:
 
 
 def _bounded(size: int) -> int:
-    """A segment size: `size` in whole pages, at least 64 KiB and at most 64 MiB."""
+    """A segment size: `size` in whole pages, at least 16 KiB and at most 64 MiB."""
     return min(_MAX_SEGMENT_BYTES, max(_MIN_SEGMENT_BYTES, -(-size // 4096) * 4096))
 
 
