@@ -158,6 +158,7 @@ def test_a_full_disk_at_each_step_of_a_flush_loses_nothing_acknowledged(
 ) -> None:
     acked: list[int] = []
     filler = Filler(disk)
+    open_before = set(os.listdir("/proc/self/fd"))
     store = ev.open_store(disk / "store", flush_every=1000)
     append_some(store, acked, 5)
     log = disk / "store" / "catalog.duckdb.wal"
@@ -185,6 +186,8 @@ def test_a_full_disk_at_each_step_of_a_flush_loses_nothing_acknowledged(
     else:
         store.close()
     store.close()  # a second close does nothing
+    left_open = {os.readlink(f"/proc/self/fd/{fd}") for fd in set(os.listdir("/proc/self/fd")) - open_before}
+    assert not {f for f in left_open if f.startswith(str(disk))}  # no file of the store is left open
     if close_while_full:
         filler.remove()
 

@@ -555,6 +555,7 @@ class EventStore(Reader):
         try:
             self._catalog.replace([entry], [], publish=False)
         except StoreError:
+            segment.close()
             segment.path.unlink(missing_ok=True)
             raise
         return segment
@@ -795,6 +796,7 @@ class EventStore(Reader):
             try:
                 self._catalog.replace([entry], old, publish=False)
             except StoreError:
+                merged.close()
                 merged.path.unlink(missing_ok=True)
                 raise
         with self._lock:
