@@ -147,6 +147,14 @@ def rows(s: Sizes) -> list[Row]:
             "bytes",
         ),
         Row(
+            "bytes written to disk per byte logged, flushes of 1,000 events, appends of "
+            f"{s.batch}, fsync (log zeros and frames, Parquet, compaction, catalog)",
+            "ev_disk_writes",
+            None,
+            (Limit("<=", 3, unit="x"),),
+            "disk_writes",
+        ),
+        Row(
             f"bytes on disk per event, read_stream store (>= {s.read_store:,} events)",
             "ev_bytes_read_store",
             None,

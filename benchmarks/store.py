@@ -65,6 +65,7 @@ def run(ctx: Context) -> None:
         _guard(ctx, "threads", lambda: _threads(ctx, "none"))
         batched_dir = _guard(ctx, "batched", lambda: _batched(ctx))
         many_dir = _guard(ctx, "many", lambda: _many(ctx))
+        _guard(ctx, "disk_writes", lambda: _disk_writes(ctx))
         if batched_dir is not None:
             _guard(ctx, "bytes", lambda: _bytes(ctx, batched_dir, ctx.sizes.batched, "batched", "1 stream"))
         if many_dir is not None:
@@ -253,6 +254,59 @@ def _many(ctx: Context) -> str:
         better="higher",
     )
     return kept
+
+
+SMALL_FLUSH = 1_000  # events per flush in the disk-writes scenario
+
+
+def _written_bytes() -> int | None:
+    """This process's bytes written to storage so far (Linux: write_bytes of /proc/self/io,
+    counted as page-cache pages are dirtied), or None where the kernel does not tell."""
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _disk_writes(ctx: Context) -> None:
+    """Bytes written to disk per byte logged, with small flushes: the log's preallocated zeros
+    and its frames, the Parquet files and their compaction, the catalog and the manifest."""
+    flushes = 4 if ctx.quick else 20
+    batch, sid = ctx.sizes.batch, "acc-000000"
+
+    def once(r: int) -> float:
+        path = ctx.path(f"ev-disk-writes-{r}")
+        before = _written_bytes()
+        with ev.open_store(path, durability="fsync", flush_every=SMALL_FLUSH) as store:
+            version = 0
+            for b in range(flushes * SMALL_FLUSH // batch):
+                version = store.append(sid, _deposits(ctx, sid, b * batch, batch), expected_version=version)
+            logged = store.info()["log_bytes"]
+        after = _written_bytes()
+        shutil.rmtree(path)
+        if before is None or after is None or after == before:
+            return math.nan
+        return (after - before) / logged
+
+    ratios = repeat(ctx.reps, once)
+    if any(math.isnan(r) for r in ratios):
+        log("  disk writes not measured: this system does not count them (no /proc/self/io, or a tmpfs)")
+        return
+    ctx.results.add(
+        "ev_disk_writes",
+        GROUP,
+        f"bytes written to disk per byte logged ({flushes} flushes of {SMALL_FLUSH:,} events, "
+        f"appends of {batch}, fsync)",
+        "x",
+        ratios,
+        better="lower",
+        note="write_bytes of /proc/self/io from opening to closing (a page each fsync rewrites counts again); "
+        "bytes logged: the log's frames, the events as the store first writes them",
+    )
 
 
 def _bytes(ctx: Context, path: str, events: int, key: str, shape: str) -> None:

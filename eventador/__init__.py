@@ -49,6 +49,7 @@ from eventador.errors import (
     CommandRejected,
     ConcurrencyError,
     CorruptionError,
+    DiskFullError,
     EventadorError,
     EventLogColumnError,
     EventLogRowError,
@@ -64,6 +65,7 @@ from eventador.errors import (
     StoreClosedError,
     StoreError,
     StoreLockedError,
+    StorePermissionError,
 )
 from eventador.importing import read_event_log, read_xes
 from eventador.messages import Command, Event, State, TypeRegistry, UnknownEvent, registry
@@ -131,6 +133,7 @@ __all__ = [
     "CorruptionError",
     "DeadLetter",
     "Directive",
+    "DiskFullError",
     "ErrorPolicy",
     "Event",
     "EventLogColumnError",
@@ -177,6 +180,7 @@ __all__ = [
     "StoreDiff",
     "StoreError",
     "StoreLockedError",
+    "StorePermissionError",
     "Supervisor",
     "SystemClock",
     "TypeRegistry",

@@ -12,7 +12,9 @@
     │   ├── StoreLockedError          another process writes this directory
     │   ├── StoreClosedError          the store was closed
     │   ├── ReadOnlyError             a write on a read-only store
-    │   └── CorruptionError           a file on disk is damaged (names file, offset)
+    │   ├── CorruptionError           a file on disk is damaged (names file, offset)
+    │   ├── DiskFullError             the disk filled while a file was written (names it)
+    │   └── StorePermissionError      the store's directory is not writable (names the file)
     ├── ActorError                    the actor system refused a request
     │   ├── ActorNotFoundError        no actor by that name
     │   ├── ActorStoppedError         the actor stopped before it could answer
@@ -30,6 +32,8 @@ parsing messages.
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Any
 
 
@@ -139,6 +143,44 @@ class CorruptionError(StoreError):
         where = f"{path} at byte {offset}" if offset is not None else path
         super().__init__(f"{where}: {reason}")
         self.path, self.reason, self.offset = path, reason, offset
+
+
+class DiskFullError(StoreError):
+    """The disk (or the user's quota) filled up while the store wrote `path`; nothing
+    acknowledged is lost. Free space; `advice` says what to do then."""
+
+    def __init__(self, path: str, doing: str, advice: str = "") -> None:
+        then = f", then {advice}" if advice else ""
+        super().__init__(f"the disk is full: could not {doing} {path}; free space{then}")
+        self.path, self.doing, self.advice = path, doing, advice
+
+
+class StorePermissionError(StoreError):
+    """The store needs to write `path` and may not (permissions, or a read-only file system)."""
+
+    def __init__(self, path: str, doing: str, reason: str) -> None:
+        super().__init__(
+            f"cannot {doing} {path}: {reason}; to read the store, open it with read_only=True; "
+            "to write to it, run as a user who may write to its directory"
+        )
+        self.path, self.doing, self.reason = path, doing, reason
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_NOT_ALLOWED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def store_os_error(exc: BaseException, path: str | os.PathLike[str], doing: str, advice: str = "") -> StoreError:
+    """The StoreError for `exc`, an OS error met while the store tried to `doing` `path`
+    (e.g. "create", "write"): DiskFullError, StorePermissionError, or a StoreError that
+    quotes it. Arrow's and DuckDB's I/O errors often carry no errno: their text is read."""
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    if code in _DISK_FULL or any(os.strerror(c) in text for c in _DISK_FULL):
+        return DiskFullError(str(path), doing, advice)
+    if code in _NOT_ALLOWED or (code is None and any(os.strerror(c) in text for c in _NOT_ALLOWED)):
+        return StorePermissionError(str(path), doing, os.strerror(code) if code else text)
+    return StoreError(f"could not {doing} {path}: {text}" + (f"; {advice}" if advice else ""))
 
 
 # -- actors ---------------------------------------------------------------------

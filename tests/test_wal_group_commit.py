@@ -112,8 +112,12 @@ def test_a_failed_round_fails_every_waiting_append_and_loses_no_acknowledged_one
         th.join(timeout=60)
         assert not th.is_alive(), "a writer hangs after the log failed"
     assert len(failures) == WRITERS
+    # A failed append is not counted: each stream stands at its last acknowledged append.
+    assert [store.stream_version(f"w-{t}") for t in range(WRITERS)] == acked
+    assert store.last_position == sum(acked)
     with pytest.raises(ev.StoreError):
         store.append("w-0", [Tick(n=0)])
+    assert store.stream_version("w-0") == acked[0]
     with pytest.raises(ev.StoreError):
         store.close()  # its flush needs the failed log
 

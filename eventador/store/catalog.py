@@ -10,6 +10,7 @@ file that is open for writing, so after every change the writer also replaces
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -19,7 +20,7 @@ from typing import Any
 
 import duckdb
 
-from eventador.errors import CorruptionError, StoreError
+from eventador.errors import CorruptionError, store_os_error
 from eventador.store.snapshots import Snapshot
 from eventador.store.wal import fsync_directory
 
@@ -88,10 +89,14 @@ class Catalog:
             ).fetchall()
         return [FileEntry(*row) for row in rows]
 
-    def replace(self, added: list[FileEntry], removed: list[str]) -> None:
-        """Record new files and forget replaced ones, in one transaction."""
+    def replace(self, added: list[FileEntry], removed: list[str], *, publish: bool = True) -> None:
+        """Record new files and forget replaced ones, in one transaction; then, with
+        `publish`, rewrite the manifest (a caller that passes False calls ``write_manifest``:
+        a failed manifest must not look like a failed transaction)."""
         with self._lock:
             self._replace(added, removed)
+        if publish:
+            self.write_manifest()
 
     def _replace(self, added: list[FileEntry], removed: list[str]) -> None:
         try:
@@ -105,9 +110,10 @@ class Catalog:
                 )
             self.db.execute("COMMIT")
         except duckdb.Error as exc:
-            self.db.execute("ROLLBACK")
-            raise StoreError(f"could not update the catalog: {exc}") from exc
-        self.write_manifest()
+            with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
+                self.db.execute("ROLLBACK")
+            where = ":memory:" if self.directory is None else self.directory / "catalog.duckdb"
+            raise store_os_error(exc, where, "update the catalog") from exc
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new connection to the catalog database, for one thread (SQL views, projections, queues)."""
@@ -120,12 +126,17 @@ class Catalog:
         entries = [_entry_dict(e) for e in self.files()]
         body = json.dumps({"format": 1, "files": entries}, indent=1).encode()
         temp = self.directory / f".tmp-{MANIFEST}"
-        with open(temp, "wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, self.directory / MANIFEST)
-        fsync_directory(self.directory)
+        try:
+            with open(temp, "wb") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, self.directory / MANIFEST)
+            fsync_directory(self.directory)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
+            raise store_os_error(exc, temp, "write the manifest") from exc
 
     # -- snapshots (see store/snapshots.py) ---------------------------------------------
 

@@ -8,7 +8,7 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
-from eventador.errors import StoreLockedError
+from eventador.errors import StoreLockedError, store_os_error
 
 __all__ = ["DirectoryLock"]
 
@@ -21,8 +21,17 @@ class DirectoryLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Raises StoreLockedError naming the holder when another writer has the directory."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Take the lock and write this process's name into LOCK.
+
+        Raises:
+            StoreLockedError: another writer has the directory (names the holder).
+            StorePermissionError: LOCK cannot be written (permissions, a read-only file system).
+            DiskFullError: no room for the holder's name.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise store_os_error(exc, self.path, "open the lock file") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -30,13 +39,21 @@ class DirectoryLock:
             os.close(fd)
             raise StoreLockedError(str(self.path.parent), holder) from None
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), 0)
+        except OSError as exc:
+            os.close(fd)  # drops the lock too
+            raise store_os_error(exc, self.path, "write the lock file") from exc
         self._fd = fd
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        """Let go of the lock; the descriptor is closed even if emptying LOCK fails."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)  # explicitly: a forked child may hold a copy of fd
+            os.close(fd)

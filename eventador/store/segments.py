@@ -549,13 +549,14 @@ def write_segment(directory: Path, table: pa.Table, *, durable: bool) -> FileSeg
     name = f"{first:012d}-{last:012d}.parquet"
     final = directory / name
     temp = directory / f".tmp-{name}"
-    pq.write_table(
-        table,
-        temp,
-        row_group_size=ROW_GROUP_ROWS,
-        write_page_checksum=True,
-        **column_layout(table),
-    )
+    with pa.OSFile(str(temp), "wb") as sink:  # closed even when the write fails (pyarrow's own is not)
+        pq.write_table(
+            table,
+            sink,
+            row_group_size=ROW_GROUP_ROWS,
+            write_page_checksum=True,
+            **column_layout(table),
+        )
     if durable:
         fd = os.open(temp, os.O_RDONLY)
         try:

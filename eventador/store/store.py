@@ -22,7 +22,7 @@ import html
 import os
 import threading
 import warnings
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,6 +40,7 @@ from eventador.errors import (
     ReadOnlyError,
     StoreClosedError,
     StoreError,
+    store_os_error,
 )
 from eventador.messages import Event, TypeRegistry
 from eventador.messages import registry as default_registry
@@ -188,9 +189,12 @@ class EventStore(Reader):
 
     def _open_writer(self) -> None:
         assert self.path is not None
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._data_dir.mkdir(exist_ok=True)
-        self._wal_dir.mkdir(exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._data_dir.mkdir(exist_ok=True)
+            self._wal_dir.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise store_os_error(exc, exc.filename or self.path, "create the store directory") from exc
         self._lockfile = DirectoryLock(self.path)
         self._lockfile.acquire()
         try:
@@ -201,12 +205,14 @@ class EventStore(Reader):
             self._replay_wal(repair=True)
             existing = WriteAheadLog.segments(self._wal_dir)
             first = existing[-1][0] + 1 if existing else 1
-            self._wal = WriteAheadLog(self._wal_dir, durability=self.durability, first_segment=first)
+            self._wal = WriteAheadLog(
+                self._wal_dir, durability=self.durability, first_segment=first, flush_every=self.flush_every
+            )
             self._wal.on_durable = self._durable
             self._catalog.write_manifest()
             self.snapshots = SnapshotStore(self._catalog)
         except BaseException:
-            self._release()
+            self._release()  # what failed is the error to show, not a failure to let go
             raise
 
     def _load_read_only(self) -> None:
@@ -391,6 +397,7 @@ class EventStore(Reader):
         versions: list[int | ConcurrencyError] = []
         with self._lock:
             self._check_writable()
+            wal = self._wal  # this append's log, even if the store is closed meanwhile
             heads = self._heads
             if not each:
                 pending: dict[str, int] = {}
@@ -413,10 +420,14 @@ class EventStore(Reader):
                     versions.append(current)
                     continue
                 first = buffer.first_position + len(buffer)
-                if self._wal is not None:
+                if wal is not None:
                     # The columns were encoded before the lock: a 7-array whose last item is them.
                     head = cbor2.dumps([first, a.stream_id, current + 1, recorded, a.stream_type, a.metadata])
-                    lsn = self._wal.add(b"\x87" + head[1:] + a.logged, first + len(a.events) - 1)
+                    try:
+                        lsn = wal.add(b"\x87" + head[1:] + a.logged, first + len(a.events) - 1)
+                    except BaseException:
+                        self._forget_unlogged()  # this call's earlier streams, if any
+                        raise
                 buffer.add(
                     a.stream_id, current + 1, recorded, a.stream_type, a.metadata,
                     a.types, a.ids, a.occurred, a.payloads, a.events,
@@ -430,13 +441,37 @@ class EventStore(Reader):
             full = len(buffer) >= self.flush_every
         if not last:
             return versions
-        if self._wal is not None and self.durability == "fsync":
-            self._wal.sync(lsn)  # the round's leader has made these events visible (_durable)
+        if wal is not None and self.durability == "fsync":
+            try:
+                wal.sync(lsn)  # the round's leader has made these events visible (_durable)
+            except BaseException:
+                if wal.failed:
+                    with self._lock:
+                        self._forget_unlogged()
+                raise
         else:
             self._notify()
         if full:
             self._flush_quietly()
         return versions
+
+    def _forget_unlogged(self) -> None:
+        """After the log failed (the caller holds the lock): the streams' versions go back
+        to their last visible event. Appends whose frames never reached the disk were not
+        acknowledged and are not counted; their rows stay in the hot tier, past what is
+        visible, never shown nor flushed: the failed log refuses every later append and
+        flush until the store is opened again."""
+        if self._wal is None or not self._wal.failed:
+            return
+        buffer = self._buffer
+        first_unlogged: dict[str, int] = {}
+        for row in range(max(0, self._visible + 1 - buffer.first_position), len(buffer)):
+            first_unlogged.setdefault(buffer.stream_ids[row], buffer.versions[row])
+        for stream_id, version in first_unlogged.items():
+            if version > 1:
+                self._heads[stream_id] = version - 1
+            else:
+                self._heads.pop(stream_id, None)
 
     def import_dataframe(
         self,
@@ -503,27 +538,55 @@ class EventStore(Reader):
                 self._last_recorded_us = recorded
             finally:
                 self._lock.release()
+            try:
+                self._publish()
+            except StoreError as exc:  # the import is stored: only readers must wait for it
+                warnings.warn(f"imported, but readers see it after the next flush: {exc}", RuntimeWarning,
+                              stacklevel=3)
         self._notify()
         if written or len(self._segments) >= 4:
             self._maybe_compact()
         return len(streams)
 
     def _write_segment(self, table: pa.Table, first: int, last: int) -> Segment:
-        """`table` as a new segment recorded in the catalog (a file), or kept in memory."""
+        """`table` as a new segment recorded in the catalog (a file), or kept in memory.
+        The caller updates the manifest (``_publish``) once the store holds the segment."""
         if self.path is None or self._catalog is None:
             return MemorySegment(table, first, last)
-        try:
-            segment = write_segment(self._data_dir, table, durable=self.durability != "none")
-        except OSError as exc:
-            raise StoreError(f"could not write a Parquet file in {self._data_dir}: {exc}") from exc
+        segment = self._write_file(table)
         entry = FileEntry(segment.path.name, segment.first_position, segment.last_position, segment.rows,
                           segment.size)
         try:
-            self._catalog.replace([entry], [])
+            self._catalog.replace([entry], [], publish=False)
         except StoreError:
+            segment.close()
             segment.path.unlink(missing_ok=True)
             raise
         return segment
+
+    def _write_file(self, table: pa.Table) -> FileSegment:
+        """`table` as a new Parquet file in data/, not yet in the catalog.
+
+        Raises:
+            StoreError: DiskFullError when the disk filled; no temporary file is left.
+        """
+        try:
+            return write_segment(self._data_dir, table, durable=self.durability != "none")
+        except OSError as exc:
+            # Flushes, imports and compactions take turns (_flush_lock): a temporary file is this one's.
+            for temp in self._data_dir.glob(".tmp-*"):
+                temp.unlink(missing_ok=True)
+            advice = "the next flush writes the events (the write-ahead log keeps them meanwhile)"
+            raise store_os_error(exc, self._data_dir, "write a Parquet file in", advice) from exc
+
+    def _publish(self) -> None:
+        """Rewrite manifest.json, the list of files read-only openers load, after the catalog changed.
+
+        Raises:
+            StoreError: it could not be written (readers keep the previous one).
+        """
+        if self._catalog is not None:
+            self._catalog.write_manifest()
 
     def _flush_quietly(self) -> None:
         # The append that filled the buffer is already acknowledged: a failed flush
@@ -661,10 +724,11 @@ class EventStore(Reader):
             # Two appenders may both fill the buffer: the second finds it flushed already.
             wanted = len(self._buffer) >= self.flush_every if only_if_full else len(self._buffer) > 0
             if wanted:
+                # Rotated before the buffer is frozen: if the log fails here, nothing changed.
+                closed = self._wal.rotate() if self._wal is not None else 0
                 buffer = self._buffer
                 self._buffer = HotBuffer(buffer.first_position + len(buffer))
                 self._frozen.append(buffer)
-                closed = self._wal.rotate() if self._wal is not None else 0
                 # rotate() made everything written so far durable: show it all.
                 self._show(buffer.last_position)
                 self._notify()
@@ -673,6 +737,8 @@ class EventStore(Reader):
         for buffer in pending:
             self._flush_buffer(buffer)
         if pending and self._wal is not None:
+            # Readers must find the events in the files before the log segments go.
+            self._publish()
             self._wal.retire(self._retire_after)
         self._empty_trash()
         return bool(pending)
@@ -727,15 +793,22 @@ class EventStore(Reader):
         if self.path is None or self._catalog is None:
             merged = MemorySegment(table, group[0].first_position, group[-1].last_position)
         else:
-            merged = write_segment(self._data_dir, table, durable=self.durability != "none")
-            assert isinstance(merged, FileSegment)
+            merged = self._write_file(table)
             entry = FileEntry(merged.path.name, merged.first_position, merged.last_position, merged.rows,
                               merged.size)
             old = [s.path.name for s in group if isinstance(s, FileSegment)]
-            self._catalog.replace([entry], old)
+            try:
+                self._catalog.replace([entry], old, publish=False)
+            except StoreError:
+                merged.close()
+                merged.path.unlink(missing_ok=True)
+                raise
         with self._lock:
             start = self._segments.index(group[0])
             self._segments[start : start + len(group)] = [merged]
+        # The merged-away files stay until readers have a manifest without them (if it cannot
+        # be written, they are left behind: no longer in the catalog, covered by the new file).
+        self._publish()
         # Not deleted yet: a SQL relation made a moment ago may still read them.
         # (Open ParquetFile handles keep working after the unlink anyway.)
         now = self.clock.monotonic()
@@ -912,7 +985,7 @@ class EventStore(Reader):
 
     def info(self) -> dict[str, Any]:
         """Counts and sizes: streams, events, event types with counts, files, bytes on disk,
-        and the log's fsyncs since opening (appends / fsyncs: how well appends share them)."""
+        and the log's fsyncs and bytes since opening (appends / fsyncs: how well appends share them)."""
         snap = self._snapshot()
         types = dict(self.sql("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall())
         files = [s for s in snap.segments if isinstance(s, FileSegment)]
@@ -933,6 +1006,7 @@ class EventStore(Reader):
             "bytes": size,
             "views": [view.name for view in self.views()],
             "fsyncs": self._wal.syncs if self._wal is not None else 0,
+            "log_bytes": self._wal.logged_bytes if self._wal is not None else 0,
         }
 
     def __repr__(self) -> str:
@@ -961,35 +1035,63 @@ class EventStore(Reader):
     # -- closing ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush the hot tier, then release files and the directory lock. Idempotent."""
+        """Flush the hot tier, then release files, the catalog and the directory lock. Idempotent.
+
+        Everything is released even when the flush or a release fails (a full disk, a
+        failed log): the store can be opened again at once, and every acknowledged event
+        is there (what could not be flushed is in the write-ahead log).
+
+        Raises:
+            StoreError: the first thing that failed (once: a second close does nothing).
+        """
         if self._closed:
             return
+        failed: BaseException | None = None
         try:
             if not self.read_only and self.path is not None:
                 self.flush()
-        finally:
-            with self._lock:
-                self._closed = True
-            self._notify()
-            self._release()
+        except BaseException as exc:  # a Ctrl-C too: let go of everything first
+            failed = exc
+        with self._lock:
+            self._closed = True
+        self._notify()
+        released = self._release()
+        if failed is not None:
+            raise failed
+        if released is not None:
+            raise released
 
-    def _release(self) -> None:
-        if self._views is not None:
-            self._views.close()
-            self._views = None
-        if self._wal is not None:
-            self._wal.close()
-            self._wal = None
-        self._empty_trash(everything=True)
-        for s in self._segments:
-            if isinstance(s, FileSegment):
-                s.close()
-        if self._catalog is not None:
-            self._catalog.close()
-            self._catalog = None
-        if self._lockfile is not None:
-            self._lockfile.release()
-            self._lockfile = None
+    def _release(self) -> StoreError | None:
+        """Let go of everything the store holds, each part even if another fails; returns
+        the first failure, as a StoreError."""
+        first: StoreError | None = None
+        for what, release in self._holdings():
+            try:
+                release()
+            except Exception as exc:
+                if first is None:
+                    first = exc if isinstance(exc, StoreError) else store_os_error(exc, self.path or "", what)
+        return first
+
+    def _holdings(self) -> list[tuple[str, Callable[[], None]]]:
+        """(what it is, how to let go of it) for each thing the store holds, in release order;
+        each is forgotten as it is listed, so that nothing is released twice."""
+        held: list[tuple[str, Callable[[], None]]] = []
+        views, self._views = self._views, None
+        if views is not None:
+            held.append(("close the SQL views of", views.close))
+        wal, self._wal = self._wal, None
+        if wal is not None:
+            held.append(("close the write-ahead log of", wal.close))
+        held.append(("delete merged-away files of", lambda: self._empty_trash(everything=True)))
+        held.extend(("close a file of", s.close) for s in self._segments if isinstance(s, FileSegment))
+        catalog, self._catalog = self._catalog, None
+        if catalog is not None:
+            held.append(("close the catalog of", catalog.close))
+        lockfile, self._lockfile = self._lockfile, None
+        if lockfile is not None:
+            held.append(("release the lock of", lockfile.release))
+        return held
 
     def __enter__(self) -> EventStore:
         return self

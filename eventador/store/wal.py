@@ -6,7 +6,13 @@ A segment file starts with an 8-byte magic; then frames of
 
 and then zeros: segments are preallocated, because overwriting blocks that
 already exist lets ``fdatasync`` skip the file-system journal (about 1.5x the
-commit rate of appending to a growing file).
+commit rate of appending to a growing file). A segment is sized for what the
+flush policy can need before the next flush: the events still to come until
+``flush_every`` at the bytes per event of the frames seen so far, plus a
+sixteenth (a segment that fills first is followed by one sized for the rest; one
+twice its size when the flush is overdue). So the zeros written are about what
+the frames overwrite, never 64 MiB for ten events. A segment is made at the first
+write after a flush, not before.
 
 One append is one frame, so a crash leaves at most a torn tail: bytes after
 the last good frame from which no valid frame can be read. Recovery drops it
@@ -34,7 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from eventador.errors import CorruptionError, StoreError
+from eventador.errors import CorruptionError, StoreError, store_os_error
 
 __all__ = ["Frame", "WriteAheadLog", "frame", "scan_segment", "used_bytes"]
 
@@ -42,9 +48,15 @@ MAGIC = b"EVWAL\x00\x03\n"  # format 3: an append's columns as five values (see 
 _OLDER_MAGICS = {b"EVWAL\x00\x02\n": 2}  # still read: a log written by an older version
 _MARK = b"\xe7\x5a"
 _HEADER = struct.Struct("<2sIII")  # mark, length, body crc, header crc
-_ZEROS = bytes(1 << 20)
-_FIRST_SEGMENT_BYTES = 1 << 20
+# Zeros are written a page at a time: written in bigger pieces, the page cache holds the segment
+# in large folios, and each fdatasync writes a whole folio back (Linux 6.18, ext4: 48 KiB per
+# single-event append instead of 4 KiB).
+_ZEROS = bytes(4096)
+_MIN_SEGMENT_BYTES = 16 << 10
 _MAX_SEGMENT_BYTES = 64 << 20
+_FIRST_SEGMENT_BYTES = 1 << 20  # at most, before any frame was seen
+_GUESSED_EVENT_BYTES = 64  # per event, before any frame was seen: a small event (a bigger one rolls sooner)
+_REOPEN = "reopen the store (close it and open it again): every acknowledged event is kept"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +166,15 @@ class WriteAheadLog:
 
     `durability`: "fsync" (``sync`` returns once the frame is on disk), "batch"
     (written at once, fsynced by a background thread every few milliseconds),
-    "none" (written at once; the OS writes back when it likes).
+    "none" (written at once; the OS writes back when it likes). `flush_every`: the
+    events the store logs between two ``rotate`` calls (it sizes the segments).
+
+    Any failed write or fsync fails the log: every later call raises StoreError
+    (DiskFullError when the disk filled) until the store is opened again. A closed
+    descriptor is never used: ``_fd`` is -1 from the moment it is closed.
     """
 
-    def __init__(self, directory: Path, *, durability: str, first_segment: int) -> None:
+    def __init__(self, directory: Path, *, durability: str, first_segment: int, flush_every: int = 100_000) -> None:
         self.directory = directory
         self.durability = durability
         self._leader = threading.Lock()  # held while writing the queue and fsyncing
@@ -175,9 +192,13 @@ class WriteAheadLog:
         self.on_durable: Callable[[int], None] | None = None
         self.syncs = 0  # fdatasync calls made: how well appends share them
         self._failed: BaseException | None = None
-        self._segment_no = first_segment
-        self._capacity = _FIRST_SEGMENT_BYTES
-        self._fd, self._offset = self._open_segment(first_segment, self._capacity), len(MAGIC)
+        self._segment_no = first_segment - 1  # the last segment opened; the next is made at the first write
+        self._fd = -1
+        self._capacity = self._offset = len(MAGIC)
+        self.flush_every = flush_every
+        self._planned = _bounded(min(_FIRST_SEGMENT_BYTES, flush_every * _GUESSED_EVENT_BYTES))
+        self._period_bytes = self._period_events = 0  # frames of known size logged since the last rotate
+        self._counted_upto = 0  # the last position whose frame was written
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
         if durability == "batch":
@@ -203,10 +224,26 @@ class WriteAheadLog:
     def segment_no(self) -> int:
         return self._segment_no
 
+    @property
+    def logged_bytes(self) -> int:
+        """Bytes of frames logged since the log was opened (the events as the log holds them)."""
+        return self._queued
+
+    @property
+    def failed(self) -> bool:
+        """True once a write or fsync failed: the log refuses everything until reopened."""
+        return self._failed is not None
+
     def _open_segment(self, number: int, capacity: int) -> int:
+        """A new segment file of `capacity` bytes (magic, then zeros), durable; its descriptor.
+
+        Raises:
+            StoreError: DiskFullError when it does not fit; no file is left behind.
+        """
         path = self.segment_path(self.directory, number)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = -1
         try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
             os.write(fd, MAGIC)
             remaining = capacity - len(MAGIC)
             while remaining > 0:
@@ -215,9 +252,10 @@ class WriteAheadLog:
                 os.fsync(fd)
                 fsync_directory(self.directory)
         except OSError as exc:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            raise StoreError(f"could not create write-ahead log segment {path}: {exc}") from exc
+            if fd >= 0:
+                os.close(fd)
+                path.unlink(missing_ok=True)
+            raise store_os_error(exc, path, "create the write-ahead log segment", _REOPEN) from exc
         return fd
 
     # -- writing ----------------------------------------------------------------------
@@ -241,33 +279,63 @@ class WriteAheadLog:
                 self._queued_upto = max(self._queued_upto, upto)
                 return self._queued
         with self._file_lock:
-            self._write(framed)
+            try:
+                self._write(framed, upto)
+            except BaseException as exc:
+                self._fail(exc)
+                raise
         self._queued = self._written
         return self._written
 
-    def _write(self, data: bytes) -> None:
-        """pwrite at the end of the segment, rolling to a new one when full (holds _file_lock)."""
-        if self._offset + len(data) > self._capacity:
-            self._roll(len(data))
+    def _write(self, data: bytes, upto: int) -> None:
+        """pwrite `data` (frames whose last position is `upto`) at the end of the segment,
+        starting a new one when there is none or it is full (holds _file_lock).
+
+        Raises:
+            StoreError: nothing of `data` is logged (the caller fails the log).
+        """
+        if self._fd < 0 or self._offset + len(data) > self._capacity:
+            if self._fd >= 0:  # full before the flush: the period needs more than planned
+                self._planned = self._plan(rest_of_period=True)
+                self._close_segment()
+            self._start_segment(len(data))
         try:
             written = os.pwrite(self._fd, data, self._offset)
             if written != len(data):
                 raise OSError(f"short write: {written} of {len(data)} bytes")
         except OSError as exc:
-            # The bytes after self._offset may be half-written: later frames overwrite them.
-            raise StoreError(f"could not write to the write-ahead log: {exc}") from exc
+            path = self.segment_path(self.directory, self._segment_no)
+            raise store_os_error(exc, path, "write to the write-ahead log segment", _REOPEN) from exc
         self._offset += len(data)
         self._written += len(data)
+        # Bytes per event, for sizing segments: the events of `data` are known from the
+        # position before it (not for the first write after opening).
+        if upto and self._counted_upto:
+            self._period_bytes += len(data)
+            self._period_events += upto - self._counted_upto
+        self._counted_upto = max(self._counted_upto, upto)
 
-    def _roll(self, need: int) -> None:
-        if self.durability != "none":
-            os.fdatasync(self._fd)
-        os.close(self._fd)
+    def _start_segment(self, need: int) -> None:
+        """Open the next segment, sized as planned (or for a frame of `need` bytes, if larger)."""
+        capacity = max(self._planned, need + len(MAGIC))
+        self._fd = self._open_segment(self._segment_no + 1, capacity)
         self._segment_no += 1
-        self._capacity = min(_MAX_SEGMENT_BYTES, self._capacity * 2)
-        self._capacity = max(self._capacity, need + len(MAGIC))
-        self._fd = self._open_segment(self._segment_no, self._capacity)
-        self._offset = len(MAGIC)
+        self._capacity, self._offset = capacity, len(MAGIC)
+
+    def _close_segment(self) -> None:
+        """fdatasync and close the current segment (holds _file_lock). The descriptor is
+        forgotten before it is closed: nothing can write through a number the OS may reuse."""
+        fd, self._fd = self._fd, -1
+        if fd < 0:
+            return
+        try:
+            if self.durability != "none":
+                os.fdatasync(fd)
+        except OSError as exc:
+            path = self.segment_path(self.directory, self._segment_no)
+            raise store_os_error(exc, path, "fsync the write-ahead log segment", _REOPEN) from exc
+        finally:
+            os.close(fd)
 
     def sync(self, lsn: int) -> None:
         """Return once the frame with log sequence number `lsn` is on disk.
@@ -316,16 +384,18 @@ class WriteAheadLog:
                         queue, self._queue = self._queue, []
                         upto = self._queued_upto
                     if queue:
-                        self._write(b"".join(queue))
+                        self._write(b"".join(queue), upto)
                     target, fd = self._written, self._fd
-                interrupted = _fdatasync_through_interrupts(fd)
-                self.syncs += 1
+                if fd >= 0:
+                    interrupted = _fdatasync_through_interrupts(fd)
+                    self.syncs += 1
         except BaseException as exc:
             # Failed, or interrupted at a point that leaves it unknown whether the queue
             # reached the disk: either way the log refuses all further writes.
             self._fail(exc)
-            if isinstance(exc, (OSError, StoreError)):
-                raise StoreError(f"the write-ahead log failed: {exc}; reopen the store") from exc
+            if isinstance(exc, OSError):
+                path = self.segment_path(self.directory, self._segment_no)
+                raise store_os_error(exc, path, "fsync the write-ahead log segment", _REOPEN) from exc
             raise
         try:
             if self.on_durable is not None and upto:
@@ -380,48 +450,85 @@ class WriteAheadLog:
             self._sync_written()
 
     def rotate(self) -> int:
-        """Make everything logged durable and start a new segment; returns the closed segment's number.
+        """Make everything logged durable and close the segment; returns its number (the
+        next write starts a new one). Plans the next segment's size for one flush period.
 
         The caller holds the store lock, so no frame arrives meanwhile.
+
+        Raises:
+            StoreError: the log failed (now or earlier).
         """
         self.sync_all()
         with self._leader, self._file_lock:
             self._raise_if_failed()
             closed = self._segment_no
-            self._roll(0)
+            try:
+                self._close_segment()
+            except BaseException as exc:
+                self._fail(exc)
+                raise
             self._synced = self._written
+            self._planned = self._plan(rest_of_period=False)
+            self._period_bytes = self._period_events = 0
             return closed
 
+    def _plan(self, *, rest_of_period: bool) -> int:
+        """The size of the next segment: the events the flush policy lets come before the
+        next flush (all `flush_every`, or those left of this period), at the bytes per
+        event seen in this period's frames, plus a sixteenth."""
+        if not self._period_events:
+            return min(_MAX_SEGMENT_BYTES, self._capacity * 2) if rest_of_period else self._planned
+        events = self.flush_every - self._period_events if rest_of_period else self.flush_every
+        if events <= 0:  # the flush is overdue (failing, or appends outran it)
+            return min(_MAX_SEGMENT_BYTES, self._capacity * 2)
+        return _bounded(events * self._period_bytes * 17 // (16 * self._period_events))
+
     def retire(self, up_to_segment: int) -> None:
-        """Delete segments numbered up to `up_to_segment`: their events are in Parquet files now."""
-        for number, path in self.segments(self.directory):
-            if number <= up_to_segment:
-                path.unlink(missing_ok=True)
-        if self.durability != "none":
-            fsync_directory(self.directory)
+        """Delete segments numbered up to `up_to_segment`: their events are in Parquet files now.
+
+        Raises:
+            StoreError: a segment could not be deleted (it is replayed and skipped on open).
+        """
+        try:
+            for number, path in self.segments(self.directory):
+                if number <= up_to_segment:
+                    path.unlink(missing_ok=True)
+            if self.durability != "none":
+                fsync_directory(self.directory)
+        except OSError as exc:
+            raise store_os_error(exc, exc.filename or self.directory, "delete the flushed log segment") from exc
 
     def close(self) -> None:
-        """Make everything durable and close; an unused last segment is removed."""
+        """Make everything durable and close; an unused last segment is removed. The file is
+        closed even when the log failed (now or earlier).
+
+        Raises:
+            StoreError: the last frames could not be made durable.
+        """
         self._stop.set()
         if self._syncer is not None:
             self._syncer.join()
-        if self._failed is None:
-            self.sync_all()
-        with self._leader, self._file_lock:
-            os.close(self._fd)
-            if self._offset == len(MAGIC):
-                self.segment_path(self.directory, self._segment_no).unlink(missing_ok=True)
-            self._fd = -1
+        try:
+            if self._failed is None:
+                self.sync_all()
+        finally:
+            with self._leader, self._file_lock:
+                fd, self._fd = self._fd, -1
+                if fd >= 0:
+                    os.close(fd)
+                    if self._offset == len(MAGIC):
+                        self.segment_path(self.directory, self._segment_no).unlink(missing_ok=True)
 
     def _sync_written(self) -> None:
         # Holds the file lock throughout: a concurrent add() may roll to a new segment.
         with self._leader, self._file_lock:
-            if self._written <= self._synced or self._failed is not None:
+            if self._written <= self._synced or self._failed is not None or self._fd < 0:
                 return
             try:
                 os.fdatasync(self._fd)
             except OSError as exc:
-                self._failed = exc
+                path = self.segment_path(self.directory, self._segment_no)
+                self._failed = store_os_error(exc, path, "fsync the write-ahead log segment", _REOPEN)
                 return
             self.syncs += 1
             self._synced = self._written
@@ -432,7 +539,16 @@ class WriteAheadLog:
 
     def _raise_if_failed(self) -> None:
         if self._failed is not None:
-            raise StoreError(f"the write-ahead log failed earlier ({self._failed}); reopen the store")
+            cause = str(self._failed) or type(self._failed).__name__  # a Ctrl-C has no message
+            raise StoreError(
+                f"the write-ahead log in {self.directory} failed earlier ({cause}); "
+                "it takes no more writes: reopen the store (close it and open it again)"
+            )
+
+
+def _bounded(size: int) -> int:
+    """A segment size: `size` in whole pages, at least 16 KiB and at most 64 MiB."""
+    return min(_MAX_SEGMENT_BYTES, max(_MIN_SEGMENT_BYTES, -(-size // 4096) * 4096))
 
 
 def _fdatasync_through_interrupts(fd: int) -> KeyboardInterrupt | None:
