@@ -2,6 +2,8 @@
 
     EventadorError
     ├── InvalidInputError             an argument is wrong (also a ValueError)
+    │   └── SqlError                  a SQL query failed or was refused (also a duckdb.Error)
+    │       └── SqlCorruptionError    SQL met a damaged data file (also a CorruptionError)
     ├── MessageError                  the shape of a message is wrong
     │   ├── RegistrationError         two classes claim one event type name
     │   └── SerializationError        a value cannot be encoded (names the field)
@@ -30,6 +32,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import duckdb
+
 
 class EventadorError(Exception):
     """The root of every error eventador raises."""
@@ -37,6 +41,13 @@ class EventadorError(Exception):
 
 class InvalidInputError(EventadorError, ValueError):
     """An argument is not acceptable; the message says which and why."""
+
+
+class SqlError(InvalidInputError, duckdb.Error):
+    """A SQL query failed (parse, bind, run or fetch) or was refused; the message quotes DuckDB's.
+
+    Also a ``duckdb.Error``, so code written against DuckDB catches it too.
+    """
 
 
 # -- messages ------------------------------------------------------------------
@@ -111,6 +122,10 @@ class CorruptionError(StoreError):
         where = f"{path} at byte {offset}" if offset is not None else path
         super().__init__(f"{where}: {reason}")
         self.path, self.reason, self.offset = path, reason, offset
+
+
+class SqlCorruptionError(CorruptionError, SqlError):
+    """A SQL query met a damaged data file of the store; `path` names it."""
 
 
 # -- actors ---------------------------------------------------------------------
