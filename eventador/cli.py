@@ -88,7 +88,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    with open_store(_existing(args.dir), read_only=True) as store:
+    """Run a query over the store, read-only; it reads only the store unless --allow-external."""
+    with open_store(_existing(args.dir), read_only=True, allow_external=args.allow_external) as store:
         _print_frame(store.sql(args.query).df(), args.format)
     return 0
 
@@ -139,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("dir", help="the store directory")
     sql.add_argument("query", help="the query, e.g. \"SELECT event_type, count(*) FROM events GROUP BY 1\"")
     sql.add_argument("--format", **fmt)
+    sql.add_argument(
+        "--allow-external",
+        action="store_true",
+        help="let the query read and write files outside the store and make scratch tables "
+        "(default: it only reads the store)",
+    )
     sql.set_defaults(run=cmd_sql)
 
     imp = sub.add_parser("import", help="import an event log (.xes, .xes.gz, .csv, .parquet): one stream per case")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from eventador.errors import SqlCorruptionError, SqlError
 
@@ -251,18 +252,39 @@ def _targets(kind: duckdb.StatementType, words: list[tuple[str, bool]]) -> list[
 # -- errors, also at fetch time -----------------------------------------------------------
 
 
+# What a damaged file makes DuckDB raise (a thrift or page decode error is a bare duckdb.Error);
+# the user's own mistakes (parser, binder, conversion, constraint...) are other classes.
+_DAMAGE = (duckdb.IOException, duckdb.InvalidInputException, duckdb.InternalException, duckdb.SerializationException)
+
+
 def sql_error(exc: duckdb.Error, files: Sequence[Path] = ()) -> SqlError:
-    """The eventador error for DuckDB's `exc`: a SqlCorruptionError when it names one of the
-    store's data `files` as unreadable, else a SqlError quoting DuckDB."""
+    """The eventador error for DuckDB's `exc`: a SqlCorruptionError when one of the store's
+    data `files` is unreadable, else a SqlError quoting DuckDB.
+
+    DuckDB's message often does not name the file: on an error a damaged file can cause,
+    the files are read once more with pyarrow to find it (only on this error path).
+    """
     if isinstance(exc, SqlError):
         return exc
     text = str(exc)
-    if not isinstance(exc, duckdb.PermissionException):
-        for path in files:
-            if str(path) in text and path.exists():
-                error = SqlCorruptionError(str(path), f"SQL could not read it: {text}")
-                return error
+    if type(exc) is duckdb.Error or isinstance(exc, _DAMAGE):
+        named = [path for path in files if str(path) in text]
+        for path in named or files:
+            reason = _unreadable(path)
+            if reason is not None:
+                return SqlCorruptionError(str(path), f"SQL could not read it ({text}): {reason}")
     return SqlError(f"SQL error: {text}")
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the Parquet file at `path` cannot be read whole (None: it can, or it is gone)."""
+    try:
+        pq.read_table(path, page_checksum_verification=True)
+    except FileNotFoundError:
+        return None
+    except (OSError, pa.ArrowException) as exc:
+        return str(exc)
+    return None
 
 
 class SqlRelation:
@@ -319,11 +341,6 @@ class SqlRelation:
         """The result rows as tuples."""
         rows: list[tuple[Any, ...]] = self._run(self.relation.fetchall)
         return rows
-
-    def fetchone(self) -> tuple[Any, ...] | None:
-        """The next result row, or None."""
-        row: tuple[Any, ...] | None = self._run(getattr(self.relation, "fetchone"))
-        return row
 
     def arrow(self) -> pa.RecordBatchReader:
         """The result as an Arrow record batch reader (``.read_all()`` makes a table)."""
