@@ -84,6 +84,8 @@ DAMAGING = [
     "DROP TABLE live_views",
     "PREPARE wipe AS DELETE FROM files",
     "IMPORT DATABASE 'somewhere'",
+    "CREATE MACRO hex(x) AS 'not hex'",
+    "CREATE OR REPLACE MACRO Json_Object(a, b) AS a",
 ]
 
 
@@ -272,10 +274,8 @@ def test_every_sql_failure_is_one_error_also_caught_as_duckdb_error(
         assert isinstance(error, duckdb.Error)
         assert isinstance(error, ev.EventadorError) and isinstance(error, ev.InvalidInputError)
         assert str(error).startswith("SQL error")
-    try:
+    with pytest.raises(duckdb.Error):  # code written against DuckDB keeps working
         store.sql("SELECT 'a'::INT").fetchall()
-    except duckdb.Error:  # code written against DuckDB keeps working
-        pass
 
 
 def test_the_relation_keeps_duckdb_s_api(store: ev.EventStore) -> None:
@@ -333,7 +333,7 @@ def test_event_types_named_events_or_files_neither_shadow_nor_are_shadowed(tmp_p
 
 
 def test_the_user_s_sql_cannot_take_a_typed_view_s_name(store: ev.EventStore) -> None:
-    with pytest.raises(ev.SqlError, match="typed view of event type 'test.Deposited'"):
+    with pytest.raises(ev.SqlError, match=r"typed view of event type 'test\.Deposited'"):
         store.sql('CREATE TABLE "test.deposited" (x INTEGER)')
     assert store.sql('SELECT count(*) FROM "test.Deposited"').fetchall() == [(EVENTS // 2,)]
 

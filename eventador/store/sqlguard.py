@@ -11,8 +11,9 @@ So every statement is parsed (by DuckDB) before it runs:
 - otherwise a statement may write anything except the store's own objects: no
   INSERT, UPDATE, DELETE, COPY FROM, CREATE, DROP or ALTER may name a store table,
   a store view (``events``, the typed and live views, projection tables) or a
-  projection's schema; PREPARE/EXECUTE, IMPORT DATABASE and COPY FROM DATABASE,
-  whose effect the check cannot see, are refused.
+  projection's schema, and no macro may replace a built-in function; PREPARE,
+  EXECUTE, IMPORT DATABASE and COPY FROM DATABASE, whose effect the check cannot
+  see, are refused.
 
 ``SqlRelation`` wraps the lazy DuckDB relation ``store.sql`` returns, so that an error
 at fetch time (``.df()``, ``.fetchall()``...) is a ``SqlError`` too.
@@ -20,6 +21,7 @@ at fetch time (``.df()``, ``.fetchall()``...) is a ``SqlError`` too.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -130,11 +132,24 @@ def _check_statement(
         if what == "schema":
             if name in _SYSTEM_SCHEMAS or _PROJECTION_SCHEMA.match(name):
                 raise SqlError(f"SQL error: refused {shown}: schema {parts[-1]!r} belongs to the store")
+        elif what in ("macro", "function") and name in _builtin_functions():
+            # A macro named like a built-in function replaces it in every view and projection.
+            raise SqlError(f"SQL error: refused {shown}: {parts[-1]!r} is a built-in function the store's views use")
         elif name in names:
             raise SqlError(
                 f"SQL error: refused {shown}: {parts[-1]!r} is {names[name]}, which user SQL may read "
                 "but not change; name your own tables otherwise"
             )
+
+
+@functools.cache
+def _builtin_functions() -> frozenset[str]:
+    con = duckdb.connect()
+    try:
+        rows = con.execute("SELECT DISTINCT lower(function_name) FROM duckdb_functions() WHERE internal").fetchall()
+    finally:
+        con.close()
+    return frozenset(str(name) for (name,) in rows)
 
 
 def _words(text: str) -> list[tuple[str, bool]]:
