@@ -85,6 +85,10 @@ DAMAGING = [
     "PREPARE wipe AS DELETE FROM files",
     "IMPORT DATABASE 'somewhere'",
     "CREATE MACRO hex(x) AS 'not hex'",
+    "MERGE INTO files USING (SELECT 'x' AS name) AS n ON files.name = n.name WHEN MATCHED THEN DELETE",
+    "INSERT OR REPLACE INTO files SELECT * FROM files",
+    "SET GLOBAL enable_external_access = false",
+    "SET allowed_directories = ['/nowhere/']",
     "CREATE OR REPLACE MACRO Json_Object(a, b) AS a",
 ]
 

@@ -55,6 +55,10 @@ _SYSTEM_SCHEMAS = ("main", "temp", "information_schema", "pg_catalog")
 _PROJECTION_SCHEMA = re.compile(r".+__v\d+\Z")
 _READING = frozenset({duckdb.StatementType.SELECT})
 _HIDDEN_EFFECT = frozenset({duckdb.StatementType.PREPARE, duckdb.StatementType.EXECUTE})
+# Settings that would keep DuckDB from reading the store's own files for the rest of the process.
+_LOCKOUT = frozenset({
+    "enable_external_access", "lock_configuration", "allowed_directories", "allowed_paths", "disabled_filesystems",
+})
 _ALLOW_HINT = "open the store with allow_external=True (eventador sql --allow-external) to lift this"
 
 
@@ -104,6 +108,8 @@ def _check_statement(
     statement: duckdb.Statement, *, restricted: bool, protected: Callable[[], Mapping[str, str]]
 ) -> None:
     kind = statement.type
+    if kind in _READING:
+        return
     text = statement.query.strip().rstrip(";").strip()
     words = _words(text)
     if kind == duckdb.StatementType.EXPLAIN:
@@ -111,8 +117,6 @@ def _check_statement(
         if inner is not None:  # EXPLAIN ANALYZE runs the statement
             for explained in duckdb.extract_statements(inner):
                 _check_statement(explained, restricted=restricted, protected=protected)
-        return
-    if kind in _READING:
         return
     shown = str(kind).rsplit(".", 1)[-1].replace("_", " ")
     if restricted:
@@ -126,6 +130,12 @@ def _check_statement(
             f"SQL error: refused {' '.join(w for w, _ in words[:2]).upper()}: "
             "store.sql does not run PREPARE, EXECUTE, IMPORT or COPY DATABASE (their effect cannot be checked)"
         )
+    if kind == duckdb.StatementType.SET:
+        option = _skip([w.lower() for w, _ in words], 1, "global", "session", "local")
+        if option < len(words) and words[option][0].lower() in _LOCKOUT:
+            raise SqlError(
+                f"SQL error: refused SET {words[option][0]}: it would lock the store's views out of its files"
+            )
     for what, parts in _targets(kind, words):
         name = parts[-1].lower()
         names = protected()
