@@ -360,3 +360,13 @@ def test_events_in_the_hot_tier_and_in_files_are_both_in_a_restricted_reader_s_v
         assert reader.sql('SELECT sum(amount) FROM "test.Deposited"').fetchall()[0][0] > 0
         assert Deposited.event_type in reader.info()["event_types"]
     writer.close()
+
+
+def test_a_projection_s_sql_cannot_change_the_store_s_tables_either() -> None:
+    for setup, apply in [
+        ("CREATE TABLE t (n BIGINT)", "DELETE FROM files"),
+        ("DROP TABLE files; CREATE TABLE t (n BIGINT)", "INSERT INTO t SELECT count(*) FROM new_events"),
+        ("CREATE TABLE t (n BIGINT)", "DROP VIEW events"),
+    ]:
+        with pytest.raises(ev.ProjectionError, match="refused"):
+            SqlProjection("p", setup_sql=setup, apply_sql=apply)

@@ -36,7 +36,7 @@ from eventador.errors import SqlCorruptionError, SqlError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["STORE_TABLES", "SqlRelation", "check_query", "restrict", "sql_error"]
+__all__ = ["STORE_TABLES", "STORE_VIEWS", "SqlRelation", "check_query", "fixed_names", "restrict", "sql_error"]
 
 STORE_TABLES = {
     "files": "the catalog of the store's data files",
@@ -50,6 +50,16 @@ STORE_TABLES = {
 }
 """The store's own tables (store/catalog.py, projections/checkpoints.py, projections/views.py,
 queue_engine.py), by name: user SQL reads them, never writes them."""
+
+STORE_VIEWS = ("events", "new_events", "_all", "_hot", "_memory")
+"""The views the store makes on each connection (``new_events``: a projection's batch)."""
+
+
+def fixed_names() -> dict[str, str]:
+    """The store's names that never change (tables and views) -> what they are."""
+    names = dict(STORE_TABLES)
+    names.update((view, "a view of the store's events") for view in STORE_VIEWS)
+    return names
 
 _SYSTEM_SCHEMAS = ("main", "temp", "information_schema", "pg_catalog")
 _PROJECTION_SCHEMA = re.compile(r".+__v\d+\Z")

@@ -73,8 +73,8 @@ from eventador.store.segments import (
     write_segment,
 )
 from eventador.store.snapshots import SnapshotStore
-from eventador.store.sqlguard import STORE_TABLES, SqlRelation, check_query, restrict
-from eventador.store.views import STORE_VIEWS, Sources, SqlViews
+from eventador.store.sqlguard import SqlRelation, check_query, fixed_names, restrict
+from eventador.store.views import Sources, SqlViews
 from eventador.store.wal import WriteAheadLog, scan_segment
 
 if TYPE_CHECKING:
@@ -786,8 +786,7 @@ class EventStore(Reader):
 
     def _store_names(self, views: SqlViews) -> dict[str, str]:
         """The names user SQL may not write, create or drop (lower case) -> what holds them."""
-        names = dict(STORE_TABLES)
-        names.update((v, "a view of the store's events") for v in STORE_VIEWS)
+        names = fixed_names()
         names.update((v.lower(), f"the typed view of event type {t!r}") for t, v in views.view_names.items())
         names.update((v.name.lower(), f"live view {v.name!r}") for v in self._live_views().list())
         with contextlib.suppress(duckdb.Error):  # no projection has been defined yet

@@ -26,12 +26,10 @@ from eventador.codec import schema_of
 from eventador.errors import SerializationError
 from eventador.messages import Event
 from eventador.store.columns import ENVELOPE, arrow_type_for, column_name
-from eventador.store.sqlguard import STORE_TABLES
+from eventador.store.sqlguard import STORE_TABLES, STORE_VIEWS
 
-__all__ = ["STORE_VIEWS", "Sources", "SqlViews", "typed_view_name"]
+__all__ = ["Sources", "SqlViews", "typed_view_name"]
 
-STORE_VIEWS = ("events", "new_events", "_all", "_hot", "_memory")
-"""The views the store makes on a connection (``new_events``: a projection's batch)."""
 _RESERVED = frozenset(STORE_VIEWS) | frozenset(STORE_TABLES)
 _told: set[str] = set()  # the event types whose renamed view a warning has announced
 
