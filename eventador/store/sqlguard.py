@@ -287,9 +287,9 @@ def _targets(kind: duckdb.StatementType, words: list[tuple[str, bool]]) -> list[
 # -- errors, also at fetch time -----------------------------------------------------------
 
 
-# What a damaged file makes DuckDB raise (a thrift or page decode error is a bare duckdb.Error);
-# the user's own mistakes (parser, binder, conversion, constraint...) are other classes.
-_DAMAGE = (duckdb.IOException, duckdb.InvalidInputException, duckdb.InternalException, duckdb.SerializationException)
+# What DuckDB says when a Parquet file is damaged (a thrift or page decode error is a bare
+# duckdb.Error); a user's own mistake (a typo, a bad cast, a malformed CSV) says none of these.
+_DAMAGE_WORDS = ("parquet", "thrift", "decompress", "corrupt", "checksum", "page")
 
 
 def sql_error(exc: duckdb.Error, files: Sequence[Path] = ()) -> SqlError:
@@ -302,8 +302,9 @@ def sql_error(exc: duckdb.Error, files: Sequence[Path] = ()) -> SqlError:
     if isinstance(exc, SqlError):
         return exc
     text = str(exc)
-    if type(exc) is duckdb.Error or isinstance(exc, _DAMAGE):
-        named = [path for path in files if str(path) in text]
+    named = [path for path in files if str(path) in text]
+    lowered = text.lower()
+    if named or type(exc) is duckdb.Error or any(word in lowered for word in _DAMAGE_WORDS):
         for path in named or files:
             reason = _unreadable(path)
             if reason is not None:
