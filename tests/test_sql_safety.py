@@ -368,6 +368,7 @@ def test_a_projection_s_sql_cannot_change_the_store_s_tables_either() -> None:
         ("CREATE TABLE t (n BIGINT)", "DELETE FROM files"),
         ("DROP TABLE files; CREATE TABLE t (n BIGINT)", "INSERT INTO t SELECT count(*) FROM new_events"),
         ("CREATE TABLE t (n BIGINT)", "DROP VIEW events"),
+        ("CREATE OR REPLACE TABLE main.files AS SELECT 1 AS name", "SELECT 1"),
     ]:
         with pytest.raises(ev.ProjectionError, match="refused"):
             SqlProjection("p", setup_sql=setup, apply_sql=apply)

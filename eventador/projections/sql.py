@@ -107,7 +107,8 @@ def _checked_sql(name: str, what: str, sql: object) -> str:
     if any(s.type == duckdb.StatementType.TRANSACTION for s in statements):
         raise ProjectionError(name, f"{what} must not BEGIN or COMMIT: each batch runs in the runner's transaction")
     try:  # it runs in the store's own database: it may not change the store's tables and views
-        check_query(sql, restricted=False, protected=fixed_names)
+        # (a table it makes lands in the projection's own schema; the build checks its name)
+        check_query(sql, restricted=False, protected=fixed_names, own_schema=True)
     except SqlError as exc:
         raise ProjectionError(name, f"{what}: {exc}") from exc
     return sql.strip()

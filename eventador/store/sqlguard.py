@@ -86,11 +86,14 @@ def restrict(con: duckdb.DuckDBPyConnection, data_dir: Path | None) -> None:
     con.execute("SET lock_configuration = true")
 
 
-def check_query(query: object, *, restricted: bool, protected: Callable[[], Mapping[str, str]]) -> None:
+def check_query(
+    query: object, *, restricted: bool, protected: Callable[[], Mapping[str, str]], own_schema: bool = False
+) -> None:
     """Refuse `query` unless every statement in it is allowed (see the module's docstring).
 
     `protected`: the store's object names (lower case) -> what they are, asked only
-    when a statement writes.
+    when a statement writes. `own_schema`: the query runs in a schema of its own (a
+    projection's setup_sql), so an unqualified CREATE hides nothing of the store's.
 
     Raises:
         SqlError: the query is empty, does not parse, or a statement is refused.
@@ -111,11 +114,11 @@ def check_query(query: object, *, restricted: bool, protected: Callable[[], Mapp
         return names["names"]
 
     for statement in statements:
-        _check_statement(statement, restricted=restricted, protected=store_names)
+        _check_statement(statement, restricted=restricted, protected=store_names, own_schema=own_schema)
 
 
 def _check_statement(
-    statement: duckdb.Statement, *, restricted: bool, protected: Callable[[], Mapping[str, str]]
+    statement: duckdb.Statement, *, restricted: bool, protected: Callable[[], Mapping[str, str]], own_schema: bool
 ) -> None:
     kind = statement.type
     if kind in _READING:
@@ -126,7 +129,7 @@ def _check_statement(
         inner = _explained(text, words)
         if inner is not None:  # EXPLAIN ANALYZE runs the statement
             for explained in duckdb.extract_statements(inner):
-                _check_statement(explained, restricted=restricted, protected=protected)
+                _check_statement(explained, restricted=restricted, protected=protected, own_schema=own_schema)
         return
     shown = str(kind).rsplit(".", 1)[-1].replace("_", " ")
     if restricted:
@@ -147,6 +150,8 @@ def _check_statement(
                 f"SQL error: refused SET {words[option][0]}: it would lock the store's views out of its files"
             )
     for what, parts in _targets(kind, words):
+        if own_schema and kind == duckdb.StatementType.CREATE and len(parts) == 1 and what != "schema":
+            continue
         name = parts[-1].lower()
         names = protected()
         if what == "schema":
