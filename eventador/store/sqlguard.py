@@ -61,6 +61,7 @@ def fixed_names() -> dict[str, str]:
     names.update((view, "a view of the store's events") for view in STORE_VIEWS)
     return names
 
+
 _SYSTEM_SCHEMAS = ("main", "temp", "information_schema", "pg_catalog")
 _PROJECTION_SCHEMA = re.compile(r".+__v\d+\Z")
 _READING = frozenset({duckdb.StatementType.SELECT})
