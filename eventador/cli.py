@@ -120,7 +120,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    with open_store(existing_store(args.dir), read_only=True) as store:
+    """Run a query over the store, read-only; it reads only the store unless --allow-external."""
+    with open_store(existing_store(args.dir), read_only=True, allow_external=args.allow_external) as store:
         relation = store.sql(args.query)
         # Python values as DuckDB gives them: a NULL integer stays None, not NaN in a float column.
         frame = pd.DataFrame(relation.fetchall(), columns=relation.columns, dtype=object)
@@ -198,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("dir", help="the store directory")
     sql.add_argument("query", help="the query, e.g. \"SELECT event_type, count(*) FROM events GROUP BY 1\"")
     add_output_options(sql)
+    sql.add_argument(
+        "--allow-external",
+        action="store_true",
+        help="let the query read and write files outside the store and make scratch tables "
+        "(default: it only reads the store)",
+    )
     sql.set_defaults(run=cmd_sql)
 
     imp = sub.add_parser(

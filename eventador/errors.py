@@ -3,7 +3,9 @@
     EventadorError
     ├── InvalidInputError             an argument is wrong (also a ValueError)
     │   ├── EventLogColumnError       which column of an event log is the case, activity or time
-    │   └── EventLogRowError          a row of an event log cannot be imported (names row, column)
+    │   ├── EventLogRowError          a row of an event log cannot be imported (names row, column)
+    │   └── SqlError                  a SQL query failed or was refused (also a duckdb.Error)
+    │       └── SqlCorruptionError    SQL met a damaged data file (also a CorruptionError)
     ├── MessageError                  the shape of a message is wrong
     │   ├── RegistrationError         two classes claim one event type name
     │   └── SerializationError        a value cannot be encoded (names the field)
@@ -35,6 +37,8 @@ from __future__ import annotations
 import errno
 import os
 from typing import Any
+
+import duckdb
 
 
 class EventadorError(Exception):
@@ -69,6 +73,13 @@ class EventLogRowError(InvalidInputError):
     def __init__(self, row: int, label: object, column: str, reason: str) -> None:
         super().__init__(f"df.loc[{label!r}], column {column!r}: {reason}")
         self.row, self.label, self.column, self.reason = row, label, column, reason
+
+
+class SqlError(InvalidInputError, duckdb.Error):
+    """A SQL query failed (parse, bind, run or fetch) or was refused; the message quotes DuckDB's.
+
+    Also a ``duckdb.Error``, so code written against DuckDB catches it too.
+    """
 
 
 # -- messages ------------------------------------------------------------------
@@ -181,6 +192,10 @@ def store_os_error(exc: BaseException, path: str | os.PathLike[str], doing: str,
     if code in _NOT_ALLOWED or (code is None and any(os.strerror(c) in text for c in _NOT_ALLOWED)):
         return StorePermissionError(str(path), doing, os.strerror(code) if code else text)
     return StoreError(f"could not {doing} {path}: {text}" + (f"; {advice}" if advice else ""))
+
+
+class SqlCorruptionError(CorruptionError, SqlError):
+    """A SQL query met a damaged data file of the store; `path` names it."""
 
 
 # -- actors ---------------------------------------------------------------------

@@ -29,6 +29,7 @@ from eventador.errors import InvalidInputError, ProjectionError
 from eventador.projections import progress as _progress
 from eventador.projections.sql import SqlEngine, SqlProjection, WindowFailed
 from eventador.store.reads import PastView, run_sql
+from eventador.store.sqlguard import SqlRelation
 from eventador.store.views import quote
 
 if TYPE_CHECKING:
@@ -87,13 +88,14 @@ class PastReadModel:
         """The projection's name."""
         return self.projection.name
 
-    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> SqlRelation:
         """A DuckDB relation over the read model's tables and the store's views as of the point.
 
         Lazy, like ``store.sql``: ``.df()``, ``.arrow()``, ``.fetchall()`` run it.
 
         Raises:
-            InvalidInputError: the SQL does not run (DuckDB's message quoted), or the read model is closed.
+            SqlError: the SQL does not run (DuckDB's message quoted; also an InvalidInputError).
+            InvalidInputError: the read model is closed.
         """
         self._check_open()
         engine = self._engine
@@ -101,7 +103,7 @@ class PastReadModel:
         engine.views.make_empty_views(query)  # the types with no event yet that the query names
         return run_sql(engine.views, query, params)
 
-    def table(self, name: str | None = None) -> duckdb.DuckDBPyRelation:
+    def table(self, name: str | None = None) -> SqlRelation:
         """A relation over one of the read model's tables; `name` may be left out when there is one.
 
         Raises:

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import duckdb
 
 from eventador.clock import Clock
-from eventador.errors import InvalidInputError, ProjectionError, StoreClosedError
+from eventador.errors import InvalidInputError, ProjectionError, SqlError, StoreClosedError
 from eventador.messages import Event
 from eventador.projections.checkpoints import (
     Definition,
@@ -62,6 +62,7 @@ from eventador.projections.errors import ProjectionNameError
 from eventador.projections.policies import ErrorPolicy, Retry, check_policy
 from eventador.projections.progress import query_progress
 from eventador.projections.views import check_identifier, taken_names
+from eventador.store.sqlguard import check_query, fixed_names
 from eventador.store.views import SqlViews, literal, quote
 
 if TYPE_CHECKING:
@@ -105,6 +106,11 @@ def _checked_sql(name: str, what: str, sql: object) -> str:
         raise ProjectionError(name, f"{what} holds no statement")
     if any(s.type == duckdb.StatementType.TRANSACTION for s in statements):
         raise ProjectionError(name, f"{what} must not BEGIN or COMMIT: each batch runs in the runner's transaction")
+    try:  # it runs in the store's own database: it may not change the store's tables and views
+        # (a table it makes lands in the projection's own schema; the build checks its name)
+        check_query(sql, restricted=False, protected=fixed_names, own_schema=True)
+    except SqlError as exc:
+        raise ProjectionError(name, f"{what}: {exc}") from exc
     return sql.strip()
 
 

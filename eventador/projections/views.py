@@ -79,6 +79,8 @@ def taken_names(store: EventStore, con: duckdb.DuckDBPyConnection, views: SqlVie
     taken: dict[str, str] = {n: "the built-in view of all events" for n in _BUILTIN}
     for event_type in (*views.typed, *store.registry.names()):
         taken[event_type.lower()] = f"the typed view of event type {event_type!r}"
+    for event_type, view in views.view_names.items():  # event_files for type files, say
+        taken[view.lower()] = f"the typed view of event type {event_type!r}"
     rows = con.execute(
         "SELECT table_name, 'table' FROM duckdb_tables() WHERE database_name = current_database() "
         "AND schema_name = 'main' UNION ALL "

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
@@ -21,6 +22,7 @@ from eventador.messages import Event, TypeRegistry, event_data
 from eventador.store.buffer import HotBuffer
 from eventador.store.records import RecordedEvent, datetime_to_micros
 from eventador.store.segments import FileSegment, MemorySegment, NeedPayload, Segment, to_events, to_records, unify
+from eventador.store.sqlguard import SqlRelation, sql_error
 from eventador.store.views import SqlViews
 
 if TYPE_CHECKING:
@@ -290,16 +292,16 @@ class PastView(Reader):
         events = self.read_stream(stream_id)
         return events[-1].version if events else 0
 
-    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> SqlRelation:
         """Like ``EventStore.sql``, over the events up to this point only."""
         if self._views is None:
-            self._views = SqlViews(self.store._new_connection())
+            self._views = SqlViews(self.store._user_connection())
         with self.store._sql_lock:
             self.store._prepare_views(
                 self._snapshot(), position_limit=self.position, occurred_limit=self.occurred_before,
                 views=self._views, query=query,
             )
-            return run_sql(self._views, query, params)
+            return self.store._run_user_sql(self._views, query, params)
 
     def __repr__(self) -> str:
         if self.occurred_before is not None:
@@ -307,8 +309,12 @@ class PastView(Reader):
         return f"PastView(position <= {self.position})"
 
 
-def run_sql(views: SqlViews, query: str, params: Sequence[Any] | dict[str, Any] | None) -> duckdb.DuckDBPyRelation:
+def run_sql(
+    views: SqlViews, query: str, params: Sequence[Any] | dict[str, Any] | None, files: Sequence[Path] = ()
+) -> SqlRelation:
+    """Run `query` on `views`' connection; every DuckDB error, now or when the result is
+    fetched, is a SqlError (a SqlCorruptionError when it names one of the data `files`)."""
     try:
-        return views.con.sql(query, params=params)
+        return SqlRelation(views.con.sql(query, params=params), files)
     except duckdb.Error as exc:
-        raise InvalidInputError(f"SQL error: {exc}") from exc
+        raise sql_error(exc, files) from exc

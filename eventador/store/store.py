@@ -74,6 +74,7 @@ from eventador.store.segments import (
     write_segment,
 )
 from eventador.store.snapshots import SnapshotStore
+from eventador.store.sqlguard import SqlRelation, check_query, fixed_names, restrict
 from eventador.store.views import Sources, SqlViews
 from eventador.store.wal import WriteAheadLog, scan_segment, used_bytes
 
@@ -96,19 +97,24 @@ def open_store(
     clock: Clock | None = None,
     registry: TypeRegistry | None = None,
     flush_every: int = 100_000,
+    allow_external: bool = False,
 ) -> EventStore:
     """An event store in directory `path` (created if missing), or in memory when `path` is None.
 
     `durability`: "fsync" (an append returns once it is on disk; concurrent appends
     share one fsync), "batch" (fsync every few ms in the background), "none".
     `flush_every`: events kept in the hot tier before they are written to Parquet.
+    `allow_external`: let ``sql`` of a `read_only` store write its own scratch tables
+    and read and write files outside the store (off: it only reads the store). A
+    writable store's ``sql`` always may; neither may change the store's own tables.
 
     Raises:
         StoreLockedError: another process has the directory open for writing.
         CorruptionError: a file of the store is damaged (the error names it).
     """
     return EventStore(
-        path, durability=durability, read_only=read_only, clock=clock, registry=registry, flush_every=flush_every
+        path, durability=durability, read_only=read_only, clock=clock, registry=registry, flush_every=flush_every,
+        allow_external=allow_external,
     )
 
 
@@ -124,6 +130,7 @@ class EventStore(Reader):
         clock: Clock | None = None,
         registry: TypeRegistry | None = None,
         flush_every: int = 100_000,
+        allow_external: bool = False,
     ) -> None:
         if durability not in _DURABILITIES:
             raise InvalidInputError(f"durability must be one of {_DURABILITIES}, got {durability!r}")
@@ -132,6 +139,8 @@ class EventStore(Reader):
         self.path = None if path is None else Path(path)
         self.durability: Durability = durability if path is not None else "none"
         self.read_only = read_only
+        self.allow_external = allow_external or not read_only
+        """Whether ``sql`` may write scratch tables and touch files outside the store (see ``open_store``)."""
         self.clock = clock or SystemClock()
         self.registry = registry or default_registry
         self.flush_every = flush_every
@@ -826,17 +835,41 @@ class EventStore(Reader):
 
     # -- SQL and the past ------------------------------------------------------------
 
-    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> SqlRelation:
         """A DuckDB relation over the views ``events`` and one per event type (flushed or not).
 
         The relation runs when read: ``.df()``, ``.arrow()``, ``.fetchall()``, ``.show()``.
+        What the SQL may do is in the README ("What SQL may do"): it reads everything,
+        and never changes the store's own tables and views.
+
+        Raises:
+            SqlError: the query does not parse, bind or run, or is refused (also when
+                it fails at fetch time); also a ``duckdb.Error``.
 
         >>> store.sql("SELECT count(*) FROM events").fetchall()
         [(3,)]
         """
         with self._sql_lock:
             views = self._prepare_views(self._snapshot(), position_limit=None, occurred_limit=None, query=query)
-            return run_sql(views, query, params)
+            return self._run_user_sql(views, query, params)
+
+    def _run_user_sql(
+        self, views: SqlViews, query: str, params: Sequence[Any] | dict[str, Any] | None
+    ) -> SqlRelation:
+        """Check `query` (sqlguard), then run it on `views`' connection."""
+        check_query(query, restricted=not self.allow_external, protected=lambda: self._store_names(views))
+        files = [s.path for s in self._segments if isinstance(s, FileSegment)]
+        return run_sql(views, query, params, files)
+
+    def _store_names(self, views: SqlViews) -> dict[str, str]:
+        """The names user SQL may not write, create or drop (lower case) -> what holds them."""
+        names = fixed_names()
+        names.update((v.lower(), f"the typed view of event type {t!r}") for t, v in views.view_names.items())
+        names.update((v.name.lower(), f"live view {v.name!r}") for v in self._live_views().list())
+        with contextlib.suppress(duckdb.Error):  # no projection has been defined yet
+            for projection, tables in views.con.execute("SELECT name, tables FROM main.sql_projections").fetchall():
+                names.update((str(t).lower(), f"a table of projection {projection!r}") for t in tables)
+        return names
 
     def _prepare_views(
         self, snap: StoreState, *, position_limit: int | None, occurred_limit: datetime | None,
@@ -846,7 +879,7 @@ class EventStore(Reader):
         files, tables, hot = self._arrow_sources(snap, classes)
         if views is None:
             if self._views is None:
-                self._views = SqlViews(self._new_connection())
+                self._views = SqlViews(self._user_connection())
             views = self._views
         views.update(
             Sources(
@@ -921,11 +954,21 @@ class EventStore(Reader):
             return self._catalog.cursor()
         return duckdb.connect()
 
+    def _user_connection(self) -> duckdb.DuckDBPyConnection:
+        """The connection ``sql`` runs on: the store's database, or for a read-only store a
+        private in-memory one that (without `allow_external`) opens no file outside the store."""
+        con = self._new_connection()
+        if not self.allow_external:
+            restrict(con, None if self.path is None else self._data_dir)
+        return con
+
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection to the store's own database, for one thread.
 
         It holds the read models (projection tables) and queues, and lasts as long
         as the store; close it when done. Read-only stores get a private in-memory one.
+        Unlike ``sql``, nothing checks what it runs: it is for code that maintains the
+        store's tables (projections, queues), not for ad-hoc queries.
         """
         self._check_open()
         return self._new_connection()

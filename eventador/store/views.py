@@ -5,6 +5,11 @@ Arrow table, so unflushed events are included. A typed view renames the
 ``"<Type>.<field>"`` columns back to field names; a field whose column no file
 holds yet reads as a typed NULL, so a query over a new event type works before
 its first event is written.
+
+A typed view is named like its event type, unless that name is one of the store's
+own (``events``, a table of the store such as ``files``): then it is ``event_<type>``
+(a warning says so once per process), so that it never hides the store's table and
+the table never hides it.
 """
 
 from __future__ import annotations
@@ -21,8 +26,18 @@ from eventador.codec import schema_of
 from eventador.errors import SerializationError
 from eventador.messages import Event
 from eventador.store.columns import ENVELOPE, arrow_type_for, column_name
+from eventador.store.sqlguard import STORE_TABLES, STORE_VIEWS
 
-__all__ = ["Sources", "SqlViews"]
+__all__ = ["Sources", "SqlViews", "typed_view_name"]
+
+_RESERVED = frozenset(STORE_VIEWS) | frozenset(STORE_TABLES)
+_told: set[str] = set()  # the event types whose renamed view a warning has announced
+
+
+def typed_view_name(event_type: str) -> str:
+    """The name of the typed view of `event_type`: the type's own, or ``event_<type>`` when
+    that is a name of the store's (``events``, ``files``...)."""
+    return f"event_{event_type}" if event_type.lower() in _RESERVED else event_type
 
 # The envelope columns of every view: (name, expression over _all, SQL type).
 _ENVELOPE = [
@@ -81,14 +96,18 @@ class SqlViews:
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
-        # Times print in UTC, as the store records them, whatever the machine's zone.
-        con.execute("SET TimeZone = 'UTC'")
+        # Times print in UTC, as the store records them, whatever the machine's zone
+        # (a restricted connection has it set already, and its configuration locked).
+        if con.execute("SELECT current_setting('TimeZone')").fetchall() != [("UTC",)]:
+            con.execute("SET TimeZone = 'UTC'")
         self._shape: tuple[Any, ...] | None = None
         self.generation = 0
         """Bumped whenever the views are recreated (a new file, a new event type)."""
-        self._empty: dict[str, str] = {}  # event type -> CREATE of its empty view, not yet run
+        self._empty: dict[str, str] = {}  # view name -> CREATE of its empty view, not yet run
         self.typed: tuple[str, ...] = ()
-        """The event types that have a typed view; the view is named like the type."""
+        """The event types that have a typed view named like the type."""
+        self.view_names: dict[str, str] = {}
+        """Every event type that has a typed view -> the view's name (see ``typed_view_name``)."""
 
     def update(self, sources: Sources, classes: dict[str, type[Event]], *, query: str | None = None) -> None:
         """Point the views at `sources`, recreating them only when their shape changed.
@@ -168,34 +187,43 @@ class SqlViews:
         )
         statements: list[str] = []  # run as one batch: one round trip for many views
         self._empty = {}
-        taken = {"events", "_all", "_hot", "_memory"}
-        named: list[str] = []
+        taken = set(_RESERVED)
+        view_names: dict[str, str] = {}
         for event_type, fields in typed.items():
-            if event_type.lower() in taken:
-                warnings.warn(f"no SQL view for event type {event_type!r}: the name is taken", stacklevel=3)
+            view = typed_view_name(event_type)
+            if view.lower() in taken:
+                warnings.warn(f"no SQL view for event type {event_type!r}: the name {view!r} is taken", stacklevel=3)
                 continue
-            taken.add(event_type.lower())
+            if view != event_type and event_type not in _told:
+                _told.add(event_type)
+                warnings.warn(
+                    f"event type {event_type!r} is named like the store's own {event_type.lower()!r}: "
+                    f"its SQL view is {view!r} (or use events WHERE event_type = {literal(event_type)})",
+                    stacklevel=3,
+                )
+            taken.add(view.lower())
+            view_names[event_type] = view
             # A payload field named like an envelope column (say `version`) wins.
             names = {name for name, _, _ in fields}
             envelope = [e for e in _ENVELOPE if e[0] not in names and e[0] != "event_type"]
-            named.append(event_type)
             if event_type in present:
                 columns_sql = [expr if expr == name else f"{expr} AS {name}" for name, expr, _ in envelope]
                 columns_sql += [f"{expr} AS {quote(name)}" for name, expr, _ in fields]
                 select = ", ".join(columns_sql)
                 statements.append(
-                    f"CREATE OR REPLACE TEMP VIEW {quote(event_type)} AS SELECT {select} "
+                    f"CREATE OR REPLACE TEMP VIEW {quote(view)} AS SELECT {select} "
                     f"FROM _all WHERE event_type = {literal(event_type)}"
                 )
             else:
                 columns_sql = [f"CAST(NULL AS {sql_type}) AS {quote(name)}" for name, _, sql_type in envelope]
                 columns_sql += [f"CAST(NULL AS {sql_type}) AS {quote(name)}" for name, _, sql_type in fields]
-                self._empty[event_type] = (
-                    f"CREATE OR REPLACE TEMP VIEW {quote(event_type)} AS SELECT {', '.join(columns_sql)} LIMIT 0"
+                self._empty[view] = (
+                    f"CREATE OR REPLACE TEMP VIEW {quote(view)} AS SELECT {', '.join(columns_sql)} LIMIT 0"
                 )
         if statements:
             self.con.execute(";\n".join(statements))
-        self.typed = tuple(named)
+        self.view_names = view_names
+        self.typed = tuple(t for t, view in view_names.items() if t == view)
         self.generation += 1
 
     def make_empty_views(self, query: str | None) -> None:
