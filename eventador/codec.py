@@ -285,10 +285,10 @@ _NUMPY_HINTS = {
 
 def _python_scalar(value: Any) -> Any:
     """The plain Python value of a NumPy scalar (np.int64(3) -> 3) or of a datetime or
-    timedelta subclass (a pandas Timestamp); anything else as it is. np.datetime64
-    gives a naive datetime, refused as any naive one is."""
+    timedelta subclass (a pandas Timestamp); anything else as it is. Not np.datetime64:
+    it has no time zone, and guessing one would store a different instant."""
     if _is_numpy_scalar(value):
-        return value.item()
+        return value if type(value).__name__ == "datetime64" else value.item()
     if isinstance(value, datetime) and not getattr(value, "nanosecond", 0):
         return datetime(
             value.year,
