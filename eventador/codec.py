@@ -17,7 +17,8 @@ levels deep in one field (cbor2's decoder stops at 400, and its encoder would
 overflow the C stack on a value nested 100,000 deep), Decimals must be finite (CBOR
 has no Decimal NaN or Infinity: they would come back as floats), and text must be
 valid Unicode (no lone surrogates). Only fields that can hold containers or
-Decimals are walked; a str or int field costs nothing more. NumPy scalars are stored
+Decimals are walked (a Decimal field's type check tests it is finite); a str, int or
+Decimal field costs next to nothing more. NumPy scalars are stored
 as their Python values.
 """
 
@@ -325,6 +326,7 @@ class Schema:
     defaults: dict[str, Callable[[], Any]]
     fingerprint: str
     walked: tuple[tuple[str, str], ...] = ()  # (field, path) of fields `check_value` must look into
+    decimals: tuple[str, ...] = ()  # Decimal fields: their type check also tests they are finite
 
     @property
     def plain(self) -> bool:
@@ -357,6 +359,7 @@ def _compile(cls: type) -> Schema:
     accepts: list[tuple[str, tuple[type, ...]]] = []
     converters = []
     walked = []
+    decimals: list[str] = []
     defaults: dict[str, Callable[[], Any]] = {}
     layout = []
     for f in fields:
@@ -368,6 +371,8 @@ def _compile(cls: type) -> Schema:
             accepts.append((f.name, accepted))
         if accepted is None or not set(accepted) <= _FLAT:
             walked.append((f.name, path))
+        if accepted is not None and Decimal in accepted:
+            decimals.append(f.name)
         conv = _converter_for(tp)
         if conv is not None:
             converters.append((f.name, conv))
@@ -378,13 +383,23 @@ def _compile(cls: type) -> Schema:
         layout.append(f"{f.name}:{_type_name(tp)}")
     fingerprint = hashlib.blake2b("|".join(layout).encode(), digest_size=8).hexdigest()
     return Schema(
-        cls, names, hints, tuple(checkers), tuple(accepts), tuple(converters), defaults, fingerprint, tuple(walked)
+        cls,
+        names,
+        hints,
+        tuple(checkers),
+        tuple(accepts),
+        tuple(converters),
+        defaults,
+        fingerprint,
+        tuple(walked),
+        tuple(decimals),
     )
 
 
 # Field types whose values need no walk: no containers inside, nothing CBOR cannot read back.
-# (Decimal, datetime and containers are walked; an Enum's values are fixed by its class.)
-_FLAT = frozenset({str, int, float, bool, bytes, type(None), uuid.UUID, date, timedelta})
+# (Their type checks are exact for datetime and timedelta, and test a Decimal is finite;
+# an Enum's values are fixed by its class. Containers and Any are walked.)
+_FLAT = frozenset({str, int, float, bool, bytes, type(None), Decimal, uuid.UUID, datetime, date, timedelta})
 
 
 def _constant(value: Any) -> Callable[[], Any]:
@@ -430,6 +445,10 @@ def _checker_for(tp: Any, path: str) -> tuple[Checker, str, tuple[type, ...] | N
     else:
         raise SerializationError(path, tp, "unsupported payload type")
     name = " | ".join(t.__name__ for t in accepted) + (" | None" if optional else "")
+    if origin is Decimal:  # a finite one: CBOR has no Decimal NaN or Infinity
+        if optional:
+            return (lambda v: v is None or (isinstance(v, Decimal) and v.is_finite())), name, (Decimal, type(None))
+        return (lambda v: isinstance(v, Decimal) and v.is_finite()), name, accepted
     if origin in (datetime, timedelta):
         # Exactly: cbor2 writes no subclass (a pandas Timestamp); encode_event converts those.
         if optional:
@@ -539,7 +558,7 @@ def encode_event(event: Event) -> bytes:
             scalar = _python_scalar(value)  # np.int64(3) in an int field is 3
             if scalar is value or not check(scalar):
                 path = f"{type(event).__qualname__}.{name}"
-                check_value(value, path)  # nanoseconds: say so
+                check_value(value, path)  # a Decimal NaN, nanoseconds: say so
                 hint = _NUMPY_HINTS.get(type(value).__name__, "") if _is_numpy_scalar(value) else ""
                 raise SerializationError(path, value, f"expected {expected}, got {type(value).__name__}{hint}")
             fixed = fixed or {}
@@ -585,6 +604,9 @@ def encode_events(events: list[Event]) -> list[bytes]:
                 # event by event, which converts what it can and names the first bad value.
                 return [encode_event(e) for e in events]
     try:
+        for name in schema.decimals:
+            if not all(value is None or value.is_finite() for value in map(operator.itemgetter(name), values)):
+                raise SerializationError(name, None, "not finite")  # named below, event by event
         for name, path in schema.walked:
             for value in map(operator.itemgetter(name), values):
                 if type(value) not in _LEAVES:
