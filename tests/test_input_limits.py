@@ -420,3 +420,29 @@ def test_append_reads_back_equal_or_refuses_before_writing(
         assert seen[-1][0].metadata == (metadata or {})
     finally:
         store.close()
+
+
+# -- a flush that fails ----------------------------------------------------------------------------------
+
+
+def test_an_exception_inside_a_flush_keeps_the_log_and_the_store_closable(path: Path) -> None:
+    # A warning turned into an error is a real exception raised in the middle of a flush
+    # (a Decimal too big for its SQL column warns while the Parquet file is built).
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    event = Typed(count=1, small=1, ratio=1.0, flag=True, name="n", at=now, amount=Decimal("1E+999999"))
+    store = ev.open_store(path)
+    store.append("s", event)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        with pytest.raises(UserWarning):
+            store.flush()
+        assert [r.event for r in store.read_stream("s")] == [event]
+        with pytest.raises(UserWarning):
+            store.close()  # flushes again, fails again, and still lets go of the directory
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # now the flush may go through
+        with ev.open_store(path) as again:  # the same process: the lock was released
+            assert [r.event for r in again.read_stream("s")] == [event]
+            again.append("s", Anything(value=1))
+    with ev.open_store(path, read_only=True) as reader:
+        assert [r.event for r in reader.read_stream("s")] == [event, Anything(value=1)]
