@@ -16,10 +16,10 @@ Nothing is written that cannot be read back: containers may nest ``MAX_NESTING``
 levels deep in one field (cbor2's decoder stops at 400, and its encoder would
 overflow the C stack on a value nested 100,000 deep), Decimals must be finite (CBOR
 has no Decimal NaN or Infinity: they would come back as floats), and text must be
-valid Unicode (no lone surrogates). Only fields that can hold containers or
-Decimals are walked (a Decimal field's type check tests it is finite); a str, int or
-Decimal field costs next to nothing more. NumPy scalars are stored
-as their Python values.
+valid Unicode (no lone surrogates). Only fields that can hold containers are walked;
+a scalar field's type check does the rest (a Decimal's tests it is finite), so a flat
+event costs next to nothing more. NumPy scalars and pandas times are stored as their
+Python values.
 """
 
 from __future__ import annotations
@@ -245,8 +245,8 @@ def _walk(value: Any, depth: int) -> None:
     elif isinstance(value, (list, tuple, set, frozenset)):
         inner, keys = value, set()
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        inner, keys = [getattr(value, f.name) for f in dataclasses.fields(value)], set()
-        value = dict(zip((f.name for f in dataclasses.fields(value)), inner, strict=True))
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}  # walked as its dict
+        inner, keys = value.values(), set()
     else:
         return  # a scalar: cbor2 writes it exactly, or refuses it cleanly
     depth += 1
@@ -698,11 +698,8 @@ def check_text(text: str, what: str) -> None:
 
 def _find_bad(value: Any, path: str) -> SerializationError | None:
     if isinstance(value, str):
-        try:
-            check_text(value, path)
-        except SerializationError as refused:
-            return refused
-        return None
+        flaw = text_flaw(value)
+        return None if flaw is None else SerializationError(path, value, flaw)
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             return SerializationError(path, value, "naive datetime: pass an aware one, e.g. tzinfo=UTC")

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import eventador as ev
-from eventador.codec import MAX_NESTING
+from eventador.codec import MAX_NESTING, decode_value, encode_rows
 from eventador.errors import NestingError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -446,3 +446,11 @@ def test_an_exception_inside_a_flush_keeps_the_log_and_the_store_closable(path: 
             again.append("s", Anything(value=1))
     with ev.open_store(path, read_only=True) as reader:
         assert [r.event for r in reader.read_stream("s")] == [event, Anything(value=1)]
+
+
+def test_a_too_deep_value_in_an_imported_column_is_refused_naming_row_and_column() -> None:
+    rows = encode_rows({"case": ["a", "b"], "attrs": [nested(2), nested(MAX_NESTING)]})
+    assert [decode_value(r)["attrs"] for r in rows] == [nested(2), nested(MAX_NESTING)]
+    with pytest.raises(NestingError) as caught:
+        encode_rows({"case": ["a", "b"], "attrs": [nested(2), nested(MAX_NESTING + 1)]})
+    assert caught.value.path.startswith("row 1, column 'attrs'")
