@@ -11,6 +11,15 @@ decode, how each field is checked on encode, and a fingerprint of the field
 layout (snapshots keep it, so a changed class never loads a stale snapshot).
 Decoding a class with only natively typed fields bypasses ``__init__``: the
 decoded dict becomes the instance's ``__dict__`` (the hot path of replays).
+
+Nothing is written that cannot be read back: containers may nest ``MAX_NESTING``
+levels deep in one field (cbor2's decoder stops at 400, and its encoder would
+overflow the C stack on a value nested 100,000 deep), Decimals must be finite (CBOR
+has no Decimal NaN or Infinity: they would come back as floats), and text must be
+valid Unicode (no lone surrogates). Only fields that can hold containers are walked;
+a scalar field's type check does the rest (a Decimal's tests it is finite), so a flat
+event costs next to nothing more. NumPy scalars and pandas times are stored as their
+Python values.
 """
 
 from __future__ import annotations
@@ -26,17 +35,33 @@ import sys
 import types
 import typing
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Union
 
 import cbor2
 
-from eventador.errors import SerializationError
-from eventador.messages import Event, TypeRegistry, UnknownEvent
+from eventador.errors import NestingError, SerializationError
+from eventador.messages import Event, TypeRegistry, UnknownEvent, text_flaw
 
-__all__ = ["Schema", "decode_event", "decode_value", "encode_event", "encode_rows", "encode_value", "schema_of"]
+__all__ = [
+    "MAX_NESTING",
+    "Schema",
+    "check_text",
+    "check_value",
+    "decode_event",
+    "decode_value",
+    "encode_event",
+    "encode_rows",
+    "encode_value",
+    "schema_of",
+]
+
+MAX_NESTING = 64
+"""How deep containers (list, tuple, set, frozenset, dict, dataclass) may nest in one
+event field, in metadata or in a queued message. Every read path handles this depth
+with room to spare: cbor2 decodes 400 levels, DuckDB's JSON and Python's ``json`` more."""
 
 # Private CBOR tag for timedelta: [days, seconds, microseconds] keeps it exact.
 _TAG_TIMEDELTA = 40_001
@@ -45,7 +70,9 @@ _NATIVE_SCALARS: tuple[type, ...] = (str, int, float, bool, bytes, Decimal, uuid
 
 
 def _default(encoder: Any, value: Any) -> None:
-    if isinstance(value, enum.Enum):
+    if _is_numpy_scalar(value) or (type(value) not in _LEAVES and isinstance(value, (datetime, timedelta))):
+        encoder.encode(_python_scalar(value))  # np.int64(3) is stored as 3, a pandas Timestamp as a datetime
+    elif isinstance(value, enum.Enum):
         encoder.encode(value.value)
     elif isinstance(value, timedelta):
         encoder.encode(cbor2.CBORTag(_TAG_TIMEDELTA, [value.days, value.seconds, value.microseconds]))
@@ -67,12 +94,16 @@ def _tag_hook(first: Any, second: Any) -> Any:
 _dumps = functools.partial(cbor2.dumps, default=_default)  # one C call per row, no Python frame
 _instance_dict = operator.attrgetter("__dict__")
 
+
 def encode_value(value: Any, *, what: str = "value") -> bytes:
     """CBOR bytes for any supported value (metadata, snapshots, queue messages).
 
     Raises:
         SerializationError: naming the path of the first value that cannot be encoded.
+        NestingError: containers nest deeper than ``MAX_NESTING`` (or hold themselves).
     """
+    if type(value) not in _LEAVES:
+        check_value(value, what)
     try:
         return cbor2.dumps(value, default=_default)
     except Exception as exc:
@@ -115,9 +146,13 @@ def _encoded_column(key: str, values: list[Any], what: str) -> list[bytes]:
 
     def entry(value: Any) -> bytes:
         try:
+            if type(value) not in _LEAVES:
+                check_value(value, key)
             return prefix + cbor2.dumps(value, default=_default)
         except Exception as exc:
             row = next(i for i, v in enumerate(values) if v is value)
+            if isinstance(exc, SerializationError):
+                check_value(value, f"{what} {row}, column {key!r}")  # raises again, naming the row
             raise _explain(value, f"{what} {row}, column {key!r}", exc) from None
 
     kinds = set(map(type, values)) - {type(None)}
@@ -163,6 +198,115 @@ def decode_value(data: bytes) -> Any:
     return cbor2.loads(data, tag_hook=_tag_hook)
 
 
+# -- what can be read back -----------------------------------------------------------
+
+# Values that need no look inside: nothing nests in them and CBOR keeps them exactly.
+# (A str with a lone surrogate makes cbor2 raise, cleanly; `_explain` names it.)
+_LEAVES = frozenset({str, int, float, bool, bytes, type(None), uuid.UUID, datetime, date, timedelta})
+
+
+class _Refused(Exception):
+    """Raised inside `_walk`; each level on the way out adds its step to `steps`."""
+
+    def __init__(self, value: Any, reason: str | None) -> None:
+        self.value, self.reason, self.steps = value, reason, list[str]()
+
+
+def check_value(value: Any, path: str) -> None:
+    """Refuse what CBOR could write but not read back, before anything is written.
+
+    Walks only containers (a flat list of scalars is one C-level pass over its types).
+
+    Raises:
+        NestingError: containers nest deeper than ``MAX_NESTING``, or one holds itself.
+        SerializationError: a Decimal NaN or Infinity, or a time with nanoseconds.
+    """
+    try:
+        _walk(value, 0)
+    except _Refused as refused:
+        where = path + "".join(reversed(refused.steps))
+        if refused.reason is None:
+            raise NestingError(where, refused.value, MAX_NESTING) from None
+        raise SerializationError(where, refused.value, refused.reason) from None
+
+
+def _walk(value: Any, depth: int) -> None:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise _Refused(value, "a Decimal NaN or Infinity cannot be stored (CBOR reads it back as a float)")
+        return
+    if isinstance(value, (datetime, timedelta)):
+        if getattr(value, "nanosecond", 0) or getattr(value, "nanoseconds", 0):  # pandas: stored to the µs
+            raise _Refused(value, "nanoseconds cannot be stored: round to microseconds, e.g. ts.floor('us')")
+        return
+    if isinstance(value, dict):
+        inner: Iterable[Any] = value.values()
+        keys = set(map(type, value))
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        inner, keys = value, set()
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}  # walked as its dict
+        inner, keys = value.values(), set()
+    else:
+        return  # a scalar: cbor2 writes it exactly, or refuses it cleanly
+    depth += 1
+    if depth > MAX_NESTING:
+        raise _Refused(value, None)
+    if keys <= _LEAVES and set(map(type, inner)) <= _LEAVES:
+        return  # the common case: only scalars inside
+    if isinstance(value, dict):
+        for key, item in value.items():
+            step = f".{key}" if type(key) is str else f"[{key!r:.40}]"
+            for part in (key, item):
+                if type(part) not in _LEAVES:
+                    try:
+                        _walk(part, depth)
+                    except _Refused as refused:
+                        refused.steps.append(step)
+                        raise
+        return
+    for i, item in enumerate(value):
+        if type(item) not in _LEAVES:
+            try:
+                _walk(item, depth)
+            except _Refused as refused:
+                refused.steps.append(f"[{i}]")
+                raise
+
+
+def _is_numpy_scalar(value: Any) -> bool:
+    return type(value).__module__ == "numpy" and hasattr(value, "item")
+
+
+_NUMPY_HINTS = {
+    "datetime64": " (it has no time zone: pass an aware datetime or pd.Timestamp(value, tz='UTC'))",
+    "timedelta64": " (pass a timedelta or pd.Timedelta(value))",
+}
+
+
+def _python_scalar(value: Any) -> Any:
+    """The plain Python value of a NumPy scalar (np.int64(3) -> 3) or of a datetime or
+    timedelta subclass (a pandas Timestamp); anything else as it is. Not np.datetime64:
+    it has no time zone, and guessing one would store a different instant."""
+    if _is_numpy_scalar(value):
+        return value if type(value).__name__ == "datetime64" else value.item()
+    if isinstance(value, datetime) and not getattr(value, "nanosecond", 0):
+        return datetime(
+            value.year,
+            value.month,
+            value.day,
+            value.hour,
+            value.minute,
+            value.second,
+            value.microsecond,
+            value.tzinfo,
+            fold=value.fold,
+        )
+    if isinstance(value, timedelta) and not getattr(value, "nanoseconds", 0):
+        return timedelta(value.days, value.seconds, value.microseconds)
+    return value
+
+
 # -- schemas -------------------------------------------------------------------------
 
 Converter = Callable[[Any], Any]
@@ -181,6 +325,8 @@ class Schema:
     converters: tuple[tuple[str, Converter], ...]
     defaults: dict[str, Callable[[], Any]]
     fingerprint: str
+    walked: tuple[tuple[str, str], ...] = ()  # (field, path) of fields `check_value` must look into
+    decimals: tuple[str, ...] = ()  # Decimal fields: their type check also tests they are finite
 
     @property
     def plain(self) -> bool:
@@ -212,6 +358,8 @@ def _compile(cls: type) -> Schema:
     checkers = []
     accepts: list[tuple[str, tuple[type, ...]]] = []
     converters = []
+    walked = []
+    decimals: list[str] = []
     defaults: dict[str, Callable[[], Any]] = {}
     layout = []
     for f in fields:
@@ -221,6 +369,10 @@ def _compile(cls: type) -> Schema:
         checkers.append((f.name, checker, expected))
         if accepted is not None:
             accepts.append((f.name, accepted))
+        if accepted is None or not set(accepted) <= _FLAT:
+            walked.append((f.name, path))
+        if accepted is not None and Decimal in accepted:
+            decimals.append(f.name)
         conv = _converter_for(tp)
         if conv is not None:
             converters.append((f.name, conv))
@@ -230,7 +382,24 @@ def _compile(cls: type) -> Schema:
             defaults[f.name] = f.default_factory
         layout.append(f"{f.name}:{_type_name(tp)}")
     fingerprint = hashlib.blake2b("|".join(layout).encode(), digest_size=8).hexdigest()
-    return Schema(cls, names, hints, tuple(checkers), tuple(accepts), tuple(converters), defaults, fingerprint)
+    return Schema(
+        cls,
+        names,
+        hints,
+        tuple(checkers),
+        tuple(accepts),
+        tuple(converters),
+        defaults,
+        fingerprint,
+        tuple(walked),
+        tuple(decimals),
+    )
+
+
+# Field types whose values need no walk: no containers inside, nothing CBOR cannot read back.
+# (Their type checks are exact for datetime and timedelta, and test a Decimal is finite;
+# an Enum's values are fixed by its class. Containers and Any are walked.)
+_FLAT = frozenset({str, int, float, bool, bytes, type(None), Decimal, uuid.UUID, datetime, date, timedelta})
 
 
 def _constant(value: Any) -> Callable[[], Any]:
@@ -276,6 +445,15 @@ def _checker_for(tp: Any, path: str) -> tuple[Checker, str, tuple[type, ...] | N
     else:
         raise SerializationError(path, tp, "unsupported payload type")
     name = " | ".join(t.__name__ for t in accepted) + (" | None" if optional else "")
+    if origin is Decimal:  # a finite one: CBOR has no Decimal NaN or Infinity
+        if optional:
+            return (lambda v: v is None or (isinstance(v, Decimal) and v.is_finite())), name, (Decimal, type(None))
+        return (lambda v: isinstance(v, Decimal) and v.is_finite()), name, accepted
+    if origin in (datetime, timedelta):
+        # Exactly: cbor2 writes no subclass (a pandas Timestamp); encode_event converts those.
+        if optional:
+            return (lambda v: v is None or type(v) is origin), name, (origin, type(None))
+        return (lambda v: type(v) is origin), name, accepted
     if optional:
         return (lambda v: v is None or isinstance(v, accepted)), name, (*accepted, type(None))
     return (lambda v: isinstance(v, accepted)), name, accepted
@@ -369,19 +547,35 @@ def encode_event(event: Event) -> bytes:
     if not isinstance(event, Event):
         raise SerializationError("event", event, "expected an instance of an ev.Event subclass")
     if isinstance(event, UnknownEvent):
+        check_text(event.event_type, "UnknownEvent.event_type")
         return encode_value(event.data, what=f"UnknownEvent[{event.event_type}].data")
     schema = schema_of(type(event))
     values = event.__dict__
+    fixed = None
     for name, check, expected in schema.checkers:
         value = values[name]
         if not check(value):
-            raise SerializationError(
-                f"{type(event).__qualname__}.{name}", value, f"expected {expected}, got {type(value).__name__}"
-            )
+            scalar = _python_scalar(value)  # np.int64(3) in an int field is 3
+            if scalar is value or not check(scalar):
+                path = f"{type(event).__qualname__}.{name}"
+                check_value(value, path)  # a Decimal NaN, nanoseconds: say so
+                hint = _NUMPY_HINTS.get(type(value).__name__, "") if _is_numpy_scalar(value) else ""
+                raise SerializationError(path, value, f"expected {expected}, got {type(value).__name__}{hint}")
+            fixed = fixed or {}
+            fixed[name] = scalar
+    if fixed:
+        values = {**values, **fixed}
+    for name, path in schema.walked:
+        value = values[name]
+        if type(value) not in _LEAVES:
+            check_value(value, path)
     try:
-        return cbor2.dumps(values, default=_default)
+        payload = cbor2.dumps(values, default=_default)
     except Exception as exc:
         raise _explain(values, type(event).__qualname__, exc) from None
+    if fixed:
+        event.__dict__.update(fixed)  # the event holds what the store holds, read before or after a flush
+    return payload
 
 
 def encode_events(events: list[Event]) -> list[bytes]:
@@ -405,12 +599,21 @@ def encode_events(events: list[Event]) -> list[bytes]:
         rows = map(operator.itemgetter(*(name for name, _ in schema.accepts)), values)
         columns = zip(*rows, strict=True) if len(schema.accepts) > 1 else [tuple(rows)]
         for (_, accepted), column in zip(schema.accepts, columns, strict=False):
-            if not all(issubclass(k, accepted) for k in set(map(type, column))):
-                return [encode_event(e) for e in events]  # raises, naming the first bad value
+            if not set(map(type, column)).issubset(accepted):
+                # A wrong type, or a subclass (bool in an int field, a NumPy or pandas scalar):
+                # event by event, which converts what it can and names the first bad value.
+                return [encode_event(e) for e in events]
     try:
+        for name in schema.decimals:
+            if not all(value is None or value.is_finite() for value in map(operator.itemgetter(name), values)):
+                raise SerializationError(name, None, "not finite")  # named below, event by event
+        for name, path in schema.walked:
+            for value in map(operator.itemgetter(name), values):
+                if type(value) not in _LEAVES:
+                    check_value(value, path)
         return list(map(_dumps, values))
     except Exception:
-        return [encode_event(e) for e in events]  # raises, naming the field
+        return [encode_event(e) for e in events]  # raises, naming the first bad value
 
 
 def decode_event(event_type: str, payload: bytes, registry: TypeRegistry) -> Event:
@@ -482,7 +685,21 @@ def _explain(value: Any, path: str, exc: Exception) -> SerializationError:
     return SerializationError(path, value, f"cannot be encoded: {exc}")
 
 
+def check_text(text: str, what: str) -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate, as from a bad decode).
+
+    Raises:
+        SerializationError: naming `what`.
+    """
+    flaw = text_flaw(text)
+    if flaw is not None:
+        raise SerializationError(what, text, flaw)
+
+
 def _find_bad(value: Any, path: str) -> SerializationError | None:
+    if isinstance(value, str):
+        flaw = text_flaw(value)
+        return None if flaw is None else SerializationError(path, value, flaw)
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             return SerializationError(path, value, "naive datetime: pass an aware one, e.g. tzinfo=UTC")
@@ -495,7 +712,7 @@ def _find_bad(value: Any, path: str) -> SerializationError | None:
         for k, v in value.items():
             if not isinstance(k, str):
                 return SerializationError(f"{path}[{k!r}]", k, "dict keys must be str")
-            bad = _find_bad(v, f"{path}.{k}" if path else k)
+            bad = _find_bad(k, f"{path}[{k!r}]") or _find_bad(v, f"{path}.{k}" if path else k)
             if bad is not None:
                 return bad
         return None

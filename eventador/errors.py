@@ -9,6 +9,7 @@
     ├── MessageError                  the shape of a message is wrong
     │   ├── RegistrationError         two classes claim one event type name
     │   └── SerializationError        a value cannot be encoded (names the field)
+    │       └── NestingError          containers nested past the limit, or holding themselves
     ├── StoreError                    the event store refused or failed
     │   ├── ConcurrencyError          expected_version did not match: reload, retry
     │   ├── StoreLockedError          another process writes this directory
@@ -113,6 +114,19 @@ class SerializationError(MessageError):
         self.path, self.value, self.reason = path, value, reason
 
 
+class NestingError(SerializationError):
+    """A value nests containers deeper than `limit` levels, or holds itself: refused, since
+    it could be written but not read back. `path` names the field and where inside it."""
+
+    def __init__(self, path: str, value: Any, limit: int) -> None:
+        reason = (
+            f"containers nested more than {limit} levels deep (the limit; a container that holds itself never ends)"
+        )
+        # No repr of the value: a deep one cannot be printed.
+        MessageError.__init__(self, f"{path}: {reason} (got a {type(value).__name__})")
+        self.path, self.value, self.reason, self.limit = path, value, reason, limit
+
+
 # -- the store ------------------------------------------------------------------
 
 
@@ -133,8 +147,7 @@ class StoreLockedError(StoreError):
 
     def __init__(self, path: str, holder: str) -> None:
         super().__init__(
-            f"store {path} is open for writing by {holder}; "
-            "open it with read_only=True, or stop that process"
+            f"store {path} is open for writing by {holder}; open it with read_only=True, or stop that process"
         )
         self.path, self.holder = path, holder
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
-from eventador.errors import RegistrationError
+from eventador.errors import InvalidInputError, RegistrationError
 
 __all__ = ["Command", "Event", "State", "TypeRegistry", "UnknownEvent", "event_data", "fields_html", "registry"]
 
@@ -76,6 +76,17 @@ class TypeRegistry:
 def _same_definition(a: type, b: type) -> bool:
     # A notebook cell or a test run again defines a new class object with the same name.
     return a.__module__ == b.__module__ and a.__name__ == b.__name__
+
+
+def text_flaw(text: str) -> str | None:
+    """Why `text` cannot be stored (it is not valid Unicode: a lone surrogate), or None."""
+    if text.isascii():  # O(1): CPython knows; only other text is encoded to look
+        return None
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        return f"not valid Unicode: a lone surrogate {text[exc.start]!r} at index {exc.start}"
+    return None
 
 
 registry = TypeRegistry()
@@ -144,15 +155,16 @@ class Event(Message):
 
     event_type: ClassVar[str] = "Event"
 
-    def __init_subclass__(
-        cls, event_type: str | None = None, _register: bool = True, **kwargs: Any
-    ) -> None:
+    def __init_subclass__(cls, event_type: str | None = None, _register: bool = True, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not _register:
             return
         name = cls.__name__ if event_type is None else event_type
         if not isinstance(name, str) or not name.strip():
             raise TypeError(f"event_type of {cls.__qualname__} must be a non-empty str, got {name!r}")
+        flaw = text_flaw(name)
+        if flaw is not None:
+            raise InvalidInputError(f"event_type of {cls.__qualname__} is {flaw}, got {name!r}")
         cls.event_type = name
         registry.register(cls, name)
 

@@ -12,6 +12,15 @@ Ready messages come out first in, first out. A message that fails
 ``RetryPolicy.max_attempts`` deliveries moves to the dead letters, with the
 reason; ``requeue`` brings it back.
 
+Leases are honoured: a lease stands for one delivery. Once its message is delivered
+again (its visibility timeout ran out), acked, nacked, dead-lettered or cancelled,
+the lease is stale: ``ack`` returns False and ``nack`` returns "stale", and neither
+changes anything, so a slow consumer never removes or delays a message that another
+consumer now holds. Every delivery counts toward ``max_attempts``, whether it ends in
+a nack or in a lease that runs out: a consumer that crashes holding a batch from
+``dequeue_many`` spends one attempt of each message in it, including those it never
+started (``release_orphaned_leases`` redelivers them sooner, still counted).
+
 Cost model. A DuckDB commit costs a WAL fsync plus a few hundred microseconds
 per statement, so one commit per message would cap a queue near a thousand
 messages a second. Every write therefore goes through one committer thread per
@@ -376,22 +385,25 @@ class QueueManager:
         return Claim(queue, n, visibility_us)
 
     def ack(self, lease: Lease) -> bool:
-        """Returns True when the message was removed: done. False if it was already gone or dead."""
+        """Returns True when the message was removed: done.
+
+        False when the lease is stale and nothing changed: the message was acked, nacked,
+        dead-lettered or cancelled meanwhile, or its lease ran out and it was delivered
+        again (the new delivery's consumer may still be working on it, and its ack counts).
+        A lease that ran out but whose message was not delivered again still acks.
+        """
         return self.ack_many([lease]) == 1
 
     def ack_many(self, leases: Iterable[Lease]) -> int:
-        """Returns how many of the leased messages were removed, in one statement for all."""
-        ids = [_lease_id(lease) for lease in leases]
-        if not ids:
-            return 0
-        return cast(int, self._run([Ack(ids)])[0])
+        """Returns how many of the leased messages were removed (stale leases do not count; see
+        ``ack``), in one statement for all."""
+        op = _ack_op(leases)
+        return 0 if op is None else cast(int, self._run([op])[0])
 
     async def ack_many_async(self, leases: Iterable[Lease]) -> int:
         """Like ``ack_many``, without blocking the event loop."""
-        ids = [_lease_id(lease) for lease in leases]
-        if not ids:
-            return 0
-        return cast(int, (await self._run_async([Ack(ids)]))[0])
+        op = _ack_op(leases)
+        return 0 if op is None else cast(int, (await self._run_async([op]))[0])
 
     def nack(
         self, lease: Lease, error: BaseException | str | None = None, *, delay: float | timedelta | None = None
@@ -401,7 +413,8 @@ class QueueManager:
         The delivery failed: after ``max_attempts`` failed deliveries the message moves
         to the dead letters with `error` as the reason; before that it is retried after
         the retry policy's backoff (or after `delay`, when given). "stale": the lease
-        was superseded (redelivered, acked or dead-lettered meanwhile) and nothing changed.
+        was superseded (delivered again after it ran out, acked, nacked, dead-lettered
+        or cancelled meanwhile) and nothing changed.
         """
         return cast(NackOutcome, self._run([self._nack_op(lease, error, delay)])[0])
 
@@ -713,10 +726,14 @@ def _micros_of(value: float | timedelta | None, what: str) -> int:
     return round(seconds * 1_000_000)
 
 
-def _lease_id(lease: Lease) -> int:
-    if not isinstance(lease, Lease):
-        raise InvalidInputError(f"expected a Lease from dequeue, got {lease!r}")
-    return lease.id
+def _ack_op(leases: Iterable[Lease]) -> Ack | None:
+    """The ack of `leases`, each only while its delivery is the message's latest (None: no leases)."""
+    held = []
+    for lease in leases:
+        if not isinstance(lease, Lease):
+            raise InvalidInputError(f"expected a Lease from dequeue, got {lease!r}")
+        held.append((lease.id, lease.attempts, datetime_to_micros(lease.expires_at)))
+    return Ack([mid for mid, _, _ in held], leases=held) if held else None
 
 
 def _describe(error: BaseException | str | None) -> str | None:

@@ -128,6 +128,9 @@ class Claim:
 class Ack:
     ids: list[int]
     count: bool = True  # the caller wants to know how many were still there
+    # (id, attempts, lease expiry) of each lease: only the delivery that lease was for is
+    # removed, never a later one (the lease ran out and another consumer holds the message now).
+    leases: list[tuple[int, int, int]] | None = None
 
 
 @dataclass(slots=True)
@@ -413,15 +416,23 @@ class QueueEngine:
             follow_ups, group.follow_ups = group.follow_ups, []
             self._insert(follow_ups, group, script)
         acks = [(i, op) for i, op in enumerate(ops) if isinstance(op, Ack)]
-        counted = [mid for _, ack in acks if ack.count for mid in ack.ids]
-        silent = [mid for _, ack in acks if not ack.count for mid in ack.ids]
+        silent = [ack for _, ack in acks if not ack.count]
         if silent:
-            script.add(f"DELETE FROM queue_messages WHERE {_among('id', silent)} AND NOT dead")
+            script.add(f"DELETE FROM queue_messages WHERE {_acked(silent)}")
+        counted = [ack for _, ack in acks if ack.count]
         if counted:
-            rows = script.query(f"DELETE FROM queue_messages WHERE {_among('id', counted)} AND NOT dead RETURNING id")
+            rows = script.query(
+                f"DELETE FROM queue_messages WHERE {_acked(counted)} RETURNING id, attempts, visible_at"
+            )
             gone = {r[0] for r in rows}
+            gone_leases = set(rows)
             for i, ack in acks:
-                results[i] = sum(1 for mid in ack.ids if mid in gone) if ack.count else len(ack.ids)
+                if not ack.count:
+                    results[i] = len(ack.ids)
+                elif ack.leases is None:
+                    results[i] = sum(1 for mid in ack.ids if mid in gone)
+                else:
+                    results[i] = sum(1 for lease in ack.leases if lease in gone_leases)
         else:
             for i, ack in acks:
                 results[i] = len(ack.ids)
@@ -494,9 +505,9 @@ class QueueEngine:
     def _apply_nacks(self, ops: list[Nack], group: _Group, script: _Script) -> list[str]:
         now = group.now
         current = {
-            r[0]: (r[1], r[2] or not r[3])  # (attempts, no longer leased)
+            r[0]: (r[1], r[2], r[3] or not r[4])  # (attempts, lease expiry, no longer leased)
             for r in script.query(
-                "SELECT id, attempts, dead, leased FROM queue_messages WHERE "
+                "SELECT id, attempts, visible_at, dead, leased FROM queue_messages WHERE "
                 + _among("id", [op.lease.id for op in ops])
             )
         }
@@ -506,10 +517,10 @@ class QueueEngine:
         for op in ops:
             lease = op.lease
             row = current.get(lease.id)
-            if row is None or row[1] or row[0] != lease.attempts:
-                outcomes.append("stale")
+            if row is None or row[2] or row[:2] != (lease.attempts, datetime_to_micros(lease.expires_at)):
+                outcomes.append("stale")  # gone, or delivered again since: that delivery is not this lease's
                 continue
-            current[lease.id] = (row[0], True)  # a second nack of the same lease in this group is stale
+            current[lease.id] = (*row[:2], True)  # a second nack of the same lease in this group is stale
             if lease.attempts >= self._max_attempts():
                 reason = f"failed {lease.attempts} deliveries; last error: {op.error or 'unknown'}"
                 dying.append((lease, reason))
@@ -705,6 +716,18 @@ def _text(value: str | None) -> str:
     if "\x00" in value:
         return f"decode(unhex('{value.encode().hex()}'))"
     return "'" + value.replace("'", "''") + "'"
+
+
+def _acked(acks: list[Ack]) -> str:
+    """A WHERE condition: the messages `acks` remove. An ack by lease removes the message
+    only while that lease's delivery is its latest (same attempts, same expiry)."""
+    ids = [mid for ack in acks if ack.leases is None for mid in ack.ids]
+    held = [lease for ack in acks if ack.leases is not None for lease in ack.leases]
+    parts = [_among("id", ids)] if ids else []
+    if held:
+        values = ", ".join(f"({int(mid)}, {int(attempts)}, {int(until)})" for mid, attempts, until in held)
+        parts.append(f"(leased AND (id, attempts, visible_at) IN (VALUES {values}))")
+    return f"NOT dead AND ({' OR '.join(parts) or 'false'})"
 
 
 def _among(column: str, values: list[Any]) -> str:

@@ -7,8 +7,13 @@ clock, never by sleeping.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -20,6 +25,8 @@ import pytest
 import eventador as ev
 from eventador.errors import MessageNotFoundError, QueueClosedError
 from eventador.queue import Lease, QueueManager, RetryPolicy, UnknownMessage, decode_message, encode_message
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class SendEmail(ev.Command):
@@ -223,6 +230,107 @@ def test_release_orphaned_leases_redelivers_at_once(qm: QueueManager, store: ev.
     assert qm.release_orphaned_leases() == 1
     again = qm.dequeue("q")
     assert again is not None and again.attempts == 2
+
+
+# -- stale leases: a lease stands for one delivery ---------------------------------------------------------
+
+
+def test_an_ack_whose_lease_ran_out_leaves_the_message_to_its_new_consumer(
+    qm: QueueManager, clock: ev.ManualClock
+) -> None:
+    mid = qm.enqueue("q", "work")
+    slow = qm.dequeue("q", visibility_timeout=1)
+    clock.advance(seconds=1)
+    fresh = qm.dequeue("q", visibility_timeout=30)
+    assert slow is not None and fresh is not None and fresh.id == slow.id == mid
+    assert qm.ack(slow) is False  # stale: the message is someone else's now
+    assert qm.messages("q")["state"].tolist() == ["in_flight"]
+    assert qm.nack(slow, "late") == "stale"
+    assert qm.ack(fresh) is True
+    assert qm.messages("q").empty
+
+
+def test_ack_many_counts_only_the_leases_still_current(qm: QueueManager, clock: ev.ManualClock) -> None:
+    qm.enqueue_many("q", ["a", "b"])
+    stale = qm.dequeue_many("q", 2, visibility_timeout=1)
+    clock.advance(seconds=1)
+    current = qm.dequeue("q", visibility_timeout=30)  # "a" again; "b" waits, its lease run out
+    assert current is not None and current.message == "a"
+    assert qm.ack_many(stale) == 1  # "b": nobody holds it since, so its lease still acks
+    assert qm.messages("q")["message"].tolist() == ["a"]
+    assert qm.ack_many([current, *stale]) == 1
+
+
+def test_a_lease_from_before_a_requeue_can_neither_ack_nor_nack(qm: QueueManager, clock: ev.ManualClock) -> None:
+    # The same id and the same attempt number: only the lease's expiry tells the deliveries apart.
+    qm.retry_policy = RetryPolicy(max_attempts=1, jitter=False)
+    mid = qm.enqueue("q", "work")
+    before = qm.dequeue("q", visibility_timeout=10)
+    assert before is not None and qm.nack(before, "boom") == "dead"
+    qm.requeue(mid)
+    clock.advance(seconds=1)
+    after = qm.dequeue("q", visibility_timeout=10)
+    assert after is not None and (after.id, after.attempts) == (before.id, before.attempts)
+    assert qm.nack(before, "late") == "stale"
+    assert qm.ack(before) is False
+    assert qm.messages("q")["state"].tolist() == ["in_flight"]
+    assert qm.ack(after) is True
+
+
+def test_a_stale_ack_in_real_time_leaves_the_new_lease_working(tmp_path: Path) -> None:
+    with ev.open_store(tmp_path / "s") as store, QueueManager(store) as qm:
+        qm.enqueue("q", "work")
+        slow = qm.dequeue("q", visibility_timeout=0.05)
+        deadline = time.monotonic() + 5
+        fresh = None
+        while fresh is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+            fresh = qm.dequeue("q", visibility_timeout=30)
+        assert slow is not None and fresh is not None and fresh.attempts == 2
+        assert qm.ack(slow) is False
+        assert qm.ack(fresh) is True
+
+
+CRASHING_CONSUMER = """
+import os, sys
+import eventador as ev
+store = ev.open_store(sys.argv[1])
+qm = ev.QueueManager(store)
+leases = qm.dequeue_many("jobs", 3, visibility_timeout=3600)
+print(len(leases), flush=True)
+sys.stdin.read()  # killed here, holding the batch
+"""
+
+
+def test_a_crashed_consumer_spends_one_attempt_of_each_message_in_its_batch(tmp_path: Path) -> None:
+    """SIGKILLed holding three leases (having started none): each of the three has one
+    delivery counted toward max_attempts; a second crash sends them to the dead letters."""
+    path = tmp_path / "s"
+    policy = RetryPolicy(max_attempts=2, jitter=False)
+    with ev.open_store(path) as store, QueueManager(store) as qm:
+        ids = qm.enqueue_many("jobs", ["a", "b", "c", "d"])
+    for crash in (1, 2):
+        child = subprocess.Popen(
+            [sys.executable, "-c", CRASHING_CONSUMER, str(path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert child.stdout is not None and child.stdout.readline().strip() == "3"
+        child.kill()
+        assert child.wait(timeout=60) == -signal.SIGKILL
+        child.stdin.close()  # type: ignore[union-attr]
+        child.stdout.close()
+        with ev.open_store(path) as store, QueueManager(store, retry_policy=policy) as qm:
+            messages = qm.messages("jobs").set_index("id")
+            assert messages.loc[ids[:3], "attempts"].tolist() == [crash] * 3
+            assert messages.loc[ids[3], "attempts"] == 0
+            assert qm.release_orphaned_leases() == 3
+            if crash == 2:
+                # A third delivery would exceed max_attempts=2: dead letters, and "d" comes out.
+                lease = qm.dequeue("jobs")
+                assert lease is not None and lease.message == "d"
+                dead = qm.dead_letters("jobs")
+                assert dead["id"].tolist() == ids[:3]
+                assert dead["error"].str.startswith("lease expired after 2 deliveries").all()
 
 
 # -- retries, backoff and dead letters ---------------------------------------------------------------------

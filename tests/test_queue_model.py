@@ -8,6 +8,7 @@ real queue's answers and its stats must equal the model's.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import hypothesis.strategies as st
@@ -19,6 +20,7 @@ from eventador.errors import MessageNotFoundError
 from eventador.queue import Lease, QueueManager, RetryPolicy
 
 US = 1_000_000
+START = datetime(2026, 1, 1, tzinfo=UTC)  # the model's time 0
 POLICY = RetryPolicy(max_attempts=2, initial_delay=0.5, max_delay=2.0, jitter=False)
 QUEUES = st.sampled_from(["a", "a", "b"])
 KEYS = st.sampled_from([None] * 6 + ["k1", "k2", "k3"])
@@ -42,7 +44,7 @@ class QueueModel(RuleBasedStateMachine):
 
     @initialize()
     def open(self) -> None:
-        self.clock = ev.ManualClock()
+        self.clock = ev.ManualClock(START)
         self.store = ev.open_store(clock=self.clock)
         self.qm = QueueManager(self.store, retry_policy=POLICY)
         self.now = 0
@@ -98,7 +100,7 @@ class QueueModel(RuleBasedStateMachine):
     def ack(self, data: st.DataObject) -> None:
         lease = data.draw(st.sampled_from(self.leases[-4:]))
         row = self.rows.get(lease.id)
-        expected = row is not None and not row.dead
+        expected = row is not None and self.current(row, lease)
         assert self.qm.ack(lease) is expected
         if expected:
             del self.rows[lease.id]
@@ -109,7 +111,7 @@ class QueueModel(RuleBasedStateMachine):
         lease = data.draw(st.sampled_from(self.leases[-3:]))  # mostly leases still current
         outcome = self.qm.nack(lease, "failed")
         row = self.rows.get(lease.id)
-        if row is None or row.dead or not row.leased or row.attempts != lease.attempts:
+        if row is None or not self.current(row, lease):
             assert outcome == "stale"
             return
         row.leased = False
@@ -119,6 +121,12 @@ class QueueModel(RuleBasedStateMachine):
         else:
             row.visible = self.now + round(POLICY.backoff(row.attempts) * US)
             assert outcome == "retry"
+
+    @staticmethod
+    def current(row: Row, lease: Lease) -> bool:
+        """The lease is for the row's latest delivery (not stale): only then may it ack or nack."""
+        expiry = (lease.expires_at - START) // timedelta(microseconds=1)
+        return not row.dead and row.leased and (row.attempts, row.visible) == (lease.attempts, expiry)
 
     @rule(queue=QUEUES, key=KEYS.filter(lambda k: k is not None))
     def cancel(self, queue: str, key: str) -> None:

@@ -15,13 +15,20 @@ from typing import Any
 
 import cbor2
 
-from eventador.codec import encode_events, encode_value
+from eventador.codec import check_text, encode_events, encode_value
 from eventador.errors import ConcurrencyError, InvalidInputError, SerializationError
-from eventador.messages import Event
+from eventador.messages import Event, text_flaw
 from eventador.store.reads import check_stream_id
 from eventador.store.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion, datetime_to_micros
 
-__all__ = ["PreparedAppend", "check_expected", "decode_columns", "prepare_append", "verify_expected"]
+__all__ = [
+    "PreparedAppend",
+    "check_expected",
+    "check_new_stream_id",
+    "decode_columns",
+    "prepare_append",
+    "verify_expected",
+]
 
 _BIG_ENDIAN = sys.byteorder == "big"  # the log's sizes are little-endian everywhere
 assert array("I").itemsize == 4
@@ -91,6 +98,21 @@ def split_ids(ids: bytes) -> list[bytes]:
     return [ids[i : i + 16] for i in range(0, len(ids), 16)]
 
 
+def check_new_stream_id(stream_id: object) -> None:
+    """A stream id an append may create: non-empty, not only whitespace, valid Unicode.
+
+    Raises:
+        InvalidInputError: naming what is wrong with it.
+    """
+    check_stream_id(stream_id)
+    assert isinstance(stream_id, str)
+    if stream_id.isspace():
+        raise InvalidInputError(f"stream_id must not be only whitespace, got {stream_id!r}")
+    flaw = text_flaw(stream_id)
+    if flaw is not None:
+        raise InvalidInputError(f"stream_id is {flaw}, got {stream_id!r}")
+
+
 def check_expected(expected: object) -> None:
     if isinstance(expected, ExpectedVersion):
         return
@@ -127,12 +149,19 @@ def prepare_append(
     `logged`: encode its columns for the log too (a store in memory has none)."""
     if isinstance(events, Event):
         batch = [events]
+    elif isinstance(events, (str, bytes, dict)):  # iterable, but its items are no events
+        raise SerializationError(
+            "events",
+            events,
+            f"expected an ev.Event or a list of them, not a {type(events).__name__}: "
+            "make the event first, e.g. Deposited(**data)",
+        )
     else:
         try:
             batch = list(events)
         except TypeError:
             raise SerializationError("events", events, "expected an ev.Event or a list of them") from None
-    check_stream_id(stream_id)
+    check_new_stream_id(stream_id)
     check_expected(expected_version)
     payloads = encode_events(batch)
     types = [e.event_type for e in batch]
@@ -147,8 +176,10 @@ def prepare_append(
         occurred = [micros_or_none(t) for t in occurred_at]
         if len(occurred) != len(batch):
             raise InvalidInputError(f"occurred_at has {len(occurred)} times for {len(batch)} events")
-    if stream_type is not None and not isinstance(stream_type, str):
-        raise InvalidInputError(f"stream_type must be a str, got {stream_type!r}")
+    if stream_type is not None:
+        if not isinstance(stream_type, str):
+            raise InvalidInputError(f"stream_type must be a str, got {stream_type!r}")
+        check_text(stream_type, "stream_type")
     ids = new_event_ids(len(batch))
     record = encode_columns(types, ids, occurred, payloads) if logged else b""
     return PreparedAppend(
@@ -170,21 +201,32 @@ def encode_columns(types: list[str], ids: bytes, occurred: list[int | None], pay
     if len(payloads) == 1:  # the common case, written by hand: no list to build and walk
         single = payloads[0]
         when = _one_time(occurred[0])
-        return b"".join((
-            b"\x85", _text(types[0]), b"\x50", ids, when, b"\x44", len(single).to_bytes(4, "little"),
-            _bytes_head(len(single)), single,
-        ))
+        return b"".join(
+            (
+                b"\x85",
+                _text(types[0]),
+                b"\x50",
+                ids,
+                when,
+                b"\x44",
+                len(single).to_bytes(4, "little"),
+                _bytes_head(len(single)),
+                single,
+            )
+        )
     first = types[0] if types else ""
     sizes = array("I", map(len, payloads))
     if _BIG_ENDIAN:
         sizes.byteswap()
-    return cbor2.dumps([
-        first if types.count(first) == len(types) else types,
-        ids,
-        None if occurred.count(None) == len(occurred) else occurred,
-        sizes.tobytes(),
-        b"".join(payloads),
-    ])
+    return cbor2.dumps(
+        [
+            first if types.count(first) == len(types) else types,
+            ids,
+            None if occurred.count(None) == len(occurred) else occurred,
+            sizes.tobytes(),
+            b"".join(payloads),
+        ]
+    )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -238,4 +280,3 @@ def decode_columns(
     if len(types) != n or len(occurred) != n:
         raise ValueError(f"columns of {n} events do not add up")
     return types, split_ids(joined_ids), occurred, payloads
-
