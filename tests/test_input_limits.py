@@ -362,11 +362,14 @@ def has_surrogate(text: str) -> bool:
 @st.composite
 def deep_values(draw: st.DrawFn) -> tuple[Any, int]:
     """A value of random containers nested a random depth around the limit, and that depth."""
-    depth = draw(st.sampled_from([0, 1, 2, MAX_NESTING - 1, MAX_NESTING, MAX_NESTING + 1, MAX_NESTING + 5]))
+    target = draw(st.sampled_from([0, 1, 2, MAX_NESTING - 1, MAX_NESTING, MAX_NESTING + 1, MAX_NESTING + 5]))
     value: Any = draw(st.integers() | st.text(max_size=3) | st.none())
-    for _ in range(depth):
-        kind = draw(st.sampled_from(["list", "dict", "pair"]))
+    depth = 0
+    while depth < target:
+        # A pair is two levels (a list holding a dict), so it is taken only where both fit.
+        kind = draw(st.sampled_from(["list", "dict", "pair"] if target - depth >= 2 else ["list", "dict"]))
         value = [value] if kind == "list" else {"k": value} if kind == "dict" else [1, {"a": value, "b": "x"}]
+        depth += 2 if kind == "pair" else 1
     return value, depth
 
 
