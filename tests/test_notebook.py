@@ -92,6 +92,17 @@ def test_moving_the_slider_changes_the_shown_event_and_state(store: ev.EventStor
     assert "Event 3 of" in event_box.value and "30" in state_box.value
 
 
+def test_explore_displays_with_a_static_html_copy_of_what_it_shows(store: ev.EventStore) -> None:
+    box = ev.explore(store, "acc-1", aggregate=NbAccount)
+    bundle = box._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # the live widget, where widgets run
+    static = bundle["text/html"]  # and what GitHub or nbconvert's HTML show instead
+    assert "version 4 of 1–4" in static and "Event 4 of" in static and "60" in static
+    box.children[0].value = 1
+    static = box._repr_mimebundle_()["text/html"]
+    assert "version 1 of 1–4" in static and "Ada" in static and "after version 1" in static
+
+
 def test_explore_of_an_empty_stream_raises_invalid_input(store: ev.EventStore) -> None:
     with pytest.raises(ev.InvalidInputError, match="no events"):
         ev.explore(store, "nobody")
