@@ -34,7 +34,7 @@ __all__ = ["import_dataframe", "read_event_log", "read_xes"]
 _ATTRIBUTES = {"string", "date", "int", "float", "boolean", "id"}
 _TEXT = {"string", "id"}
 _NESTED = {"global", "list", "container"}
-_CHUNK = 1 << 16
+_CHUNK = 1 << 14
 
 
 def _value(kind: str, raw: str | None) -> Any:
@@ -172,18 +172,21 @@ class _XesReader:
         until every key in `keys` has been seen; False if the log ended first."""
         data = b""
         while (start := data.find(b"<trace")) < 0:
-            chunk = f.read(_CHUNK)
+            chunk = f.read(_CHUNK * 16)
             if not chunk:
                 return False
             data = data[-len(b"<trace") :] + chunk
         parser = self._parser()
-        parser.Parse(b"<log>" + data[start:], False)
-        while not (self.rows and keys.issubset(self.columns)):
-            chunk = f.read(_CHUNK)
-            if not chunk:
+        parser.Parse(b"<log>", False)
+        data = data[start:]
+        while True:
+            for offset in range(0, len(data), _CHUNK):  # small steps: stop soon after the last key
+                parser.Parse(data[offset : offset + _CHUNK], False)
+                if self.rows and keys.issubset(self.columns):
+                    return True
+            data = f.read(_CHUNK * 16)
+            if not data:
                 return False
-            parser.Parse(chunk, False)
-        return True
 
     def agrees_with(self, frame: pd.DataFrame) -> bool:
         """Whether `frame` has our columns and our values in the rows read so far."""
