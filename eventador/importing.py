@@ -281,9 +281,10 @@ class _XesReader:
 
 
 def _differ(a: Any, b: Any) -> bool:
+    """Whether two cell values differ (all kinds of missing, None, NaN, NaT, NA, are the same)."""
     import pandas as pd
 
-    missing_a, missing_b = a is None or a is pd.NaT or a != a, b is None or b is pd.NaT or b != b
+    missing_a, missing_b = bool(pd.isna(a)), bool(pd.isna(b))
     if missing_a or missing_b:
         return not (missing_a and missing_b)
     return bool(a != b)
