@@ -145,3 +145,15 @@ def test_timeline_draws_one_point_per_event(store: ev.EventStore) -> None:
     assert [t.get_text() for t in ax.get_yticklabels()] == ["nb.Opened", "nb.Deposited"]
     with pytest.raises(ev.InvalidInputError):
         ev.plot_timeline(store, "nobody")
+
+
+def test_the_notebook_progress_bar_carries_a_static_copy_of_its_state(capsys: pytest.CaptureFixture[str]) -> None:
+    from eventador.projections.progress import _NotebookBar
+
+    shown = _NotebookBar(365, "rebuild totals", "ev")  # outside a kernel, display() prints the bundle
+    first = capsys.readouterr().out
+    assert "application/vnd.jupyter.widget-view+json" in first and "value='0' max='365'" in first
+    shown.update(365)
+    shown.close()
+    static = shown._bundle()["text/html"]
+    assert "rebuild totals" in static and "value='365' max='365'" in static and "365/365" in static

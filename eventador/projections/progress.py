@@ -54,11 +54,11 @@ class _NotebookBar:
     """tqdm's notebook widget, displayed with a static HTML copy of its state beside it
     (what GitHub and nbconvert's HTML show: they cannot run widgets), brought up to date on close."""
 
-    def __init__(self, total: int, desc: str) -> None:
+    def __init__(self, total: int, desc: str, unit: str) -> None:
         from IPython.display import display
         from tqdm.notebook import tqdm
 
-        self._bar = tqdm(total=total, desc=desc, unit="ev", unit_scale=True, leave=True, display=False)
+        self._bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=True, display=False)
         self._shown = display(self._bundle(), raw=True, display_id=True)  # type: ignore[no-untyped-call]
 
     def _bundle(self) -> dict[str, Any]:
@@ -81,18 +81,19 @@ class _NotebookBar:
             self._shown.update(self._bundle(), raw=True)
 
 
-def bar(total: int, desc: str, enabled: bool) -> Bar:
-    """A bar over `total` events: a widget in a notebook, tqdm's text elsewhere; or one that shows nothing."""
+def bar(total: int, desc: str, enabled: bool, unit: str = "ev") -> Bar:
+    """A bar over `total` units (events by default): a widget in a notebook (with a static
+    HTML copy for where widgets cannot run), tqdm's text elsewhere; or one that shows nothing."""
     if not enabled:
         return _NoBar()
     if _in_notebook():
         with contextlib.suppress(ImportError):  # no ipywidgets: tqdm's text bar below
             import ipywidgets  # noqa: F401
 
-            return _NotebookBar(total, desc)
+            return _NotebookBar(total, desc, unit)
     from tqdm import tqdm
 
-    result: Bar = tqdm(total=total, desc=desc, unit="ev", unit_scale=True, leave=True)
+    result: Bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=True)
     return result
 
 
