@@ -13,6 +13,8 @@ import math
 import os
 import pyexpat
 import typing
+import zlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -107,19 +109,20 @@ def _fast_frame(source: Path) -> pd.DataFrame | None:
     slow way", which names the problem properly.
     """
     try:
+        import polars as pl  # rustxes's own dependency
         import rustxes
     except ImportError:
         return None
     try:
         frame, _ = rustxes.import_xes(str(source))
-        df: pd.DataFrame = frame.to_pandas()
+        # its times are naive UTC in ns: aware, in µs (as pandas makes them from Python datetimes)
+        times = [pl.col(name).dt.cast_time_unit("us").dt.replace_time_zone("UTC")
+                 for name, kind in frame.schema.items() if isinstance(kind, pl.Datetime)]
+        df: pd.DataFrame = frame.with_columns(times).to_pandas()
     except BaseException as exc:  # rustxes panics (BaseException) on what it cannot read
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         return None
-    for name in df.columns:
-        if df[name].dtype.kind == "M":  # naive UTC -> aware, microseconds (as from Python datetimes)
-            df[name] = df[name].dt.tz_localize("UTC").dt.as_unit("us")
     return df
 
 
@@ -127,12 +130,20 @@ def _checked(source: Path, fast: pd.DataFrame) -> pd.DataFrame | None:
     """`fast` in our column order if our own reader reads its first traces the same; else None."""
     reader = _XesReader()
     try:
-        with _open(source) as f:
-            if not reader.parse_first_traces(f, set(fast.columns)):
-                return None
-    except (pyexpat.ExpatError, ValueError, OSError, EOFError):
+        if not reader.parse_first_traces(_pieces(source), set(fast.columns)):
+            return None
+    except (pyexpat.ExpatError, zlib.error, OSError):
         return None
     return fast[list(reader.columns)] if reader.agrees_with(fast) else None
+
+
+def _pieces(path: Path) -> Iterator[bytes]:
+    """The file's bytes (unzipped if gzipped) piece by piece: for a quick look at its start."""
+    with open(path, "rb") as f:
+        inflate = zlib.decompressobj(wbits=47) if f.read(2) == b"\x1f\x8b" else None
+        f.seek(0)
+        while raw := f.read(_CHUNK):
+            yield raw if inflate is None else inflate.decompress(raw)
 
 
 def _open(path: Path) -> BinaryIO:
@@ -167,26 +178,25 @@ class _XesReader:
     def parse(self, f: BinaryIO) -> None:
         self._parser().ParseFile(f)
 
-    def parse_first_traces(self, f: BinaryIO, keys: set[str]) -> bool:
+    def parse_first_traces(self, pieces: Iterator[bytes], keys: set[str]) -> bool:
         """Read traces from the first one on (the log's header is skipped: it can be long)
         until every key in `keys` has been seen; False if the log ended first."""
         data = b""
         while (start := data.find(b"<trace")) < 0:
-            chunk = f.read(_CHUNK * 16)
-            if not chunk:
+            piece = next(pieces, b"")
+            if not piece:
                 return False
-            data = data[-len(b"<trace") :] + chunk
+            data = data[-len(b"<trace") :] + piece
         parser = self._parser()
         parser.Parse(b"<log>", False)
         data = data[start:]
-        while True:
+        while data:
             for offset in range(0, len(data), _CHUNK):  # small steps: stop soon after the last key
                 parser.Parse(data[offset : offset + _CHUNK], False)
                 if self.rows and keys.issubset(self.columns):
                     return True
-            data = f.read(_CHUNK * 16)
-            if not data:
-                return False
+            data = next(pieces, b"")
+        return False
 
     def agrees_with(self, frame: pd.DataFrame) -> bool:
         """Whether `frame` has our columns and our values in the rows read so far."""
