@@ -43,7 +43,7 @@ from benchmarks import machine, peer  # noqa: E402
 from benchmarks.common import Context, Limit, Payloads, Results, Row, Sizes, comparison_table, log, perf  # noqa: E402
 from benchmarks.common import results_table as plain_table  # noqa: E402
 
-GROUPS = ("peer", "machine", "store", "actors", "aggregates", "projections", "queue", "timetravel")  # in running order
+GROUPS = ("peer", "machine", "store", "actors", "aggregates", "projections", "queue", "timetravel", "xes")  # run order
 # Groups whose module has run(quick) -> list of result dicts (name, value, unit, budget, ...).
 MODULE_GROUPS = {
     "actors": "The actor system",
@@ -51,6 +51,7 @@ MODULE_GROUPS = {
     "projections": "Projections and read models",
     "queue": "The durable queue and sagas",
     "timetravel": "Time travel and real event logs",
+    "xes": "Reading XES beside pm4py",
 }
 STORE_PARTS = ("writes", "reads", "sql")
 CACHE_DIR = ROOT / "benchmarks" / ".cache"

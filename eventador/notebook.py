@@ -7,6 +7,7 @@ they are imported inside the functions, so ``import eventador`` does not need th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -50,9 +51,37 @@ def _event_html(record: RecordedEvent) -> str:
     return _table(rows, f"Event {record.version} of {record.stream_id!r}")
 
 
+def with_static_html(bundle: dict[str, Any], static: str) -> dict[str, Any]:
+    """A widget's display data with `static` beside the widget view, as ``text/html``.
+
+    Where widgets cannot run (GitHub, ``jupyter nbconvert --to html``, a closed
+    kernel) a reader sees that HTML instead of a blank cell.
+    """
+    return {**bundle, "text/html": f"<div class='eventador-static'>{static}</div>"}
+
+
+@functools.cache
+def _explorer_class() -> type:
+    import ipywidgets as widgets
+
+    class StreamExplorer(widgets.VBox):  # type: ignore[misc]
+        """``explore``'s box; displayed, it carries a static HTML copy of what it shows now."""
+
+        def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+            slider, event_box, state_box = self.children
+            static = (
+                f"<p>version {slider.value} of {slider.min}–{slider.max} (a slider where widgets run)</p>"
+                f"{event_box.value}{state_box.value}"
+            )
+            return with_static_html(super()._repr_mimebundle_(**kwargs), static)
+
+    return StreamExplorer
+
+
 def explore(store: EventStore, stream_id: str, *, aggregate: type[AggregateRoot[Any]] | None = None) -> Any:
     """Returns an ipywidgets ``VBox``: a slider over the stream's versions, the event at that
-    version and, given an ``AggregateRoot`` class, the aggregate's state after it.
+    version and, given an ``AggregateRoot`` class, the aggregate's state after it. Displayed,
+    it also carries a static HTML copy of what it shows (for GitHub and nbconvert's HTML).
 
     Costs one ``read_stream`` (and with `aggregate`, one ``Repository.history``: a fold
     from the initial state); moving the slider then reads nothing. The box's children
@@ -102,7 +131,7 @@ def explore(store: EventStore, stream_id: str, *, aggregate: type[AggregateRoot[
 
     show(slider.value)
     slider.observe(on_change, names="value")
-    return widgets.VBox([slider, event_box, state_box])
+    return _explorer_class()([slider, event_box, state_box])
 
 
 def plot_events_per_day(

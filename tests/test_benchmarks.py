@@ -27,6 +27,7 @@ def test_every_benchmark_runs_in_quick_mode() -> None:
         "### Projections",
         "### The durable",
         "### Time travel",
+        "### Reading XES beside pm4py",
     )
     for section in sections:
         assert section in report, f"missing {section!r} in the benchmark report"

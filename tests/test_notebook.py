@@ -92,6 +92,17 @@ def test_moving_the_slider_changes_the_shown_event_and_state(store: ev.EventStor
     assert "Event 3 of" in event_box.value and "30" in state_box.value
 
 
+def test_explore_displays_with_a_static_html_copy_of_what_it_shows(store: ev.EventStore) -> None:
+    box = ev.explore(store, "acc-1", aggregate=NbAccount)
+    bundle = box._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # the live widget, where widgets run
+    static = bundle["text/html"]  # and what GitHub or nbconvert's HTML show instead
+    assert "version 4 of 1–4" in static and "Event 4 of" in static and "60" in static
+    box.children[0].value = 1
+    static = box._repr_mimebundle_()["text/html"]
+    assert "version 1 of 1–4" in static and "Ada" in static and "after version 1" in static
+
+
 def test_explore_of_an_empty_stream_raises_invalid_input(store: ev.EventStore) -> None:
     with pytest.raises(ev.InvalidInputError, match="no events"):
         ev.explore(store, "nobody")
@@ -134,3 +145,15 @@ def test_timeline_draws_one_point_per_event(store: ev.EventStore) -> None:
     assert [t.get_text() for t in ax.get_yticklabels()] == ["nb.Opened", "nb.Deposited"]
     with pytest.raises(ev.InvalidInputError):
         ev.plot_timeline(store, "nobody")
+
+
+def test_the_notebook_progress_bar_carries_a_static_copy_of_its_state(capsys: pytest.CaptureFixture[str]) -> None:
+    from eventador.projections.progress import _NotebookBar
+
+    shown = _NotebookBar(365, "rebuild totals", "ev")  # outside a kernel, display() prints the bundle
+    first = capsys.readouterr().out
+    assert "application/vnd.jupyter.widget-view+json" in first and "value='0' max='365'" in first
+    shown.update(365)
+    shown.close()
+    static = shown._bundle()["text/html"]
+    assert "rebuild totals" in static and "value='365' max='365'" in static and "365/365" in static

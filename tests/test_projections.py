@@ -24,6 +24,7 @@ from eventador.projections import (
     list_projections,
     rebuild_projection,
 )
+from eventador.projections.runner import human_duration
 from eventador.testing import StoreFactory
 from tests.domain import Deposited, Withdrawn, deposited, opened, withdrawn
 
@@ -681,9 +682,34 @@ def test_lag_in_events_and_seconds_follows_the_store_clock() -> None:
         status = runner.status().set_index("name")
         assert list(status["lag"]) == [2, 2] and list(status["lag_seconds"]) == [90.0, 90.0]
         html_text = runner._repr_html_()
-        assert "balances" in html_text and "2 events" in html_text and "90.0 s" in html_text
+        assert "balances" in html_text and "2 events (1 min 30 s)" in html_text
         assert "checkpoint" in balances()._repr_html_() or "SqlProjection" in balances()._repr_html_()
         runner.close()
+
+
+def test_a_caught_up_projection_with_new_events_is_behind_and_its_lag_reads_in_human_units() -> None:
+    clock = ev.ManualClock()
+    with ev.open_store(clock=clock) as store:
+        fill(store, accounts=1, rounds=1)
+        runner = ProjectionRunner(store, [balances(), Totals()])
+        runner.run_until_caught_up()
+        store.append("acc-0", [deposited("1", "acc-0")])
+        clock.advance(seconds=93_540)
+        status = runner.status().set_index("name")
+        assert list(status["state"]) == ["behind", "behind"]
+        html_text = runner._repr_html_()
+        assert "caught up" not in html_text
+        assert "1 events (1 d 2 h)" in html_text and "behind" in html_text
+        runner.run_until_caught_up()
+        assert list(runner.status()["state"]) == ["caught up", "caught up"]
+        runner.close()
+
+
+@pytest.mark.parametrize(("seconds", "said"), [
+    (0.42, "0.4 s"), (42.4, "42 s"), (200, "3 min 20 s"), (7_500, "2 h 5 min"), (93_540, "1 d 2 h"),
+])
+def test_durations_read_in_human_units(seconds: float, said: str) -> None:
+    assert human_duration(seconds) == said
 
 
 def test_status_is_a_dataframe_of_every_projection() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import html
 import sys
 import threading
 from collections.abc import Iterator
@@ -49,13 +50,50 @@ def wanted(progress: bool | None, total: int) -> bool:
     return _in_notebook() or bool(isatty and isatty())
 
 
-def bar(total: int, desc: str, enabled: bool) -> Bar:
-    """A tqdm.auto bar over `total` events, or one that shows nothing."""
+class _NotebookBar:
+    """tqdm's notebook widget, displayed with a static HTML copy of its state beside it
+    (what GitHub and nbconvert's HTML show: they cannot run widgets), brought up to date on close."""
+
+    def __init__(self, total: int, desc: str, unit: str) -> None:
+        from IPython.display import display
+        from tqdm.notebook import tqdm
+
+        self._bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=True, display=False)
+        self._shown = display(self._bundle(), raw=True, display_id=True)  # type: ignore[no-untyped-call]
+
+    def _bundle(self) -> dict[str, Any]:
+        from eventador.notebook import with_static_html
+
+        state = self._bar.format_dict
+        meter = html.escape(self._bar.format_meter(**{**state, "prefix": "", "ascii": True}))
+        static = (
+            f"<span>{html.escape(str(state['prefix'] or ''))}</span> "
+            f"<progress value='{state['n']}' max='{state['total'] or 1}'></progress> <code>{meter}</code>"
+        )
+        return with_static_html(self._bar.container._repr_mimebundle_(), static)
+
+    def update(self, n: int) -> None:
+        self._bar.update(n)
+
+    def close(self) -> None:
+        self._bar.close()
+        if self._shown is not None:
+            self._shown.update(self._bundle(), raw=True)
+
+
+def bar(total: int, desc: str, enabled: bool, unit: str = "ev") -> Bar:
+    """A bar over `total` units (events by default): a widget in a notebook (with a static
+    HTML copy for where widgets cannot run), tqdm's text elsewhere; or one that shows nothing."""
     if not enabled:
         return _NoBar()
-    from tqdm.auto import tqdm
+    if _in_notebook():
+        with contextlib.suppress(ImportError):  # no ipywidgets: tqdm's text bar below
+            import ipywidgets  # noqa: F401
 
-    result: Bar = tqdm(total=total, desc=desc, unit="ev", unit_scale=True, leave=True)
+            return _NotebookBar(total, desc, unit)
+    from tqdm import tqdm
+
+    result: Bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=True)
     return result
 
 

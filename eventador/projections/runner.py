@@ -37,7 +37,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import duckdb
 import pandas as pd
@@ -362,7 +362,10 @@ class ProjectionRunner:
             self._async_waiters.discard(waiter)
 
     def status(self) -> pd.DataFrame:
-        """One row per projection: name, kind, checkpoint, lag, lag_seconds, state, errors, last_error, version."""
+        """One row per projection: name, kind, checkpoint, lag, lag_seconds, state, errors, last_error, version.
+
+        A projection that caught up and has not been run since new events came is "behind".
+        """
         lag = self.lag
         con = self.store.connect()
         try:
@@ -380,7 +383,7 @@ class ProjectionRunner:
                 "checkpoint": st.checkpoint,
                 "lag": lag[name].events,
                 "lag_seconds": lag[name].seconds,
-                "state": st.state,
+                "state": "behind" if st.state == "caught up" and lag[name].events else st.state,
                 "errors": count,
                 "last_error": st.error or last_error,
                 "version": versions.get(name),
@@ -426,7 +429,7 @@ class ProjectionRunner:
         head = "".join(f"<th>{c}</th>" for c in ("projection", "kind", "checkpoint", "lag", "state", "errors"))
         body = []
         for r in df.itertuples(index=False):
-            lag = f"{r.lag:,} events" + (f" ({r.lag_seconds:.1f} s)" if r.lag else "")
+            lag = f"{r.lag:,} events" + (f" ({human_duration(cast(float, r.lag_seconds))})" if r.lag else "")
             color = "#b00" if r.state == "failed" else ("#080" if r.lag == 0 else "#a60")
             body.append(
                 f"<tr><td><b>{html.escape(str(r.name))}</b></td><td>{r.kind}</td>"
@@ -879,3 +882,19 @@ def rebuild_projection(store: EventStore, name: str, *, progress: bool | None = 
     with ProjectionRunner(store, [SqlProjection.from_definition(definition)], progress=progress) as runner:
         runner.rebuild(name)
         return runner._states[name].checkpoint
+
+
+def human_duration(seconds: float) -> str:
+    """`seconds` as a reader says it: "0.4 s", "42 s", "3 min 20 s", "2 h 5 min", "1 d 2 h"."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        minutes, rest = divmod(round(seconds), 60)
+        return f"{minutes} min {rest} s"
+    if seconds < 86400:
+        hours, minutes = divmod(round(seconds / 60), 60)
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(round(seconds / 3600), 24)
+    return f"{days} d {hours} h"
