@@ -9,7 +9,7 @@ segment). It changes nothing.
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -37,7 +37,7 @@ class VerifyReport:
     problems: tuple[CorruptionError, ...] = ()
     unsealed: tuple[str, ...] = ()
     """Files written before file checksums: decoded in full and their page checksums checked instead."""
-    set_aside: tuple[str, ...] = field(default=())
+    set_aside: tuple[str, ...] = ()
     """Log tails moved aside by recovery or repair (kept for inspection, not part of the store)."""
 
     @property
