@@ -73,12 +73,12 @@ from eventador.store.segments import (
     write_segment,
 )
 from eventador.store.snapshots import SnapshotStore
+from eventador.store.verify import VerifyReport, verify_store
 from eventador.store.views import Sources, SqlViews
 from eventador.store.wal import WriteAheadLog, scan_segment
 
 if TYPE_CHECKING:
     from eventador.projections.views import LiveView, LiveViews
-    from eventador.store.verify import VerifyReport
     from eventador.timetravel import StoreDiff
 
 __all__ = ["EventStore", "open_store"]
@@ -918,14 +918,11 @@ class EventStore(Reader):
         Costs one read of every file. Changes nothing. ``eventador check DIR`` does the
         same for a store no process has open.
         """
-        from eventador.store.verify import VerifyReport, verify_store
-
         self._check_open()
         if self.path is None:
             return VerifyReport("(memory)")
         entries = self._catalog.files() if self._catalog is not None else read_manifest(self.path)
         return verify_store(self.path, entries=entries, live=True)
-
 
     def info(self) -> dict[str, Any]:
         """Counts and sizes: streams, events, event types with counts, files, bytes on disk,
