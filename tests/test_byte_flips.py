@@ -24,7 +24,7 @@ import pytest
 import eventador as ev
 from eventador.cli import main as cli
 from eventador.store import checksums, wal
-from tests.domain import deposited, opened, withdrawn
+from tests.domain import Deposited, deposited, opened, withdrawn
 
 HEADER = len(wal.frame(b""))
 STREAMS = ("acc-1", "acc-2", "acc-3")
@@ -353,5 +353,5 @@ def test_check_refuses_a_store_open_for_writing(image: Image, tmp_path: Path, ca
 
 def test_decimal_sum_is_what_was_appended(image: Image) -> None:
     """The image's SQL answer is the appended amounts (the flips compare against it)."""
-    amounts = [e.amount for _, _, _, e in image.events if isinstance(e, type(deposited()))]
+    amounts = [e.amount for _, _, _, e in image.events if isinstance(e, Deposited)]
     assert image.sql[1][0] == (sum(amounts, Decimal(0)), len(amounts))
