@@ -173,6 +173,32 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check every file of a store: Parquet checksums, log frames, catalog and manifest.
+
+    Exit 0 when all is well, 1 on damage (each problem names the file and offset).
+    """
+    from eventador.store.lock import DirectoryLock
+    from eventador.store.verify import verify_store
+
+    path = existing_store(args.dir)
+    lock = DirectoryLock(path)
+    lock.acquire()  # no writer changes the files meanwhile (and DuckDB needs the catalog free)
+    try:
+        report = verify_store(path)
+    finally:
+        lock.release()
+    if args.format == "table":
+        print("\n".join(report.lines()))
+    else:
+        problems = pd.DataFrame(
+            {"path": [p.path for p in report.problems], "offset": [p.offset for p in report.problems],
+             "problem": [p.reason for p in report.problems]}
+        )
+        print_frame(problems, args.format)
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventador", description="Event sourcing on Arrow, Parquet and DuckDB.")
     parser.add_argument("--version", action="version", version=f"eventador {__version__}")
@@ -206,6 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: it only reads the store)",
     )
     sql.set_defaults(run=cmd_sql)
+
+    check = sub.add_parser(
+        "check",
+        help="check every file of a store (Parquet checksums, log frames, catalog, manifest); exit 1 on damage",
+        description=cmd_check.__doc__,
+    )
+    check.add_argument("dir", help="the store directory (no process may have it open for writing)")
+    add_output_options(check)
+    check.set_defaults(run=cmd_check)
 
     imp = sub.add_parser(
         "import", help="import an event log (.xes, .xes.gz, .csv, .parquet): one stream per case",

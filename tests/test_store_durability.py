@@ -55,7 +55,8 @@ store = ev.open_store(sys.argv[1], flush_every=int(sys.argv[2]))
 store.append("acc-1", [opened("acc-1")])                                              # frame 1: position 1
 store.append("acc-1", [deposited("1"), deposited("2")])                               # frame 2: positions 2-3
 store.append("acc-2", [opened("acc-2")])                                              # frame 3: position 4
-store.append("acc-2", [deposited("3", "acc-2"), withdrawn("1", "acc-2"), deposited("4", "acc-2")])  # frame 4
+store.append("acc-2", [deposited("3", "acc-2"), withdrawn("1", "acc-2"), deposited("4", "acc-2", note="n" * 1100)])
+# frame 4 (positions 5-7) spans three disk sectors: a crash can tear it
 print("appended", flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -300,20 +301,25 @@ def test_a_read_only_store_refreshes_to_see_later_appends(factory: DirectoryStor
 
 
 def tear_last_frame(directory: Path, how: str) -> None:
+    """A crash while the last frame was written: a disk writes whole sectors, so what
+    never reached it is whole sectors of the preallocated zeros."""
     path, offset, size = frames_of(directory)[-1]
     end = offset + size
     if how == "truncated":  # the file ends a few bytes into the last frame
         with open(path, "r+b") as f:
             f.truncate(end - 3)
-    elif how == "zeroed-tail":  # a preallocated file whose last blocks never reached the disk
-        overwrite(path, end - 5, bytes(5))
-    elif how == "header-only":  # only the header of the last frame was written
-        overwrite(path, offset + HEADER, bytes(size - HEADER))
+    elif how == "zeroed-tail":  # the frame's last sector never reached the disk
+        last = (end - 1) // wal.SECTOR * wal.SECTOR
+        assert last > offset + HEADER
+        overwrite(path, last, bytes(end - last))
+    elif how == "first-sector-only":  # only the sector holding the header was written
+        second = (offset + HEADER) // wal.SECTOR * wal.SECTOR + wal.SECTOR
+        overwrite(path, second, bytes(end - second))
     else:
         raise AssertionError(how)
 
 
-@pytest.mark.parametrize("how", ["truncated", "zeroed-tail", "header-only"])
+@pytest.mark.parametrize("how", ["truncated", "zeroed-tail", "first-sector-only"])
 def test_a_torn_final_wal_frame_is_dropped_and_the_rest_is_intact(
     directory: Path, factory: DirectoryStoreFactory, how: str
 ) -> None:
@@ -368,8 +374,11 @@ def test_a_log_in_the_older_row_format_is_replayed_and_appending_goes_on(
 def test_garbage_that_looks_like_a_partial_frame_is_dropped(directory: Path, factory: DirectoryStoreFactory) -> None:
     crash_image(directory)
     path, offset, size = frames_of(directory)[-1]
-    partial = wal.frame(random.Random(3).randbytes(200))[: HEADER + 40]  # a frame cut short
-    overwrite(path, offset + size, partial)
+    start = offset + size
+    boundary = (start + HEADER) // wal.SECTOR * wal.SECTOR + wal.SECTOR
+    # A frame cut short where its first sector ends: the rest never reached the disk.
+    partial = wal.frame(random.Random(3).randbytes(boundary - start + 200))[: boundary - start]
+    overwrite(path, start, partial)
     store = factory.open()
     assert store.last_position == 7
     assert store.append("acc-1", [withdrawn()], expected_version=3) == 4
@@ -476,9 +485,9 @@ def test_every_flipped_byte_in_a_parquet_payload_is_detected_or_harmless(
     for k in range(24):
         at = start + size * k // 24
         damaged.write_bytes(original[:at] + bytes([original[at] ^ 0x10]) + original[at + 1 :])
-        store = factory.open()
         try:
-            events = [r.event for r in store.read_all()]
+            with factory.open() as store:  # checks the file's checksum (read_all reads no payload)
+                events = [r.event for r in store.read_all()]
         except ev.CorruptionError as exc:
             assert Path(exc.path) == damaged
         except Exception as exc:
@@ -486,32 +495,41 @@ def test_every_flipped_byte_in_a_parquet_payload_is_detected_or_harmless(
         else:
             if events != good:
                 escaped.append(f"byte {at}: wrong events, no error")
-        finally:
-            store.close()
     assert not escaped, escaped
 
 
 def test_sql_over_a_damaged_parquet_file_raises_corruption_error(
     directory: Path, factory: DirectoryStoreFactory
 ) -> None:
-    # Only the payload column is damaged: opening (which reads the stream columns) works,
-    # and the failure comes when the lazy relation is fetched.
+    """Every file's checksum is checked before SQL first reads it (DuckDB checks none)."""
     damaged = store_with_files(directory)[1]
+    size = damaged.stat().st_size
+    overwrite(damaged, size // 3, random.Random(5).randbytes(size // 3))
+    with pytest.raises(ev.CorruptionError) as caught:
+        factory.open().sql("SELECT * FROM events").fetchall()
+    assert Path(caught.value.path) == damaged
+
+
+def test_sql_over_a_file_damaged_after_it_was_checked_raises_one_sql_error(
+    directory: Path, factory: DirectoryStoreFactory
+) -> None:
+    # The store is open (every file checked) when the payload column is damaged: DuckDB
+    # meets the damage at fetch time, and it surfaces as one error naming the file.
+    damaged = store_with_files(directory)[1]
+    store = factory.open()
+    meta = pq.ParquetFile(damaged).metadata
     chunk = next(
         column
-        for group in range(pq.ParquetFile(damaged).metadata.num_row_groups)
-        for column in [pq.ParquetFile(damaged).metadata.row_group(group).column(i)
-                       for i in range(pq.ParquetFile(damaged).metadata.num_columns)]
+        for group in range(meta.num_row_groups)
+        for column in (meta.row_group(group).column(i) for i in range(meta.num_columns))
         if column.path_in_schema == "payload"
     )
     overwrite(damaged, chunk.data_page_offset, random.Random(5).randbytes(chunk.total_compressed_size // 2))
-    store = factory.open()
     relation = store.sql("SELECT * FROM events")
-    with pytest.raises(ev.CorruptionError) as caught:
+    with pytest.raises(ev.SqlCorruptionError) as caught:
         relation.fetchall()
     assert Path(caught.value.path) == damaged
-    assert isinstance(caught.value, ev.SqlError) and isinstance(caught.value, duckdb.Error)
-
+    assert isinstance(caught.value, ev.CorruptionError) and isinstance(caught.value, duckdb.Error)
 
 def test_a_catalog_listing_a_missing_file_raises_corruption_error(
     directory: Path, factory: DirectoryStoreFactory

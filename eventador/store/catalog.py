@@ -54,7 +54,15 @@ class Catalog:
             self.db = duckdb.connect(where, config=config)
         except duckdb.Error as exc:
             raise CorruptionError(where, f"cannot open the catalog: {exc}") from exc
+        self.where = where
         self._lock = threading.RLock()  # one DuckDB connection, shared by threads
+        try:
+            self._create_tables()
+        except duckdb.Error as exc:
+            self.db.close()
+            raise CorruptionError(where, f"cannot read the catalog: {exc}") from exc
+
+    def _create_tables(self) -> None:
         self.db.execute(
             """
             CREATE TABLE IF NOT EXISTS snapshots (
@@ -83,10 +91,14 @@ class Catalog:
         )
 
     def files(self) -> list[FileEntry]:
+        """Raises CorruptionError when the catalog cannot be read (DuckDB checks each block's checksum)."""
         with self._lock:
-            rows = self.db.execute(
-                "SELECT name, first_position, last_position, rows, bytes FROM files ORDER BY first_position"
-            ).fetchall()
+            try:
+                rows = self.db.execute(
+                    "SELECT name, first_position, last_position, rows, bytes FROM files ORDER BY first_position"
+                ).fetchall()
+            except duckdb.Error as exc:
+                raise CorruptionError(self.where, f"cannot read the catalog: {exc}") from exc
         return [FileEntry(*row) for row in rows]
 
     def replace(self, added: list[FileEntry], removed: list[str], *, publish: bool = True) -> None:
@@ -216,8 +228,8 @@ def read_manifest(directory: Path) -> list[FileEntry]:
     path = directory / MANIFEST
     try:
         data = json.loads(path.read_bytes())
+        return [FileEntry(**entry) for entry in data["files"]]
     except FileNotFoundError:
         return []
-    except (OSError, ValueError) as exc:
-        raise CorruptionError(str(path), f"unreadable manifest: {exc}") from exc
-    return [FileEntry(**entry) for entry in data["files"]]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise CorruptionError(str(path), f"unreadable manifest: {exc!r}") from exc

@@ -3,7 +3,9 @@
 On disk a segment is one Parquet file sorted by (stream_id, version), with small
 row groups whose statistics locate one stream without scanning the file. The
 in-memory store keeps the same sorted tables in memory. Files are written
-atomically: a temporary name, fsync, rename, fsync of the directory.
+atomically: a temporary name, fsync, rename, fsync of the directory. Each
+carries a checksum of its bytes, checked before a process first reads it
+(``checksums.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pyarrow.parquet as pq
 from eventador.errors import CorruptionError
 from eventador.messages import Event
 from eventador.store.cache import column_cache, holding, needs_disk
+from eventador.store.checksums import PLACEHOLDER, remember, seal, verify_once
 from eventador.store.columns import column_name, exact_columns
 from eventador.store.records import RecordedEvent, build_records
 from eventador.store.wal import fsync_directory
@@ -403,6 +406,7 @@ class FileSegment(Segment):
         self.first_position, self.last_position, self.rows = first_position, last_position, rows
         self._lock = threading.Lock()
         self._token = column_cache.token()
+        verify_once(path)  # before anything reads it: DuckDB checks no page checksum, pyarrow no footer
         try:
             # No pre-buffering: on a local disk it only adds a copy (it halves the cost of small reads).
             self._file = pq.ParquetFile(path, page_checksum_verification=True, pre_buffer=False)
@@ -411,6 +415,10 @@ class FileSegment(Segment):
             raise CorruptionError(str(path), f"unreadable Parquet file: {exc}") from exc
         if meta.num_rows != rows:
             raise CorruptionError(str(path), f"holds {meta.num_rows} events, the catalog says {rows}")
+        if rows != last_position - first_position + 1:
+            raise CorruptionError(
+                str(path), f"the catalog says it holds {rows} events at positions {first_position}-{last_position}"
+            )
         arrow_schema = self._schema = self._file.schema_arrow
         # Row-group reads (a stream's rows) take text as dictionaries: a row group holds
         # a few distinct ids, types and values, and building its 4,096 strings per column,
@@ -426,6 +434,7 @@ class FileSegment(Segment):
         self._mins: list[str] = []
         self._maxs: list[str] = []
         self._versions: list[tuple[int, int] | None] = []  # per group: version range if it has min/max
+        self._check_positions(meta, arrow_schema.get_field_index("position"))
         for g in range(meta.num_row_groups):
             group = meta.row_group(g)
             stats = group.column(index).statistics
@@ -439,6 +448,25 @@ class FileSegment(Segment):
                 self._versions.append((versions.min, versions.max))
             else:
                 self._versions.append(None)
+
+    def _check_positions(self, meta: pq.FileMetaData, column: int) -> None:
+        """The file's positions, by its row groups' statistics, are the catalog's range
+        (rows are sorted by stream: any group may hold the first or the last)."""
+        if column < 0:
+            return
+        lows, highs = [], []
+        for g in range(meta.num_row_groups):
+            stats = meta.row_group(g).column(column).statistics
+            if stats is None or not stats.has_min_max:
+                return
+            lows.append(stats.min)
+            highs.append(stats.max)
+        if lows and (min(lows), max(highs)) != (self.first_position, self.last_position):
+            raise CorruptionError(
+                str(self.path),
+                f"holds positions {min(lows)}-{max(highs)}, the catalog says "
+                f"{self.first_position}-{self.last_position}",
+            )
 
     @property
     def size(self) -> int:
@@ -555,14 +583,14 @@ def write_segment(directory: Path, table: pa.Table, *, durable: bool) -> FileSeg
     name = f"{first:012d}-{last:012d}.parquet"
     final = directory / name
     temp = directory / f".tmp-{name}"
-    with pa.OSFile(str(temp), "wb") as sink:  # closed even when the write fails (pyarrow's own is not)
-        pq.write_table(
-            table,
-            sink,
-            row_group_size=ROW_GROUP_ROWS,
-            write_page_checksum=True,
-            **column_layout(table),
-        )
+    # The sink is closed even when the write fails (pyarrow's own file is not).
+    with (
+        pa.OSFile(str(temp), "wb") as sink,
+        pq.ParquetWriter(sink, table.schema, write_page_checksum=True, **column_layout(table)) as writer,
+    ):
+        writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        writer.add_key_value_metadata(PLACEHOLDER)
+    seal(temp)
     if durable:
         fd = os.open(temp, os.O_RDONLY)
         try:
@@ -570,6 +598,7 @@ def write_segment(directory: Path, table: pa.Table, *, durable: bool) -> FileSeg
         finally:
             os.close(fd)
     os.replace(temp, final)
+    remember(final)  # its checksum was just taken from these bytes
     if durable:
         fsync_directory(directory)
     return FileSegment(final, first, last, table.num_rows)

@@ -15,11 +15,15 @@ the frames overwrite, never 64 MiB for ten events. A segment is made at the firs
 write after a flush, not before.
 
 One append is one frame, so a crash leaves at most a torn tail: bytes after
-the last good frame from which no valid frame can be read. Recovery drops it
-(it was never acknowledged). A bad frame followed by any valid frame is
-damage, not a crash, and opening fails, naming the file and offset. The
-header has its own checksum and every frame starts with a mark, so a
-damaged length field cannot hide the frames after it.
+the last good frame from which no valid frame can be read. A disk writes whole
+sectors, and the file was zeros before, so a torn frame ends in zeros that reach
+back to a sector boundary (or the file ends inside it). Recovery moves such a
+tail to a file of its own (it was never acknowledged) and goes on. Any other bad
+frame is damage, not a crash: a complete final frame whose checksum fails, or a
+bad frame followed by any valid frame. Opening then fails, naming the file and
+offset, and nothing is cut (``move_tail_aside`` is the repair). The header has
+its own checksum and every frame starts with a mark, so a damaged length field
+cannot hide the frames after it.
 
 Group commit ("fsync" durability): appenders queue their frames in memory under
 the store's lock. Then one of them, the leader, writes everything queued with
@@ -42,7 +46,7 @@ from pathlib import Path
 
 from eventador.errors import CorruptionError, StoreError, store_os_error
 
-__all__ = ["Frame", "WriteAheadLog", "frame", "scan_segment", "used_bytes"]
+__all__ = ["Frame", "WriteAheadLog", "frame", "move_tail_aside", "scan_segment", "used_bytes"]
 
 MAGIC = b"EVWAL\x00\x03\n"  # format 3: an append's columns as five values (see appends.py)
 _OLDER_MAGICS = {b"EVWAL\x00\x02\n": 2}  # still read: a log written by an older version
@@ -57,6 +61,7 @@ _MAX_SEGMENT_BYTES = 64 << 20
 _FIRST_SEGMENT_BYTES = 1 << 20  # at most, before any frame was seen
 _GUESSED_EVENT_BYTES = 64  # per event, before any frame was seen: a small event (a bigger one rolls sooner)
 _REOPEN = "reopen the store (close it and open it again): every acknowledged event is kept"
+SECTOR = 512  # the smallest unit a disk writes whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +80,17 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def scan_segment(path: Path, *, repair: bool) -> Iterator[Frame]:
+def scan_segment(path: Path, *, repair: bool, settled: bool = True) -> Iterator[Frame]:
     """Yield the frames of one segment in order; a torn final frame ends the scan.
 
-    With `repair`, a torn frame is cut off the file (only the writer repairs).
+    With `repair`, a torn tail is moved to a file of its own (only the writer
+    repairs). `settled`: no writer is adding to this segment; False for a reader
+    looking at the segment a live writer appends to, where a bad final frame may
+    be one still being written, and ends the scan.
 
     Raises:
-        CorruptionError: a damaged frame with data after it, or not a segment at all.
+        CorruptionError: a damaged frame (one followed by a valid frame, or a
+            complete final frame whose checksum fails), or not a segment at all.
     """
     data = path.read_bytes()
     if len(data) < len(MAGIC):
@@ -101,9 +110,13 @@ def scan_segment(path: Path, *, repair: bool) -> Iterator[Frame]:
         later = _next_frame(data, offset + 1, content_end)
         if later is not None:
             raise CorruptionError(str(path), f"damaged frame (the next good one is at byte {later})", offset)
+        if settled and not _torn(data, offset):
+            raise CorruptionError(
+                str(path), "damaged frame: it is complete, but its checksum fails (not a torn write)", offset
+            )
         # Nothing readable after it: the last write, cut short by a crash.
         if repair:
-            _cut(path, offset)
+            move_tail_aside(path, offset)
         return
 
 
@@ -122,6 +135,30 @@ def used_bytes(path: Path) -> int:
                 return start + content
             end = start
     return 0
+
+
+def _torn(data: bytes, offset: int) -> bool:
+    """Whether the bad frame at `offset`, the last thing in the segment, is a write cut short.
+
+    A crash leaves a write's sectors either written or not, and the segment held
+    zeros before: so a torn frame ends in zeros that begin at a sector boundary
+    inside it, or the file ends before the frame does. A flipped byte leaves the
+    frame complete. (A frame whose own last bytes are zeros across a sector
+    boundary looks torn: its tail is moved aside, never deleted.)
+    """
+    if offset + _HEADER.size > len(data):
+        return True  # the file ends inside the header
+    mark, length, _, header_crc = _HEADER.unpack_from(data, offset)
+    if mark == _MARK and zlib.crc32(data[offset : offset + 10]) == header_crc:
+        end = offset + _HEADER.size + length  # the header is sound: the frame's own length
+    else:
+        end = offset + _HEADER.size  # only the header's extent is known
+    if end > len(data):
+        return True  # the file ends inside the frame
+    # The frame's part of its last sector: all zeros if that sector was never written.
+    # (A frame inside one sector is written whole or not at all: then it is all zeros.)
+    tail = data[max((end - 1) // SECTOR * SECTOR, offset) : end]
+    return not tail.strip(b"\0")
 
 
 def _frame_at(data: bytes, offset: int) -> bytes | None:
@@ -154,11 +191,26 @@ def frame(body: bytes) -> bytes:
     return head + struct.pack("<I", zlib.crc32(head)) + body
 
 
-def _cut(path: Path, offset: int) -> None:
+def move_tail_aside(path: Path, offset: int) -> Path:
+    """Move the bytes of segment `path` from `offset` on into a file of their own; returns it.
+
+    The new file, ``<segment>.tail-<offset>`` beside the segment, holds them up to
+    the preallocated zeros; then the segment is cut at `offset`. Both are fsynced
+    first, so a crash midway leaves the bytes in one place or both, never in none.
+    Recovery calls it for a torn tail; ``eventador repair`` for a damaged one.
+    """
+    data = path.read_bytes()
+    aside = path.with_name(f"{path.name}.tail-{offset}")
+    with open(aside, "wb") as f:
+        f.write(data[offset:].rstrip(b"\0"))
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_directory(path.parent)
     with open(path, "r+b") as f:
         f.truncate(offset)
         f.flush()
         os.fsync(f.fileno())
+    return aside
 
 
 class WriteAheadLog:
