@@ -73,7 +73,9 @@ from eventador.store import (
     ExpectedVersion,
     PastView,
     RecordedEvent,
+    RepairReport,
     open_store,
+    repair_store,
 )
 from eventador.timetravel import StoreDiff
 
@@ -127,6 +129,7 @@ __all__ = [
     "ReadOnlyError",
     "RecordedEvent",
     "RegistrationError",
+    "RepairReport",
     "Repository",
     "Retry",
     "RetryPolicy",
@@ -157,4 +160,5 @@ __all__ = [
     "read_event_log",
     "read_xes",
     "registry",
+    "repair_store",
 ]

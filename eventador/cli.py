@@ -109,6 +109,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    """Rebuild a store's catalog and manifest from its data files and log, and say what was done."""
+    from eventador.store.repair import repair_store
+
+    print(repair_store(args.dir, dry_run=args.dry_run))
+    return 0
+
+
 def _existing(directory: str) -> Path:
     path = Path(directory)
     if not (path / "manifest.json").exists() and not (path / "wal").is_dir():
@@ -148,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--activity", default="concept:name", help="activity column (default: concept:name)")
     imp.add_argument("--timestamp", default="time:timestamp", help="timestamp column (default: time:timestamp)")
     imp.set_defaults(run=cmd_import)
+
+    repair = sub.add_parser(
+        "repair", help="rebuild a store's catalog and manifest from its data files and log",
+        description=cmd_repair.__doc__,
+    )
+    repair.add_argument("dir", help="the store directory (no writer may have it open)")
+    repair.add_argument("--dry-run", action="store_true", help="only say what would be done")
+    repair.set_defaults(run=cmd_repair)
 
     from eventador import projections_cli, queue_cli
 

@@ -33,7 +33,9 @@ from eventador.errors import CorruptionError, StoreError
 from eventador.store.snapshots import Snapshot
 from eventador.store.wal import WriteAheadLog, fsync_directory
 
-__all__ = ["Catalog", "FileEntry", "FileFacts", "Manifest", "holds_store", "read_facts", "read_manifest"]
+__all__ = [
+    "Catalog", "FileEntry", "FileFacts", "Manifest", "holds_store", "read_catalog", "read_facts", "read_manifest",
+]
 
 MANIFEST = "manifest.json"
 CATALOG = "catalog.duckdb"
@@ -399,3 +401,36 @@ def read_manifest(directory: Path) -> Manifest:
         ) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CorruptionError(str(path), f"unreadable manifest: {exc}") from exc
+
+
+def read_catalog(directory: Path) -> Manifest:
+    """What the catalog of the store in `directory` says, read without changing it (repair).
+
+    Raises:
+        CorruptionError: it is missing or unreadable.
+    """
+    where = directory / CATALOG
+    if not where.exists():
+        raise CorruptionError(str(where), "missing")
+    try:
+        db = duckdb.connect(str(where), read_only=True)
+        try:
+            rows = db.execute(
+                "SELECT name, first_position, last_position, rows, bytes FROM files ORDER BY first_position"
+            ).fetchall()
+            has_meta = db.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'store_meta'"
+            ).fetchone()
+            meta: dict[str, str] = (
+                dict(db.execute("SELECT key, value FROM store_meta").fetchall()) if has_meta and has_meta[0] else {}
+            )
+        finally:
+            db.close()
+    except duckdb.Error as exc:
+        raise CorruptionError(str(where), f"unreadable catalog: {exc}") from exc
+    return Manifest(
+        meta.get("store_id"),
+        int(meta.get("log_segment", 0)),
+        meta.get("log_required") == "1",
+        tuple(FileEntry(*row) for row in rows),
+    )
