@@ -234,7 +234,7 @@ def _check_log(wal: Path, end: int, catalog: Manifest | None, plan: _Plan) -> in
             missing = WriteAheadLog.segment_path(wal, before + 1)
             raise CorruptionError(str(missing), f"missing: log segments {before} and {after} are there; "
                                   "repair cannot close the gap (restore it)")
-    if catalog is not None and catalog.log_required and (not numbers or numbers[-1] < catalog.log_segment):
+    if catalog is not None and catalog.log_required and catalog.log_segment not in numbers:
         missing = WriteAheadLog.segment_path(wal, catalog.log_segment)
         plan.add(
             f"wal/{missing.name}, where the log went on, is missing: the events appended to it are lost "

@@ -431,7 +431,10 @@ class EventStore(Reader):
         return heads
 
     def _check_log(self, required: int) -> None:
-        """The log segments are numbered without a gap, and reach segment `required` (0: any).
+        """The log segments are numbered without a gap, and segment `required` is one of them (0: any).
+
+        The segments before it are being retired: their events are in the files. A reader
+        that finds it gone was looking at a manifest the writer has since replaced.
 
         Raises:
             CorruptionError: naming the segment that is missing.
@@ -441,7 +444,7 @@ class EventStore(Reader):
             if after != before + 1:
                 missing = WriteAheadLog.segment_path(self._wal_dir, before + 1)
                 raise CorruptionError(str(missing), f"missing: log segments {before} and {after} are there")
-        if required and (not numbers or numbers[-1] < required):
+        if required and required not in numbers:
             missing = WriteAheadLog.segment_path(self._wal_dir, required)
             raise CorruptionError(
                 str(missing),
