@@ -222,23 +222,9 @@ class EventStore(Reader):
                 folder.mkdir(exist_ok=True)
             entries = catalog.files()
             self._finish_publishing(entries)
-            unnamed = self._unnamed_files({e.name for e in entries}, catalog.store_id)
-            try:
-                recovered = self._recover(
-                    entries, catalog.store_id, catalog.log_segment if catalog.log_required else 0, repair=True
-                )
-            except CorruptionError as exc:
-                # A log that does not follow the catalog's files, beside files it does not name:
-                # the catalog is the stale one.
-                end = entries[-1].last_position if entries else 0
-                if any(facts.last_position > end for _, facts in unnamed):
-                    raise self._stale_catalog(unnamed, end) from exc
-                raise
-            beyond = [(path, facts) for path, facts in unnamed if facts.last_position > recovered.visible]
-            if beyond:
-                raise self._stale_catalog(beyond, recovered.visible)
+            recovered, leftovers = self._recover_beside_unnamed(entries, catalog)
             self._install(recovered)
-            self._discard(path for path, _ in unnamed)
+            self._discard(leftovers)
             existing = WriteAheadLog.segments(self._wal_dir)
             first = max(existing[-1][0] if existing else 0, catalog.log_segment) + 1
             self._wal = WriteAheadLog(self._wal_dir, durability=self.durability, first_segment=first)
@@ -266,6 +252,30 @@ class EventStore(Reader):
             path.unlink()
         if moved:
             fsync_directory(self._data_dir)
+
+    def _recover_beside_unnamed(self, entries: list[FileEntry], catalog: Catalog) -> tuple[_Recovered, list[Path]]:
+        """The state the catalog's files and the log hold, and the data files the catalog does not
+        name, whose events that state holds too (a crash's leftovers, merged-away files).
+
+        Raises:
+            CorruptionError: as ``_recover``; or an unnamed file holds events the state lacks:
+                the catalog is older than the files, and deleting the file would lose them.
+        """
+        unnamed = self._unnamed_files({e.name for e in entries}, catalog.store_id)
+        required = catalog.log_segment if catalog.log_required else 0
+        try:
+            recovered = self._recover(entries, catalog.store_id, required, repair=True)
+        except CorruptionError as exc:
+            # A log that does not follow the catalog's files, beside files it does not name:
+            # the catalog is the stale one.
+            end = entries[-1].last_position if entries else 0
+            if any(facts.last_position > end for _, facts in unnamed):
+                raise self._stale_catalog(unnamed, end) from exc
+            raise
+        beyond = [(path, facts) for path, facts in unnamed if facts.last_position > recovered.visible]
+        if beyond:
+            raise self._stale_catalog(beyond, recovered.visible)
+        return recovered, [path for path, _ in unnamed]
 
     def _unnamed_files(self, names: set[str], store_id: str) -> list[tuple[Path, FileFacts]]:
         """The data files the catalog does not name, with what each says about itself.
@@ -301,7 +311,7 @@ class EventStore(Reader):
             "the catalog from the files",
         )
 
-    def _discard(self, paths: Iterable[Path]) -> None:
+    def _discard(self, paths: list[Path]) -> None:
         """Delete data files whose events other files or the log hold; those a reader still
         reads wait in the trash."""
         stale = self.clock.monotonic() - _TRASH_SECONDS
@@ -335,13 +345,12 @@ class EventStore(Reader):
                 self._pins.keep_only(s.path for s in self._segments if isinstance(s, FileSegment))
                 now = time.monotonic()
                 fresh = read_manifest(self.path)
+                if (fresh == manifest and now - unchanged_since > _READER_PATIENCE) or now - started > 60:
+                    if isinstance(exc, FileNotFoundError):
+                        raise CorruptionError(str(exc.filename or self.path), "missing") from exc
+                    raise
                 if fresh != manifest:
                     manifest, unchanged_since = fresh, now
-                elif now - unchanged_since > _READER_PATIENCE or now - started > 10 * _READER_PATIENCE:
-                    if isinstance(exc, FileNotFoundError):
-                        missing = str(exc.filename or self.path)
-                        raise CorruptionError(missing, "listed in the manifest but missing") from exc
-                    raise
                 else:
                     time.sleep(0.002)
         self._install(recovered)
