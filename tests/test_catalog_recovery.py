@@ -217,6 +217,16 @@ def test_a_file_of_another_store_is_an_error_and_kept(tmp_path: Path) -> None:
     assert foreign in data_files(directory)
 
 
+def test_a_named_file_that_is_not_what_the_catalog_says_is_an_error_naming_it(tmp_path: Path) -> None:
+    directory, other = tmp_path / "s", tmp_path / "other"
+    names = store_of(directory, 200)
+    assert store_of(other, 200) == names
+    shutil.copy(other / "data" / names[0], directory / "data" / names[0])  # same positions, another store
+    with pytest.raises(ev.CorruptionError, match="belongs to store") as caught:
+        ev.open_store(directory)
+    assert caught.value.path == str(directory / "data" / names[0])
+
+
 def test_crash_leftovers_covered_by_the_log_or_other_files_are_still_removed(tmp_path: Path) -> None:
     directory, twin = tmp_path / "s", tmp_path / "twin"
     names = store_of(directory, 200)

@@ -54,6 +54,21 @@ def test_a_reader_queries_files_the_writer_merged_away_and_took_out_of_its_trash
         reader.close()
 
 
+def test_files_a_reader_reads_outlive_the_writers_close_and_go_at_its_next_opening(tmp_path: Path) -> None:
+    directory = tmp_path / "s"
+    with ev.open_store(directory, flush_every=10) as writer:
+        fill(writer, 30)
+        reader = ev.open_store(directory, read_only=True)
+        writer.compact(min_files=2)
+    pieces = [directory / "data" / f"{first:012d}-{first + 9:012d}.parquet" for first in (1, 11, 21)]
+    assert all(path.exists() for path in pieces)
+    assert reader.sql("SELECT count(*) FROM events").fetchall() == [(30,)]
+    reader.close()
+    with ev.open_store(directory) as writer:  # leftovers whose events the merged file holds
+        assert not any(path.exists() for path in pieces)
+        assert writer.last_position == 30
+
+
 def test_a_refresh_while_the_writer_flushes_again_and_again_sees_a_whole_prefix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

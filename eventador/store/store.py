@@ -423,7 +423,10 @@ class EventStore(Reader):
             if problem is None and not self.read_only and segment.size != e.bytes:
                 problem = f"is {segment.size} bytes, the catalog says {e.bytes}"
             if problem is not None:
-                raise CorruptionError(str(path), f"{problem}: the catalog and the data files disagree")
+                raise CorruptionError(
+                    str(path), f"{problem}: the catalog and the data files disagree; `eventador repair {self.path}` "
+                    "names in the catalog what the files hold",
+                )
             segments.append(segment)
         return segments
 
