@@ -351,6 +351,21 @@ def test_repair_after_a_compaction_keeps_the_merged_file_and_removes_the_pieces(
         assert notes(store) == [f"n{i}" for i in range(300)]
 
 
+def test_repair_moves_an_unreadable_catalog_aside_and_makes_a_new_one(tmp_path: Path) -> None:
+    directory = tmp_path / "s"
+    store_of(directory, 200)
+    (directory / "catalog.duckdb").write_bytes(b"not a database" * 100)
+    with pytest.raises(ev.CorruptionError) as caught:
+        ev.open_store(directory)
+    assert caught.value.path == str(directory / "catalog.duckdb")
+    report = ev.repair_store(directory)
+    aside = [p for p in directory.iterdir() if p.name.startswith("catalog.duckdb.damaged-")]
+    assert len(aside) == 1 and aside[0].read_bytes() == b"not a database" * 100
+    assert any("unreadable" in action for action in report.actions)
+    with ev.open_store(directory) as store:
+        assert notes(store) == [f"n{i}" for i in range(200)]
+
+
 def test_repair_refuses_a_gap_and_changes_nothing(tmp_path: Path) -> None:
     directory = tmp_path / "s"
     names = store_of(directory, 300)

@@ -156,31 +156,52 @@ class _Plan:
 
 def _plan(directory: Path) -> _Plan:
     plan = _Plan()
-    data, pending, wal = directory / "data", directory / "pending", directory / "wal"
-    catalog: Manifest | None = None
-    if (directory / CATALOG).exists():
-        try:
-            catalog = read_catalog(directory)
-        except CorruptionError as exc:
-            aside = directory / f"{CATALOG}.damaged-{datetime.now(UTC):%Y%m%dT%H%M%S}"
-            plan.add(f"{CATALOG} is unreadable ({exc.reason}): moved to {aside.name}", _catalog_mover(directory, aside))
+    catalog = _readable_catalog(directory, plan)
+    sources = _data_files(directory, catalog, plan)
+    facts = _described_files(directory, sources, catalog, plan)
+    end = _chain(facts, sources, plan)
+    plan.last_position = _check_log(directory / "wal", end, catalog, plan)
+    _plan_catalog(directory, catalog, plan)
+    return plan
+
+
+def _readable_catalog(directory: Path, plan: _Plan) -> Manifest | None:
+    """What the catalog says; None when it is missing, or unreadable (then it is moved aside)."""
+    if not (directory / CATALOG).exists():
+        return None
+    try:
+        return read_catalog(directory)
+    except CorruptionError as exc:
+        aside = directory / f"{CATALOG}.damaged-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+        plan.add(f"{CATALOG} is unreadable ({exc.reason}): moved to {aside.name}", _catalog_mover(directory, aside))
+        return None
+
+
+def _data_files(directory: Path, catalog: Manifest | None, plan: _Plan) -> dict[Path, Path]:
+    """Each data file's place in data/ and where it is now: pending files the catalog names are
+    moved in (a crash came between naming and moving them); other pending and temporary files,
+    which nobody named, are removed."""
+    data, pending = directory / "data", directory / "pending"
     named = {e.name for e in catalog.files} if catalog else set()
-
-    # Files on their way in: finished if the catalog named them, else never published.
-    arriving: list[Path] = []
-    for path in sorted(pending.glob("*")) if pending.is_dir() else []:
-        if path.name in named and not (data / path.name).exists():
-            plan.add(f"pending/{path.name}: named by the catalog, moved into data/", _mover(path, data / path.name))
-            arriving.append(data / path.name)
+    sources = {path: path for path in data.glob("*.parquet")}
+    for path in sorted(pending.glob("*")):
+        target = data / path.name
+        if path.name in named and target not in sources:
+            plan.add(f"pending/{path.name}: named by the catalog, moved into data/", _mover(path, target))
+            sources[target] = path
         else:
-            plan.add(f"pending/{path.name}: a write never named by the catalog, removed", path.unlink)
+            plan.add(f"pending/{path.name}: a write the catalog never named, removed", _remover(path))
     for path in sorted(data.glob(".tmp-*")):
-        plan.add(f"data/{path.name}: a temporary file, removed", path.unlink)
+        plan.add(f"data/{path.name}: a temporary file, removed", _remover(path))
+    return sources
 
-    # What each data file says about itself; the unreadable are set aside.
+
+def _described_files(
+    directory: Path, sources: dict[Path, Path], catalog: Manifest | None, plan: _Plan
+) -> dict[Path, FileFacts]:
+    """What each data file says about itself; files unreadable or of another store are set aside.
+    Chooses the store's id: the catalog's, else the one the files carry."""
     facts: dict[Path, FileFacts] = {}
-    sources = {p: p for p in data.glob("*.parquet")} | {data / p.name: p for p in pending.glob("*.parquet")
-                                                           if data / p.name in arriving}
     for path, source in sorted(sources.items()):
         try:
             facts[path] = read_facts(source)
@@ -195,30 +216,38 @@ def _plan(directory: Path) -> _Plan:
                 _mover(path, _aside(directory, path)),
             )
             del facts[path]
+    return facts
 
-    # The chain from position 1: at each step the file reaching furthest (a merge's result).
+
+def _chain(facts: dict[Path, FileFacts], sources: dict[Path, Path], plan: _Plan) -> int:
+    """The files holding positions 1, 2, ... become the catalog's (where two start at the same
+    position, the one reaching further: a merge's result); the others must be covered by them,
+    and are removed. Returns the last position the chain holds.
+
+    Raises:
+        CorruptionError: a file holds positions after a gap, or straddles the chain's end.
+    """
     end = 0
-    while starting := [p for p, f in facts.items() if f.first_position == end + 1]:
-        path = max(starting, key=lambda p: facts[p].last_position)
-        f = facts.pop(path)
+    left = dict(facts)
+    while starting := [path for path, f in left.items() if f.first_position == end + 1]:
+        path = max(starting, key=lambda p: left[p].last_position)
+        f = left.pop(path)
         plan.files.append(FileEntry(path.name, f.first_position, f.last_position, f.rows, sources[path].stat().st_size))
         end = f.last_position
-    holders = {e.name: (e.first_position, e.last_position) for e in plan.files}
-    for path, f in sorted(facts.items()):
+    for path, f in sorted(left.items()):
         if f.last_position > end:
             raise CorruptionError(
-                str(path), f"holds positions {f.first_position}-{f.last_position}, but positions {end + 1}-"
-                f"{f.first_position - 1} are in no data file: repair cannot close a gap (restore the missing file)",
+                str(path), f"holds positions {f.first_position}-{f.last_position}, but the files from position 1 "
+                f"without a gap end at {end}: repair cannot close a gap (restore the missing file)",
             )
-        others = [n for n, (a, b) in holders.items() if a <= f.last_position and b >= f.first_position]
+        holders = [
+            e.name for e in plan.files if e.first_position <= f.last_position and e.last_position >= f.first_position
+        ]
         plan.add(
-            f"data/{path.name}: positions {f.first_position}-{f.last_position}, which {', '.join(others)} "
+            f"data/{path.name}: positions {f.first_position}-{f.last_position}, which {', '.join(holders)} "
             "hold too; removed", _remover(path),
         )
-
-    plan.last_position = _check_log(wal, end, catalog, plan)
-    _plan_catalog(directory, catalog, plan)
-    return plan
+    return end
 
 
 def _check_log(wal: Path, end: int, catalog: Manifest | None, plan: _Plan) -> int:
