@@ -10,7 +10,9 @@ The data path, in order (each step its own module):
 
 On open, the catalog names the files; the WAL tail after them is replayed into
 the hot tier, and a torn final frame (a crash mid-write, never acknowledged)
-is dropped.
+is dropped. A data file the catalog does not name is deleted only when the named
+files or the log hold its events too; else the catalog is older than the files,
+and opening fails (``store/repair.py`` rebuilds it from them).
 """
 
 from __future__ import annotations
