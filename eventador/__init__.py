@@ -107,7 +107,9 @@ from eventador.store import (
     ExpectedVersion,
     PastView,
     RecordedEvent,
+    RepairReport,
     open_store,
+    repair_store,
 )
 from eventador.timetravel import StoreDiff
 
@@ -166,6 +168,7 @@ __all__ = [
     "ReadOnlyError",
     "RecordedEvent",
     "RegistrationError",
+    "RepairReport",
     "Repository",
     "Retry",
     "RetryPolicy",
@@ -201,6 +204,7 @@ __all__ = [
     "read_event_log",
     "read_xes",
     "registry",
+    "repair_store",
 ]
 
 

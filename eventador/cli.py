@@ -199,6 +199,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    """Rebuild a store's catalog and manifest from its data files and log, and say what was done."""
+    from eventador.store.repair import repair_store
+
+    print(repair_store(args.dir, dry_run=args.dry_run))
+    return 0
+
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventador", description="Event sourcing on Arrow, Parquet and DuckDB.")
     parser.add_argument("--version", action="version", version=f"eventador {__version__}")
@@ -257,6 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the zone of times written without one, e.g. Europe/Amsterdam or UTC (default: such times are refused)",
     )
     imp.set_defaults(run=cmd_import)
+
+    repair = sub.add_parser(
+        "repair", help="rebuild a store's catalog and manifest from its data files and log",
+        description=cmd_repair.__doc__,
+    )
+    repair.add_argument("dir", help="the store directory (no writer may have it open)")
+    repair.add_argument("--dry-run", action="store_true", help="only say what would be done")
+    repair.set_defaults(run=cmd_repair)
 
     from eventador import projections_cli, queue_cli
 

@@ -12,8 +12,10 @@ With STALL_POINT:N the child stops at the N-th time it reaches that point of a
 flush, prints ``STALL <point>`` and waits there to be killed, so that kills land
 mid-flush deterministically. The points wrap the OS calls the store makes:
 
-    parquet-before-rename   a Parquet file is written under its temporary name
-    parquet-after-rename    ... and renamed into place, not yet in the catalog
+    parquet-before-rename   before one of a Parquet file's two renames: from its temporary name
+                            in pending/, or (once the catalog names it) from pending/ into data/
+    parquet-after-rename    ... after it: complete in pending/ but not named, or in data/ with
+                            the manifest not rewritten yet
     manifest-after-rename   the catalog and manifest list it; its WAL is not yet retired
     wal-after-unlink        a retired WAL segment was just deleted
     wal-before-fdatasync    an append's frame is written but not yet fsynced (not acknowledged)

@@ -212,9 +212,12 @@ def _run_child(directory: Path, cases: int, point: str) -> str:
 @pytest.mark.parametrize(
     ("point", "imported"),
     [
+        # (Each file is written under a temporary name in pending/, renamed there, named in the
+        # catalog, then moved into data/: two renames a file.)
         ("parquet-before-rename:1", False),  # the hot tier's own flush, before the import's file
-        ("parquet-before-rename:2", False),  # the import's file, under its temporary name
-        ("parquet-after-rename:2", False),  # renamed into place, not in the catalog yet
+        ("parquet-before-rename:3", False),  # the import's file, under its temporary name
+        ("parquet-after-rename:3", False),  # complete in pending/, not in the catalog yet
+        ("parquet-before-rename:4", True),  # the catalog names it, still in pending/: moved on opening
         ("manifest-after-rename:2", True),  # the catalog and the manifest list it
     ],
 )

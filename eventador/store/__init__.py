@@ -2,6 +2,7 @@
 
 from eventador.store.reads import PastView
 from eventador.store.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion, RecordedEvent
+from eventador.store.repair import RepairReport, repair_store
 from eventador.store.store import EventStore, open_store
 
 __all__ = [
@@ -12,5 +13,7 @@ __all__ = [
     "ExpectedVersion",
     "PastView",
     "RecordedEvent",
+    "RepairReport",
     "open_store",
+    "repair_store",
 ]

@@ -6,6 +6,13 @@ queues; the in-memory store keeps an in-memory one.
 The writer keeps ``catalog.duckdb`` open; DuckDB allows no second process on a
 file that is open for writing, so after every change the writer also replaces
 ``manifest.json`` atomically. Read-only openers read only the manifest.
+
+The catalog is not the only record of what exists: every data file carries, in
+its Parquet key-value metadata, what the catalog says about it (``FileFacts``:
+the store's id, its positions and rows), so the files can be checked against the
+catalog and the catalog rebuilt from them (``store/repair.py``). The catalog
+also records the log segment the writer appends to, so that a missing newest
+segment is noticed instead of read as a shorter log.
 """
 
 from __future__ import annotations
@@ -14,19 +21,27 @@ import contextlib
 import json
 import os
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from eventador.errors import CorruptionError, store_os_error
 from eventador.store.snapshots import Snapshot
-from eventador.store.wal import fsync_directory
+from eventador.store.wal import WriteAheadLog, fsync_directory
 
-__all__ = ["Catalog", "FileEntry", "read_manifest"]
+__all__ = [
+    "Catalog", "FileEntry", "FileFacts", "Manifest", "holds_store", "read_catalog", "read_facts", "read_manifest",
+]
 
 MANIFEST = "manifest.json"
+CATALOG = "catalog.duckdb"
+FILE_FORMAT = 1  # the layout of the data files' own description (and of their columns)
+_FACTS_KEY = b"eventador"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +53,112 @@ class FileEntry:
     bytes: int
 
 
+@dataclass(frozen=True, slots=True)
+class FileFacts:
+    """What a data file says about itself, in its Parquet key-value metadata.
+
+    `store_id` is None for a file written before files described themselves; its
+    positions then come from the footer's statistics of the ``position`` column.
+    """
+
+    store_id: str | None
+    first_position: int
+    last_position: int
+    rows: int
+    format: int = FILE_FORMAT
+
+    def metadata(self) -> dict[str, str]:
+        """The key-value pairs to write into the file's metadata."""
+        body = {
+            "store_id": self.store_id,
+            "first_position": self.first_position,
+            "last_position": self.last_position,
+            "rows": self.rows,
+            "format": self.format,
+        }
+        return {_FACTS_KEY.decode(): json.dumps(body)}
+
+    @staticmethod
+    def from_schema(schema: pa.Schema) -> FileFacts | None:
+        """The facts a file's Arrow schema carries (None for a file written before they existed)."""
+        raw = (schema.metadata or {}).get(_FACTS_KEY)
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return FileFacts(
+            data["store_id"], data["first_position"], data["last_position"], data["rows"], data["format"]
+        )
+
+    def disagreement(self, entry: FileEntry, store_id: str | None) -> str | None:
+        """Why this file is not the one `entry` names in the store `store_id`; None when it is."""
+        if store_id is not None and self.store_id is not None and self.store_id != store_id:
+            return f"belongs to store {self.store_id}, not to this store ({store_id})"
+        if (self.first_position, self.last_position, self.rows) != (
+            entry.first_position, entry.last_position, entry.rows
+        ):
+            return (
+                f"holds positions {self.first_position}-{self.last_position} ({self.rows} events), "
+                f"the catalog says {entry.first_position}-{entry.last_position} ({entry.rows} events)"
+            )
+        return None
+
+
+def read_facts(path: Path) -> FileFacts:
+    """What the data file at `path` says about itself, from its footer alone.
+
+    Raises:
+        CorruptionError: the file is not a readable Parquet file of events.
+    """
+    try:
+        meta = pq.read_metadata(path)
+        facts = FileFacts.from_schema(meta.schema.to_arrow_schema())
+        if facts is not None:
+            return facts
+        index = meta.schema.names.index("position")
+        lows, highs = [], []
+        for g in range(meta.num_row_groups):
+            stats = meta.row_group(g).column(index).statistics
+            if stats is None or not stats.has_min_max:
+                raise ValueError("no statistics of the position column")
+            lows.append(int(stats.min))
+            highs.append(int(stats.max))
+    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+        raise CorruptionError(str(path), f"unreadable data file: {exc}") from exc
+    if not lows:
+        raise CorruptionError(str(path), "unreadable data file: it holds no events")
+    return FileFacts(None, min(lows), max(highs), meta.num_rows)
+
+
+def holds_store(directory: Path) -> bool:
+    """Whether `directory` holds (part of) a store: a catalog, a manifest, data files or log segments."""
+    return (
+        (directory / CATALOG).exists()
+        or (directory / MANIFEST).exists()
+        or any((directory / "data").glob("*.parquet"))
+        or bool(WriteAheadLog.segments(directory / "wal"))
+    )
+
+
 class Catalog:
     """The writer's record of the store's files, in a DuckDB database."""
 
-    def __init__(self, directory: Path | None) -> None:
-        """Open (or create) the catalog of the store in `directory`; None: an in-memory one."""
+    def __init__(self, directory: Path | None, *, missing_ok: bool = False) -> None:
+        """Open (or create) the catalog of the store in `directory`; None: an in-memory one.
+
+        A new catalog is made only for a new store (or with `missing_ok`, by repair):
+        a store whose catalog is gone must not be opened as an empty one.
+
+        Raises:
+            CorruptionError: the catalog is missing or unreadable.
+        """
         self.directory = directory
-        where = ":memory:" if directory is None else str(directory / "catalog.duckdb")
+        where = ":memory:" if directory is None else str(directory / CATALOG)
+        if directory is not None and not missing_ok and not (directory / CATALOG).exists() and holds_store(directory):
+            raise CorruptionError(
+                where,
+                "missing, but the directory holds a store (its manifest, data files or log); "
+                f"`eventador repair {directory}` rebuilds the catalog from the files",
+            )
         try:
             # 16 KB blocks instead of 256 KB: the catalog is small, and a new store
             # should not cost most of a megabyte before its first event.
@@ -89,6 +203,23 @@ class Catalog:
             )
             """
         )
+        self.db.execute("CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+        stored = self._meta("store_id")
+        self.store_id = stored or uuid.uuid4().hex
+        """The store's id, written into each of its data files (made once, for a store that has none)."""
+        if stored is None:
+            self._set_meta("store_id", self.store_id)
+        self.log_segment = int(self._meta("log_segment") or 0)
+        """The newest log segment the writer began: new ones are numbered after it."""
+        self.log_required = self._meta("log_required") == "1"
+        """Whether that segment must exist (not when the writer closed with it unused, and removed it)."""
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM store_meta WHERE key = ?", [key]).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [key, value])
 
     def files(self) -> list[FileEntry]:
         """Raises CorruptionError when the catalog cannot be read (DuckDB checks each block's checksum)."""
@@ -101,31 +232,58 @@ class Catalog:
                 raise CorruptionError(self.where, f"cannot read the catalog: {exc}") from exc
         return [FileEntry(*row) for row in rows]
 
-    def replace(self, added: list[FileEntry], removed: list[str], *, publish: bool = True) -> None:
-        """Record new files and forget replaced ones, in one transaction; then, with
-        `publish`, rewrite the manifest (a caller that passes False calls ``write_manifest``:
-        a failed manifest must not look like a failed transaction)."""
-        with self._lock:
-            self._replace(added, removed)
-        if publish:
-            self.write_manifest()
+    def replace(
+        self, added: list[FileEntry], removed: list[str], *, log_segment: int | None = None, log_required: bool = True
+    ) -> None:
+        """Record new files and forget replaced ones (and where the log goes on), in one transaction.
 
-    def _replace(self, added: list[FileEntry], removed: list[str]) -> None:
+        The manifest is not rewritten: the caller does so once the files are in place.
+        """
+        with self._lock:
+            self._transaction(added, removed, log_segment=log_segment, log_required=log_required)
+
+    def rebuild(self, files: list[FileEntry], *, store_id: str, log_segment: int) -> None:
+        """Name exactly `files`, and take the store id and newest log segment given (repair), in one
+        transaction; no segment is required to exist beyond those there are."""
+        with self._lock:
+            self._transaction(files, None, log_segment=log_segment, log_required=False, store_id=store_id)
+
+    def record_log_segment(self, number: int, *, required: bool = True) -> None:
+        """Record that the log goes on in segment `number`, which must exist unless not `required`."""
+        with self._lock:
+            self._transaction([], [], log_segment=number, log_required=required)
+        self.write_manifest()
+
+    def _transaction(
+        self, added: list[FileEntry], removed: list[str] | None, *, log_segment: int | None,
+        log_required: bool = True, store_id: str | None = None,
+    ) -> None:
         try:
             self.db.execute("BEGIN")
-            for name in removed:
+            if removed is None:
+                self.db.execute("DELETE FROM files")
+            for name in removed or []:
                 self.db.execute("DELETE FROM files WHERE name = ?", [name])
             for e in added:
                 self.db.execute(
                     "INSERT INTO files (name, first_position, last_position, rows, bytes) VALUES (?, ?, ?, ?, ?)",
                     [e.name, e.first_position, e.last_position, e.rows, e.bytes],
                 )
+            if log_segment is not None:
+                self._set_meta("log_segment", str(log_segment))
+                self._set_meta("log_required", "1" if log_required else "0")
+            if store_id is not None:
+                self._set_meta("store_id", store_id)
             self.db.execute("COMMIT")
         except duckdb.Error as exc:
             with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
                 self.db.execute("ROLLBACK")
             where = ":memory:" if self.directory is None else self.directory / "catalog.duckdb"
             raise store_os_error(exc, where, "update the catalog") from exc
+        if log_segment is not None:
+            self.log_segment, self.log_required = log_segment, log_required
+        if store_id is not None:
+            self.store_id = store_id
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new connection to the catalog database, for one thread (SQL views, projections, queues)."""
@@ -136,7 +294,14 @@ class Catalog:
         if self.directory is None:
             return
         entries = [_entry_dict(e) for e in self.files()]
-        body = json.dumps({"format": 1, "files": entries}, indent=1).encode()
+        manifest = {
+            "format": 2,
+            "store_id": self.store_id,
+            "log_segment": self.log_segment,
+            "log_required": self.log_required,
+            "files": entries,
+        }
+        body = json.dumps(manifest, indent=1).encode()
         temp = self.directory / f".tmp-{MANIFEST}"
         try:
             with open(temp, "wb") as f:
@@ -223,13 +388,67 @@ def _entry_dict(e: FileEntry) -> dict[str, Any]:
     }
 
 
-def read_manifest(directory: Path) -> list[FileEntry]:
-    """The files the writer last published (an empty list for a new store)."""
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What the writer last published for readers: the store's id, where the log goes on, the files."""
+
+    store_id: str | None  # None: written before stores had ids
+    log_segment: int
+    log_required: bool
+    files: tuple[FileEntry, ...]
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """The manifest the writer last published.
+
+    Raises:
+        CorruptionError: it is missing (every store has one from its first opening) or unreadable.
+    """
     path = directory / MANIFEST
     try:
         data = json.loads(path.read_bytes())
-        return [FileEntry(**entry) for entry in data["files"]]
+        return Manifest(
+            data.get("store_id"),
+            int(data.get("log_segment", 0)),
+            bool(data.get("log_required", False)),
+            tuple(FileEntry(**e) for e in data["files"]),
+        )
     except FileNotFoundError:
-        return []
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise CorruptionError(
+            str(path), "missing: every store has one (opening the store for writing writes it again)"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CorruptionError(str(path), f"unreadable manifest: {exc!r}") from exc
+
+
+def read_catalog(directory: Path) -> Manifest:
+    """What the catalog of the store in `directory` says, read without changing it (repair).
+
+    Raises:
+        CorruptionError: it is missing or unreadable.
+    """
+    where = directory / CATALOG
+    if not where.exists():
+        raise CorruptionError(str(where), "missing")
+    try:
+        db = duckdb.connect(str(where), read_only=True)
+        try:
+            rows = db.execute(
+                "SELECT name, first_position, last_position, rows, bytes FROM files ORDER BY first_position"
+            ).fetchall()
+            has_meta = db.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'store_meta'"
+            ).fetchone()
+            meta: dict[str, str] = (
+                dict(db.execute("SELECT key, value FROM store_meta").fetchall()) if has_meta and has_meta[0] else {}
+            )
+        finally:
+            db.close()
+    except duckdb.Error as exc:
+        raise CorruptionError(str(where), f"unreadable catalog: {exc}") from exc
+    return Manifest(
+        meta.get("store_id"),
+        int(meta.get("log_segment", 0)),
+        meta.get("log_required") == "1",
+        tuple(FileEntry(*row) for row in rows),
+    )

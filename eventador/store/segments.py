@@ -572,11 +572,16 @@ class FileSegment(Segment):
         self._file.close()
 
 
-def write_segment(directory: Path, table: pa.Table, *, durable: bool) -> FileSegment:
+def write_segment(
+    directory: Path, table: pa.Table, *, durable: bool, metadata: dict[str, str] | None = None
+) -> FileSegment:
     """Write `table` (already sorted) as a new Parquet file, atomically; returns the segment.
 
+    `metadata`: key-value pairs the file carries (in place of any the table has).
     Costs one pass of zstd compression (see ``column_layout``) and, when `durable`, two fsyncs.
     """
+    if metadata is not None:
+        table = table.replace_schema_metadata(metadata)
     positions = table.column("position")
     first = pc.min(positions).as_py()
     last = pc.max(positions).as_py()

@@ -10,7 +10,9 @@ The data path, in order (each step its own module):
 
 On open, the catalog names the files; the WAL tail after them is replayed into
 the hot tier, and a torn final frame (a crash mid-write, never acknowledged)
-is dropped.
+is dropped. A data file the catalog does not name is deleted only when the named
+files or the log hold its events too; else the catalog is older than the files,
+and opening fails (``store/repair.py`` rebuilds it from them).
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import asyncio
 import bisect
 import contextlib
 import html
+import itertools
 import os
 import threading
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -47,8 +52,9 @@ from eventador.messages import registry as default_registry
 from eventador.store.appends import PreparedAppend, decode_columns, prepare_append, verify_expected
 from eventador.store.buffer import HotBuffer
 from eventador.store.bulk import NewStreams
-from eventador.store.catalog import Catalog, FileEntry, read_manifest
+from eventador.store.catalog import CATALOG, Catalog, FileEntry, FileFacts, holds_store, read_facts, read_manifest
 from eventador.store.lock import DirectoryLock
+from eventador.store.pins import Pins, remove_unless_pinned
 from eventador.store.reads import (
     READ_BATCH,
     PastView,
@@ -77,7 +83,7 @@ from eventador.store.snapshots import SnapshotStore
 from eventador.store.sqlguard import SqlRelation, check_query, fixed_names, restrict
 from eventador.store.verify import VerifyReport, verify_store
 from eventador.store.views import Sources, SqlViews
-from eventador.store.wal import WriteAheadLog, scan_segment, used_bytes
+from eventador.store.wal import WriteAheadLog, fsync_directory, scan_segment, used_bytes
 
 if TYPE_CHECKING:
     from eventador.projections.views import LiveView, LiveViews
@@ -87,7 +93,8 @@ __all__ = ["EventStore", "open_store"]
 
 Durability = Literal["fsync", "batch", "none"]
 _DURABILITIES = ("fsync", "batch", "none")
-_TRASH_SECONDS = 60.0
+_TRASH_SECONDS = 60.0  # merged-away files outlive the merge so long (and while a reader pins them)
+_READER_PATIENCE = 0.5  # seconds a reader looks again at a state that does not add up before it says so
 
 
 def open_store(
@@ -119,6 +126,17 @@ def open_store(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Recovered:
+    """What opening (or a reader's refresh) found: the files, and the log's events after them."""
+
+    segments: list[Segment]
+    heads: dict[str, int]
+    buffer: HotBuffer
+    visible: int
+    last_recorded_us: int
+
+
 class EventStore(Reader):
     """An append-only log of events, grouped into streams; see ``open_store``."""
 
@@ -147,6 +165,10 @@ class EventStore(Reader):
         self.flush_every = flush_every
         self._compact_rows = max(2_000_000, flush_every * 4)
         self._trash: list[tuple[float, Path]] = []  # merged-away files, deleted a little later
+        self._pins: Pins | None = None  # a reader's hold on the files it reads
+        self._heads_of: dict[str, dict[str, int]] = {}  # each open file's stream heads
+        self._log_segment = 0  # the newest log segment begun (recorded with each catalog change)
+        self._log_required = False  # whether it exists, so that opening must find it
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._sql_lock = threading.RLock()
@@ -197,51 +219,162 @@ class EventStore(Reader):
         assert self.path is not None
         return self.path / "wal"
 
+    @property
+    def _pending_dir(self) -> Path:
+        # Where a data file waits, complete, until the catalog names it (see _write_segment).
+        assert self.path is not None
+        return self.path / "pending"
+
     def _open_writer(self) -> None:
         assert self.path is not None
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._data_dir.mkdir(exist_ok=True)
-            self._wal_dir.mkdir(exist_ok=True)
         except OSError as exc:
             raise store_os_error(exc, exc.filename or self.path, "create the store directory") from exc
         self._lockfile = DirectoryLock(self.path)
         self._lockfile.acquire()
         try:
-            self._catalog = Catalog(self.path)
-            entries = self._catalog.files()
-            self._remove_strays({e.name for e in entries})
-            self._segments = self._open_segments(entries)
-            self._replay_wal(repair=True)
+            self._catalog = catalog = Catalog(self.path)
+            for folder in (self._data_dir, self._wal_dir, self._pending_dir):
+                folder.mkdir(exist_ok=True)
+            entries = catalog.files()
+            self._finish_publishing(entries)
+            recovered, leftovers = self._recover_beside_unnamed(entries, catalog)
+            self._install(recovered)
+            self._discard(leftovers)
             existing = WriteAheadLog.segments(self._wal_dir)
-            first = existing[-1][0] + 1 if existing else 1
+            first = max(existing[-1][0] if existing else 0, catalog.log_segment) + 1
             self._wal = WriteAheadLog(
                 self._wal_dir, durability=self.durability, first_segment=first, flush_every=self.flush_every
             )
             self._wal.on_durable = self._durable
-            self._catalog.write_manifest()
-            self.snapshots = SnapshotStore(self._catalog)
+            self._log_segment = first
+            self._log_required = self._wal.begin_segment()  # a full disk: made at the first append
+            catalog.record_log_segment(first, required=self._log_required)  # and the manifest, for readers
+            self.snapshots = SnapshotStore(catalog)
         except BaseException:
             self._release()  # what failed is the error to show, not a failure to let go
             raise
 
-    def _load_read_only(self) -> None:
-        assert self.path is not None
-        if not self.path.is_dir():
-            raise InvalidInputError(f"no store at {self.path}")
-        last_error: Exception | None = None
-        # The writer may flush or compact while we load: on a vanished file, start again.
-        for _ in range(5):
+    def _finish_publishing(self, entries: list[FileEntry]) -> None:
+        """Move into place the pending files the catalog names (a crash came between naming and
+        moving them); delete the other pending and temporary files, which no one ever named: their
+        events are in the log, or in the files they were to replace, or were never acknowledged."""
+        names = {e.name for e in entries}
+        moved = False
+        for path in sorted(self._pending_dir.iterdir()):
+            if path.name in names:
+                os.replace(path, self._data_dir / path.name)
+                moved = True
+            else:
+                path.unlink()
+        for path in self._data_dir.glob(".tmp-*"):  # what versions before pending/ left
+            path.unlink()
+        if moved:
+            fsync_directory(self._data_dir)
+
+    def _recover_beside_unnamed(self, entries: list[FileEntry], catalog: Catalog) -> tuple[_Recovered, list[Path]]:
+        """The state the catalog's files and the log hold, and the data files the catalog does not
+        name, whose events that state holds too (a crash's leftovers, merged-away files).
+
+        Raises:
+            CorruptionError: as ``_recover``; or an unnamed file holds events the state lacks:
+                the catalog is older than the files, and deleting the file would lose them.
+        """
+        unnamed = self._unnamed_files({e.name for e in entries}, catalog.store_id)
+        required = catalog.log_segment if catalog.log_required else 0
+        try:
+            recovered = self._recover(entries, catalog.store_id, required, repair=True)
+        except CorruptionError as exc:
+            # A log that does not follow the catalog's files, beside files it does not name:
+            # the catalog is the stale one.
+            end = entries[-1].last_position if entries else 0
+            if any(facts.last_position > end for _, facts in unnamed):
+                raise self._stale_catalog(unnamed, end) from exc
+            raise
+        beyond = [(path, facts) for path, facts in unnamed if facts.last_position > recovered.visible]
+        if beyond:
+            raise self._stale_catalog(beyond, recovered.visible)
+        return recovered, [path for path, _ in unnamed]
+
+    def _unnamed_files(self, names: set[str], store_id: str) -> list[tuple[Path, FileFacts]]:
+        """The data files the catalog does not name, with what each says about itself.
+
+        Raises:
+            CorruptionError: one is unreadable, or belongs to another store: nothing written by
+                an interrupted flush, import or compaction looks so, and it is not ours to delete.
+        """
+        found = []
+        for path in sorted(self._data_dir.glob("*.parquet")):
+            if path.name in names:
+                continue
             try:
-                self._segments = self._open_segments(read_manifest(self.path))
-                self._replay_wal(repair=False)
-                return
+                facts = read_facts(path)
+            except CorruptionError as exc:
+                raise CorruptionError(
+                    str(path), f"{exc.reason}; the catalog does not name it either: move it out of the store"
+                ) from exc
+            if facts.store_id not in (None, store_id):
+                raise CorruptionError(
+                    str(path), f"belongs to store {facts.store_id}, not to this one ({store_id}): move it out"
+                )
+            found.append((path, facts))
+        return found
+
+    def _stale_catalog(self, files: list[tuple[Path, FileFacts]], end: int) -> CorruptionError:
+        assert self.path is not None
+        listed = ", ".join(f"{path.name} (positions {f.first_position}-{f.last_position})" for path, f in files)
+        return CorruptionError(
+            str(self.path / CATALOG),
+            f"is older than the data files: it does not name {listed}, which hold events after position "
+            f"{end} that no other file and no log segment holds; `eventador repair {self.path}` rebuilds "
+            "the catalog from the files",
+        )
+
+    def _discard(self, paths: list[Path]) -> None:
+        """Delete data files whose events other files or the log hold; those a reader still
+        reads wait in the trash."""
+        stale = self.clock.monotonic() - _TRASH_SECONDS
+        for path in paths:
+            if not remove_unless_pinned(path):
+                self._trash.append((stale, path))
+
+    def _load_read_only(self) -> None:
+        """Load the state the manifest describes (a reader's opening and ``refresh``).
+
+        The writer may flush or compact meanwhile: a log segment retired or a file merged
+        away under us, or a log tail half written, is looked at again (at a fresh manifest
+        if there is one) until it adds up; only a state that stays wrong is an error.
+        """
+        assert self.path is not None
+        if not self.path.is_dir() or not holds_store(self.path):
+            raise InvalidInputError(f"no store at {self.path}")
+        if self._pins is None:
+            self._pins = Pins()
+        started = time.monotonic()
+        manifest = read_manifest(self.path)
+        unchanged_since = started
+        while True:
+            try:
+                recovered = self._recover(
+                    list(manifest.files), manifest.store_id,
+                    manifest.log_segment if manifest.log_required else 0, repair=False,
+                )
+                break
             except (FileNotFoundError, CorruptionError) as exc:
-                last_error = exc
-        assert last_error is not None
-        if isinstance(last_error, FileNotFoundError):
-            raise CorruptionError(str(last_error.filename or self.path), "listed in the manifest but missing")
-        raise last_error
+                self._pins.keep_only(s.path for s in self._segments if isinstance(s, FileSegment))
+                now = time.monotonic()
+                fresh = read_manifest(self.path)
+                if (fresh == manifest and now - unchanged_since > _READER_PATIENCE) or now - started > 60:
+                    if isinstance(exc, FileNotFoundError):
+                        raise CorruptionError(str(exc.filename or self.path), "missing") from exc
+                    raise
+                if fresh != manifest:
+                    manifest, unchanged_since = fresh, now
+                else:
+                    time.sleep(0.002)
+        self._install(recovered)
+        self._pins.keep_only(s.path for s in recovered.segments if isinstance(s, FileSegment))
 
     def refresh(self) -> None:
         """Read-only stores: load what the writer has added since opening (or the last refresh)."""
@@ -251,46 +384,111 @@ class EventStore(Reader):
         with self._lock:
             self._load_read_only()
 
-    def _remove_strays(self, known: set[str]) -> None:
-        # Files the catalog does not name are from a flush or compaction cut short by a
-        # crash: their events are still in the WAL or in the files they were to replace.
-        for p in self._data_dir.iterdir():
-            if p.name.startswith(".tmp-") or (p.suffix == ".parquet" and p.name not in known):
-                p.unlink()
+    def _recover(self, entries: list[FileEntry], store_id: str | None, log_segment: int, *, repair: bool) -> _Recovered:
+        """The state the files `entries` and the log after them hold; `log_segment`: the segment
+        the log must reach (0: none). Files already open are used again (a reader's refresh).
 
-    def _open_segments(self, entries: list[FileEntry]) -> list[Segment]:
+        Raises:
+            CorruptionError: a file or log segment is missing, damaged, or disagrees with the catalog.
+            FileNotFoundError: (read-only) a file vanished: the writer merged it away meanwhile.
+        """
+        segments = self._open_files(entries, store_id)
+        heads: dict[str, int] = {}
+        for segment in segments:
+            heads.update(self._file_heads(segment))
+        end = entries[-1].last_position if entries else 0
+        self._check_log(log_segment)
+        buffer = HotBuffer(end + 1)
+        visible, last_recorded = self._replay_wal(buffer, heads, repair=repair)
+        # recorded_at never goes back, also across a reopen with everything flushed.
+        last_recorded = max([last_recorded, *(s.max_recorded_us() for s in segments)])
+        return _Recovered(segments, heads, buffer, visible, last_recorded)
+
+    def _install(self, recovered: _Recovered) -> None:
+        self._segments = recovered.segments
+        self._heads = recovered.heads
+        self._buffer = recovered.buffer
+        self._frozen = []
+        self._visible = recovered.visible
+        self._last_recorded_us = recovered.last_recorded_us
+        names = {s.path.name for s in recovered.segments if isinstance(s, FileSegment)}
+        self._heads_of = {name: heads for name, heads in self._heads_of.items() if name in names}
+
+    def _open_files(self, entries: list[FileEntry], store_id: str | None) -> list[Segment]:
+        """The data files `entries` name, checked against them (and pinned, by a reader)."""
+        opened = {s.path.name: s for s in self._segments if isinstance(s, FileSegment)}
         segments: list[Segment] = []
         expected = 1
         for e in entries:
             path = self._data_dir / e.name
-            if not path.exists():
-                raise FileNotFoundError(2, "missing", str(path)) if self.read_only else CorruptionError(
-                    str(path), "listed in the catalog but missing"
-                )
             if e.first_position != expected:
                 raise CorruptionError(str(path), f"starts at position {e.first_position}, expected {expected}")
-            segment = FileSegment(path, e.first_position, e.last_position, e.rows)
-            if not self.read_only and segment.size != e.bytes:
-                raise CorruptionError(str(path), f"is {segment.size} bytes, the catalog says {e.bytes}")
-            segments.append(segment)
             expected = e.last_position + 1
-        heads: dict[str, int] = {}
-        for opened in segments:
-            table = opened.heads()
-            ids, versions = table.column("stream_id").to_pylist(), table.column("version_max").to_pylist()
-            heads.update(zip(ids, versions, strict=True))
-        self._heads = heads
-        self._visible = expected - 1
-        # recorded_at never goes back, also across a reopen with everything flushed.
-        self._last_recorded_us = max((s.max_recorded_us() for s in segments), default=0)
-        self._buffer = HotBuffer(expected)
-        self._frozen = []
+            segment = opened.get(e.name)
+            if segment is not None and (segment.first_position, segment.last_position) == (
+                e.first_position, e.last_position
+            ):
+                segments.append(segment)
+                continue
+            if self._pins is not None:
+                self._pins.pin(path)
+            elif not path.exists():
+                raise CorruptionError(
+                    str(path), f"listed in the catalog but missing; `eventador repair {self.path}` "
+                    "names in the catalog what the remaining files hold"
+                )
+            segment = FileSegment(path, e.first_position, e.last_position, e.rows)
+            facts = FileFacts.from_schema(segment.schema())
+            problem = facts.disagreement(e, store_id) if facts is not None else None
+            if problem is None and not self.read_only and segment.size != e.bytes:
+                problem = f"is {segment.size} bytes, the catalog says {e.bytes}"
+            if problem is not None:
+                raise CorruptionError(
+                    str(path), f"{problem}: the catalog and the data files disagree; `eventador repair {self.path}` "
+                    "names in the catalog what the files hold",
+                )
+            segments.append(segment)
         return segments
 
-    def _replay_wal(self, *, repair: bool) -> None:
-        buffer = self._buffer
+    def _file_heads(self, segment: Segment) -> dict[str, int]:
+        """Each stream's newest version in one file (read once per file: files never change)."""
+        name = segment.path.name if isinstance(segment, FileSegment) else None
+        heads = self._heads_of.get(name) if name is not None else None
+        if heads is None:
+            table = segment.heads()
+            ids, versions = table.column("stream_id").to_pylist(), table.column("version_max").to_pylist()
+            heads = dict(zip(ids, versions, strict=True))
+            if name is not None:
+                self._heads_of[name] = heads
+        return heads
+
+    def _check_log(self, required: int) -> None:
+        """The log segments are numbered without a gap, and segment `required` is one of them (0: any).
+
+        The segments before it are being retired: their events are in the files. A reader
+        that finds it gone was looking at a manifest the writer has since replaced.
+
+        Raises:
+            CorruptionError: naming the segment that is missing.
+        """
+        numbers = [number for number, _ in WriteAheadLog.segments(self._wal_dir)]
+        for before, after in itertools.pairwise(numbers):
+            if after != before + 1:
+                missing = WriteAheadLog.segment_path(self._wal_dir, before + 1)
+                raise CorruptionError(str(missing), f"missing: log segments {before} and {after} are there")
+        if required and required not in numbers:
+            missing = WriteAheadLog.segment_path(self._wal_dir, required)
+            raise CorruptionError(
+                str(missing),
+                "missing: the log goes on in this segment (the catalog says so, and the writer did not close "
+                "with it unused), so the events appended to it are lost unless it is put back; "
+                f"`eventador repair {self.path}` makes the store usable without them",
+            )
+
+    def _replay_wal(self, buffer: HotBuffer, heads: dict[str, int], *, repair: bool) -> tuple[int, int]:
+        """Add the log's events after the files to `buffer` (and `heads`); returns the last
+        position and its recorded time (µs)."""
         next_position = buffer.first_position
-        heads = self._heads
         last_recorded = 0
         segments = WriteAheadLog.segments(self._wal_dir)
         for number, (_, path) in enumerate(segments, 1):
@@ -321,8 +519,7 @@ class EventStore(Reader):
                 heads[stream_id] = first_version + n - 1
                 next_position += n
                 last_recorded = recorded_us
-        self._visible = next_position - 1
-        self._last_recorded_us = max(self._last_recorded_us, last_recorded)
+        return next_position - 1, last_recorded
 
     # -- appending ------------------------------------------------------------------
 
@@ -562,36 +759,60 @@ class EventStore(Reader):
             self._maybe_compact()
         return len(streams)
 
-    def _write_segment(self, table: pa.Table, first: int, last: int) -> Segment:
-        """`table` as a new segment recorded in the catalog (a file), or kept in memory.
-        The caller updates the manifest (``_publish``) once the store holds the segment."""
-        if self.path is None or self._catalog is None:
-            return MemorySegment(table, first, last)
-        segment = self._write_file(table)
-        entry = FileEntry(segment.path.name, segment.first_position, segment.last_position, segment.rows,
-                          segment.size)
-        try:
-            self._catalog.replace([entry], [], publish=False)
-        except StoreError:
-            segment.close()
-            segment.path.unlink(missing_ok=True)
-            raise
-        return segment
+    def _write_segment(self, table: pa.Table, first: int, last: int, replaced: Sequence[Segment] = ()) -> Segment:
+        """`table` as a new segment, in place of `replaced` (none: after the others): a data file
+        the catalog names, or one kept in memory. The caller updates the manifest
+        (``_publish``) once the store holds the segment.
 
-    def _write_file(self, table: pa.Table) -> FileSegment:
-        """`table` as a new Parquet file in data/, not yet in the catalog.
+        The file, which carries its own description (``FileFacts``), is written and fsynced in
+        ``pending``, named in the catalog, then moved into ``data``. So a file in ``data``
+        that the catalog does not name was never published, and after a crash a pending file
+        the catalog names is moved into place on opening (``_finish_publishing``).
 
         Raises:
-            StoreError: DiskFullError when the disk filled; no temporary file is left.
+            StoreError: DiskFullError when the disk filled; no file is left behind, and the
+                catalog is as it was.
         """
+        if self.path is None or self._catalog is None:
+            return MemorySegment(table, first, last)
+        catalog = self._catalog
+        durable = self.durability != "none"
+        facts = FileFacts(catalog.store_id, first, last, table.num_rows)
         try:
-            return write_segment(self._data_dir, table, durable=self.durability != "none")
+            pending = write_segment(self._pending_dir, table, durable=durable, metadata=facts.metadata())
         except OSError as exc:
             # Flushes, imports and compactions take turns (_flush_lock): a temporary file is this one's.
-            for temp in self._data_dir.glob(".tmp-*"):
-                temp.unlink(missing_ok=True)
+            for path in self._pending_dir.glob(f"*{first:012d}-{last:012d}.parquet"):
+                path.unlink(missing_ok=True)
             advice = "the next flush writes the events (the write-ahead log keeps them meanwhile)"
-            raise store_os_error(exc, self._data_dir, "write a Parquet file in", advice) from exc
+            raise store_os_error(exc, self._pending_dir, "write a Parquet file in", advice) from exc
+        pending.close()  # opened again where it ends up
+        name = pending.path.name
+        final = self._data_dir / name
+        entry = FileEntry(name, first, last, table.num_rows, pending.size)
+        old = [
+            FileEntry(s.path.name, s.first_position, s.last_position, s.rows, s.size)
+            for s in replaced
+            if isinstance(s, FileSegment)
+        ]
+        try:
+            catalog.replace(
+                [entry], [e.name for e in old], log_segment=self._log_segment, log_required=self._log_required
+            )
+        except StoreError:
+            pending.path.unlink(missing_ok=True)
+            raise
+        try:
+            os.replace(pending.path, final)
+            if durable:
+                fsync_directory(self._data_dir)
+        except OSError as exc:
+            with contextlib.suppress(StoreError):  # else opening again finishes the move
+                catalog.replace(old, [name])
+                pending.path.unlink(missing_ok=True)
+                final.unlink(missing_ok=True)
+            raise store_os_error(exc, final, "move a new Parquet file into place at") from exc
+        return FileSegment(final, first, last, table.num_rows)
 
     def _publish(self) -> None:
         """Rewrite manifest.json, the list of files read-only openers load, after the catalog changed.
@@ -743,6 +964,10 @@ class EventStore(Reader):
                 buffer = self._buffer
                 self._buffer = HotBuffer(buffer.first_position + len(buffer))
                 self._frozen.append(buffer)
+                if self._wal is not None:
+                    self._log_segment = closed + 1
+                    # Made now, so that the catalog may say it must exist (a full disk: at the next append).
+                    self._log_required = self._wal.begin_segment()
                 # rotate() made everything written so far durable: show it all.
                 self._show(buffer.last_position)
                 self._notify()
@@ -803,27 +1028,15 @@ class EventStore(Reader):
 
     def _merge(self, group: list[Segment]) -> None:
         table = sort_for_segment(unify([s.read_table() for s in group]))
-        merged: Segment
-        if self.path is None or self._catalog is None:
-            merged = MemorySegment(table, group[0].first_position, group[-1].last_position)
-        else:
-            merged = self._write_file(table)
-            entry = FileEntry(merged.path.name, merged.first_position, merged.last_position, merged.rows,
-                              merged.size)
-            old = [s.path.name for s in group if isinstance(s, FileSegment)]
-            try:
-                self._catalog.replace([entry], old, publish=False)
-            except StoreError:
-                merged.close()
-                merged.path.unlink(missing_ok=True)
-                raise
+        merged = self._write_segment(table, group[0].first_position, group[-1].last_position, replaced=group)
         with self._lock:
             start = self._segments.index(group[0])
             self._segments[start : start + len(group)] = [merged]
         # The merged-away files stay until readers have a manifest without them (if it cannot
         # be written, they are left behind: no longer in the catalog, covered by the new file).
         self._publish()
-        # Not deleted yet: a SQL relation made a moment ago may still read them.
+        # Not deleted yet: a SQL relation made a moment ago may still read them, and so may
+        # readers in other processes (they pin what they read: see store/pins.py).
         # (Open ParquetFile handles keep working after the unlink anyway.)
         now = self.clock.monotonic()
         self._trash.extend((now, s.path) for s in group if isinstance(s, FileSegment))
@@ -832,9 +1045,7 @@ class EventStore(Reader):
         cutoff = self.clock.monotonic() - _TRASH_SECONDS
         keep = []
         for when, path in self._trash:
-            if everything or when <= cutoff:
-                path.unlink(missing_ok=True)
-            else:
+            if not ((everything or when <= cutoff) and remove_unless_pinned(path)):
                 keep.append((when, path))
         self._trash = keep
 
@@ -1041,7 +1252,7 @@ class EventStore(Reader):
         self._check_open()
         if self.path is None:
             return VerifyReport("(memory)")
-        entries = self._catalog.files() if self._catalog is not None else read_manifest(self.path)
+        entries = self._catalog.files() if self._catalog is not None else list(read_manifest(self.path).files)
         return verify_store(self.path, entries=entries, live=True)
 
     def info(self) -> dict[str, Any]:
@@ -1138,21 +1349,34 @@ class EventStore(Reader):
         """(what it is, how to let go of it) for each thing the store holds, in release order;
         each is forgotten as it is listed, so that nothing is released twice."""
         held: list[tuple[str, Callable[[], None]]] = []
+        catalog, self._catalog = self._catalog, None
         views, self._views = self._views, None
         if views is not None:
             held.append(("close the SQL views of", views.close))
         wal, self._wal = self._wal, None
         if wal is not None:
+            if catalog is not None:
+                held.append(("record the unused log segment of", lambda: self._note_unused_log(catalog)))
             held.append(("close the write-ahead log of", wal.close))
+        pins, self._pins = self._pins, None
+        if pins is not None:
+            held.append(("let go of the files read from", pins.release))
         held.append(("delete merged-away files of", lambda: self._empty_trash(everything=True)))
         held.extend(("close a file of", s.close) for s in self._segments if isinstance(s, FileSegment))
-        catalog, self._catalog = self._catalog, None
         if catalog is not None:
             held.append(("close the catalog of", catalog.close))
         lockfile, self._lockfile = self._lockfile, None
         if lockfile is not None:
             held.append(("release the lock of", lockfile.release))
         return held
+
+    def _note_unused_log(self, catalog: Catalog) -> None:
+        """Before the log's close removes its unused last segment, tell the catalog it need not
+        exist: else opening again would take it for a lost segment."""
+        if len(self._buffer) or self._frozen:
+            return
+        with contextlib.suppress(StoreError):
+            catalog.record_log_segment(self._log_segment, required=False)
 
     def __enter__(self) -> EventStore:
         return self

@@ -111,7 +111,7 @@ def _compare_manifest(directory: Path, entries: list[FileEntry] | None, problems
     except CorruptionError as exc:
         problems.append(exc)
         return
-    if entries is not None and published != entries:
+    if entries is not None and list(published.files) != entries:
         problems.append(CorruptionError(str(directory / MANIFEST), "does not list the files the catalog names"))
 
 

@@ -11,8 +11,8 @@ flush policy can need before the next flush: the events still to come until
 ``flush_every`` at the bytes per event of the frames seen so far, plus a
 sixteenth (a segment that fills first is followed by one sized for the rest; one
 twice its size when the flush is overdue). So the zeros written are about what
-the frames overwrite, never 64 MiB for ten events. A segment is made at the first
-write after a flush, not before.
+the frames overwrite, never 64 MiB for ten events. A segment is made at opening
+and at each flush (``begin_segment``), or at the first write if the disk was full then.
 
 One append is one frame, so a crash leaves at most a torn tail: bytes after
 the last good frame from which no valid frame can be read. A disk writes whole
@@ -523,6 +523,24 @@ class WriteAheadLog:
             self._planned = self._plan(rest_of_period=False)
             self._period_bytes = self._period_events = 0
             return closed
+
+    def begin_segment(self) -> bool:
+        """Make the next segment now, unless one is open; True when one is open after.
+
+        The store records in its catalog that this segment must exist, so that opening
+        notices if it is lost. When it cannot be made (a full disk), nothing fails yet:
+        the next write tries again, and fails the log if it cannot.
+        """
+        with self._leader, self._file_lock:
+            if self._fd >= 0:
+                return True
+            if self._failed is not None:
+                return False
+            try:
+                self._start_segment(0)
+            except StoreError:
+                return False
+            return True
 
     def _plan(self, *, rest_of_period: bool) -> int:
         """The size of the next segment: the events the flush policy lets come before the
