@@ -228,6 +228,20 @@ def test_moving_a_damaged_tail_aside_keeps_its_bytes_and_the_store_opens(image: 
         assert [(r.position, r.event) for r in store.read_all()] == [(p, e) for p, _, _, e in image.events[:-1]]
 
 
+def test_repair_moves_a_damaged_final_frame_aside_and_says_so(image: Image, tmp_path: Path) -> None:
+    copy = shutil.copytree(image.directory, tmp_path / "store")
+    segment, offset, end = last_frame(copy)
+    flip(segment, (offset + end) // 2, random.Random(3))
+    damaged = segment.read_bytes()[offset:end]
+    with pytest.raises(ev.CorruptionError):
+        ev.open_store(copy)
+    report = ev.repair_store(copy)
+    aside = segment.with_name(f"{segment.name}.tail-{offset}")
+    assert f"wal/{aside.name}" in str(report)
+    assert aside.read_bytes() == damaged  # the evidence is kept
+    with ev.open_store(copy) as store:
+        assert [(r.position, r.event) for r in store.read_all()] == [(p, e) for p, _, _, e in image.events[:-1]]
+
 def test_a_torn_final_frame_is_moved_aside_not_deleted(image: Image, tmp_path: Path) -> None:
     copy = shutil.copytree(image.directory, tmp_path / "store")
     segment, offset, end = last_frame(copy)

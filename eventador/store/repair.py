@@ -23,12 +23,13 @@ raises, naming the gap, and changes nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import html
 import itertools
 import os
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,7 +51,7 @@ from eventador.store.catalog import (
     read_manifest,
 )
 from eventador.store.lock import DirectoryLock
-from eventador.store.wal import WriteAheadLog, fsync_directory, scan_segment
+from eventador.store.wal import Frame, WriteAheadLog, fsync_directory, move_tail_aside, scan_segment
 
 __all__ = ["RepairReport", "repair_store"]
 
@@ -119,8 +120,9 @@ def repair_store(path: str | os.PathLike[str], *, dry_run: bool = False) -> Repa
 
     Raises:
         StoreLockedError: a writer has the store open.
-        CorruptionError: the files and the log leave a gap in positions, or a log segment
-            is damaged; nothing was changed.
+        CorruptionError: the files and the log leave a gap in positions (a damaged log
+            frame followed by further segments, say); nothing was changed. A damaged
+            log tail is moved aside to ``wal/<segment>.tail-<offset>``, never deleted.
         InvalidInputError: `path` holds no store.
 
     >>> print(ev.repair_store("bank"))
@@ -148,9 +150,9 @@ class _Plan:
     store_id: str = ""
     files: list[FileEntry] = field(default_factory=list)
     last_position: int = 0
-    steps: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+    steps: list[tuple[str, Callable[[], object]]] = field(default_factory=list)
 
-    def add(self, what: str, step: Callable[[], None]) -> None:
+    def add(self, what: str, step: Callable[[], object]) -> None:
         self.steps.append((what, step))
 
 
@@ -272,7 +274,7 @@ def _check_log(wal: Path, end: int, catalog: Manifest | None, plan: _Plan) -> in
         )
     last = end
     for _, path in segments:
-        for frame in scan_segment(path, repair=False):
+        for frame in _sound_frames(path, plan):
             try:
                 body = cbor2.loads(frame.body)
                 first, count = int(body[0]), len(decode_columns(body[6], log_format=frame.log_format)[3])
@@ -287,6 +289,28 @@ def _check_log(wal: Path, end: int, catalog: Manifest | None, plan: _Plan) -> in
                 )
             last = first + count - 1
     return last
+
+
+def _sound_frames(path: Path, plan: _Plan) -> Iterator[Frame]:
+    """The frames of log segment `path` up to the first damaged one, whose bytes from there
+    on the plan moves to a file of their own (kept, never deleted)."""
+    frames = scan_segment(path, repair=False)
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except CorruptionError as exc:
+            if exc.offset is None:
+                raise
+            offset = exc.offset
+            plan.add(
+                f"wal/{path.name} is damaged from byte {offset} ({exc.reason}): its bytes from there are moved to "
+                f"wal/{path.name}.tail-{offset}, and the events in them are not in the store",
+                functools.partial(move_tail_aside, path, offset),
+            )
+            return
+        yield frame
 
 
 def _plan_catalog(directory: Path, catalog: Manifest | None, plan: _Plan) -> None:
