@@ -24,11 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
+import pyarrow as pa
 from tqdm.auto import tqdm
 
-from eventador.codec import encode_rows, encode_value
+from eventador.codec import encode_coded_rows
 from eventador.errors import EventLogColumnError, EventLogRowError, InvalidInputError, SerializationError
+from eventador.projections.progress import bar
 from eventador.store.bulk import NewStreams
+from eventador.store.columns import uniform_array
 from eventador.store.records import micros_to_datetime
 
 if TYPE_CHECKING:  # pandas is imported when used: `import eventador` stays quick
@@ -467,29 +470,29 @@ def import_dataframe(
         )
     show = progress if progress is not None else len(df) > 50_000
     payload_columns = [c for c in df.columns if c not in (stream_id, event_type, occurred_at)]
-    data: dict[str, list[Any]] = {str(c): [] for c in payload_columns}
-    payloads: list[bytes] = []
-    with tqdm(total=len(df), desc="importing", unit="row", unit_scale=True, disable=not show) as bar:
+    coded = {str(c): _coded(df[c], index) for c in payload_columns}
+    pieces: list[pa.Array] = []
+    shown = bar(len(df), "importing", show, unit="row")
+    try:
         for start in range(0, len(df), _CHUNK_ROWS):
-            rows = index[start : start + _CHUNK_ROWS]
-            chunk = {str(c): _python_values(df[c].iloc[rows]) for c in payload_columns}
+            stop = min(start + _CHUNK_ROWS, len(df))
+            chunk = {key: _distinct(codes[start:stop], values) for key, (codes, values) in coded.items()}
             try:
-                payloads += encode_rows(chunk, what="row") if chunk else [_NO_PAYLOAD] * len(rows)
+                pieces.append(encode_coded_rows(chunk, stop - start, what="row"))
             except SerializationError as exc:
-                raise _unstorable(df, rows, chunk, exc) from None
-            for key, values in chunk.items():
-                data[key] += values
-            bar.update(len(rows))
-        bar.set_postfix_str("writing")
+                raise _unstorable(df, index, coded, exc) from None
+            shown.update(stop - start)
         streams = NewStreams(
             stream_ids=sorted_cases,
             event_types=activities.to_numpy()[index].tolist(),
             occurred_us=order["t"].dt.as_unit("us").astype("int64").to_numpy(),
-            payloads=payloads,
-            data=data,
+            payloads=pa.concat_arrays(pieces),
+            data={key: _typed(codes, values) for key, (codes, values) in coded.items()},
             stream_type=stream_type,
         )
         written = store._append_new_streams(streams)
+    finally:
+        shown.close()
     return written
 
 
@@ -500,7 +503,6 @@ def _label(df: pd.DataFrame, row: Any) -> Any:
 
 
 _CHUNK_ROWS = 50_000  # rows encoded at a time: the progress bar moves by this much
-_NO_PAYLOAD = encode_value({})  # a log with only case, activity and time columns
 
 
 def _names(df: pd.DataFrame, column: str, empty: str) -> pd.Series:
@@ -588,14 +590,56 @@ def _parse(values: pd.Series, *, utc: bool) -> pd.Series:
         return pd.to_datetime(values, utc=utc, errors="coerce", format="mixed")
 
 
-def _unstorable(df: pd.DataFrame, rows: Any, chunk: dict[str, list[Any]], exc: SerializationError) -> EventLogRowError:
-    """The error naming the row and column of the value `encode_rows` could not store."""
-    for key, values in chunk.items():
-        for i, value in enumerate(values):
+def _unstorable(df: pd.DataFrame, index: np.ndarray, coded: dict[str, tuple[np.ndarray, list[Any]]],
+                exc: SerializationError) -> EventLogRowError:
+    """The error naming the row and column of the value `encode_coded_rows` could not store."""
+    for key, (codes, values) in coded.items():
+        for code, value in enumerate(values):
             if value is exc.value:
-                row = int(rows[i])
+                row = int(index[np.flatnonzero(codes == code)[0]])
                 return EventLogRowError(row, _label(df, row), key, f"cannot be stored: {exc.reason}")
-    return EventLogRowError(int(rows[0]), _label(df, rows[0]), str(exc.path), str(exc))
+    return EventLogRowError(int(index[0]), _label(df, index[0]), str(exc.path), str(exc))
+
+
+def _coded(series: pd.Series, order: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    """The column, rows taken in `order`, as codes into its distinct values (plain Python
+    values; -1 where missing). pandas finds them in C where no two values of the column can
+    be equal across types (1, 1.0 and True are) or be told apart only by sign (0.0 and -0.0
+    are equal keys); otherwise every row is its own value."""
+    import pandas as pd
+
+    dtype = series.dtype
+    plain = isinstance(dtype, np.dtype) and dtype.kind in "iubfM"
+    if plain or isinstance(dtype, (pd.StringDtype, pd.DatetimeTZDtype)) or dtype == object:
+        try:
+            codes, distinct = pd.factorize(series, use_na_sentinel=True)
+        except TypeError:  # unhashable values (lists, dicts)
+            codes = None
+        if codes is not None:
+            values = _python_values(pd.Series(distinct))
+            signed_zero = dtype.kind == "f" and bool(np.any((distinct == 0) & np.signbit(distinct)))
+            if not signed_zero and (dtype != object or set(map(type, values)) <= {str}):
+                return codes.astype(np.int64)[order], values
+    return np.arange(len(series), dtype=np.int64), _python_values(series.iloc[order])
+
+
+def _distinct(codes: np.ndarray, values: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    """`codes` renumbered over the values they use (so a chunk encodes only its own values)."""
+    used, local = np.unique(codes, return_inverse=True)
+    if len(used) and used[0] < 0:  # -1, missing, sorts first: it stays -1
+        used, local = used[1:], local - 1
+    return local.astype(np.int64), [values[i] for i in used.tolist()]
+
+
+def _typed(codes: np.ndarray, values: list[Any]) -> pa.Array | list[Any]:
+    """The column's values for its typed columns: an Arrow array when one type fits all of them."""
+    uniform = uniform_array(values)
+    if uniform is not None:
+        return uniform.take(pa.array(codes, mask=codes < 0))
+    objects = np.empty(len(values) + 1, dtype=object)
+    objects[:-1] = values  # element by element: a list value stays one element
+    rows: list[Any] = objects[codes].tolist()  # code -1 picks the last: None
+    return rows
 
 
 def _python_values(series: pd.Series) -> list[Any]:
