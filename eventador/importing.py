@@ -609,8 +609,9 @@ def _coded(series: pd.Series, order: np.ndarray) -> tuple[np.ndarray, list[Any]]
     import pandas as pd
 
     dtype = series.dtype
+    objects = pd.api.types.is_object_dtype(dtype)
     plain = isinstance(dtype, np.dtype) and dtype.kind in "iubfM"
-    if plain or isinstance(dtype, (pd.StringDtype, pd.DatetimeTZDtype)) or dtype == object:
+    if plain or objects or isinstance(dtype, (pd.StringDtype, pd.DatetimeTZDtype)):
         try:
             codes, distinct = pd.factorize(series, use_na_sentinel=True)
         except TypeError:  # unhashable values (lists, dicts)
@@ -618,7 +619,7 @@ def _coded(series: pd.Series, order: np.ndarray) -> tuple[np.ndarray, list[Any]]
         if codes is not None:
             values = _python_values(pd.Series(distinct))
             signed_zero = dtype.kind == "f" and bool(np.any((distinct == 0) & np.signbit(distinct)))
-            if not signed_zero and (dtype != object or set(map(type, values)) <= {str}):
+            if not signed_zero and (not objects or set(map(type, values)) <= {str}):
                 return codes.astype(np.int64)[order], values
     return np.arange(len(series), dtype=np.int64), _python_values(series.iloc[order])
 
