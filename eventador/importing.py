@@ -626,10 +626,10 @@ def _coded(series: pd.Series, order: np.ndarray) -> tuple[np.ndarray, list[Any]]
 
 def _distinct(codes: np.ndarray, values: list[Any]) -> tuple[np.ndarray, list[Any]]:
     """`codes` renumbered over the values they use (so a chunk encodes only its own values)."""
-    used, local = np.unique(codes, return_inverse=True)
-    if len(used) and used[0] < 0:  # -1, missing, sorts first: it stays -1
-        used, local = used[1:], local - 1
-    return local.astype(np.int64), [values[i] for i in used.tolist()]
+    used = np.flatnonzero(np.bincount(codes + 1, minlength=len(values) + 1)[1:])  # -1, missing, counted first
+    renumber = np.full(len(values) + 1, -1, dtype=np.int64)  # the last one: -1 stays -1
+    renumber[used] = np.arange(len(used), dtype=np.int64)
+    return renumber[codes], [values[i] for i in used.tolist()]
 
 
 def _typed(codes: np.ndarray, values: list[Any]) -> pa.Array | list[Any]:
