@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from eventador.codec import encode_coded_rows
 from eventador.errors import EventLogColumnError, EventLogRowError, InvalidInputError, SerializationError
-from eventador.projections.progress import bar
+from eventador.projections.progress import Bar, bar
 from eventador.store.bulk import NewStreams
 from eventador.store.columns import uniform_array
 from eventador.store.records import micros_to_datetime
@@ -61,7 +61,7 @@ def _value(kind: str, raw: str | None) -> Any:
     return raw
 
 
-def read_xes(path: str | os.PathLike[str]) -> pd.DataFrame:
+def read_xes(path: str | os.PathLike[str], *, progress: bool | None = None) -> pd.DataFrame:
     """The events of an XES log (``.xes`` or ``.xes.gz``) as a DataFrame with pm4py's column names.
 
     One row per event: ``case:concept:name`` (the trace's name), ``concept:name``
@@ -73,6 +73,10 @@ def read_xes(path: str | os.PathLike[str]) -> pd.DataFrame:
     does the work, about three times faster; the result is the same (its first
     traces are checked against this module's own reader, which reads the whole log
     whenever they differ or rustxes fails).
+
+    `progress`: a bar counting the bytes of the file read by this module's own reader
+    (default: for files over 10 MB when stderr is a terminal). ``rustxes`` reads the
+    whole file in one call, with nothing to count, so it shows none.
 
     Raises:
         InvalidInputError: the file is missing or not well-formed XML (names the line
@@ -86,15 +90,20 @@ def read_xes(path: str | os.PathLike[str]) -> pd.DataFrame:
         checked = _checked(source, fast)
         if checked is not None:
             return checked
-    return _read_with_expat(source)
+    return _read_with_expat(source, progress=progress)
 
 
-def _read_with_expat(source: Path) -> pd.DataFrame:
+def _read_with_expat(source: Path, *, progress: bool | None = None) -> pd.DataFrame:
     """The whole log read by this module's own reader (the reference ``rustxes`` is checked against)."""
     reader = _XesReader()
+    size = source.stat().st_size
+    shown = bar(size, f"reading {source.name}", _show_reading(progress, size), unit="B")
     try:
-        with _open(source) as f:
-            reader.parse(f)
+        with open(source, "rb") as raw:
+            zipped = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            counted = typing.cast(BinaryIO, _Counted(raw, shown))  # the file's own bytes: zipped ones if zipped
+            reader.parse(typing.cast(BinaryIO, gzip.GzipFile(fileobj=counted, mode="rb")) if zipped else counted)
     except pyexpat.ExpatError as exc:
         raise InvalidInputError(
             f"{source}: not well-formed XES at line {exc.lineno}, column {exc.offset + 1}: "
@@ -102,6 +111,8 @@ def _read_with_expat(source: Path) -> pd.DataFrame:
         ) from None
     except (ValueError, OSError, EOFError) as exc:
         raise InvalidInputError(f"{source}: cannot read: {exc}") from None
+    finally:
+        shown.close()
     if not reader.rows:
         raise InvalidInputError(f"{source}: no traces with events found")
     return reader.frame()
@@ -154,12 +165,22 @@ def _pieces(path: Path) -> Iterator[bytes]:
             yield raw if inflate is None else inflate.decompress(raw)
 
 
-def _open(path: Path) -> BinaryIO:
-    with open(path, "rb") as probe:
-        magic = probe.read(2)
-    if magic == b"\x1f\x8b":
-        return typing.cast(BinaryIO, gzip.open(path, "rb"))
-    return open(path, "rb")  # the caller closes it
+def _show_reading(progress: bool | None, size: int) -> bool:
+    """Whether to show a bar reading a file of `size` bytes: `progress` if given, else for
+    files over 10 MB when stderr is a terminal."""
+    return progress if progress is not None else size > 10_000_000 and sys.stderr.isatty()
+
+
+class _Counted:
+    """A binary file whose reads move a progress bar by the bytes read."""
+
+    def __init__(self, f: BinaryIO, shown: Bar) -> None:
+        self._f, self._shown = f, shown
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._shown.update(len(data))
+        return data
 
 
 class _XesReader:
@@ -311,8 +332,8 @@ def _differ(a: Any, b: Any) -> bool:
 def read_event_log(path: str | os.PathLike[str], *, progress: bool | None = None) -> pd.DataFrame:
     """A DataFrame from an ``.xes``/``.xes.gz``, ``.csv`` or ``.parquet`` file.
 
-    `progress`: a bar counting the bytes read of a CSV file (default: for files
-    over 10 MB when stderr is a terminal).
+    `progress`: a bar counting the bytes read of a CSV file, or of an XES file read
+    without ``rustxes`` (default: for files over 10 MB when stderr is a terminal).
 
     Raises:
         InvalidInputError: the file is missing, cannot be read, is of another format,
@@ -323,13 +344,13 @@ def read_event_log(path: str | os.PathLike[str], *, progress: bool | None = None
     source = Path(path)
     name = source.name.lower()
     if name.endswith((".xes", ".xes.gz")):
-        return read_xes(source)
+        return read_xes(source, progress=progress)
     if not source.is_file():
         raise InvalidInputError(f"no such file: {source}")
     try:
         if name.endswith(".csv"):
             size = source.stat().st_size
-            show = progress if progress is not None else size > 10_000_000 and sys.stderr.isatty()
+            show = _show_reading(progress, size)
             with open(source, "rb") as raw, tqdm.wrapattr(
                 raw, "read", total=size, desc=f"reading {source.name}", unit="B", unit_scale=True,
                 unit_divisor=1024, disable=not show,
