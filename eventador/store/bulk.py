@@ -66,6 +66,7 @@ class NewStreams:
         """The rows as a segment table (envelope, then typed columns), positions from `first_position`."""
         n = len(self)
         timestamp = ENVELOPE.field("recorded_at").type
+        payloads = pa.array(self.payloads, pa.binary())  # an import's arrive as Arrow already
         arrays: list[pa.Array] = [
             pa.array(np.arange(first_position, first_position + n, dtype=np.int64)),
             pa.array(self.stream_ids, pa.string()),
@@ -77,7 +78,7 @@ class NewStreams:
             pa.array([self.stream_type] * n, pa.string()),
             pa.nulls(n, pa.binary()),
             pa.nulls(n, pa.string()),
-            payloads := pa.array(self.payloads, pa.binary()),
+            payloads,
         ]
         table = pa.Table.from_arrays(arrays, schema=ENVELOPE)
         types = self.event_types
