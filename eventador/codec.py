@@ -52,6 +52,7 @@ __all__ = [
     "check_value",
     "decode_event",
     "decode_value",
+    "encode_coded_rows",
     "encode_event",
     "encode_rows",
     "encode_value",
@@ -113,10 +114,7 @@ def encode_value(value: Any, *, what: str = "value") -> bytes:
 def encode_rows(columns: dict[str, list[Any]], *, what: str = "row") -> list[bytes]:
     """CBOR maps for rows given as columns (``None``: the key is absent from that row).
 
-    The same bytes as ``encode_value`` of each row's dict, made faster for bulk
-    imports: each distinct value of a column is encoded once (event logs repeat
-    their resources, activities and case attributes on every row), and the rows
-    are joined column by column in NumPy.
+    The same bytes as ``encode_value`` of each row's dict; see ``encode_coded_rows``.
 
     Raises:
         SerializationError: naming the column and row of the first value that cannot be encoded.
@@ -124,24 +122,52 @@ def encode_rows(columns: dict[str, list[Any]], *, what: str = "row") -> list[byt
     import numpy as np
 
     height = len(next(iter(columns.values()))) if columns else 0
-    joined = np.full(height, b"", dtype=object)
-    counts = np.zeros(height, dtype=np.int64)
     for key, values in columns.items():
         if len(values) != height:
             raise SerializationError(what, key, f"column {key!r} has {len(values)} values, expected {height}")
-        parts = np.array(_encoded_column(key, values, what), dtype=object)
-        joined += parts
-        counts += parts != b""
-    heads = np.array([_map_header(n) for n in range(int(counts.max(initial=0)) + 1)], dtype=object)
-    out: list[bytes] = (heads[counts] + joined).tolist()
-    return out
+    rows = np.arange(height, dtype=np.int64)
+    encoded: list[bytes] = encode_coded_rows({key: (rows, values) for key, values in columns.items()}, height,
+                                             what=what).to_pylist()
+    return encoded
+
+
+def encode_coded_rows(columns: dict[str, tuple[Any, list[Any]]], height: int, *, what: str = "row") -> Any:
+    """CBOR maps, as an Arrow binary array, for rows given as columns of codes into distinct values:
+    ``(codes, values)`` says row i holds ``values[codes[i]]`` (code -1 or a ``None`` value: the
+    key is absent from that row).
+
+    The same bytes as ``encode_value`` of each row's dict, made fast for bulk imports:
+    each distinct value is encoded once (event logs repeat their resources, activities and
+    case attributes on every row), and the rows are joined in Arrow, with no Python step per row.
+
+    Raises:
+        SerializationError: naming the column and row of the first value that cannot be encoded.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    counts = np.zeros(height, dtype=np.int64)  # the keys present in each row
+    parts = []
+    for key, (codes, values) in columns.items():
+        entries = [*_encoded_column(key, values, what, codes), b""]  # the last one: absent
+        present = np.fromiter(map(bool, entries), dtype=bool, count=len(entries))
+        where = np.where(codes < 0, len(entries) - 1, codes)
+        counts += present[where]
+        parts.append(pa.array(entries, pa.binary()).take(pa.array(where)))
+    heads = pa.array([_map_header(n) for n in range(int(counts.max(initial=0)) + 1)], pa.binary())
+    rows = heads.take(pa.array(counts))
+    return pc.binary_join_element_wise(rows, *parts, b"") if parts else rows
 
 
 _HASHABLE_SCALARS = (str, int, float, bool, bytes, Decimal, uuid.UUID, datetime, date)
 
 
-def _encoded_column(key: str, values: list[Any], what: str) -> list[bytes]:
-    """Each value as its map entry (key and value), b"" for None; each distinct value encoded once."""
+def _encoded_column(key: str, values: list[Any], what: str, codes: Any) -> list[bytes]:
+    """Each value as its map entry (key and value), b"" for None; each distinct value encoded once.
+    A value that cannot be encoded is named by the first row whose code points to it."""
+    import numpy as np
+
     prefix = cbor2.dumps(key)
 
     def entry(value: Any) -> bytes:
@@ -150,7 +176,8 @@ def _encoded_column(key: str, values: list[Any], what: str) -> list[bytes]:
                 check_value(value, key)
             return prefix + cbor2.dumps(value, default=_default)
         except Exception as exc:
-            row = next(i for i, v in enumerate(values) if v is value)
+            code = next(i for i, v in enumerate(values) if v is value)
+            row = int(np.flatnonzero(codes == code)[0])
             if isinstance(exc, SerializationError):
                 check_value(value, f"{what} {row}, column {key!r}")  # raises again, naming the row
             raise _explain(value, f"{what} {row}, column {key!r}", exc) from None

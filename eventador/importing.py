@@ -24,11 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
+import pyarrow as pa
 from tqdm.auto import tqdm
 
-from eventador.codec import encode_rows, encode_value
+from eventador.codec import encode_coded_rows
 from eventador.errors import EventLogColumnError, EventLogRowError, InvalidInputError, SerializationError
+from eventador.projections.progress import Bar, bar
 from eventador.store.bulk import NewStreams
+from eventador.store.columns import uniform_array
 from eventador.store.records import micros_to_datetime
 
 if TYPE_CHECKING:  # pandas is imported when used: `import eventador` stays quick
@@ -58,7 +61,7 @@ def _value(kind: str, raw: str | None) -> Any:
     return raw
 
 
-def read_xes(path: str | os.PathLike[str]) -> pd.DataFrame:
+def read_xes(path: str | os.PathLike[str], *, progress: bool | None = None) -> pd.DataFrame:
     """The events of an XES log (``.xes`` or ``.xes.gz``) as a DataFrame with pm4py's column names.
 
     One row per event: ``case:concept:name`` (the trace's name), ``concept:name``
@@ -70,6 +73,10 @@ def read_xes(path: str | os.PathLike[str]) -> pd.DataFrame:
     does the work, about three times faster; the result is the same (its first
     traces are checked against this module's own reader, which reads the whole log
     whenever they differ or rustxes fails).
+
+    `progress`: a bar counting the bytes of the file read by this module's own reader
+    (default: for files over 10 MB when stderr is a terminal). ``rustxes`` reads the
+    whole file in one call, with nothing to count, so it shows none.
 
     Raises:
         InvalidInputError: the file is missing or not well-formed XML (names the line
@@ -83,15 +90,20 @@ def read_xes(path: str | os.PathLike[str]) -> pd.DataFrame:
         checked = _checked(source, fast)
         if checked is not None:
             return checked
-    return _read_with_expat(source)
+    return _read_with_expat(source, progress=progress)
 
 
-def _read_with_expat(source: Path) -> pd.DataFrame:
+def _read_with_expat(source: Path, *, progress: bool | None = None) -> pd.DataFrame:
     """The whole log read by this module's own reader (the reference ``rustxes`` is checked against)."""
     reader = _XesReader()
+    size = source.stat().st_size
+    shown = bar(size, f"reading {source.name}", _show_reading(progress, size), unit="B")
     try:
-        with _open(source) as f:
-            reader.parse(f)
+        with open(source, "rb") as raw:
+            zipped = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            counted = typing.cast(BinaryIO, _Counted(raw, shown))  # the file's own bytes: zipped ones if zipped
+            reader.parse(typing.cast(BinaryIO, gzip.GzipFile(fileobj=counted, mode="rb")) if zipped else counted)
     except pyexpat.ExpatError as exc:
         raise InvalidInputError(
             f"{source}: not well-formed XES at line {exc.lineno}, column {exc.offset + 1}: "
@@ -99,6 +111,8 @@ def _read_with_expat(source: Path) -> pd.DataFrame:
         ) from None
     except (ValueError, OSError, EOFError) as exc:
         raise InvalidInputError(f"{source}: cannot read: {exc}") from None
+    finally:
+        shown.close()
     if not reader.rows:
         raise InvalidInputError(f"{source}: no traces with events found")
     return reader.frame()
@@ -151,12 +165,22 @@ def _pieces(path: Path) -> Iterator[bytes]:
             yield raw if inflate is None else inflate.decompress(raw)
 
 
-def _open(path: Path) -> BinaryIO:
-    with open(path, "rb") as probe:
-        magic = probe.read(2)
-    if magic == b"\x1f\x8b":
-        return typing.cast(BinaryIO, gzip.open(path, "rb"))
-    return open(path, "rb")  # the caller closes it
+def _show_reading(progress: bool | None, size: int) -> bool:
+    """Whether to show a bar reading a file of `size` bytes: `progress` if given, else for
+    files over 10 MB when stderr is a terminal."""
+    return progress if progress is not None else size > 10_000_000 and sys.stderr.isatty()
+
+
+class _Counted:
+    """A binary file whose reads move a progress bar by the bytes read."""
+
+    def __init__(self, f: BinaryIO, shown: Bar) -> None:
+        self._f, self._shown = f, shown
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._shown.update(len(data))
+        return data
 
 
 class _XesReader:
@@ -308,8 +332,8 @@ def _differ(a: Any, b: Any) -> bool:
 def read_event_log(path: str | os.PathLike[str], *, progress: bool | None = None) -> pd.DataFrame:
     """A DataFrame from an ``.xes``/``.xes.gz``, ``.csv`` or ``.parquet`` file.
 
-    `progress`: a bar counting the bytes read of a CSV file (default: for files
-    over 10 MB when stderr is a terminal).
+    `progress`: a bar counting the bytes read of a CSV file, or of an XES file read
+    without ``rustxes`` (default: for files over 10 MB when stderr is a terminal).
 
     Raises:
         InvalidInputError: the file is missing, cannot be read, is of another format,
@@ -320,13 +344,13 @@ def read_event_log(path: str | os.PathLike[str], *, progress: bool | None = None
     source = Path(path)
     name = source.name.lower()
     if name.endswith((".xes", ".xes.gz")):
-        return read_xes(source)
+        return read_xes(source, progress=progress)
     if not source.is_file():
         raise InvalidInputError(f"no such file: {source}")
     try:
         if name.endswith(".csv"):
             size = source.stat().st_size
-            show = progress if progress is not None else size > 10_000_000 and sys.stderr.isatty()
+            show = _show_reading(progress, size)
             with open(source, "rb") as raw, tqdm.wrapattr(
                 raw, "read", total=size, desc=f"reading {source.name}", unit="B", unit_scale=True,
                 unit_divisor=1024, disable=not show,
@@ -467,29 +491,29 @@ def import_dataframe(
         )
     show = progress if progress is not None else len(df) > 50_000
     payload_columns = [c for c in df.columns if c not in (stream_id, event_type, occurred_at)]
-    data: dict[str, list[Any]] = {str(c): [] for c in payload_columns}
-    payloads: list[bytes] = []
-    with tqdm(total=len(df), desc="importing", unit="row", unit_scale=True, disable=not show) as bar:
+    coded = {str(c): _coded(df[c], index) for c in payload_columns}
+    pieces: list[pa.Array] = []
+    shown = bar(len(df), "importing", show, unit="row")
+    try:
         for start in range(0, len(df), _CHUNK_ROWS):
-            rows = index[start : start + _CHUNK_ROWS]
-            chunk = {str(c): _python_values(df[c].iloc[rows]) for c in payload_columns}
+            stop = min(start + _CHUNK_ROWS, len(df))
+            chunk = {key: _distinct(codes[start:stop], values) for key, (codes, values) in coded.items()}
             try:
-                payloads += encode_rows(chunk, what="row") if chunk else [_NO_PAYLOAD] * len(rows)
+                pieces.append(encode_coded_rows(chunk, stop - start, what="row"))
             except SerializationError as exc:
-                raise _unstorable(df, rows, chunk, exc) from None
-            for key, values in chunk.items():
-                data[key] += values
-            bar.update(len(rows))
-        bar.set_postfix_str("writing")
+                raise _unstorable(df, index, coded, exc) from None
+            shown.update(stop - start)
         streams = NewStreams(
             stream_ids=sorted_cases,
             event_types=activities.to_numpy()[index].tolist(),
             occurred_us=order["t"].dt.as_unit("us").astype("int64").to_numpy(),
-            payloads=payloads,
-            data=data,
+            payloads=pa.concat_arrays(pieces),
+            data={key: _typed(codes, values) for key, (codes, values) in coded.items()},
             stream_type=stream_type,
         )
         written = store._append_new_streams(streams)
+    finally:
+        shown.close()
     return written
 
 
@@ -500,7 +524,6 @@ def _label(df: pd.DataFrame, row: Any) -> Any:
 
 
 _CHUNK_ROWS = 50_000  # rows encoded at a time: the progress bar moves by this much
-_NO_PAYLOAD = encode_value({})  # a log with only case, activity and time columns
 
 
 def _names(df: pd.DataFrame, column: str, empty: str) -> pd.Series:
@@ -588,14 +611,57 @@ def _parse(values: pd.Series, *, utc: bool) -> pd.Series:
         return pd.to_datetime(values, utc=utc, errors="coerce", format="mixed")
 
 
-def _unstorable(df: pd.DataFrame, rows: Any, chunk: dict[str, list[Any]], exc: SerializationError) -> EventLogRowError:
-    """The error naming the row and column of the value `encode_rows` could not store."""
-    for key, values in chunk.items():
-        for i, value in enumerate(values):
+def _unstorable(df: pd.DataFrame, index: np.ndarray, coded: dict[str, tuple[np.ndarray, list[Any]]],
+                exc: SerializationError) -> EventLogRowError:
+    """The error naming the row and column of the value `encode_coded_rows` could not store."""
+    for key, (codes, values) in coded.items():
+        for code, value in enumerate(values):
             if value is exc.value:
-                row = int(rows[i])
+                row = int(index[np.flatnonzero(codes == code)[0]])
                 return EventLogRowError(row, _label(df, row), key, f"cannot be stored: {exc.reason}")
-    return EventLogRowError(int(rows[0]), _label(df, rows[0]), str(exc.path), str(exc))
+    return EventLogRowError(int(index[0]), _label(df, index[0]), str(exc.path), str(exc))
+
+
+def _coded(series: pd.Series, order: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    """The column, rows taken in `order`, as codes into its distinct values (plain Python
+    values; -1 where missing). pandas finds them in C where no two values of the column can
+    be equal across types (1, 1.0 and True are) or be told apart only by sign (0.0 and -0.0
+    are equal keys); otherwise every row is its own value."""
+    import pandas as pd
+
+    dtype = series.dtype
+    objects = pd.api.types.is_object_dtype(dtype)
+    plain = isinstance(dtype, np.dtype) and dtype.kind in "iubfM"
+    if plain or objects or isinstance(dtype, (pd.StringDtype, pd.DatetimeTZDtype)):
+        try:
+            codes, distinct = pd.factorize(series, use_na_sentinel=True)
+        except TypeError:  # unhashable values (lists, dicts)
+            codes = None
+        if codes is not None:
+            values = _python_values(pd.Series(distinct))
+            signed_zero = dtype.kind == "f" and bool(np.any((distinct == 0) & np.signbit(distinct)))
+            if not signed_zero and (not objects or set(map(type, values)) <= {str}):
+                return codes.astype(np.int64)[order], values
+    return np.arange(len(series), dtype=np.int64), _python_values(series.iloc[order])
+
+
+def _distinct(codes: np.ndarray, values: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    """`codes` renumbered over the values they use (so a chunk encodes only its own values)."""
+    used = np.flatnonzero(np.bincount(codes + 1, minlength=len(values) + 1)[1:])  # -1, missing, counted first
+    renumber = np.full(len(values) + 1, -1, dtype=np.int64)  # the last one: -1 stays -1
+    renumber[used] = np.arange(len(used), dtype=np.int64)
+    return renumber[codes], [values[i] for i in used.tolist()]
+
+
+def _typed(codes: np.ndarray, values: list[Any]) -> pa.Array | list[Any]:
+    """The column's values for its typed columns: an Arrow array when one type fits all of them."""
+    uniform = uniform_array(values)
+    if uniform is not None:
+        return uniform.take(pa.array(codes, mask=codes < 0))
+    objects = np.empty(len(values) + 1, dtype=object)
+    objects[:-1] = values  # element by element: a list value stays one element
+    rows: list[Any] = objects[codes].tolist()  # code -1 picks the last: None
+    return rows
 
 
 def _python_values(series: pd.Series) -> list[Any]:

@@ -30,14 +30,15 @@ class NewStreams:
 
     `occurred_us`: each event's own time in microseconds since the epoch;
     `payloads`: each event's CBOR payload; `data`: the same payloads as columns
-    (``None`` where a row has no such key), for the typed columns.
+    (``None`` where a row has no such key; an Arrow array: ``columns.uniform_array``
+    of the values), for the typed columns.
     """
 
     stream_ids: list[str]
     event_types: list[str]
     occurred_us: np.ndarray
-    payloads: list[bytes]
-    data: dict[str, list[Any]]
+    payloads: list[bytes] | pa.BinaryArray
+    data: dict[str, list[Any] | pa.Array]
     stream_type: str | None = None
 
     def __len__(self) -> int:
@@ -65,6 +66,7 @@ class NewStreams:
         """The rows as a segment table (envelope, then typed columns), positions from `first_position`."""
         n = len(self)
         timestamp = ENVELOPE.field("recorded_at").type
+        payloads = pa.array(self.payloads, pa.binary())  # an import's arrive as Arrow already
         arrays: list[pa.Array] = [
             pa.array(np.arange(first_position, first_position + n, dtype=np.int64)),
             pa.array(self.stream_ids, pa.string()),
@@ -76,11 +78,11 @@ class NewStreams:
             pa.array([self.stream_type] * n, pa.string()),
             pa.nulls(n, pa.binary()),
             pa.nulls(n, pa.string()),
-            pa.array(self.payloads, pa.binary()),
+            payloads,
         ]
         table = pa.Table.from_arrays(arrays, schema=ENVELOPE)
-        types, payloads = self.event_types, self.payloads
-        typed = data_columns(types, self.data, classes, lambda i: decode(types[i], payloads[i]))
+        types = self.event_types
+        typed = data_columns(types, self.data, classes, lambda i: decode(types[i], payloads[i].as_py()))
         for name, column in typed.items():
             table = table.append_column(name, column)
         return table

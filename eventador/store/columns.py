@@ -25,7 +25,7 @@ import pyarrow as pa
 from eventador.codec import _unwrap_optional, schema_of
 from eventador.messages import Event, UnknownEvent
 
-__all__ = ["ENVELOPE", "arrow_type_for", "data_columns", "typed_columns"]
+__all__ = ["ENVELOPE", "arrow_type_for", "data_columns", "typed_columns", "uniform_array"]
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 DECIMAL = pa.decimal128(38, 12)
@@ -165,7 +165,7 @@ def typed_columns(
 
 def data_columns(
     event_types: Sequence[str],
-    data: dict[str, list[Any]],
+    data: dict[str, list[Any] | pa.Array],
     classes: dict[str, type[Event]],
     decode: Callable[[int], Event],
 ) -> dict[str, pa.Array]:
@@ -173,24 +173,66 @@ def data_columns(
 
     The same columns ``typed_columns`` makes for the same events: per type, one per
     key with a value in that type's rows, typed from the values; types with a class
-    get its columns (`decode(i)` makes row i's instance).
+    get its columns (`decode(i)` makes row i's instance). A column given as an Arrow
+    array is ``uniform_array`` of its values.
+
+    A column whose values are of one plain type is typed once and masked per event
+    type (one vectorised pass each); others are typed from each type's own rows.
     """
-
-    arrays = {key: _object_array(values) for key, values in data.items()}
-
-    def build(event_type: str, rows: list[int]) -> dict[str, pa.Array]:
+    kinds = pa.array(event_types, pa.string()).dictionary_encode()
+    codes = kinds.indices.to_numpy(zero_copy_only=False)
+    n = len(codes)
+    uniform = {key: values if isinstance(values, pa.Array) else uniform_array(values) for key, values in data.items()}
+    objects: dict[str, np.ndarray] = {}
+    out: dict[str, pa.Array] = {}
+    for code, event_type in enumerate(kinds.dictionary.to_pylist()):
+        mine = codes == code
+        rows = np.flatnonzero(mine)
         if event_type in classes:
-            return _class_columns(event_type, classes[event_type], [decode(i) for i in rows])
-        out: dict[str, pa.Array] = {}
-        where = np.asarray(rows, dtype=np.int64)
-        for key, values in arrays.items():
-            mine = values[where]
-            column = _infer_array(mine)
-            if column.null_count < len(column):
+            columns = _class_columns(event_type, classes[event_type], [decode(i) for i in rows.tolist()])
+            out.update(_scatter(columns, rows, n))
+            continue
+        for key, values in data.items():
+            full = uniform[key]
+            if full is not None:
+                column = full if len(rows) == n else _masked(full, mine)
+            else:
+                if key not in objects:
+                    objects[key] = _object_array(typing.cast(list[Any], values))
+                column = _scatter({key: _infer_array(objects[key][rows])}, rows, n)[key]
+            if column.null_count < n:
                 out[column_name(event_type, key)] = column
-        return out
+    return out
 
-    return _by_type(event_types, build)
+
+_UNIFORM = (str, int, float, bool, bytes, datetime, date)
+
+
+def _masked(array: pa.Array, keep: np.ndarray) -> pa.Array:
+    """`array` with nulls where `keep` is False: its own value buffers under a new validity
+    bitmap (no copy of the values; Arrow leaves what a null slot points to unread)."""
+    if array.offset:  # a slice: its values from position 0, so the new bitmap lines up
+        array = pa.concat_arrays([array])
+    if array.null_count:
+        keep = keep & array.is_valid().to_numpy(zero_copy_only=False)
+    validity = pa.array(keep, pa.bool_()).buffers()[1]
+    return pa.Array.from_buffers(array.type, len(array), [validity, *array.buffers()[1:]])
+
+
+def uniform_array(values: Sequence[Any]) -> pa.Array | None:
+    """The typed column ``_infer_array`` makes of `values`, when it makes the same type of
+    every subset of them: all values (None aside) of one plain type (not Decimal, whose
+    precision follows the values); else None."""
+    kinds = set(map(type, values)) - {type(None)}
+    if len(kinds) != 1 or kinds.pop() not in _UNIFORM:
+        return None
+    try:
+        array = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+        return None  # an int beyond 64 bits, text with a lone surrogate: typed per event type
+    if not _plain_scalar_type(array.type):
+        return None
+    return array.cast(TIMESTAMP) if pa.types.is_timestamp(array.type) else array
 
 
 def _object_array(values: list[Any]) -> np.ndarray:
@@ -210,16 +252,18 @@ def _by_type(
         rows_by_type.setdefault(t, []).append(i)
     out: dict[str, pa.Array] = {}
     for t, rows in rows_by_type.items():
-        columns = build(t, rows)
-        if len(rows) == n:
-            out.update(columns)
-            continue
-        where = np.full(n, -1, dtype=np.int64)
-        where[np.asarray(rows, dtype=np.int64)] = np.arange(len(rows), dtype=np.int64)
-        scatter = pa.array(where, mask=where < 0)
-        for name, values in columns.items():
-            out[name] = values.take(scatter)
+        out.update(_scatter(build(t, rows), np.asarray(rows, dtype=np.int64), n))
     return out
+
+
+def _scatter(columns: dict[str, pa.Array], rows: np.ndarray, n: int) -> dict[str, pa.Array]:
+    """Columns of the rows `rows` spread over `n` rows, null in the others (one Arrow take each)."""
+    if len(rows) == n:
+        return columns
+    where = np.full(n, -1, dtype=np.int64)
+    where[rows] = np.arange(len(rows), dtype=np.int64)
+    scatter = pa.array(where, mask=where < 0)
+    return {name: values.take(scatter) for name, values in columns.items()}
 
 
 def _class_columns(event_type: str, cls: type[Event], events: list[Event | None]) -> dict[str, pa.Array]:
