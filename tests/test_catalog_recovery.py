@@ -8,6 +8,7 @@ themselves; damage by deleting or restoring files as a user (or a backup tool) w
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import signal
@@ -402,3 +403,19 @@ def test_the_repair_command_says_what_it_did_and_dry_run_does_nothing(
     assert main(["repair", str(directory)]) == 0
     assert "nothing to repair" in capsys.readouterr().out
     assert main(["repair", str(tmp_path / "nowhere")]) == 1
+
+
+def test_crashes_around_a_clean_open_and_close_leave_no_false_gap(tmp_path: Path) -> None:
+    # A crash leaves an empty segment; a clean open and close removes its own unused one
+    # after it; another crash leaves one more: the numbers have a gap that held nothing.
+    directory = tmp_path / "s"
+    store_of(directory, 10)
+    append_and_die(directory, 0)
+    ev.open_store(directory).close()
+    append_and_die(directory, 3)
+    numbers = [int(p.stem) for p in wal_segments(directory)]
+    assert any(b != a + 1 for a, b in itertools.pairwise(numbers)), numbers
+    with ev.open_store(directory) as store:
+        assert store.last_position == 13
+    with ev.open_store(directory, read_only=True) as reader:
+        assert reader.last_position == 13

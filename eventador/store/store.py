@@ -21,7 +21,6 @@ import asyncio
 import bisect
 import contextlib
 import html
-import itertools
 import os
 import threading
 import time
@@ -463,7 +462,8 @@ class EventStore(Reader):
         return heads
 
     def _check_log(self, required: int) -> None:
-        """The log segments are numbered without a gap, and segment `required` is one of them (0: any).
+        """Segment `required` of the log is there (0: any). A segment missing between two
+        others is found by the positions of their frames (``_replay_wal``).
 
         The segments before it are being retired: their events are in the files. A reader
         that finds it gone was looking at a manifest the writer has since replaced.
@@ -472,10 +472,6 @@ class EventStore(Reader):
             CorruptionError: naming the segment that is missing.
         """
         numbers = [number for number, _ in WriteAheadLog.segments(self._wal_dir)]
-        for before, after in itertools.pairwise(numbers):
-            if after != before + 1:
-                missing = WriteAheadLog.segment_path(self._wal_dir, before + 1)
-                raise CorruptionError(str(missing), f"missing: log segments {before} and {after} are there")
         if required and required not in numbers:
             missing = WriteAheadLog.segment_path(self._wal_dir, required)
             raise CorruptionError(
@@ -491,7 +487,7 @@ class EventStore(Reader):
         next_position = buffer.first_position
         last_recorded = 0
         segments = WriteAheadLog.segments(self._wal_dir)
-        for number, (_, path) in enumerate(segments, 1):
+        for number, (segment_no, path) in enumerate(segments, 1):
             # A reader's last segment may be the one a live writer appends to: a bad
             # final frame there may be in flight (the writer's own open judges it).
             settled = repair or number < len(segments)
@@ -507,6 +503,15 @@ class EventStore(Reader):
                 if first + n <= next_position:
                     continue  # already in a Parquet file
                 if first != next_position or first_version != heads.get(stream_id, 0) + 1:
+                    before = segments[number - 2][0] if number > 1 else None
+                    if first > next_position and before is not None and segment_no != before + 1:
+                        # Gaps in the numbering are harmless where they held nothing (an unused
+                        # segment removed at close); here the positions between went with them.
+                        missing = WriteAheadLog.segment_path(self._wal_dir, before + 1)
+                        raise CorruptionError(
+                            str(missing), f"missing: log segments {before} and {segment_no} are there, and positions "
+                            f"{next_position}-{first - 1} are in no data file and no log segment",
+                        )
                     raise CorruptionError(
                         str(path),
                         f"frame for position {first} (stream {stream_id!r} v{first_version}) does not follow "
@@ -1355,9 +1360,7 @@ class EventStore(Reader):
             held.append(("close the SQL views of", views.close))
         wal, self._wal = self._wal, None
         if wal is not None:
-            if catalog is not None:
-                held.append(("record the unused log segment of", lambda: self._note_unused_log(catalog)))
-            held.append(("close the write-ahead log of", wal.close))
+            held.append(("close the write-ahead log of", lambda: self._close_log(wal, catalog)))
         pins, self._pins = self._pins, None
         if pins is not None:
             held.append(("let go of the files read from", pins.release))
@@ -1370,13 +1373,16 @@ class EventStore(Reader):
             held.append(("release the lock of", lockfile.release))
         return held
 
-    def _note_unused_log(self, catalog: Catalog) -> None:
-        """Before the log's close removes its unused last segment, tell the catalog it need not
-        exist: else opening again would take it for a lost segment."""
-        if len(self._buffer) or self._frozen:
-            return
-        with contextlib.suppress(StoreError):
-            catalog.record_log_segment(self._log_segment, required=False)
+    def _close_log(self, wal: WriteAheadLog, catalog: Catalog | None) -> None:
+        """Close the log. Its last segment, if unused (everything is flushed), is removed once
+        the catalog says it need not exist: else opening again would take it for a lost one."""
+        unused = catalog is not None and not len(self._buffer) and not self._frozen
+        if unused and catalog is not None and (catalog.log_segment, catalog.log_required) == (self._log_segment, True):
+            try:
+                catalog.record_log_segment(self._log_segment, required=False)
+            except StoreError:
+                unused = False
+        wal.close(remove_unused=unused)
 
     def __enter__(self) -> EventStore:
         return self

@@ -568,9 +568,9 @@ class WriteAheadLog:
         except OSError as exc:
             raise store_os_error(exc, exc.filename or self.directory, "delete the flushed log segment") from exc
 
-    def close(self) -> None:
-        """Make everything durable and close; an unused last segment is removed. The file is
-        closed even when the log failed (now or earlier).
+    def close(self, *, remove_unused: bool = True) -> None:
+        """Make everything durable and close; an unused last segment is removed (with
+        `remove_unused`). The file is closed even when the log failed (now or earlier).
 
         Raises:
             StoreError: the last frames could not be made durable.
@@ -586,7 +586,7 @@ class WriteAheadLog:
                 fd, self._fd = self._fd, -1
                 if fd >= 0:
                     os.close(fd)
-                    if self._offset == len(MAGIC):
+                    if remove_unused and self._offset == len(MAGIC):
                         self.segment_path(self.directory, self._segment_no).unlink(missing_ok=True)
 
     def _sync_written(self) -> None:
