@@ -31,6 +31,22 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def result(
+    name: str, values: list[float], unit: str, budget: str = "", *, passed: bool | None = None, note: str = "",
+    side: str = "eventador", value: float | None = None,
+) -> dict[str, Any]:
+    """One measurement as the module groups report it (median of `values` unless `value`), logged."""
+    median = statistics.median(values) if value is None else value
+    log(
+        f"  {name}: median {median:,.4g} {unit} (min {min(values):,.4g}, max {max(values):,.4g})"
+        + (f"; {note}" if note else "")
+    )
+    return {
+        "name": name, "value": median, "unit": unit, "budget": budget, "min": min(values), "max": max(values),
+        "reps": len(values), "side": side, "note": note, "passed": passed,
+    }
+
+
 def fmt(v: float | None) -> str:
     """A number with as many digits as are worth reading."""
     if v is None:

@@ -58,7 +58,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import eventador as ev  # noqa: E402
-from benchmarks.common import Context, Payloads, Results, Sizes, log, source_hash  # noqa: E402
+from benchmarks.common import Context, Payloads, Results, Sizes, log, result, source_hash  # noqa: E402
 from eventador.persistence import AggregateRoot  # noqa: E402
 from eventador.repository import Repository  # noqa: E402
 from eventador.snapshots import SnapshotConfig, encode_snapshot, snapshot_fingerprint  # noqa: E402
@@ -168,22 +168,8 @@ def _result(
     value: float | None = None,
 ) -> dict[str, Any]:
     median = statistics.median(values) if value is None else value
-    log(
-        f"  {name}: median {median:,.4g} {unit} (min {min(values):,.4g}, max {max(values):,.4g})"
-        + (f"; {note}" if note else "")
-    )
-    return {
-        "name": name,
-        "value": median,
-        "unit": unit,
-        "budget": budget,
-        "min": min(values),
-        "max": max(values),
-        "reps": len(values),
-        "side": side,
-        "note": note,
-        "passed": None if quick or ok is None else ok(median),
-    }
+    passed = None if quick or ok is None else ok(median)
+    return result(name, values, unit, budget, passed=passed, note=note, side=side, value=median)
 
 
 def _skipped(name: str, unit: str, budget: str, why: str) -> dict[str, Any]:

@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import eventador as ev  # noqa: E402
-from benchmarks.common import log  # noqa: E402
+from benchmarks.common import log, result  # noqa: E402
 from eventador.importing import _read_with_expat  # noqa: E402
 
 perf = time.perf_counter
@@ -48,18 +48,7 @@ DATA = ROOT / "data"
 
 def _result(name: str, values: list[float], side: str, budget: str, passed: bool | None,
             note: str = "") -> dict[str, Any]:
-    return {
-        "name": name,
-        "value": statistics.median(values),
-        "unit": "s",
-        "budget": budget,
-        "min": min(values),
-        "max": max(values),
-        "reps": len(values),
-        "side": side,
-        "note": note,
-        "passed": passed,
-    }
+    return result(name, values, "s", budget, passed=passed, note=note, side=side)
 
 
 def _skipped(name: str, side: str, budget: str, why: str) -> dict[str, Any]:
