@@ -104,6 +104,8 @@ def check_new_stream_id(stream_id: object) -> None:
     Raises:
         InvalidInputError: naming what is wrong with it.
     """
+    if type(stream_id) is str and stream_id and stream_id.isascii() and not stream_id.isspace():
+        return  # the common case, in C: ASCII holds no surrogate
     check_stream_id(stream_id)
     assert isinstance(stream_id, str)
     if stream_id.isspace():
