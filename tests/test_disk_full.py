@@ -262,9 +262,15 @@ AS_ANOTHER_USER = """
 import os, shutil, sys, tempfile
 import eventador as ev
 
+class Warm(ev.Event, event_type="test.Warm"):
+    n: int
+
 if os.geteuid() == 0:  # root writes anywhere: become nobody (once every module is loaded: python is root's)
     warm = tempfile.mkdtemp()
+    with ev.open_store(warm) as store:  # the paths the test takes, so that their lazy imports are loaded
+        store.append("w", Warm(n=1))
     ev.open_store(warm).close()
+    ev.open_store(warm, read_only=True).close()
     shutil.rmtree(warm)
     try:
         os.setgroups([])
