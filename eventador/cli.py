@@ -22,6 +22,7 @@ from eventador import __version__
 from eventador.cli_common import add_output_options, existing_store, is_store, print_frame
 from eventador.errors import EventadorError, EventLogColumnError, EventLogRowError, InvalidInputError, StoreLockedError
 from eventador.store import open_store
+from eventador.store.sqlguard import SqlRelation
 
 __all__ = ["DEMO_DIR", "main"]
 
@@ -58,7 +59,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"  {count:>7,}  {name}")
         for title, query in QUERIES:
             print(f"\n-- {title}\n{query};")
-            print_frame(store.sql(query).df(), "table")
+            print_frame(_frame(store.sql(query)), "table")
     print(f"\nAsk your own: eventador sql {path} \"SELECT count(*) FROM events\"")
     print(f"The demo store is in {path.resolve()}; delete it with: rm -r {path}")
     return 0
@@ -122,11 +123,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_sql(args: argparse.Namespace) -> int:
     """Run a query over the store, read-only; it reads only the store unless --allow-external."""
     with open_store(existing_store(args.dir), read_only=True, allow_external=args.allow_external) as store:
-        relation = store.sql(args.query)
-        # Python values as DuckDB gives them: a NULL integer stays None, not NaN in a float column.
-        frame = pd.DataFrame(relation.fetchall(), columns=relation.columns, dtype=object)
+        frame = _frame(store.sql(args.query))
     print_frame(frame, args.format, args.limit)
     return 0
+
+
+def _frame(relation: SqlRelation) -> pd.DataFrame:
+    """A query's rows as Python values, as DuckDB gives them: a NULL integer stays None (not NaN
+    in a float column), a DECIMAL stays exact, a DATE is a date."""
+    return pd.DataFrame(relation.fetchall(), columns=relation.columns, dtype=object)
 
 
 def cmd_import(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from decimal import Decimal
@@ -34,6 +35,11 @@ def test_demo_builds_a_store_that_info_and_sql_can_read(tmp_path: Path, capsys: 
     assert main(["demo", str(target), "--accounts", "40"]) == 0
     out = capsys.readouterr().out
     assert "40 accounts" in out and "bank.MoneyDeposited" in out
+    # Its tables print what DuckDB returns: balances as exact decimals, weeks as dates.
+    balances = out.split("-- Five largest balances")[1].split("\n-- ")[0].splitlines()[-5:]
+    assert all(re.fullmatch(r"acc-\d{4} +-?\d+\.\d\d", line.strip()) for line in balances), balances
+    weeks = out.split("-- Events per week by type")[1].split("\n\n")[0].splitlines()[-1]
+    assert re.match(r"\d{4}-\d\d-\d\d +bank\.", weeks.strip()), weeks
 
     assert main(["info", str(target)]) == 0
     assert "streams: 40" in capsys.readouterr().out
