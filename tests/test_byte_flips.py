@@ -300,6 +300,20 @@ def test_a_file_is_checked_once_per_process(image: Image, tmp_path: Path) -> Non
         assert store.last_position == len(image.events)
 
 
+def test_a_file_this_process_flushed_or_merged_is_not_read_again_to_check_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read: list[Path] = []
+    verify = checksums.verify_file
+    monkeypatch.setattr(checksums, "verify_file", lambda path: read.append(path) or verify(path))
+    with ev.open_store(tmp_path / "s", flush_every=10) as store:
+        for n in range(60):
+            store.append("acc-1", [deposited(str(n + 1), "acc-1")])
+        store.compact(min_files=2)
+        assert len(list((tmp_path / "s" / "data").glob("*.parquet"))) >= 1
+        assert len(list(store.read_all())) == 60
+    assert read == []
+
 def test_a_file_written_before_checksums_opens_and_its_pages_are_checked(image: Image, tmp_path: Path) -> None:
     copy = shutil.copytree(image.directory, tmp_path / "store")
     with ev.open_store(copy) as store:

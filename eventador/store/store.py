@@ -52,6 +52,7 @@ from eventador.store.appends import PreparedAppend, decode_columns, prepare_appe
 from eventador.store.buffer import HotBuffer
 from eventador.store.bulk import NewStreams
 from eventador.store.catalog import CATALOG, Catalog, FileEntry, FileFacts, holds_store, read_facts, read_manifest
+from eventador.store.checksums import remember
 from eventador.store.lock import DirectoryLock
 from eventador.store.pins import Pins, remove_unless_pinned
 from eventador.store.reads import (
@@ -817,6 +818,7 @@ class EventStore(Reader):
                 pending.path.unlink(missing_ok=True)
                 final.unlink(missing_ok=True)
             raise store_os_error(exc, final, "move a new Parquet file into place at") from exc
+        remember(final)  # sealed from these bytes: its new name (and change time) need no second read
         return FileSegment(final, first, last, table.num_rows)
 
     def _publish(self) -> None:
