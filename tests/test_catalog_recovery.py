@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -152,14 +153,21 @@ def test_a_missing_catalog_is_an_error_naming_it_and_no_data_file_is_deleted(tmp
         assert notes(store) == [f"n{i}" for i in range(300)]
 
 
-def test_a_catalog_restored_from_an_older_copy_is_an_error_naming_it_and_the_newer_file(tmp_path: Path) -> None:
-    directory = tmp_path / "s"
+def older_catalog_restored(directory: Path, then: Callable[[], object] = lambda: None) -> None:
+    """A store of 200 events whose catalog is copied, then 100 more in a newer file (and what
+    `then` adds); last the older catalog is put back, as from a backup."""
     store_of(directory, 200)
-    shutil.copy(directory / "catalog.duckdb", tmp_path / "old-catalog.duckdb")
+    old = directory.parent / "old-catalog.duckdb"
+    shutil.copy(directory / "catalog.duckdb", old)
     with ev.open_store(directory, flush_every=100) as store:
         fill(store, 100, start=200)
+    then()
+    shutil.copy(old, directory / "catalog.duckdb")
+
+def test_a_catalog_restored_from_an_older_copy_is_an_error_naming_it_and_the_newer_file(tmp_path: Path) -> None:
+    directory = tmp_path / "s"
+    older_catalog_restored(directory)
     newer = data_files(directory)[-1]
-    shutil.copy(tmp_path / "old-catalog.duckdb", directory / "catalog.duckdb")
 
     with pytest.raises(ev.CorruptionError) as caught:
         ev.open_store(directory)
@@ -175,12 +183,7 @@ def test_a_catalog_restored_from_an_older_copy_is_an_error_naming_it_and_the_new
 
 def test_a_catalog_older_than_files_and_log_is_an_error_naming_it(tmp_path: Path) -> None:
     directory = tmp_path / "s"
-    store_of(directory, 200)
-    shutil.copy(directory / "catalog.duckdb", tmp_path / "old-catalog.duckdb")
-    with ev.open_store(directory, flush_every=100) as store:
-        fill(store, 100, start=200)
-    append_and_die(directory, 30)  # positions 301-330, in the log only
-    shutil.copy(tmp_path / "old-catalog.duckdb", directory / "catalog.duckdb")
+    older_catalog_restored(directory, then=lambda: append_and_die(directory, 30))  # 301-330, in the log only
     with pytest.raises(ev.CorruptionError) as caught:
         ev.open_store(directory)
     assert caught.value.path == str(directory / "catalog.duckdb")
