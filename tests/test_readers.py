@@ -10,6 +10,7 @@ writer process and three reader processes (tests/readers_child.py).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ import pytest
 import eventador as ev
 import eventador.store.store as store_module
 from eventador.store.catalog import Manifest
+from eventador.store.wal import WriteAheadLog
 from tests.domain import deposited
 
 CHILD = Path(__file__).with_name("readers_child.py")
@@ -152,3 +154,34 @@ def test_three_readers_beside_a_busy_writer_for_a_minute(tmp_path: Path) -> None
     reports = run_writer_and_readers(tmp_path, seconds=60)
     assert all(report["loops"] >= 50 for report in reports), reports
     print(f"{reports} in {time.monotonic() - started:.1f} s")
+
+
+def test_a_log_segment_retired_while_a_reader_loads_never_shortens_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The state a reader meets mid-flush: its manifest names files 1-10 and requires segment
+    # 2 (positions 11-15); the writer has begun segment 3. Segment 2 is then retired (a real
+    # unlink) right after the reader first lists the log.
+    directory, image = tmp_path / "w", tmp_path / "image"
+    writer = ev.open_store(directory, flush_every=10)
+    fill(writer, 15)
+    shutil.copytree(directory, image, ignore=shutil.ignore_patterns("LOCK"))
+    writer.close()
+    wal = image / "wal"
+    second = sorted(wal.glob("*.wal"))[-1]
+    third = second.with_name(f"{int(second.stem) + 1:010d}.wal")
+    third.write_bytes(second.read_bytes()[:8] + bytes(16 << 10))  # begun: its magic, then zeros
+    listed = WriteAheadLog.segments
+
+    def listed_then_retired(folder: Path) -> list[tuple[int, Path]]:
+        found = listed(folder)
+        second.unlink(missing_ok=True)
+        return found
+
+    monkeypatch.setattr(WriteAheadLog, "segments", staticmethod(listed_then_retired))
+    try:
+        reader = ev.open_store(image, read_only=True)
+    except ev.CorruptionError:
+        return  # the segment is gone for good here (no writer publishes a newer manifest): named
+    with reader:
+        assert reader.last_position == 15  # never a shorter log (10) without a word

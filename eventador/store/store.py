@@ -397,9 +397,9 @@ class EventStore(Reader):
         for segment in segments:
             heads.update(self._file_heads(segment))
         end = entries[-1].last_position if entries else 0
-        self._check_log(log_segment)
+        log = self._check_log(log_segment)
         buffer = HotBuffer(end + 1)
-        visible, last_recorded = self._replay_wal(buffer, heads, repair=repair)
+        visible, last_recorded = self._replay_wal(buffer, heads, log, repair=repair)
         # recorded_at never goes back, also across a reopen with everything flushed.
         last_recorded = max([last_recorded, *(s.max_recorded_us() for s in segments)])
         return _Recovered(segments, heads, buffer, visible, last_recorded)
@@ -462,17 +462,22 @@ class EventStore(Reader):
                 self._heads_of[name] = heads
         return heads
 
-    def _check_log(self, required: int) -> None:
+    def _check_log(self, required: int) -> list[tuple[int, Path]]:
         """Segment `required` of the log is there (0: any). A segment missing between two
         others is found by the positions of their frames (``_replay_wal``).
 
         The segments before it are being retired: their events are in the files. A reader
         that finds it gone was looking at a manifest the writer has since replaced.
 
+        Returns the segments, numbered and oldest first: the ones to replay. (A reader lists
+        them once: listed again, a segment retired meanwhile would be missed without a word,
+        and the log would end early.)
+
         Raises:
             CorruptionError: naming the segment that is missing.
         """
-        numbers = [number for number, _ in WriteAheadLog.segments(self._wal_dir)]
+        segments = WriteAheadLog.segments(self._wal_dir)
+        numbers = [number for number, _ in segments]
         if required and required not in numbers:
             missing = WriteAheadLog.segment_path(self._wal_dir, required)
             raise CorruptionError(
@@ -481,13 +486,15 @@ class EventStore(Reader):
                 "with it unused), so the events appended to it are lost unless it is put back; "
                 f"`eventador repair {self.path}` makes the store usable without them",
             )
+        return segments
 
-    def _replay_wal(self, buffer: HotBuffer, heads: dict[str, int], *, repair: bool) -> tuple[int, int]:
+    def _replay_wal(
+        self, buffer: HotBuffer, heads: dict[str, int], segments: list[tuple[int, Path]], *, repair: bool
+    ) -> tuple[int, int]:
         """Add the log's events after the files to `buffer` (and `heads`); returns the last
         position and its recorded time (µs)."""
         next_position = buffer.first_position
         last_recorded = 0
-        segments = WriteAheadLog.segments(self._wal_dir)
         for number, (segment_no, path) in enumerate(segments, 1):
             # A reader's last segment may be the one a live writer appends to: a bad
             # final frame there may be in flight (the writer's own open judges it).
