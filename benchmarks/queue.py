@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import eventador as ev
-from eventador.queue import QueueManager
+from eventador.queue.manager import QueueManager
 from eventador.sagas import Saga, SagaCoordinator, SagaState, SagaStatus
 
 PAYLOAD = {"order_id": "order-000000", "amount": 12.5, "note": "x" * 40}

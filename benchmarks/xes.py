@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
 
 import eventador as ev  # noqa: E402
 from benchmarks.common import log, result  # noqa: E402
-from eventador.importing import _read_with_expat  # noqa: E402
+from eventador.io.importing import _read_with_expat  # noqa: E402
 
 perf = time.perf_counter
 DATA = ROOT / "data"

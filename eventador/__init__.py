@@ -39,6 +39,7 @@ from eventador.actors import (
     LocalActorSystem,
     Supervisor,
 )
+from eventador.aggregates import AggregateRoot, PersistentActor, Repository, SnapshotConfig, SnapshotWarning
 from eventador.clock import Clock, ManualClock, SystemClock
 from eventador.errors import (
     ActorError,
@@ -70,10 +71,9 @@ from eventador.errors import (
     StoreLockedError,
     StorePermissionError,
 )
-from eventador.importing import read_event_log, read_xes
+from eventador.io.importing import read_event_log, read_xes
 from eventador.messages import Command, Event, State, TypeRegistry, UnknownEvent, registry
 from eventador.notebook import explore, plot_events_per_day, plot_timeline
-from eventador.persistence import AggregateRoot, PersistentActor
 from eventador.projections import (
     ErrorPolicy,
     Lag,
@@ -87,7 +87,6 @@ from eventador.projections import (
     list_projections,
 )
 from eventador.queue import Lease, QueueManager, RetryPolicy
-from eventador.repository import Repository
 from eventador.sagas import (
     Saga,
     SagaCommandFailed,
@@ -97,8 +96,6 @@ from eventador.sagas import (
     SagaTimeout,
     list_sagas,
 )
-from eventador.scenario import AggregateScenario
-from eventador.snapshots import SnapshotConfig, SnapshotWarning
 from eventador.store import (
     ANY,
     NO_STREAM,
@@ -111,7 +108,8 @@ from eventador.store import (
     open_store,
     repair_store,
 )
-from eventador.timetravel import StoreDiff
+from eventador.store.diff import StoreDiff
+from eventador.testing.scenario import AggregateScenario
 
 __version__ = "0.1.0"
 

@@ -17,7 +17,7 @@ from eventador.store.reads import check_stream_id
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from eventador.persistence import AggregateRoot
+    from eventador.aggregates.persistent import AggregateRoot
     from eventador.store.records import RecordedEvent
     from eventador.store.store import EventStore
 
@@ -101,7 +101,7 @@ def explore(store: EventStore, stream_id: str, *, aggregate: type[AggregateRoot[
         raise InvalidInputError(f"stream {stream_id!r} has no events to explore")
     states: list[str] = []
     if aggregate is not None:
-        from eventador.repository import Repository
+        from eventador.aggregates.repository import Repository
 
         history = Repository(store, aggregate, cache_size=0).history(stream_id)
         envelope = {"position", "version", "recorded_at", "event_type"}

@@ -23,9 +23,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import eventador as ev
-from eventador.persistence import PersistentActor
-from eventador.queue import QueueManager
-from eventador.sagas import Saga, SagaCoordinator, SagaState, SagaStatus, SagaTimeout, list_sagas
+from eventador.aggregates.persistent import PersistentActor
+from eventador.queue.manager import QueueManager
+from eventador.sagas.saga import Saga, SagaCoordinator, SagaState, SagaStatus, SagaTimeout, list_sagas
 
 # -- commands and events (the seed's) -----------------------------------------------------------------
 

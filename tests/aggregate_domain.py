@@ -13,8 +13,8 @@ from decimal import Decimal
 from typing import Any
 
 import eventador as ev
-from eventador.persistence import AggregateRoot, PersistentActor
-from eventador.snapshots import SnapshotConfig
+from eventador.aggregates.persistent import AggregateRoot, PersistentActor
+from eventador.aggregates.snapshots import SnapshotConfig
 
 # -- the seed's counter ------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from multiprocessing.synchronize import Event as ProcessEvent
 
 import eventador as ev
-from eventador.queue import QueueManager, RetryPolicy
+from eventador.queue.manager import QueueManager, RetryPolicy
 from eventador.sagas import SagaCoordinator, list_sagas
 from tests.saga_domain import CreateOrder, OrderSaga, spawn_targets
 

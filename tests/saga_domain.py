@@ -12,8 +12,8 @@ from datetime import timedelta
 from typing import Any
 
 import eventador as ev
-from eventador.persistence import PersistentActor
-from eventador.sagas import Saga, SagaCommandFailed, SagaState, SagaStatus, SagaTimeout
+from eventador.aggregates.persistent import PersistentActor
+from eventador.sagas.saga import Saga, SagaCommandFailed, SagaState, SagaStatus, SagaTimeout
 
 # -- commands ------------------------------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import eventador as ev
-from eventador.persistence import AggregateRoot
-from eventador.repository import Repository
+from eventador.aggregates.persistent import AggregateRoot
+from eventador.aggregates.repository import Repository
 from tests.aggregate_domain import (
     BankAccountAggregate,
     BankAccountState,

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import eventador as ev
-from eventador.cli import main as cli
+from eventador.cli.main import main as cli
 from eventador.store import checksums, wal
 from tests.domain import Deposited, deposited, opened, withdrawn
 

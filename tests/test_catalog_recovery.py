@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import eventador as ev
-from eventador.cli import main
+from eventador.cli.main import main
 from eventador.store.catalog import FileFacts, read_facts
 from tests.domain import deposited
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import eventador as ev
-from eventador.cli import DEMO_DIR, build_parser, main
-from eventador.cli_common import TABLE_ROWS
+from eventador.cli.common import TABLE_ROWS
+from eventador.cli.main import DEMO_DIR, build_parser, main
 from tests.domain import Deposited
 from tests.import_crash_child import log
 
@@ -95,7 +95,7 @@ def test_import_writes_one_stream_per_case(tmp_path: Path, capsys: pytest.Captur
 def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     with ev.open_store(tmp_path / "big") as store:  # output well past a pipe's 64 KB buffer
         store.import_dataframe(log(5_000), stream_id="case", event_type="activity", occurred_at="at")
-    code = "import sys; from eventador.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from eventador.cli.main import main; sys.exit(main(sys.argv[1:]))"
     with subprocess.Popen(
         [sys.executable, "-c", code, "sql", str(tmp_path / "big"), "SELECT * FROM events", "--limit", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,

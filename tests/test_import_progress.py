@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import eventador as ev
-from eventador.importing import _read_with_expat
+from eventador.io.importing import _read_with_expat
 
 ROOT = Path(__file__).resolve().parent.parent
 ROADTRAFFIC = ROOT / "data" / "roadtraffic100traces.xes"

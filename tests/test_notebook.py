@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt
 import pytest
 
 import eventador as ev
+from eventador.aggregates.persistent import AggregateRoot
 from eventador.clock import ManualClock
-from eventador.persistence import AggregateRoot
 
 
 class NbOpened(ev.Event, event_type="nb.Opened"):

@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 import pytest
 
 import eventador as ev
-from eventador._offload import THREADS, run_blocking
+from eventador.aggregates.persistent import AggregateRoot, PersistentActor
+from eventador.aggregates.snapshots import SnapshotConfig
 from eventador.clock import ManualClock
-from eventador.persistence import AggregateRoot, PersistentActor
-from eventador.snapshots import SnapshotConfig
+from eventador.store.offload import THREADS, run_blocking
 from tests.aggregate_domain import (
     BankAccountAggregate,
     CounterActor,

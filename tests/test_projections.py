@@ -842,7 +842,7 @@ def test_retry_delays_double_up_to_the_maximum() -> None:
 def test_projection_commands_list_status_and_rebuild(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
-    from eventador.projections_cli import add_parser
+    from eventador.cli.projections import add_parser
 
     parser = argparse.ArgumentParser(prog="eventador")
     add_parser(parser.add_subparsers(dest="command", required=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import pydoc
 import re
@@ -58,7 +59,7 @@ except ImportError as exc:
 def test_the_store_contract_is_still_imported_from_eventador_testing() -> None:
     from eventador.testing import StoreContract
 
-    assert StoreContract.__module__ == "eventador.store_contract"
+    assert StoreContract.__module__ == "eventador.testing.contract"
 
 
 def _imports(code: str) -> list[str]:
@@ -136,3 +137,35 @@ def test_help_says_what_the_package_is() -> None:
 def test_names_the_notebooks_use_are_public(name: str) -> None:
     assert name in ev.__all__ and getattr(ev, name) is not None
     assert ev.demo.build_demo.__module__ == "eventador.demo"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "name"),
+    [
+        ("eventador.persistence", "eventador.aggregates.persistent", "AggregateRoot"),
+        ("eventador.repository", "eventador.aggregates.repository", "Repository"),
+        ("eventador.snapshots", "eventador.aggregates.snapshots", "SnapshotConfig"),
+        ("eventador.timetravel", "eventador.store.diff", "StoreDiff"),
+        ("eventador.importing", "eventador.io.importing", "read_xes"),
+    ],
+)
+def test_an_old_import_path_still_works_and_says_where_the_name_moved(old: str, new: str, name: str) -> None:
+    module = importlib.import_module(old)
+    with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
+        value = getattr(module, name)
+    assert value is getattr(importlib.import_module(new), name)
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        module.nothing_here  # noqa: B018
+
+
+def test_the_queue_and_sagas_packages_keep_their_public_names() -> None:
+    from eventador.queue import QueueManager, RetryPolicy
+    from eventador.sagas import Saga, SagaCoordinator, list_sagas
+
+    assert (QueueManager, RetryPolicy, Saga, SagaCoordinator, list_sagas) == (
+        ev.QueueManager,
+        ev.RetryPolicy,
+        ev.Saga,
+        ev.SagaCoordinator,
+        ev.list_sagas,
+    )

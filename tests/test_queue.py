@@ -24,7 +24,7 @@ import pytest
 
 import eventador as ev
 from eventador.errors import MessageNotFoundError, QueueClosedError
-from eventador.queue import Lease, QueueManager, RetryPolicy, UnknownMessage, decode_message, encode_message
+from eventador.queue.manager import Lease, QueueManager, RetryPolicy, UnknownMessage, decode_message, encode_message
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 import eventador as ev
-from eventador import queue_cli
+from eventador.cli import queue as queue_cli
 from eventador.errors import EventadorError
-from eventador.queue import QueueManager, RetryPolicy
+from eventador.queue.manager import QueueManager, RetryPolicy
 from eventador.sagas import COMMANDS_QUEUE, SagaCoordinator
 from tests.saga_domain import CreateOrder, OrderSaga, spawn_targets
 

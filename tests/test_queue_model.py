@@ -17,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import eventador as ev
 from eventador.errors import MessageNotFoundError
-from eventador.queue import Lease, QueueManager, RetryPolicy
+from eventador.queue.manager import Lease, QueueManager, RetryPolicy
 
 US = 1_000_000
 START = datetime(2026, 1, 1, tzinfo=UTC)  # the model's time 0

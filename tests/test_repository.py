@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 import eventador as ev
+from eventador.aggregates.repository import Repository
 from eventador.clock import ManualClock
-from eventador.repository import Repository
 from tests.aggregate_domain import (
     BankAccountAggregate,
     CounterActor,

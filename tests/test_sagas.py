@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 import pytest
 
 import eventador as ev
-from eventador.queue import QueueManager, RetryPolicy
+from eventador.queue.manager import QueueManager, RetryPolicy
 from eventador.sagas import (
     COMMANDS_QUEUE,
     TIMEOUTS_QUEUE,
@@ -478,7 +478,7 @@ def test_a_redelivered_answer_is_not_handled_twice(clock: ev.ManualClock) -> Non
         assert world.statuses() == {"o-1": "COMPLETED"}
         before = len(world.events("SagaStepCompleted"))
         # The same answer once more (as after a crash before the ack): skipped.
-        from eventador.sagas import _Delivery
+        from eventador.sagas.saga import _Delivery
 
         saga = world.system.lookup("o-1")
         assert saga is not None
@@ -620,7 +620,7 @@ def test_a_saga_that_stops_when_finished_is_respawned_for_a_late_message(clock: 
         assert world.statuses() == {"o-1": "COMPLETED"}
         await _until(lambda: world.system.lookup("o-1") is None)
         # A late answer (say, a redelivered one) respawns it from its events; it is ignored.
-        from eventador.sagas import _Delivery
+        from eventador.sagas.saga import _Delivery
 
         late = (PaymentCharged(order_id="o-1", amount=3.0),)
         ref = await world.coordinator._saga_ref("o-1", "tests.test_sagas:Tidy")

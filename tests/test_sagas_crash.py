@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import eventador as ev
-from eventador.queue import QueueManager
+from eventador.queue.manager import QueueManager
 from eventador.sagas import COMMANDS_QUEUE, list_sagas
 from tests.saga_crash_worker import main, order_ids, order_options
 

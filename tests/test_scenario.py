@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 import eventador as ev
-from eventador.scenario import AggregateScenario
+from eventador.testing.scenario import AggregateScenario
 from tests.aggregate_domain import (
     AccountOpenedEvent,
     BankAccountAggregate,

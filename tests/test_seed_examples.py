@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import pytest
 
 import eventador as ev
-from eventador.repository import Repository
-from eventador.snapshots import SnapshotConfig
+from eventador.aggregates.repository import Repository
+from eventador.aggregates.snapshots import SnapshotConfig
 from tests.aggregate_domain import (
     BankAccountAggregate,
     BankAccountState,

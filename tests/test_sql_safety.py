@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 import eventador as ev
-from eventador.cli import main
+from eventador.cli.main import main
 from eventador.projections import ProjectionRunner, SqlProjection
 from tests.domain import Deposited, deposited, opened
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import eventador as ev
 from eventador.clock import ManualClock
-from eventador.timetravel import StoreDiff, diff
+from eventador.store.diff import StoreDiff, diff
 
 
 class TTOpened(ev.Event, event_type="tt.Opened"):

@@ -39,10 +39,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import eventador as ev
-from eventador import persistence
-from eventador.persistence import AggregateRoot
-from eventador.repository import Repository
-from eventador.snapshots import SnapshotConfig
+from eventador.aggregates import persistent as persistence
+from eventador.aggregates.persistent import AggregateRoot
+from eventador.aggregates.repository import Repository
+from eventador.aggregates.snapshots import SnapshotConfig
 from eventador.testing import ScriptedClock
 from tests.aggregate_domain import (
     BankAccountAggregate,

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 import eventador as ev
-from eventador.importing import _checked, _fast_frame, _read_with_expat
+from eventador.io.importing import _checked, _fast_frame, _read_with_expat
 from tests.test_importing import XES
 
 DATA = Path(__file__).resolve().parent.parent / "data"

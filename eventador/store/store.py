@@ -87,7 +87,7 @@ from eventador.store.wal import WriteAheadLog, fsync_directory, scan_segment, us
 
 if TYPE_CHECKING:
     from eventador.projections.views import LiveView, LiveViews
-    from eventador.timetravel import StoreDiff
+    from eventador.store.diff import StoreDiff
 
 __all__ = ["EventStore", "open_store"]
 
@@ -715,7 +715,7 @@ class EventStore(Reader):
         times written without one. See ``eventador.importing.import_dataframe`` (and
         ``ev.read_xes`` / ``ev.read_event_log`` for files).
         """
-        from eventador.importing import import_dataframe
+        from eventador.io.importing import import_dataframe
 
         return import_dataframe(
             self, df, stream_id=stream_id, event_type=event_type, occurred_at=occurred_at, tz=tz,
@@ -1232,7 +1232,7 @@ class EventStore(Reader):
 
     def diff(self, a: datetime | int, b: datetime | int) -> StoreDiff:
         """Returns a ``StoreDiff`` of the events after point `a` up to point `b` (see ``eventador.timetravel.diff``)."""
-        from eventador.timetravel import diff
+        from eventador.store.diff import diff
 
         return diff(self, a, b)
 

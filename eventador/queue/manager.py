@@ -58,7 +58,7 @@ from eventador.errors import (
     SerializationError,
 )
 from eventador.messages import Event, Message, TypeRegistry
-from eventador.queue_engine import Ack, Admin, Cancel, Claim, Enqueue, Nack, Op, QueueEngine
+from eventador.queue.engine import Ack, Admin, Cancel, Claim, Enqueue, Nack, Op, QueueEngine
 from eventador.store.records import datetime_to_micros, micros_to_datetime
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from eventador.cli_common import add_output_options, existing_store, print_frame
+from eventador.cli.common import add_output_options, existing_store, print_frame
 from eventador.errors import InvalidInputError
 from eventador.projections import list_projections, rebuild_projection
 from eventador.store import open_store

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from eventador.aggregates.persistent import AggregateRoot
+from eventador.aggregates.repository import Repository
 from eventador.clock import Clock, ManualClock
 from eventador.errors import CommandRejected, InvalidInputError
 from eventador.messages import Command, Event, State
-from eventador.persistence import AggregateRoot
-from eventador.repository import Repository
 from eventador.store import open_store
 
 __all__ = ["AggregateScenario"]

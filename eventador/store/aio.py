@@ -13,8 +13,8 @@ import functools
 import weakref
 from typing import TYPE_CHECKING
 
-from eventador._offload import run_blocking
 from eventador.errors import StoreClosedError
+from eventador.store.offload import run_blocking
 
 if TYPE_CHECKING:
     from eventador.store.appends import PreparedAppend

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from eventador.actors import ActorRef, ActorSystem, Supervisor
 from eventador.errors import ActorNameInUseError, CommandRejected, EventadorError, InvalidInputError
 from eventador.messages import Event
-from eventador.queue import Lease, QueueManager, UnknownMessage, decode_message, encode_message
-from eventador.queue_engine import Ack, Admin, Enqueue
-from eventador.sagas import (
+from eventador.queue.engine import Ack, Admin, Enqueue
+from eventador.queue.manager import Lease, QueueManager, UnknownMessage, decode_message, encode_message
+from eventador.sagas.saga import (
     COMMANDS_QUEUE,
     EVENTS_QUEUE,
     TIMEOUTS_QUEUE,

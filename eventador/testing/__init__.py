@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING, Any
 from eventador.clock import Clock
 from eventador.errors import InvalidInputError
 from eventador.messages import TypeRegistry
-from eventador.scenario import AggregateScenario
 from eventador.store import EventStore, open_store
 from eventador.store.store import Durability
+from eventador.testing.scenario import AggregateScenario
 
 if TYPE_CHECKING:
-    from eventador.store_contract import StoreContract
+    from eventador.testing.contract import StoreContract
 
 __all__ = [
     "AggregateScenario",
@@ -188,7 +188,7 @@ def __getattr__(name: str) -> Any:
     # The contract is a pytest test class: import it (and pytest) only when asked for.
     if name == "StoreContract":
         try:
-            from eventador.store_contract import StoreContract
+            from eventador.testing.contract import StoreContract
         except ModuleNotFoundError as exc:
             if exc.name != "pytest":
                 raise

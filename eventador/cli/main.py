@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from eventador import __version__
-from eventador.cli_common import add_output_options, existing_store, is_store, print_frame
+from eventador.cli.common import add_output_options, existing_store, is_store, print_frame
 from eventador.errors import EventadorError, EventLogColumnError, EventLogRowError, InvalidInputError, StoreLockedError
 from eventador.store import open_store
 from eventador.store.sqlguard import SqlRelation
@@ -139,7 +139,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     A failed import into a directory it created (or found empty) leaves nothing there.
     """
-    from eventador.importing import find_column, locate_row, read_event_log
+    from eventador.io.importing import find_column, locate_row, read_event_log
 
     target = Path(args.dir)
     if target.exists() and not target.is_dir():
@@ -280,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("--dry-run", action="store_true", help="only say what would be done")
     repair.set_defaults(run=cmd_repair)
 
-    from eventador import projections_cli, queue_cli
+    from eventador.cli import projections as projections_cli
+    from eventador.cli import queue as queue_cli
 
     projections_cli.add_parser(sub)
     queue_cli.add_parsers(sub)

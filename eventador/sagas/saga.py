@@ -38,12 +38,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypedDict, TypeVar, cast
 
+from eventador.aggregates.persistent import PersistentActor
 from eventador.codec import _build, decode_event, encode_event, encode_value, import_class, schema_of
 from eventador.errors import InvalidInputError
 from eventador.messages import EPOCH, Command, Event, Message
-from eventador.persistence import PersistentActor
-from eventador.queue import QueueManager, encode_message
-from eventador.queue_engine import Ack, Cancel, Enqueue, Op
+from eventador.queue.engine import Ack, Cancel, Enqueue, Op
+from eventador.queue.manager import QueueManager, encode_message
 
 if TYPE_CHECKING:
     from eventador.store import EventStore
@@ -54,11 +54,9 @@ __all__ = [
     "TIMEOUTS_QUEUE",
     "Saga",
     "SagaCommandFailed",
-    "SagaCoordinator",
     "SagaState",
     "SagaStatus",
     "SagaTimeout",
-    "list_sagas",
 ]
 
 log = logging.getLogger("eventador.sagas")
@@ -867,6 +865,3 @@ def _resolve_class(label: str) -> type | None:
     module_name, _, qualname = label.partition(":")
     return import_class(module_name, qualname)
 
-
-# The coordinator lives in its own module; it is part of this one's public face.
-from eventador.saga_coordinator import SagaCoordinator, list_sagas  # noqa: E402

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from eventador.cli_common import add_output_options, existing_store, print_frame
+from eventador.cli.common import add_output_options, existing_store, print_frame
 from eventador.errors import InvalidInputError, QueueError, StoreLockedError
-from eventador.queue import QueueManager
+from eventador.queue.manager import QueueManager
 from eventador.sagas import SagaStatus, list_sagas
 from eventador.store import EventStore, open_store
 

@@ -1,0 +1,411 @@
+"""The Repository: aggregates without actors, for scripts, notebooks and request handlers.
+
+``Repository(store, AggregateClass)`` runs the same ``AggregateRoot`` classes as the
+actors do, synchronously: ``execute`` a command, ``get`` a state (now or as of a past
+point), and look at ``history`` and ``states`` as pandas DataFrames. Recent states are
+cached; writers that race on one aggregate are told apart by the append's expected
+version, and the loser retries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from eventador.aggregates import persistent as persistence
+from eventador.aggregates.persistent import AggregateRoot, _as_events, _load, _stamp, _usable_snapshot, _warn_unusable
+from eventador.aggregates.snapshots import SnapshotWarning, encode_snapshot, snapshot_decoder
+from eventador.codec import make_decoder
+from eventador.errors import ConcurrencyError, InvalidInputError, SerializationError
+from eventador.messages import Command, State
+from eventador.store import EventStore
+from eventador.store.columns import column_name, exact_columns
+from eventador.store.records import micros_to_datetime
+from eventador.store.segments import paused_gc, to_events
+from eventador.store.views import literal
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Repository"]
+
+S = TypeVar("S", bound=State)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Entry(Generic[S]):
+    """What a Repository caches of one aggregate."""
+
+    aggregate: AggregateRoot[S]
+    state: S
+    version: int
+    since_snapshot: int
+    last_snapshot_at: datetime | None
+
+
+class Repository(Generic[S]):
+    """Returns a synchronous way to run aggregates of `aggregate_class`, without actors.
+
+    For scripts, notebooks and request handlers: ``execute(id, command)`` and
+    ``get(id, as_of=...)``, plus ``history(id)`` and ``states()`` as DataFrames. Each
+    aggregate is built as ``aggregate_class(persistence_id=id, event_store=store)``, and
+    its ``snapshot_config`` (class attribute) decides when snapshots are taken.
+
+    The `cache_size` most recently used aggregates keep their state in memory, so a hot
+    aggregate is not replayed for each command; a cached state is checked against the
+    stream's version (a dictionary lookup) and caught up with any newer events first.
+    Thread-safe: commands on one aggregate through one Repository run one at a time;
+    between Repositories (or processes' actors) the append's expected version decides,
+    and the loser reloads and retries the command up to `max_retries` times.
+
+    >>> import eventador as ev
+    >>> repo = ev.Repository(ev.open_store(), BankAccount)  # doctest: +SKIP
+    >>> repo.execute("acc-1", OpenAccount(account_id="acc-1", initial_balance=100.0)).balance  # doctest: +SKIP
+    100.0
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        aggregate_class: type[AggregateRoot[S]],
+        *,
+        cache_size: int = 1024,
+        max_retries: int = 5,
+    ) -> None:
+        if not (isinstance(aggregate_class, type) and issubclass(aggregate_class, AggregateRoot)):
+            raise InvalidInputError(f"Repository needs an ev.AggregateRoot subclass, got {aggregate_class!r}")
+        if cache_size < 0 or max_retries < 0:
+            raise InvalidInputError("cache_size and max_retries must be 0 or more")
+        self.store = store
+        self.aggregate_class = aggregate_class
+        self.cache_size = cache_size
+        self.max_retries = max_retries
+        self._cache: OrderedDict[str, _Entry[S]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        # Striped locks: commands on one aggregate through this Repository run one at a time.
+        self._locks = [threading.Lock() for _ in range(64)]
+
+    # -- commands and reads --------------------------------------------------------------------
+
+    def execute(self, aggregate_id: str, command: Command) -> S:
+        """Returns the aggregate's state after `command`, whose events are now stored.
+
+        Costs ``handle_command``, the new events' ``apply_event`` and one append (with
+        ``durability="fsync"``, one fsync shared with concurrent appends); for an
+        aggregate not in the cache, a recovery first.
+
+        Raises:
+            CommandRejected: from ``handle_command``; nothing was stored.
+            ConcurrencyError: other writers won the race `max_retries` + 1 times in a row.
+
+        >>> repo.execute("acc-1", DepositMoney(account_id="acc-1", amount=25.0)).balance  # doctest: +SKIP
+        125.0
+        """
+        lock = self._lock_for(aggregate_id)
+        delay = 0.0005
+        for attempt in range(self.max_retries + 1):
+            with lock:
+                entry = self._current(aggregate_id)
+                aggregate = entry.aggregate
+                events = _as_events(
+                    aggregate.handle_command(entry.state, command), f"{type(aggregate).__name__}.handle_command"
+                )
+                if not events:
+                    return entry.state
+                before_last, after = aggregate._fold(entry.state, events)
+                when = self.store.clock.now()
+                try:
+                    version = self.store.append(
+                        aggregate_id,
+                        events,
+                        expected_version=entry.version,
+                        occurred_at=when,
+                        stream_type=self.aggregate_class.aggregate_type,
+                    )
+                except ConcurrencyError:
+                    if attempt == self.max_retries:
+                        raise
+                else:
+                    state = _stamp(before_last, after, version, when)
+                    updated = dataclasses.replace(
+                        entry, state=state, version=version, since_snapshot=entry.since_snapshot + len(events)
+                    )
+                    self._remember(aggregate_id, self._maybe_snapshot(aggregate_id, updated))
+                    return state
+            # Lost the race: back off a little (with jitter, so two losers do not collide again).
+            time.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, 0.05)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def get(self, aggregate_id: str, *, as_of: int | datetime | None = None) -> S:
+        """Returns the aggregate's state now, or as it was at position or aware datetime `as_of`.
+
+        Now: from the cache (caught up with newer events), else a recovery (newest usable
+        snapshot, then later events). In the past: one ``read_stream`` of the store as of
+        then, folded from the newest snapshot at or below that version. A stream that
+        does not exist (yet) gives ``initial_state``.
+
+        Raises:
+            InvalidInputError: `as_of` is a naive datetime or not a position.
+
+        >>> repo.get("acc-1", as_of=datetime(2026, 1, 1, tzinfo=UTC)).balance  # doctest: +SKIP
+        100.0
+        """
+        if as_of is None:
+            with self._lock_for(aggregate_id):
+                return self._current(aggregate_id).state
+        aggregate = self._new(aggregate_id)
+        records = self.store.as_of(as_of).read_stream(aggregate_id)
+        state = aggregate.initial_state
+        if not records:
+            return state
+        head = records[-1].version
+        snapshot = None
+        if head >= persistence._SNAPSHOT_LOOKUP_MIN:
+            snapshot, value, problems = _usable_snapshot(
+                self.store.snapshots,
+                aggregate_id,
+                head,
+                type(state),
+                self.aggregate_class.snapshot_version,
+                newest=False,
+            )
+            _warn_unusable(aggregate_id, problems)
+            if snapshot is not None:
+                state = value
+                records = [r for r in records if r.version > snapshot.version]
+        if not records:
+            return state
+        before_last, after = aggregate._fold(state, [r.event for r in records])
+        return _stamp(before_last, after, head, records[-1].occurred_at)
+
+    def history(self, aggregate_id: str) -> pd.DataFrame:
+        """Returns a DataFrame of the aggregate's state after each of its events, oldest first.
+
+        Columns: position, version, recorded_at, event_type, then the state's fields
+        (a field named like an envelope column gets a ``state_`` prefix). Costs one
+        ``read_stream`` and a fold from the initial state (snapshots are not used: the
+        states in between are wanted). Imports pandas.
+
+        >>> repo.history("acc-1")[["version", "event_type", "balance"]]  # doctest: +SKIP
+        """
+        import pandas as pd
+
+        aggregate = self._new(aggregate_id)
+        state = aggregate.initial_state
+        names = [f.name for f in dataclasses.fields(state)]
+        envelope = ["position", "version", "recorded_at", "event_type"]
+        columns = [n if n not in envelope else f"state_{n}" for n in names if n != "version"]
+        rows: list[list[Any]] = []
+        apply = aggregate.apply_event
+        for recorded in self.store.read_stream(aggregate_id):
+            before = state
+            state = _stamp(before, apply(before, recorded.event), recorded.version, recorded.occurred_at)
+            rows.append(
+                [recorded.position, recorded.version, recorded.recorded_at, recorded.event_type]
+                + [getattr(state, n) for n in names if n != "version"]
+            )
+        return pd.DataFrame(rows, columns=envelope + columns)
+
+    def states(self, *, as_of: int | datetime | None = None) -> pd.DataFrame:
+        """Returns a DataFrame with one row per aggregate of this type (index: aggregate_id).
+
+        The aggregates are the streams whose recorded stream type is
+        ``aggregate_class.aggregate_type``. Computed in bulk: one SQL query for the
+        stream heads, the newest usable snapshot of each stream long enough to have
+        one, then one SQL query for the events after those snapshots, decoded and
+        folded per stream. `as_of`: a position or aware datetime, as in ``get``.
+        Imports pandas.
+
+        Raises:
+            InvalidInputError: `as_of` is a naive datetime or not a position.
+
+        >>> repo.states()["balance"].sum()  # doctest: +SKIP
+        """
+        import pandas as pd
+
+        store = self.store
+        source: Any = store.as_of(as_of) if as_of is not None else store.as_of(store.last_position)
+        kind = self.aggregate_class.aggregate_type
+        heads = source.sql(
+            "SELECT stream_id, max(version) FROM events WHERE stream_type = ? GROUP BY stream_id ORDER BY stream_id",
+            [kind],
+        ).fetchall()
+        probe = self._new("_")
+        state_type = type(probe.initial_state)
+        starts: dict[str, tuple[Any, int]] = {}
+        problems: list[str] = []
+        snapshot_version = self.aggregate_class.snapshot_version
+        long_enough = {sid: head for sid, head in heads if head >= persistence._SNAPSHOT_LOOKUP_MIN}
+        decode_snapshot = snapshot_decoder(state_type, snapshot_version=snapshot_version)
+        candidates = store.snapshots.newest(long_enough)
+        with paused_gc():
+            for stream_id, candidate in candidates.items():
+                try:
+                    starts[stream_id] = (decode_snapshot(candidate), candidate.version)
+                except SerializationError:  # rare: look for an older usable one, and say why
+                    snapshot, value, found = _usable_snapshot(
+                        store.snapshots, stream_id, long_enough[stream_id], state_type, snapshot_version, newest=False
+                    )
+                    problems.extend(found)
+                    if snapshot is not None:
+                        starts[stream_id] = (value, snapshot.version)
+        if problems:
+            _warn_unusable(f"{len(problems)} {kind} aggregates", problems)
+        # From _all, with the typed columns of the known classes: events are built from
+        # those columns (no CBOR decoding) wherever they hold the values exactly.
+        classes = store.registry.classes()
+        typed = [column_name(t, f) for t, cls in classes.items() for f in (exact_columns(cls) or {})]
+        # COLUMNS(...) takes those of the typed columns that exist (a type may have no events
+        # yet), and stream_type, so that it never comes out empty (DuckDB refuses that).
+        wanted = "[" + ", ".join(literal(c) for c in ["stream_type", *typed]) + "]"
+        selected = (
+            "a.stream_id, a.version, a.event_type, a.payload, epoch_us(coalesce(a.occurred_at, a.recorded_at)), "
+            f"COLUMNS(lambda c: list_contains({wanted}, c))"
+        )
+        query = (
+            f"SELECT {selected} FROM _all a "
+            "LEFT JOIN (SELECT unnest(?::VARCHAR[]) AS sid, unnest(?::BIGINT[]) AS after) s ON a.stream_id = s.sid "
+            "WHERE a.stream_type = ? AND a.version > coalesce(s.after, 0) ORDER BY a.stream_id, a.version"
+        )
+        table = source.sql(query, [list(starts), [v for _, v in starts.values()], kind]).arrow()
+        if hasattr(table, "read_all"):  # newer DuckDB hands back a RecordBatchReader
+            table = table.read_all()
+        events = to_events(table, make_decoder(store.registry), classes)
+        stream_ids, versions, occurred = (table.column(i).to_pylist() for i in (0, 1, 4))
+        finals: dict[str, S] = {sid: value for sid, (value, _) in starts.items()}
+        total = len(events)
+        start = 0
+        with paused_gc():  # states are values: a fold of 100,000 events makes no cycles
+            while start < total:
+                stream_id = stream_ids[start]
+                stop = start + 1
+                while stop < total and stream_ids[stop] == stream_id:
+                    stop += 1
+                aggregate = self._new(stream_id)
+                first = finals.get(stream_id)
+                state = aggregate.initial_state if first is None else first
+                before_last, after = aggregate._fold(state, events[start:stop])
+                when = micros_to_datetime(occurred[stop - 1])
+                finals[stream_id] = _stamp(before_last, after, versions[stop - 1], when)
+                start = stop
+        names = [f.name for f in dataclasses.fields(state_type)]
+        order = [stream_id for stream_id, _ in heads]
+        frame = pd.DataFrame(
+            [[getattr(finals[sid], n) for n in names] for sid in order], columns=names, index=pd.Index(order)
+        )
+        frame.index.name = "aggregate_id"
+        return frame
+
+    def evict(self, aggregate_id: str | None = None) -> None:
+        """Returns nothing; forgets the cached state of one aggregate (or of all)."""
+        with self._cache_lock:
+            if aggregate_id is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(aggregate_id, None)
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _lock_for(self, aggregate_id: str) -> threading.Lock:
+        return self._locks[hash(aggregate_id) % len(self._locks)]
+
+    def _new(self, aggregate_id: str) -> AggregateRoot[S]:
+        return self.aggregate_class(persistence_id=aggregate_id, event_store=self.store)
+
+    def _current(self, aggregate_id: str) -> _Entry[S]:
+        """The cached entry caught up with the store, or a freshly recovered one (cached)."""
+        with self._cache_lock:
+            entry = self._cache.get(aggregate_id)
+            if entry is not None:
+                self._cache.move_to_end(aggregate_id)
+        store = self.store
+        if entry is None:
+            entry = self._recover(aggregate_id)
+        else:
+            head = store.stream_version(aggregate_id)
+            if head < entry.version:
+                entry = self._recover(aggregate_id)  # the stream is not what we cached: start over
+            elif head > entry.version:
+                records = store.read_stream(aggregate_id, from_version=entry.version + 1)
+                if records:
+                    before_last, after = entry.aggregate._fold(entry.state, [r.event for r in records])
+                    last = records[-1]
+                    entry = dataclasses.replace(
+                        entry,
+                        state=_stamp(before_last, after, last.version, last.occurred_at),
+                        version=last.version,
+                        since_snapshot=entry.since_snapshot + len(records),
+                    )
+        self._remember(aggregate_id, entry)
+        return entry
+
+    def _recover(self, aggregate_id: str) -> _Entry[S]:
+        aggregate = self._new(aggregate_id)
+        state = aggregate.initial_state
+        loaded = _load(
+            self.store,
+            aggregate_id,
+            expected_type=type(state),
+            snapshot_version=self.aggregate_class.snapshot_version,
+            use_snapshots=True,
+        )
+        _warn_unusable(aggregate_id, loaded.problems, stacklevel=5)
+        version = 0
+        last_snapshot_at = None
+        if loaded.snapshot is not None:
+            state, version, last_snapshot_at = loaded.state, loaded.snapshot.version, loaded.snapshot.taken_at
+        base = version
+        replay = loaded.replay
+        if replay.events:
+            before_last, after = aggregate._fold(state, replay.events)
+            occurred = micros_to_datetime(replay.last_occurred_us)
+            state, version = _stamp(before_last, after, replay.last_version, occurred), replay.last_version
+        config = aggregate.snapshot_config
+        if last_snapshot_at is None and config is not None and config.uses_time:
+            last_snapshot_at = self.store.clock.now()
+        return _Entry(aggregate, state, version, version - base, last_snapshot_at)
+
+    def _remember(self, aggregate_id: str, entry: _Entry[S]) -> None:
+        if self.cache_size == 0:
+            return
+        with self._cache_lock:
+            cached = self._cache.get(aggregate_id)
+            if cached is not None and cached.version > entry.version:
+                return  # a newer state got here first
+            self._cache[aggregate_id] = entry
+            self._cache.move_to_end(aggregate_id)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    def _maybe_snapshot(self, aggregate_id: str, entry: _Entry[S]) -> _Entry[S]:
+        config = entry.aggregate.snapshot_config
+        store = self.store
+        if config is None or not config.should_snapshot(
+            events_since_snapshot=entry.since_snapshot, last_snapshot_at=entry.last_snapshot_at, clock=store.clock
+        ):
+            return entry
+        try:
+            snapshot = encode_snapshot(
+                aggregate_id,
+                entry.version,
+                entry.state,
+                taken_at=store.clock.now(),
+                config=config,
+                snapshot_version=self.aggregate_class.snapshot_version,
+            )
+        except SerializationError as exc:
+            warnings.warn(SnapshotWarning(f"no snapshot of {aggregate_id!r}: {exc}"), stacklevel=4)
+            return dataclasses.replace(entry, since_snapshot=0)
+        store.snapshots.save(snapshot)
+        store.snapshots.prune(aggregate_id, keep=config.max_snapshots_to_keep)
+        return dataclasses.replace(entry, since_snapshot=0, last_snapshot_at=snapshot.taken_at)
+
+    def __repr__(self) -> str:
+        return f"Repository({self.aggregate_class.__name__}, {len(self._cache)} cached, store={self.store!r})"
