@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 import eventador as ev
-from tests.domain import Deposited
+from tests.support.domain import Deposited
 
 REPO = Path(__file__).resolve().parent.parent
 
