@@ -7,9 +7,7 @@ import logging
 
 import pytest
 
-from eventador.actors import Actor, ActorSystem, DeadLetter
-from eventador.clock import ManualClock
-from eventador.errors import ActorNotFoundError, ActorStoppedError
+from eventador import Actor, ActorNotFoundError, ActorStoppedError, ActorSystem, DeadLetter, ManualClock
 from tests.support.actors import Counter, Gate, Stuck, run, until
 
 

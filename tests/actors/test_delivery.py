@@ -7,8 +7,16 @@ from typing import Any
 
 import pytest
 
-from eventador.actors import Actor, ActorContext, ActorSystem
-from eventador.errors import ActorError, ActorNameInUseError, ActorNotFoundError, ActorStoppedError, AskTimeoutError
+from eventador import (
+    Actor,
+    ActorContext,
+    ActorError,
+    ActorNameInUseError,
+    ActorNotFoundError,
+    ActorStoppedError,
+    ActorSystem,
+    AskTimeoutError,
+)
 from tests.support.actors import Counter, Stuck, run
 
 

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from eventador.actors import Actor, ActorSystem
-from eventador.errors import ActorStoppedError
+from eventador import Actor, ActorStoppedError, ActorSystem
 from tests.support.actors import Boom, Counter, Gate, Recorder, run, until
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from eventador.actors import ActorMetrics, ActorSystem
+from eventador import ActorMetrics, ActorSystem
 from tests.support.actors import Boom, Counter, Gate, Stuck, run
 
 

@@ -6,9 +6,7 @@ import asyncio
 
 import pytest
 
-from eventador.actors import ActorSystem, Supervisor
-from eventador.clock import ManualClock
-from eventador.errors import ActorNameInUseError, ActorStoppedError, InvalidInputError
+from eventador import ActorNameInUseError, ActorStoppedError, ActorSystem, InvalidInputError, ManualClock, Supervisor
 from tests.support.actors import Boom, Counter, Gate, Recorder, Stuck, run
 
 

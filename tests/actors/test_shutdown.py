@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from eventador.actors import Actor, ActorRef, ActorSystem, LocalActorSystem
-from eventador.errors import ActorError, ActorStoppedError
+from eventador import Actor, ActorError, ActorRef, ActorStoppedError, ActorSystem, LocalActorSystem
 from tests.support.actors import DEADLINE, Counter, Gate, Stuck, run, until
 
 

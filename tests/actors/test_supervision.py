@@ -8,9 +8,7 @@ from typing import Any
 import pytest
 
 import eventador as ev
-from eventador.actors import ActorSystem, Supervisor
-from eventador.clock import ManualClock
-from eventador.errors import ActorStoppedError, InvalidInputError
+from eventador import ActorStoppedError, ActorSystem, InvalidInputError, ManualClock, Supervisor
 from tests.support.actors import Boom, Counter, RecordingSleep, recorder, run
 
 

@@ -13,8 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import eventador as ev
-from eventador.aggregates.persistent import AggregateRoot
-from eventador.aggregates.repository import Repository
+from eventador import AggregateRoot, Repository
 from tests.support.aggregate_domain import (
     BankAccountAggregate,
     BankAccountState,

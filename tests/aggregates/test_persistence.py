@@ -19,9 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 import eventador as ev
-from eventador.aggregates.persistent import AggregateRoot, PersistentActor
-from eventador.aggregates.snapshots import SnapshotConfig
-from eventador.clock import ManualClock
+from eventador import AggregateRoot, ManualClock, PersistentActor, SnapshotConfig
 from eventador.store.offload import THREADS, run_blocking
 from tests.support.aggregate_domain import (
     BankAccountAggregate,

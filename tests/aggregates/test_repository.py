@@ -15,8 +15,7 @@ import pandas as pd
 import pytest
 
 import eventador as ev
-from eventador.aggregates.repository import Repository
-from eventador.clock import ManualClock
+from eventador import ManualClock, Repository
 from tests.support.aggregate_domain import (
     BankAccountAggregate,
     CounterActor,

@@ -9,8 +9,7 @@ from typing import Any, TypeVar
 import pytest
 
 import eventador as ev
-from eventador.aggregates.repository import Repository
-from eventador.aggregates.snapshots import SnapshotConfig
+from eventador import Repository, SnapshotConfig
 from tests.support.aggregate_domain import (
     BankAccountAggregate,
     BankAccountState,

@@ -17,16 +17,8 @@ from hypothesis import strategies as st
 
 import eventador as ev
 import eventador.aggregates.persistent
-from eventador.aggregates.repository import Repository
-from eventador.aggregates.snapshots import (
-    SnapshotConfig,
-    SnapshotWarning,
-    decode_snapshot,
-    encode_snapshot,
-    snapshot_fingerprint,
-    state_type_name,
-)
-from eventador.clock import ManualClock
+from eventador import ManualClock, Repository, SnapshotConfig, SnapshotWarning
+from eventador.aggregates.snapshots import decode_snapshot, encode_snapshot, snapshot_fingerprint, state_type_name
 from eventador.store.snapshots import Snapshot
 from tests.support.aggregate_domain import (
     CounterActor,

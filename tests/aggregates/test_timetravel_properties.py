@@ -39,10 +39,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import eventador as ev
+from eventador import AggregateRoot, Repository, SnapshotConfig
 from eventador.aggregates import persistent as persistence
-from eventador.aggregates.persistent import AggregateRoot
-from eventador.aggregates.repository import Repository
-from eventador.aggregates.snapshots import SnapshotConfig
 from eventador.testing import ScriptedClock
 from tests.support.aggregate_domain import (
     BankAccountAggregate,

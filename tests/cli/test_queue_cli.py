@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 import eventador as ev
+from eventador import EventadorError, QueueManager, RetryPolicy, SagaCoordinator
 from eventador.cli import queue as queue_cli
-from eventador.errors import EventadorError
-from eventador.queue.manager import QueueManager, RetryPolicy
-from eventador.sagas import COMMANDS_QUEUE, SagaCoordinator
+from eventador.sagas import COMMANDS_QUEUE
 from tests.support.saga_domain import CreateOrder, OrderSaga, spawn_targets
 
 

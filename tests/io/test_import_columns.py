@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import eventador as ev
+from eventador import UnknownEvent
 from eventador.codec import decode_value
-from eventador.messages import UnknownEvent
 from eventador.store.columns import typed_columns
 
 ROWS = 8

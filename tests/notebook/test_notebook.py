@@ -13,8 +13,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 import eventador as ev
-from eventador.aggregates.persistent import AggregateRoot
-from eventador.clock import ManualClock
+from eventador import AggregateRoot, ManualClock
 
 
 class NbOpened(ev.Event, event_type="nb.Opened"):

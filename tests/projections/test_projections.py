@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import eventador as ev
-from eventador.projections import (
+from eventador import (
     Lag,
     Projection,
     ProjectionNameError,
@@ -22,8 +22,8 @@ from eventador.projections import (
     SqlProjection,
     batch_view_name,
     list_projections,
-    rebuild_projection,
 )
+from eventador.projections import rebuild_projection
 from eventador.projections.runner import human_duration
 from eventador.testing import StoreFactory
 from tests.support.domain import Deposited, Withdrawn, deposited, opened, withdrawn

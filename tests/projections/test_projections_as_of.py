@@ -20,15 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import eventador as ev
-from eventador.clock import ManualClock
-from eventador.projections import (
-    PastReadModel,
-    Projection,
-    ProjectionNameError,
-    ProjectionRunner,
-    SqlProjection,
-    list_projections,
-)
+from eventador import ManualClock, Projection, ProjectionNameError, ProjectionRunner, SqlProjection, list_projections
+from eventador.projections import PastReadModel
 from eventador.testing import DirectoryStoreFactory, StoreFactory
 from tests.support.domain import Deposited, account_events, deposited, ledger_projection_sql, opened, withdrawn
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import eventador as ev
-from eventador.projections import ProjectionRunner, SqlProjection
+from eventador import ProjectionRunner, SqlProjection
 from tests.support.domain import Deposited, Withdrawn, deposited, withdrawn
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import eventador as ev
-from eventador.projections import Projection, ProjectionRunner, SqlProjection
+from eventador import Projection, ProjectionRunner, SqlProjection
 from tests.support.domain import (
     Deposited,
     Opened,

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 import eventador as ev
-from eventador.errors import MessageNotFoundError, QueueClosedError
-from eventador.queue.manager import Lease, QueueManager, RetryPolicy, UnknownMessage, decode_message, encode_message
+from eventador import Lease, MessageNotFoundError, QueueClosedError, QueueManager, RetryPolicy
+from eventador.queue.manager import UnknownMessage, decode_message, encode_message
 
 ROOT = Path(__file__).resolve().parents[2]
 

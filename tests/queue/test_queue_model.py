@@ -16,8 +16,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import eventador as ev
-from eventador.errors import MessageNotFoundError
-from eventador.queue.manager import Lease, QueueManager, RetryPolicy
+from eventador import Lease, MessageNotFoundError, QueueManager, RetryPolicy
 
 US = 1_000_000
 START = datetime(2026, 1, 1, tzinfo=UTC)  # the model's time 0

@@ -16,10 +16,9 @@ from typing import Any, ClassVar, TypeVar
 import pytest
 
 import eventador as ev
-from eventador.queue.manager import QueueManager, RetryPolicy
-from eventador.sagas import (
-    COMMANDS_QUEUE,
-    TIMEOUTS_QUEUE,
+from eventador import (
+    QueueManager,
+    RetryPolicy,
     Saga,
     SagaCommandFailed,
     SagaCoordinator,
@@ -28,6 +27,7 @@ from eventador.sagas import (
     SagaTimeout,
     list_sagas,
 )
+from eventador.sagas import COMMANDS_QUEUE, TIMEOUTS_QUEUE
 from tests.support.aio import run as run_bounded
 from tests.support.saga_domain import (
     ChargePayment,

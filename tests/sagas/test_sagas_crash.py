@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 import eventador as ev
-from eventador.queue.manager import QueueManager
-from eventador.sagas import COMMANDS_QUEUE, list_sagas
+from eventador import QueueManager, list_sagas
+from eventador.sagas import COMMANDS_QUEUE
 from tests.workers.saga_crash_worker import main, order_ids, order_options
 
 ORDERS = 200

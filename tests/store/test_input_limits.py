@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import eventador as ev
+from eventador import NestingError
 from eventador.codec import MAX_NESTING, decode_value, encode_rows
-from eventador.errors import NestingError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,8 @@ import duckdb
 import pytest
 
 import eventador as ev
+from eventador import ProjectionRunner, SqlProjection
 from eventador.cli.main import main
-from eventador.projections import ProjectionRunner, SqlProjection
 from tests.support.domain import Deposited, deposited, opened
 
 EVENTS = 40

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import eventador as ev
-from eventador.clock import ManualClock
-from eventador.store.diff import StoreDiff, diff
+from eventador import ManualClock, StoreDiff
+from eventador.store.diff import diff
 
 
 class TTOpened(ev.Event, event_type="tt.Opened"):

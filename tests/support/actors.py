@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from eventador.actors import Actor
+from eventador import Actor
 from tests.support.aio import run as run_bounded
 
 T = TypeVar("T")

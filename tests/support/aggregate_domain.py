@@ -13,8 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import eventador as ev
-from eventador.aggregates.persistent import AggregateRoot, PersistentActor
-from eventador.aggregates.snapshots import SnapshotConfig
+from eventador import AggregateRoot, PersistentActor, SnapshotConfig
 
 # -- the seed's counter ------------------------------------------------------------------
 

@@ -12,8 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import eventador as ev
-from eventador.aggregates.persistent import PersistentActor
-from eventador.sagas.saga import Saga, SagaCommandFailed, SagaState, SagaStatus, SagaTimeout
+from eventador import PersistentActor, Saga, SagaCommandFailed, SagaState, SagaStatus, SagaTimeout
 
 # -- commands ------------------------------------------------------------------------------------------
 

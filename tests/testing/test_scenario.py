@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 import eventador as ev
-from eventador.testing.scenario import AggregateScenario
+from eventador import AggregateScenario
 from tests.support.aggregate_domain import (
     AccountOpenedEvent,
     BankAccountAggregate,

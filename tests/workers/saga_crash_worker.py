@@ -15,8 +15,7 @@ from collections.abc import Callable
 from multiprocessing.synchronize import Event as ProcessEvent
 
 import eventador as ev
-from eventador.queue.manager import QueueManager, RetryPolicy
-from eventador.sagas import SagaCoordinator, list_sagas
+from eventador import QueueManager, RetryPolicy, SagaCoordinator, list_sagas
 from tests.support.saga_domain import CreateOrder, OrderSaga, spawn_targets
 
 
