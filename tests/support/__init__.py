@@ -1,0 +1,1 @@
+"""What the tests share: example domains (accounts, aggregates, sagas), test actors and small helpers."""
