@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import eventador as ev
-import eventador.aggregates.persistent
+import eventador.aggregates.recovery
 from eventador.aggregates.repository import Repository
 from eventador.aggregates.snapshots import (
     SnapshotConfig,
@@ -410,7 +410,7 @@ def test_recovery_from_snapshots_equals_recovery_from_zero(cmds: list[ev.Command
 
     with pytest.MonkeyPatch.context() as patch:
         # Short streams normally just replay: make every recovery look for a snapshot.
-        patch.setattr(eventador.aggregates.persistent, "_SNAPSHOT_LOOKUP_MIN", 1)
+        patch.setattr(eventador.aggregates.recovery, "SNAPSHOT_LOOKUP_MIN", 1)
         run(main())
 
 
@@ -436,7 +436,7 @@ def test_repository_snapshots_give_the_same_states_as_actors(
         return await drive(store, clock, config, cmds[cut:])
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(eventador.aggregates.persistent, "_SNAPSHOT_LOOKUP_MIN", 1)
+        patch.setattr(eventador.aggregates.recovery, "SNAPSHOT_LOOKUP_MIN", 1)
         live = run(rest())
         assert Repository(store, Configured).get("l-1") == live
         store.snapshots.delete("l-1")
