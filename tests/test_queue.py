@@ -545,6 +545,16 @@ def test_a_message_whose_class_cannot_be_found_decodes_as_unknown(store: ev.Even
     assert isinstance(gone, UnknownMessage) and gone.data["to"] == "a"
 
 
+def test_commands_queued_before_a_restart_decode_by_their_class_label(tmp_path: Path) -> None:
+    with ev.open_store(tmp_path / "s") as store, QueueManager(store) as qm:
+        qm.enqueue("mail", SendEmail(to="a", subject="b"))
+    # A new process: nothing cached, the class is found by the label the queue stored.
+    with ev.open_store(tmp_path / "s") as store, QueueManager(store) as qm:
+        lease = qm.dequeue("mail")
+        assert lease is not None and lease.message == SendEmail(to="a", subject="b")
+        assert lease.message_type == f"{__name__}:SendEmail"
+
+
 def test_local_classes_decode_in_the_process_that_enqueued_them(qm: QueueManager) -> None:
     class Local(ev.Command):
         n: int

@@ -252,7 +252,7 @@ class PersistentActor(Actor):
             SerializationError: the state holds a value the codec cannot store.
 
         >>> await counter.create_snapshot()  # doctest: +SKIP
-        Snapshot('counter-1', version=2, builtins.dict, 8 B)
+        Snapshot('counter-1', version=2, builtins:dict, 8 B)
         """
         await self._ensure_current()
         version = self._sequence_number

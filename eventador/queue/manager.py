@@ -51,7 +51,16 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 import duckdb
 
 from eventador.clock import Clock
-from eventador.codec import _build, decode_event, decode_value, encode_event, encode_value, import_class, schema_of
+from eventador.codec import (
+    class_label,
+    decode_event,
+    decode_value,
+    encode_event,
+    encode_value,
+    instance_from_fields,
+    resolve_class,
+    schema_of,
+)
 from eventador.errors import (
     InvalidInputError,
     QueueError,
@@ -96,11 +105,16 @@ class UnknownMessage:
     data: Any
 
 
+# A message type says what the body holds: "event:" + an event type, or "class:" + a class label.
+_CLASS_TAG = "class:"
+
+
 def encode_message(message: Any, *, classes: dict[str, type] | None = None) -> tuple[str | None, bytes]:
     """Returns ``(message_type, body)``: how a queue stores `message`.
 
-    Events are stored under their registered type name, other dataclasses (commands)
-    under ``module:qualname``, plain values (dicts, lists, str, ...) as they are.
+    Events are stored under ``event:`` and their registered type name, other
+    dataclasses (commands) under ``class:`` and their ``codec.class_label``
+    (``module:QualifiedName``), plain values (dicts, lists, str, ...) as they are.
     `classes`, when given, remembers the class under its type label (so classes
     that cannot be imported by name, e.g. defined in a function, decode in this process).
 
@@ -120,7 +134,7 @@ def encode_message(message: Any, *, classes: dict[str, type] | None = None) -> t
                     values[name],
                     f"expected {expected}, got {type(values[name]).__name__}",
                 )
-        label = f"class:{cls.__module__}:{cls.__qualname__}"
+        label = _CLASS_TAG + class_label(cls)
         if classes is not None:
             classes[label] = cls
         return label, encode_value(values, what=cls.__qualname__)
@@ -142,10 +156,10 @@ def decode_message(
         if cls is not None and classes is not None:
             classes[message_type] = cls  # resolved once per manager, not per message
     if cls is None or not isinstance(data, dict):
-        return UnknownMessage(message_type.removeprefix("class:"), data)
+        return UnknownMessage(message_type.removeprefix(_CLASS_TAG), data)
     try:
         if issubclass(cls, Message):
-            return _build(schema_of(cls), data)
+            return instance_from_fields(schema_of(cls), data)
         schema = schema_of(cls)
         known = {k: v for k, v in data.items() if k in schema.names}
         for name, conv in schema.converters:
@@ -153,13 +167,12 @@ def decode_message(
                 known[name] = conv(known[name])
         return cls(**known)
     except Exception:
-        return UnknownMessage(message_type.removeprefix("class:"), data)
+        return UnknownMessage(message_type.removeprefix(_CLASS_TAG), data)
 
 
 def _resolve(message_type: str) -> type | None:
-    """The class a ``class:module:qualname`` label names, imported if need be; None if not found."""
-    _, module_name, qualname = [*message_type.split(":", 2), "", ""][:3]
-    cls = import_class(module_name, qualname)
+    """The dataclass a ``class:`` message type names, imported if need be; None if not found."""
+    cls = resolve_class(message_type.removeprefix(_CLASS_TAG))
     return cls if cls is not None and dataclasses.is_dataclass(cls) else None
 
 

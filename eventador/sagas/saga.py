@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypedDict, TypeVar, cast
 
 from eventador.aggregates.persistent import PersistentActor
-from eventador.codec import _build, decode_event, encode_event, encode_value, import_class, schema_of
+from eventador.codec import decode_event, encode_event, encode_value, import_class, instance_from_fields, schema_of
 from eventador.errors import InvalidInputError
 from eventador.messages import EPOCH, Command, Event, Message
 from eventador.queue.engine import Ack, Cancel, Enqueue, Op
@@ -682,7 +682,7 @@ class Saga(PersistentActor, Generic[SS]):
             cls = type(self._saga_state) if self._saga_state is not None else SagaState
         data = dict(event.state)
         try:
-            return cast(SS, _build(schema_of(cls), data))
+            return cast(SS, instance_from_fields(schema_of(cls), data))
         except Exception:
             log.warning("saga %r: cannot rebuild its state as %s", self.persistence_id, event.state_type)
             return None
