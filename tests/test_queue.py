@@ -357,7 +357,7 @@ def test_backoff_jitter_stays_between_half_and_all_of_the_delay(store: ev.EventS
     rng = random.Random(7)
     for failed in range(1, 8):
         base = min(100.0, 2.0 ** (failed - 1))
-        draws = [policy.backoff(failed, rng) for _ in range(200)]
+        draws = [policy.delay(failed, rng) for _ in range(200)]
         assert all(base / 2 <= d <= base for d in draws)
         assert max(draws) - min(draws) > base / 4  # it really jitters
     with QueueManager(store, retry_policy=policy, rng=random.Random(1)) as qm:

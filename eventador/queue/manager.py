@@ -43,6 +43,7 @@ import dataclasses
 import html
 import logging
 import random
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -50,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import duckdb
 
+from eventador.backoff import backoff_delay, check_backoff, jittered
 from eventador.clock import Clock
 from eventador.codec import (
     class_label,
@@ -186,9 +188,10 @@ class RetryPolicy:
     After the n-th failed delivery the message waits ``initial_delay * multiplier**(n-1)``
     seconds (at most ``max_delay``); with `jitter` a uniformly random time between half
     of that and all of it, so consumers that failed together do not retry together.
-    A message that failed ``max_attempts`` deliveries goes to the dead letters.
+    A message that failed ``max_attempts`` deliveries goes to the dead letters. The
+    projections' ``ev.Retry`` speaks the same words.
 
-    >>> RetryPolicy(jitter=False).backoff(3)
+    >>> RetryPolicy(jitter=False).delay(3)
     2.0
     """
 
@@ -199,22 +202,26 @@ class RetryPolicy:
     multiplier: float = 2.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise InvalidInputError(f"max_attempts must be an int >= 1, got {self.max_attempts!r}")
-        if not 0 <= self.initial_delay <= self.max_delay:
-            raise InvalidInputError(
-                f"delays must satisfy 0 <= initial_delay <= max_delay, got {self.initial_delay}, {self.max_delay}"
-            )
-        if self.multiplier < 1:
-            raise InvalidInputError(f"multiplier must be >= 1, got {self.multiplier}")
+        check_backoff(
+            "RetryPolicy",
+            max_attempts=self.max_attempts,
+            initial_delay=self.initial_delay,
+            max_delay=self.max_delay,
+            multiplier=self.multiplier,
+        )
+
+    def delay(self, failures: int, rng: random.Random | None = None) -> float:
+        """Returns the seconds to wait after the `failures`-th failed delivery (1 for the first);
+        with `jitter`, drawn from `rng` (default: the ``random`` module)."""
+        base = backoff_delay(
+            failures, initial_delay=self.initial_delay, max_delay=self.max_delay, multiplier=self.multiplier
+        )
+        return jittered(base, rng) if self.jitter else base
 
     def backoff(self, failed: int, rng: random.Random | None = None) -> float:
-        """Returns the seconds to wait after the `failed`-th failed delivery (1 for the first)."""
-        base = min(self.max_delay, self.initial_delay * self.multiplier ** min(max(failed, 1) - 1, 200))
-        if not self.jitter:
-            return float(base)
-        r = (rng or random).random()
-        return float(base / 2 + base / 2 * r)
+        """The former name of ``delay`` (warns)."""
+        warnings.warn("RetryPolicy.backoff() is now RetryPolicy.delay()", DeprecationWarning, stacklevel=2)
+        return self.delay(failed, rng)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +287,7 @@ class QueueManager:
             store.connect(),
             clock=self.clock,
             max_attempts=lambda: self.retry_policy.max_attempts,
-            backoff=lambda failed: self.retry_policy.backoff(failed, self._rng),
+            backoff=lambda failed: self.retry_policy.delay(failed, self._rng),
             make_lease=self._lease,
             name=repr(self),
         )
