@@ -62,6 +62,7 @@ __all__ = [
     "is_label_of",
     "resolve_class",
     "schema_of",
+    "unwrap_optional",
 ]
 
 MAX_NESTING = 64
@@ -442,7 +443,8 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__qualname__", None) or repr(tp)
 
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+def unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """Returns ``(T, True)`` for an annotation ``T | None`` (or ``Optional[T]``), else ``(tp, False)``."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -454,7 +456,7 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
 def _checker_for(tp: Any, path: str) -> tuple[Checker, str, tuple[type, ...] | None]:
     """A cheap isinstance test for one annotated field, the type's name for errors, and the
     types the test accepts (None: any value), for checking a column of values at once."""
-    inner, optional = _unwrap_optional(tp)
+    inner, optional = unwrap_optional(tp)
     if inner is Any or inner is object:
         return (lambda v: True), "any value", None
     origin = typing.get_origin(inner) or inner
@@ -493,7 +495,7 @@ def _checker_for(tp: Any, path: str) -> tuple[Checker, str, tuple[type, ...] | N
 
 def _converter_for(tp: Any) -> Converter | None:
     """How to turn a decoded CBOR value back into `tp`, or None when it needs nothing."""
-    inner, optional = _unwrap_optional(tp)
+    inner, optional = unwrap_optional(tp)
     origin = typing.get_origin(inner) or inner
     args = typing.get_args(inner)
     conv: Converter | None = None
