@@ -442,7 +442,7 @@ def test_a_unit_stored_before_a_crash_is_enqueued_once_on_recovery(tmp_path: Pat
         async def lost(ops: Any) -> list[Any]:
             raise ev.QueueError("the process died here")
 
-        world.qm._submit_async = lost  # type: ignore[method-assign]
+        world.qm.submit_async = lost  # type: ignore[method-assign]
         # The next unit (the reserve step's answer) is stored, its ship command is lost.
         with contextlib.suppress(ev.QueueError):
             await world.coordinator.run_until_idle()

@@ -364,7 +364,7 @@ class QueueManager:
         delay_us = _micros_of(delay, "delay")
         items = []
         for message, key in zip(batch, keys, strict=True):
-            message_type, body = encode_message(message, classes=self._classes)
+            message_type, body = self.encode(message)
             items.append((message_type, body, key, delay_us))
         return Enqueue(queue, items)
 
@@ -482,7 +482,7 @@ class QueueManager:
                 "id": pd.Series([r[0] for r in rows], dtype="int64"),
                 "queue": pd.Series([r[1] for r in rows], dtype=object),
                 "message_type": pd.Series([_type_label(r[2]) for r in rows], dtype=object),
-                "message": pd.Series([self._decode(r[2], r[3]) for r in rows], dtype=object),
+                "message": pd.Series([self.decode(r[2], r[3]) for r in rows], dtype=object),
                 "attempts": pd.Series([r[4] for r in rows], dtype="int64"),
                 "error": pd.Series([r[5] for r in rows], dtype=object),
                 "enqueued_at": pd.Series([micros_to_datetime(r[6]) for r in rows], dtype="datetime64[us, UTC]"),
@@ -543,7 +543,7 @@ class QueueManager:
             out = []
             for target, message in user_hook(lease, reason):
                 _check_queue(target)
-                message_type, body = encode_message(message, classes=self._classes)
+                message_type, body = self.encode(message)
                 out.append((target, message_type, body))
             return out
 
@@ -616,7 +616,7 @@ class QueueManager:
                 "id": pd.Series([r[0] for r in rows], dtype="int64"),
                 "queue": pd.Series([r[1] for r in rows], dtype=object),
                 "message_type": pd.Series([_type_label(r[2]) for r in rows], dtype=object),
-                "message": pd.Series([self._decode(r[2], r[3]) for r in rows], dtype=object),
+                "message": pd.Series([self.decode(r[2], r[3]) for r in rows], dtype=object),
                 "dedupe_key": pd.Series([r[4] for r in rows], dtype=object),
                 "attempts": pd.Series([r[5] for r in rows], dtype="int64"),
                 "state": pd.Series([state(r[6], r[8]) for r in rows], dtype=object),
@@ -666,15 +666,30 @@ class QueueManager:
         """Returns whether ``close()`` was called."""
         return self._engine.closed
 
-    async def _submit_async(self, ops: list[Op]) -> list[Any]:
-        """For eventador's sagas: applies `ops` in one transaction; returns one result per op."""
+    # -- for what is built on the queue (sagas): its operations, wake-ups and message encoding --
+
+    async def submit_async(self, ops: list[Op]) -> list[Any]:
+        """Returns one result per op, once `ops` (``eventador.queue.engine`` operations) are
+        applied in one transaction with whatever else was submitted meanwhile."""
         return await self._engine.submit_async(ops)
 
-    def _watch(self, queues: Iterable[str], wake: asyncio.Event) -> None:
+    def watch(self, queues: Iterable[str], wake: asyncio.Event) -> None:
+        """Sets `wake` whenever a message in one of `queues` may have become ready."""
         self._engine.watch(queues, wake)
 
-    def _unwatch(self, queues: Iterable[str], wake: asyncio.Event) -> None:
+    def unwatch(self, queues: Iterable[str], wake: asyncio.Event) -> None:
+        """Stops setting `wake` for `queues`."""
         self._engine.unwatch(queues, wake)
+
+    def encode(self, message: Any) -> tuple[str | None, bytes]:
+        """Returns ``(message_type, body)`` as ``enqueue`` stores `message`; its class is
+        remembered, so that one defined in a function decodes in this process too."""
+        return encode_message(message, classes=self._classes)
+
+    def decode(self, message_type: str | None, body: bytes, registry: TypeRegistry | None = None) -> Any:
+        """Returns the message ``encode`` stored (event types looked up in `registry`,
+        default the store's); an ``UnknownMessage`` when its class is not found."""
+        return decode_message(message_type, bytes(body), registry or self.store.registry, classes=self._classes)
 
     def _run(self, ops: list[Op]) -> list[Any]:
         return cast("list[Any]", self._engine.wait(self._engine.submit(ops)))
@@ -707,17 +722,12 @@ class QueueManager:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in stats.columns)
         return f"<div><b>{html.escape(repr(self))}</b><table><tr>{head}</tr>{rows}</table></div>"
 
-    # -- decoding -----------------------------------------------------------------------------------
-
-    def _decode(self, message_type: str | None, body: bytes) -> Any:
-        return decode_message(message_type, bytes(body), self.store.registry, classes=self._classes)
-
     def _lease(self, queue: str, row: tuple[Any, ...], until: int) -> Lease:
         mid, message_type, body, key, enqueued_at, attempts, last_error = row
         return Lease(
             id=mid,
             queue=queue,
-            message=self._decode(message_type, body),
+            message=self.decode(message_type, body),
             attempts=attempts,
             enqueued_at=micros_to_datetime(enqueued_at),
             expires_at=micros_to_datetime(until),

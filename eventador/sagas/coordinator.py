@@ -20,7 +20,7 @@ from eventador.codec import class_label, resolve_class
 from eventador.errors import ActorNameInUseError, CommandRejected, EventadorError, InvalidInputError
 from eventador.messages import Event
 from eventador.queue.engine import Ack, Admin, Enqueue
-from eventador.queue.manager import Lease, QueueManager, UnknownMessage, decode_message, encode_message
+from eventador.queue.manager import Lease, QueueManager, UnknownMessage, encode_message
 from eventador.sagas.records import (
     COMMANDS_QUEUE,
     EVENTS_QUEUE,
@@ -199,7 +199,7 @@ class SagaCoordinator:
         respawned saga re-enqueues the work of its last unit (a no-op where it exists).
         """
         self._recovered = True
-        await self.queue_manager._submit_async([Admin("release")])
+        await self.queue_manager.submit_async([Admin("release")])
         # On the loop's thread: store.sql relations share one connection, and running two
         # at once from different threads fails.
         frame = list_sagas(self.event_store, active=True)
@@ -230,7 +230,7 @@ class SagaCoordinator:
         qm = self.queue_manager
         wake = asyncio.Event()
         self._wakes.add(wake)
-        qm._watch(queues, wake)
+        qm.watch(queues, wake)
         try:
             while not self._stopping:
                 wake.clear()
@@ -256,7 +256,7 @@ class SagaCoordinator:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), wait)
         finally:
-            qm._unwatch(queues, wake)
+            qm.unwatch(queues, wake)
             self._wakes.discard(wake)
             if loop_task is not None:
                 self._loops.discard(loop_task)
@@ -362,7 +362,7 @@ class SagaCoordinator:
                 rejected=True,
             )
             # The rejection is an answer: ack and tell the saga in one transaction.
-            await self.queue_manager._submit_async([Ack([lease.id]), self._notice(envelope, failure)])
+            await self.queue_manager.submit_async([Ack([lease.id]), self._notice(envelope, failure)])
             return "acked"
         events = _answer_events(answer)
         if not events:
@@ -428,8 +428,7 @@ class SagaCoordinator:
         return enqueue_envelope(EVENTS_QUEUE, notice, None, 0)
 
     def _decode(self, message_type: str, payload: bytes) -> Any:
-        qm = self.queue_manager
-        return decode_message(message_type or None, payload, self.event_store.registry, classes=qm._classes)
+        return self.queue_manager.decode(message_type or None, payload, self.event_store.registry)
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopping else f"{len(self._tasks)} deliveries in flight"

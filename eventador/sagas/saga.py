@@ -449,7 +449,7 @@ class Saga(PersistentActor, Generic[SS]):
             self._resumed = True
             ops = self._ops_for(self._last_unit, recovering=True)
             if ops:
-                await self.duraq_manager._submit_async(ops)
+                await self.duraq_manager.submit_async(ops)
 
     def event_handler(self, event: Event) -> None:
         """Returns nothing; applies the saga's own bookkeeping events (do not override)."""
@@ -494,7 +494,7 @@ class Saga(PersistentActor, Generic[SS]):
         """Stores the unit's events in one append, then enqueues its queue work in one transaction."""
         if not unit.events:
             if unit.ops:
-                await self.duraq_manager._submit_async(unit.ops)
+                await self.duraq_manager.submit_async(unit.ops)
             return
         if self._saved_at is None and not any(isinstance(e, SagaStateSaved) for e in unit.events):
             # A saga is found (recovered, listed) by its saved state: make sure it has one.
@@ -509,7 +509,7 @@ class Saga(PersistentActor, Generic[SS]):
         ops = self._ops_for(unit.events, recovering=False) + unit.ops
         if ops:
             try:
-                await self.duraq_manager._submit_async(ops)
+                await self.duraq_manager.submit_async(ops)
             except Exception:
                 # The unit is stored: its queue work must still happen. Kept for the next message
                 # (and redone by recovery after a restart).
@@ -519,7 +519,7 @@ class Saga(PersistentActor, Generic[SS]):
     async def _flush_unflushed(self) -> None:
         ops, self._unflushed = self._unflushed, []
         try:
-            await self.duraq_manager._submit_async(ops)
+            await self.duraq_manager.submit_async(ops)
         except Exception:
             self._unflushed = ops + self._unflushed
             raise
@@ -558,7 +558,7 @@ class Saga(PersistentActor, Generic[SS]):
     async def _send(self, target: str, command: Command, *, compensation: bool) -> str:
         if not isinstance(target, str) or not target:
             raise InvalidInputError(f"target_name must be a non-empty str, got {target!r}")
-        message_type, payload = encode_message(command, classes=self.duraq_manager._classes)
+        message_type, payload = self.duraq_manager.encode(command)
         return await self._record_send(target, message_type or "", payload, compensation=compensation)
 
     async def _send_planned(self, action: tuple[str, str, bytes]) -> str:
