@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from eventador.aggregates import recovery
 from eventador.aggregates.recovery import as_events, load_stream, stamp, usable_snapshot, warn_unusable
-from eventador.aggregates.root import AggregateRoot
+from eventador.aggregates.root import AggregateRoot, fold
 from eventador.aggregates.snapshots import SnapshotWarning, encode_snapshot, snapshot_decoder
 from eventador.codec import make_decoder
 from eventador.errors import ConcurrencyError, InvalidInputError, SerializationError
@@ -119,7 +119,7 @@ class Repository(Generic[S]):
                 )
                 if not events:
                     return entry.state
-                before_last, after = aggregate._fold(entry.state, events)
+                before_last, after = fold(aggregate, entry.state, events)
                 when = self.store.clock.now()
                 try:
                     version = self.store.append(
@@ -183,7 +183,7 @@ class Repository(Generic[S]):
                 records = [r for r in records if r.version > snapshot.version]
         if not records:
             return state
-        before_last, after = aggregate._fold(state, [r.event for r in records])
+        before_last, after = fold(aggregate, state, [r.event for r in records])
         return stamp(before_last, after, head, records[-1].occurred_at)
 
     def history(self, aggregate_id: str) -> pd.DataFrame:
@@ -292,7 +292,7 @@ class Repository(Generic[S]):
                 aggregate = self._new(stream_id)
                 first = finals.get(stream_id)
                 state = aggregate.initial_state if first is None else first
-                before_last, after = aggregate._fold(state, events[start:stop])
+                before_last, after = fold(aggregate, state, events[start:stop])
                 when = micros_to_datetime(occurred[stop - 1])
                 finals[stream_id] = stamp(before_last, after, versions[stop - 1], when)
                 start = stop
@@ -336,7 +336,7 @@ class Repository(Generic[S]):
             elif head > entry.version:
                 records = store.read_stream(aggregate_id, from_version=entry.version + 1)
                 if records:
-                    before_last, after = entry.aggregate._fold(entry.state, [r.event for r in records])
+                    before_last, after = fold(entry.aggregate, entry.state, [r.event for r in records])
                     last = records[-1]
                     entry = dataclasses.replace(
                         entry,
@@ -365,7 +365,7 @@ class Repository(Generic[S]):
         base = version
         replay = loaded.replay
         if replay.events:
-            before_last, after = aggregate._fold(state, replay.events)
+            before_last, after = fold(aggregate, state, replay.events)
             occurred = micros_to_datetime(replay.last_occurred_us)
             state, version = stamp(before_last, after, replay.last_version, occurred), replay.last_version
         config = aggregate.snapshot_config

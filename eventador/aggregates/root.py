@@ -21,7 +21,7 @@ from eventador.store.reads import Replay
 from eventador.store.records import micros_to_datetime
 from eventador.store.segments import paused_gc
 
-__all__ = ["AggregateRoot"]
+__all__ = ["AggregateRoot", "fold"]
 
 S = TypeVar("S", bound=State)
 
@@ -35,6 +35,26 @@ def _apply_all(apply: Callable[[S, Event], S], state: S, events: Sequence[Event]
     for event in events:
         before_last = state
         state = apply(state, event)
+    return before_last, state
+
+
+def fold(aggregate: AggregateRoot[S], state: S, events: Sequence[Event]) -> tuple[S, S]:
+    """Returns the state before the last of `events` and after all of them, folded into
+    `state` by ``aggregate.apply_event`` (what its commands, recovery and the repository do).
+
+    For a replay the cyclic collector waits meanwhile: it allocates a state per event,
+    and the collections that would trigger cost more than the fold (and vary run to run).
+
+    Raises:
+        InvalidInputError: ``apply_event`` returned something that is not an ``ev.State``.
+    """
+    if len(events) < _PAUSE_GC_FROM:  # a command's events: pausing would cost more than it saves
+        before_last, state = _apply_all(aggregate.apply_event, state, events)
+    else:
+        with paused_gc():
+            before_last, state = _apply_all(aggregate.apply_event, state, events)
+    if not isinstance(state, State):
+        raise InvalidInputError(f"{type(aggregate).__name__}.apply_event returned {state!r}, not an ev.State")
     return before_last, state
 
 
@@ -158,7 +178,7 @@ class AggregateRoot(PersistentActor, Generic[S]):
             try:
                 produced = as_events(self.handle_command(state, command), where)
                 if produced:
-                    before_last, after = self._fold(state, produced)
+                    before_last, after = fold(self, state, produced)
                     version += len(produced)
                     state = stamp(before_last, after, version, when)
                     if first_writer < 0:
@@ -221,7 +241,7 @@ class AggregateRoot(PersistentActor, Generic[S]):
 
     async def _persist(self, batch: list[Event], metadata: dict[str, Any] | None) -> int:
         before = self.state
-        before_last, after = self._fold(before, batch)
+        before_last, after = fold(self, before, batch)
         when = self.event_store.clock.now()
         version = await self._append(batch, metadata=metadata, occurred_at=when)
         self._state = stamp(before_last, after, version, when)
@@ -246,25 +266,10 @@ class AggregateRoot(PersistentActor, Generic[S]):
     def _snapshot_type(self) -> type | None:
         return type(self.state)
 
-    def _fold(self, state: S, events: Sequence[Event]) -> tuple[S, S]:
-        """The state before the last event and after all of them.
-
-        For a replay the cyclic collector waits meanwhile: it allocates a state per event,
-        and the collections that would trigger cost more than the fold (and vary run to run).
-        """
-        if len(events) < _PAUSE_GC_FROM:  # a command's events: pausing would cost more than it saves
-            before_last, state = _apply_all(self.apply_event, state, events)
-        else:
-            with paused_gc():
-                before_last, state = _apply_all(self.apply_event, state, events)
-        if not isinstance(state, State):
-            raise InvalidInputError(f"{type(self).__name__}.apply_event returned {state!r}, not an ev.State")
-        return before_last, state
-
     async def _replay_events(self, replay: Replay) -> None:
         if not replay.events:
             return
-        before_last, after = self._fold(self.state, replay.events)
+        before_last, after = fold(self, self.state, replay.events)
         self._state = stamp(before_last, after, replay.last_version, micros_to_datetime(replay.last_occurred_us))
         self._sequence_number = replay.last_version
 
