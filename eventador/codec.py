@@ -50,13 +50,19 @@ __all__ = [
     "Schema",
     "check_text",
     "check_value",
+    "class_label",
     "decode_event",
     "decode_value",
     "encode_coded_rows",
     "encode_event",
     "encode_rows",
     "encode_value",
+    "import_class",
+    "instance_from_fields",
+    "is_label_of",
+    "resolve_class",
     "schema_of",
+    "unwrap_optional",
 ]
 
 MAX_NESTING = 64
@@ -437,7 +443,8 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__qualname__", None) or repr(tp)
 
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+def unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """Returns ``(T, True)`` for an annotation ``T | None`` (or ``Optional[T]``), else ``(tp, False)``."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -449,7 +456,7 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
 def _checker_for(tp: Any, path: str) -> tuple[Checker, str, tuple[type, ...] | None]:
     """A cheap isinstance test for one annotated field, the type's name for errors, and the
     types the test accepts (None: any value), for checking a column of values at once."""
-    inner, optional = _unwrap_optional(tp)
+    inner, optional = unwrap_optional(tp)
     if inner is Any or inner is object:
         return (lambda v: True), "any value", None
     origin = typing.get_origin(inner) or inner
@@ -488,7 +495,7 @@ def _checker_for(tp: Any, path: str) -> tuple[Checker, str, tuple[type, ...] | N
 
 def _converter_for(tp: Any) -> Converter | None:
     """How to turn a decoded CBOR value back into `tp`, or None when it needs nothing."""
-    inner, optional = _unwrap_optional(tp)
+    inner, optional = unwrap_optional(tp)
     origin = typing.get_origin(inner) or inner
     args = typing.get_args(inner)
     conv: Converter | None = None
@@ -528,13 +535,19 @@ def _nested_decoder(cls: type) -> Converter:
     def decode(value: Any) -> Any:
         if not isinstance(value, dict):
             return value
-        return _build(schema_of(cls), value)
+        return instance_from_fields(schema_of(cls), value)
 
     return decode
 
 
-def _build(schema: Schema, data: dict[str, Any]) -> Any:
-    """An instance of `schema.cls` from decoded field values, without running __init__."""
+def instance_from_fields(schema: Schema, data: dict[str, Any]) -> Any:
+    """Returns an instance of `schema.cls` from decoded field values, without running ``__init__``.
+
+    Converts the fields that need it (enums, nested dataclasses, ...; a value that does
+    not convert is kept as stored) and fits `data` to the class as defined now: a field
+    it no longer has is dropped, a new one takes its default (None without one). `data`
+    becomes the instance's ``__dict__``: the caller gives up the dict.
+    """
     if schema.converters:
         for name, conv in schema.converters:
             if name in data:
@@ -649,7 +662,7 @@ def decode_event(event_type: str, payload: bytes, registry: TypeRegistry) -> Eve
     cls = registry.resolve(event_type)
     if cls is None:
         return UnknownEvent(event_type=event_type, data=data)
-    return typing.cast(Event, _build(schema_of(cls), data))
+    return typing.cast(Event, instance_from_fields(schema_of(cls), data))
 
 
 def make_decoder(registry: TypeRegistry) -> Callable[[str, bytes], Event]:
@@ -674,7 +687,7 @@ def make_decoder(registry: TypeRegistry) -> Callable[[str, bytes], Event]:
             return UnknownEvent(event_type=event_type, data=data)
         cls, schema, names = entry
         if schema.converters or data.keys() != names:
-            return typing.cast(Event, _build(schema, data))
+            return typing.cast(Event, instance_from_fields(schema, data))
         obj: Event = new(cls)
         setattr_(obj, "__dict__", data)
         return obj
@@ -683,10 +696,68 @@ def make_decoder(registry: TypeRegistry) -> Callable[[str, bytes], Event]:
 
 
 # -- classes by name ----------------------------------------------------------------------
+#
+# Stored data names a class (a queued command, a saga's state, a snapshot's state) by
+# one label, ``module:QualifiedName``: the colon splits module from qualname, which both
+# may hold dots. Older stores wrote ``module.QualifiedName`` (snapshots) and
+# ``class:module:QualifiedName`` (queues); both still read.
+
+_LEGACY_QUEUE_TAG = "class:"
+
+
+def class_label(cls: type) -> str:
+    """Returns the label stored data gives `cls`: ``module:QualifiedName``.
+
+    >>> class_label(dict)
+    'builtins:dict'
+    """
+    label = cls.__dict__.get("__eventador_label__")
+    if label is None:
+        label = f"{cls.__module__}:{cls.__qualname__}"
+        with contextlib.suppress(TypeError):  # a builtin type cannot remember it: built each time
+            type.__setattr__(cls, "__eventador_label__", label)
+    return typing.cast(str, label)
+
+
+def is_label_of(label: str, cls: type) -> bool:
+    """Returns whether `label` names `cls`, in the current spelling or an older one."""
+    if label == class_label(cls):
+        return True
+    module, qualname = cls.__module__, cls.__qualname__
+    return label in (f"{module}.{qualname}", f"{_LEGACY_QUEUE_TAG}{module}:{qualname}")
+
+
+def resolve_class(label: str) -> type | None:
+    """Returns the class `label` names, importing its module if need be; None if not found.
+
+    Reads ``module:QualifiedName`` (``class_label``) and the older spellings
+    ``class:module:QualifiedName`` and ``module.QualifiedName``.
+
+    >>> resolve_class("builtins:dict"), resolve_class("builtins.dict"), resolve_class("no.such:Class")
+    (<class 'dict'>, <class 'dict'>, None)
+    """
+    label = label.removeprefix(_LEGACY_QUEUE_TAG)
+    module_name, colon, qualname = label.partition(":")
+    if colon:
+        return import_class(module_name, qualname)
+    # module.QualifiedName: the longest importable module prefix (qualnames have dots too).
+    parts = label.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        found = import_class(".".join(parts[:cut]), ".".join(parts[cut:]))
+        if found is not None:
+            return found
+    return None
+
+
+# Builtin types their module does not name (a plain snapshot may hold None).
+_NAMELESS: dict[tuple[str, str], type] = {("builtins", "NoneType"): type(None)}
 
 
 def import_class(module_name: str, qualname: str) -> type | None:
-    """The class `qualname` of module `module_name`, importing the module if need be; None if absent."""
+    """Returns the class `qualname` of module `module_name`, importing the module if need be; None if absent."""
+    nameless = _NAMELESS.get((module_name, qualname))
+    if nameless is not None:
+        return nameless
     module = sys.modules.get(module_name)
     if module is None:
         try:

@@ -25,7 +25,7 @@ from typing import Any
 import eventador as ev
 from eventador.aggregates.persistent import PersistentActor
 from eventador.queue.manager import QueueManager
-from eventador.sagas.saga import Saga, SagaCoordinator, SagaState, SagaStatus, SagaTimeout, list_sagas
+from eventador.sagas import Saga, SagaCoordinator, SagaState, SagaStatus, SagaTimeout, list_sagas
 
 # -- commands and events (the seed's) -----------------------------------------------------------------
 

@@ -19,12 +19,15 @@ from hypothesis import strategies as st
 import eventador as ev
 from eventador.codec import (
     MAX_NESTING,
+    class_label,
     decode_event,
     decode_value,
     encode_event,
     encode_events,
     encode_value,
+    is_label_of,
     make_decoder,
+    resolve_class,
 )
 
 # -- the payload types of API.md ----------------------------------------------------------
@@ -527,3 +530,40 @@ def test_a_bad_value_in_a_batch_raises_as_it_would_alone(changes: dict[str, Any]
     with pytest.raises(ev.SerializationError) as caught:
         encode_events(batch)
     assert caught.value.path == path
+
+
+# -- class labels ---------------------------------------------------------------------------
+
+
+class Outer:
+    @dataclasses.dataclass
+    class Inner:
+        x: int
+
+
+def test_a_class_label_keeps_module_and_qualified_name_apart() -> None:
+    assert class_label(Outer.Inner) == f"{__name__}:Outer.Inner"
+    assert resolve_class(class_label(Outer.Inner)) is Outer.Inner
+    assert class_label(dict) == "builtins:dict" and resolve_class("builtins:dict") is dict
+    assert resolve_class(class_label(type(None))) is type(None)
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        f"{__name__}:Outer.Inner",  # sagas, and everything written from now on
+        f"class:{__name__}:Outer.Inner",  # the queue's message types
+        f"{__name__}.Outer.Inner",  # snapshots written before the one scheme
+    ],
+)
+def test_every_label_stores_have_written_still_resolves(label: str) -> None:
+    assert resolve_class(label) is Outer.Inner
+    assert is_label_of(label, Outer.Inner)
+    assert not is_label_of(label, Outer)
+
+
+@pytest.mark.parametrize(
+    "label", ["tests.no_such_module:Gone", "tests.no_such_module.Gone", f"{__name__}:Outer.Gone", f"{__name__}.Gone"]
+)
+def test_a_label_of_a_class_that_is_gone_resolves_to_none(label: str) -> None:
+    assert resolve_class(label) is None

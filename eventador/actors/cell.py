@@ -27,7 +27,7 @@ from eventador.errors import ActorStoppedError, CommandRejected
 if TYPE_CHECKING:
     from eventador.actors.system import ActorSystem
 
-__all__ = ["ActorCell", "State"]
+__all__ = ["ActorCell", "Lifecycle"]
 
 log = logging.getLogger("eventador.actors")
 
@@ -40,7 +40,9 @@ _BATCH: Final = 256
 _MAX_BATCH: Final = 128
 
 
-class State(enum.Enum):
+class Lifecycle(enum.Enum):
+    """Where an actor's cell is in its life (not the actor's own state): shown by ``system.actors()``."""
+
     STARTING = "starting"
     RUNNING = "running"
     PASSIVATING = "passivating"
@@ -75,6 +77,7 @@ class ActorCell:
         "failures",
         "idle_since",
         "instance",
+        "lifecycle",
         "loop",
         "mailbox",
         "name",
@@ -86,7 +89,6 @@ class ActorCell:
         "restarts",
         "spawn_reply",
         "started_hook",
-        "state",
         "supervisor",
         "system",
         "task",
@@ -112,7 +114,7 @@ class ActorCell:
         self.context = ActorContext(name=name, self_ref=self.ref, system=system)
         # None while the actor waits for mail: an empty deque is 760 B, and idle actors are many.
         self.mailbox: deque[Envelope] | None = deque()
-        self.state = State.STARTING
+        self.lifecycle = Lifecycle.STARTING
         self.accepting = True
         # None while a running actor waits for mail ("parked"): a task waiting on a future
         # is about 1.4 KB (task, two coroutine frames, the future), and idle actors are many.
@@ -137,7 +139,7 @@ class ActorCell:
 
     @property
     def is_alive(self) -> bool:
-        return self.state is not State.STOPPING and self.state is not State.STOPPED
+        return self.lifecycle is not Lifecycle.STOPPING and self.lifecycle is not Lifecycle.STOPPED
 
     def deliver(self, message: Any, reply: asyncio.Future[Any] | None) -> bool:
         """Returns whether `message` was queued; if not, it was recorded as a dead letter."""
@@ -146,7 +148,7 @@ class ActorCell:
             if self.task is None:
                 self.wake()
             return True
-        if self.state is State.PASSIVATED and not self.system.is_shut_down:
+        if self.lifecycle is Lifecycle.PASSIVATED and not self.system.is_shut_down:
             self._mailbox().append((message, reply))
             self.activate(None)
             return True
@@ -161,7 +163,7 @@ class ActorCell:
 
     def wake(self) -> None:
         """Returns at once; a parked actor (running, no task) gets a task to drain its mail."""
-        if self.task is None and self.state is State.RUNNING:
+        if self.task is None and self.lifecycle is Lifecycle.RUNNING:
             self.task = self.loop.create_task(self._run(start=False), name=f"eventador.actor:{self.name}")
 
     # -- lifecycle ------------------------------------------------------------------
@@ -171,7 +173,7 @@ class ActorCell:
 
         `spawn_reply` (from spawn) gets the outcome of the start; a reactivation passes None.
         """
-        self.state = State.STARTING
+        self.lifecycle = Lifecycle.STARTING
         self.accepting = True
         self.spawn_reply = spawn_reply
         if self.passivate_after is not None:
@@ -184,10 +186,10 @@ class ActorCell:
         Stopping from inside the actor's own handler returns at once: the actor stops
         after that message.
         """
-        if self.state is State.STOPPED:
+        if self.lifecycle is Lifecycle.STOPPED:
             return
         task = self.task
-        parked = task is None and self.state is State.RUNNING
+        parked = task is None and self.lifecycle is Lifecycle.RUNNING
         self._refuse_mail()
         if parked:
             await self._finish()  # post_stop, here: there is no task to cancel
@@ -210,9 +212,9 @@ class ActorCell:
     async def passivate(self) -> None:
         """Returns once an idle actor's instance is stopped and its name kept for the next message."""
         task = self.task
-        if self.state is not State.RUNNING:
+        if self.lifecycle is not Lifecycle.RUNNING:
             return
-        self.state = State.PASSIVATING
+        self.lifecycle = Lifecycle.PASSIVATING
         if task is None:  # parked: nothing runs that must be cancelled
             await self._finish()
             return
@@ -223,7 +225,7 @@ class ActorCell:
         """Returns whether the actor waits for mail and has for `passivate_after` seconds."""
         return (
             self.passivate_after is not None
-            and self.state is State.RUNNING
+            and self.lifecycle is Lifecycle.RUNNING
             and self.task is None
             and not self.mailbox
             and now - self.idle_since >= self.passivate_after
@@ -233,7 +235,7 @@ class ActorCell:
         processed = self.processed
         return ActorMetrics(
             name=self.name,
-            state=self.state.value,
+            state=self.lifecycle.value,
             processed=processed,
             failures=self.failures,
             restarts=self.restarts,
@@ -243,10 +245,10 @@ class ActorCell:
         )
 
     def _is_stopped(self) -> bool:
-        return self.state is State.STOPPED
+        return self.lifecycle is Lifecycle.STOPPED
 
     def _refuse_mail(self) -> None:
-        self.state = State.STOPPING
+        self.lifecycle = Lifecycle.STOPPING
         self.accepting = False
 
     # -- the task -------------------------------------------------------------------
@@ -270,9 +272,9 @@ class ActorCell:
                 spawn_reply, self.spawn_reply = self.spawn_reply, None
                 if spawn_reply is not None and not spawn_reply.done():
                     spawn_reply.set_result(None)
-                if self.state is not State.STARTING:
+                if self.lifecycle is not Lifecycle.STARTING:
                     return
-                self.state = State.RUNNING
+                self.lifecycle = Lifecycle.RUNNING
             parked = await self._drain()
         except asyncio.CancelledError:
             # stop() or passivate() asked for this (or the loop is closing): clean up below.
@@ -314,7 +316,7 @@ class ActorCell:
                 self.task = None
                 return True
             if batched is not None and len(mailbox) > 1:
-                if not await self._handle_batch(mailbox, batched) or self.state is not State.RUNNING:
+                if not await self._handle_batch(mailbox, batched) or self.lifecycle is not Lifecycle.RUNNING:
                     return False
                 instance = self.instance  # a failure may have restarted it
                 if instance is None:
@@ -357,7 +359,7 @@ class ActorCell:
                 self.consecutive_restarts = 0
                 if reply is not None and not reply.done():
                     reply.set_result(result)
-            if self.state is not State.RUNNING:
+            if self.lifecycle is not Lifecycle.RUNNING:
                 return False  # the actor stopped itself
             budget -= 1
             if not budget:
@@ -465,7 +467,7 @@ class ActorCell:
                 log.exception("pre_restart of actor %r raised; restarting anyway", self.name)
 
     async def _finish(self) -> None:
-        if self.state is not State.PASSIVATING:
+        if self.lifecycle is not Lifecycle.PASSIVATING:
             self._refuse_mail()
             self._fail_pending()
         instance, self.instance = self.instance, None
@@ -476,8 +478,8 @@ class ActorCell:
                 await _settle(instance.post_stop())
             except Exception:
                 log.exception("post_stop of actor %r raised", self.name)
-        if self.state is State.PASSIVATING:
-            self.state = State.PASSIVATED
+        if self.lifecycle is Lifecycle.PASSIVATING:
+            self.lifecycle = Lifecycle.PASSIVATED
             self.accepting = False
             log.debug("actor %r passivated", self.name)
             if self.mailbox:
@@ -489,7 +491,7 @@ class ActorCell:
     def _finish_stopped(self) -> None:
         self._refuse_mail()
         self._fail_pending()
-        self.state = State.STOPPED
+        self.lifecycle = Lifecycle.STOPPED
         self.system._forget(self)
 
     def _answer_spawn(self, error: BaseException | None) -> None:

@@ -86,7 +86,7 @@ class ActorRef:
         return self._cell.metrics()
 
     def __repr__(self) -> str:
-        return f"ActorRef({self._cell.name!r}, {self._cell.state.value})"
+        return f"ActorRef({self._cell.name!r}, {self._cell.lifecycle.value})"
 
 
 def _time_out(reply: asyncio.Future[Any], name: str, timeout: float) -> None:

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from eventador.actors.actor import Actor
-from eventador.actors.cell import ActorCell, State
+from eventador.actors.cell import ActorCell, Lifecycle
 from eventador.actors.records import ActorMetrics, DeadLetter, Failure
 from eventador.actors.ref import ActorRef
 from eventador.actors.supervision import Supervisor
@@ -265,7 +265,7 @@ class ActorSystem:
         return [cell.metrics() for cell in self._cells.values()]
 
     def __repr__(self) -> str:
-        passivated = sum(1 for cell in self._cells.values() if cell.state is State.PASSIVATED)
+        passivated = sum(1 for cell in self._cells.values() if cell.lifecycle is Lifecycle.PASSIVATED)
         status = ", shut down" if self._shut_down else ""
         return (
             f"ActorSystem({len(self._cells)} actors, {passivated} passivated, "

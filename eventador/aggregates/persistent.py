@@ -1,12 +1,11 @@
-"""Persistent actors and aggregate roots: actors whose state is the fold of their own events.
+"""Persistent actors: actors whose state is the fold of their own events.
 
 A ``PersistentActor`` keeps its state as events in one stream of an event store
 (its ``persistence_id``): ``start()`` recovers it (the newest usable snapshot, then
 the later events in one read), ``persist_events`` appends with optimistic
-concurrency and applies what was stored. An ``AggregateRoot`` is a persistent actor
-whose state is a value: pure ``handle_command(state, command) -> events`` and
-``apply_event(state, event) -> state``. ``eventador.repository.Repository`` runs the
-same aggregates synchronously, from scripts and notebooks.
+concurrency and applies what was stored. ``eventador.aggregates.root.AggregateRoot``
+builds on it; ``eventador.aggregates.recovery`` holds the loading both share with the
+``Repository``.
 
 Blocking store calls: on a store on disk with ``durability="fsync"`` appends run in
 a pool of threads, so that appends from many actors overlap and share one fsync
@@ -19,40 +18,36 @@ costs more than those appends.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import inspect
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from eventador.actors import Actor
-from eventador.actors.actor import BatchHandler, Outcome
-from eventador.aggregates.snapshots import SnapshotConfig, SnapshotWarning, decode_snapshot, encode_snapshot
-from eventador.errors import CommandRejected, InvalidInputError, SerializationError
-from eventador.messages import Command, Event, State, fields_html
+from eventador.aggregates.recovery import NO_EVENTS, Loaded, as_events, load_stream, warn_unusable
+from eventador.aggregates.snapshots import SnapshotConfig, SnapshotWarning, encode_snapshot
+from eventador.errors import InvalidInputError, SerializationError
+from eventador.messages import Event
 from eventador.store import EventStore
 from eventador.store.aio import append_in_group
 from eventador.store.cache import NotInMemory, memory_only
 from eventador.store.offload import run_blocking
 from eventador.store.reads import Replay
-from eventador.store.records import micros_to_datetime
-from eventador.store.segments import paused_gc
-from eventador.store.snapshots import Snapshot, SnapshotStore
+from eventador.store.snapshots import Snapshot
 
-__all__ = ["AggregateRoot", "PersistentActor"]
+if TYPE_CHECKING:
+    from eventador.aggregates.root import AggregateRoot as AggregateRoot  # the old place, re-exported
 
-S = TypeVar("S", bound=State)
+__all__ = ["PersistentActor"]
+
 T = TypeVar("T")
 
-# Below this many events, replaying is cheaper than looking a snapshot up (a query).
-_SNAPSHOT_LOOKUP_MIN = 32
 _DEFAULT_CONFIG = SnapshotConfig()
-_NOTHING = Replay([], 0, 0)
 
 
-async def _load_off_loop(store: EventStore, load: Callable[[], _Loaded]) -> _Loaded:
+async def _load_off_loop(store: EventStore, load: Callable[[], Loaded]) -> Loaded:
     """`load()` right here when memory holds all it reads (the row-group cache and the
     snapshot index), else by a store worker thread: the hand-off costs more than a
     cached recovery of a snapshot and a few events."""
@@ -86,85 +81,6 @@ async def _settle(value: Any) -> Any:
         return await value
     return value
 
-
-def _as_events(produced: Any, where: str) -> list[Event]:
-    if produced is None:
-        return []
-    batch = [produced] if isinstance(produced, Event) else list(produced)
-    for event in batch:
-        if not isinstance(event, Event):
-            raise InvalidInputError(f"{where} must return ev.Event instances, got {event!r}")
-    return batch
-
-
-# -- loading a stream: newest usable snapshot, then the later events in one read ---------
-
-
-@dataclasses.dataclass(slots=True)
-class _Loaded:
-    snapshot: Snapshot | None
-    state: Any
-    replay: Replay
-    problems: list[str]
-
-
-def _usable_snapshot(
-    snapshots: SnapshotStore,
-    stream_id: str,
-    head: int,
-    expected_type: type | None,
-    snapshot_version: int,
-    *,
-    newest: bool,
-) -> tuple[Snapshot | None, Any, list[str]]:
-    """The newest snapshot at or below `head` that decodes, its state, and why others did not.
-
-    `newest`: ask for the stream's newest snapshot first (kept in memory by the store),
-    else straight for the newest at or below `head`.
-    """
-    problems: list[str] = []
-    candidate = snapshots.latest(stream_id) if newest else snapshots.latest(stream_id, max_version=head)
-    if candidate is not None and candidate.version > head:
-        candidate = snapshots.latest(stream_id, max_version=head)
-    older: list[Snapshot] | None = None
-    while candidate is not None:
-        try:
-            state = decode_snapshot(candidate, expected_type=expected_type, snapshot_version=snapshot_version)
-        except SerializationError as exc:
-            problems.append(str(exc))
-        else:
-            return candidate, state, problems
-        if older is None:
-            older = [s for s in snapshots.list(stream_id) if s.version <= head]
-        older = [s for s in older if s.version < candidate.version]
-        candidate = older[-1] if older else None
-    return None, None, problems
-
-
-def _load(
-    store: EventStore, stream_id: str, *, expected_type: type | None, snapshot_version: int, use_snapshots: bool
-) -> _Loaded:
-    head = store.stream_version(stream_id)
-    if head == 0:
-        return _Loaded(None, None, _NOTHING, [])
-    snapshot: Snapshot | None = None
-    state: Any = None
-    problems: list[str] = []
-    if use_snapshots and head >= _SNAPSHOT_LOOKUP_MIN:
-        snapshot, state, problems = _usable_snapshot(
-            store.snapshots, stream_id, head, expected_type, snapshot_version, newest=True
-        )
-    replay = store.replay(stream_id, from_version=snapshot.version + 1 if snapshot is not None else 1)
-    return _Loaded(snapshot, state, replay, problems)
-
-
-def _warn_unusable(stream_id: str, problems: list[str], stacklevel: int = 3) -> None:
-    if problems:
-        more = f" (and {len(problems) - 1} older)" if len(problems) > 1 else ""
-        warnings.warn(
-            SnapshotWarning(f"{problems[0]}{more}; recovering {stream_id!r} by replaying its events instead"),
-            stacklevel=stacklevel,
-        )
 
 
 # -- persistent actors -----------------------------------------------------------------------
@@ -304,7 +220,7 @@ class PersistentActor(Actor):
         >>> await self.persist_events([Opened(...), Deposited(...)])  # doctest: +SKIP
         2
         """
-        batch = _as_events(events, "persist_events")
+        batch = as_events(events, "persist_events")
         await self._ensure_current()
         if not batch:
             return self._sequence_number
@@ -336,7 +252,7 @@ class PersistentActor(Actor):
             SerializationError: the state holds a value the codec cannot store.
 
         >>> await counter.create_snapshot()  # doctest: +SKIP
-        Snapshot('counter-1', version=2, builtins.dict, 8 B)
+        Snapshot('counter-1', version=2, builtins:dict, 8 B)
         """
         await self._ensure_current()
         version = self._sequence_number
@@ -435,10 +351,10 @@ class PersistentActor(Actor):
         store = self.event_store
         pid = self.persistence_id
         if store.stream_version(pid) == 0:
-            loaded = _Loaded(None, None, _NOTHING, [])
+            loaded = Loaded(None, None, NO_EVENTS, [])
         else:
             load = functools.partial(
-                _load,
+                load_stream,
                 store,
                 pid,
                 expected_type=self._snapshot_type(),
@@ -446,7 +362,7 @@ class PersistentActor(Actor):
                 use_snapshots=self._snapshots_supported(),
             )
             loaded = await _load_off_loop(store, load)
-        _warn_unusable(pid, loaded.problems, stacklevel=4)
+        warn_unusable(pid, loaded.problems, stacklevel=4)
         snapshot = loaded.snapshot
         if snapshot is not None:
             await _settle(self.on_snapshot(loaded.state, snapshot.version))
@@ -523,276 +439,10 @@ class PersistentActor(Actor):
         return f"{type(self).__name__}({self.persistence_id!r}, sequence_number={self._sequence_number})"
 
 
-# -- aggregates --------------------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    # AggregateRoot lived here; root.py imports this module, so it is found on first use.
+    if name == "AggregateRoot":
+        from eventador.aggregates.root import AggregateRoot
 
-
-_PAUSE_GC_FROM = 64  # events folded at once from which the cyclic collector waits
-
-
-def _apply_all(apply: Callable[[S, Event], S], state: S, events: Sequence[Event]) -> tuple[S, S]:
-    """The state before the last event and after all of them."""
-    before_last = state
-    for event in events:
-        before_last = state
-        state = apply(state, event)
-    return before_last, state
-
-
-def _stamp(before_last: S, after: S, version: int, when: datetime) -> S:
-    """`after` with version = `version` and, unless the last apply_event set it, last_modified = `when`."""
-    changes: dict[str, Any] = {}
-    if after.version != version:
-        changes["version"] = version
-    if after.last_modified == before_last.last_modified and after.last_modified != when:
-        changes["last_modified"] = when
-    if not changes:
-        return after
-    fields = getattr(after, "__dict__", None)
-    if fields is None:  # a slotted State: the ordinary way
-        return after.copy_with(**changes)
-    # Once per command: skip __init__ (the codec builds decoded messages the same way);
-    # only the two framework fields change, so nothing needs validating again.
-    stamped: S = object.__new__(type(after))
-    object.__setattr__(stamped, "__dict__", {**fields, **changes})
-    return stamped
-
-
-class AggregateRoot(PersistentActor, Generic[S]):
-    """A persistent actor whose state is a value ``S`` changed only by its own events.
-
-    Define ``initial_state`` (a property), ``handle_command(state, command)`` (returns
-    the events to persist, or raises ``ev.CommandRejected``) and ``apply_event(state,
-    event)`` (returns the next state; pure). ``command_handler`` ties them together:
-    decide, fold the new events (so a failing ``apply_event`` persists nothing), append
-    them in one atomic append, and return the new state (what ``ask`` answers).
-
-    After every command and after recovery the framework sets two fields of the
-    state: ``version`` is always the stream version, and ``last_modified`` is the time
-    of the last event (its ``occurred_at``: the store clock's reading when the command
-    was handled) unless the ``apply_event`` of that last event set it. Snapshots store
-    the state itself, with its class name and field-layout fingerprint.
-
-    Spawn aggregates with ``supervisor=ev.Supervisor.resume()``: a rejected command
-    leaves the state unchanged, and after a ``ConcurrencyError`` the instance catches
-    up by itself, so restarting it (the default) would only cost a recovery.
-
-    >>> import asyncio, eventador as ev
-    >>> class Deposited(ev.Event, event_type="doc.Deposited"):
-    ...     amount: int
-    >>> class Deposit(ev.Command):
-    ...     amount: int
-    >>> class Balance(ev.State):
-    ...     balance: int = 0
-    >>> class Account(ev.AggregateRoot[Balance]):
-    ...     @property
-    ...     def initial_state(self) -> Balance:
-    ...         return Balance()
-    ...     def handle_command(self, state: Balance, command: ev.Command) -> list[ev.Event]:
-    ...         if isinstance(command, Deposit) and command.amount <= 0:
-    ...             raise ev.CommandRejected("deposits must be positive")
-    ...         return [Deposited(amount=command.amount)] if isinstance(command, Deposit) else []
-    ...     def apply_event(self, state: Balance, event: ev.Event) -> Balance:
-    ...         return state.copy_with(balance=state.balance + event.amount) if isinstance(event, Deposited) else state
-    >>> account = Account(persistence_id="acc-1", event_store=ev.open_store())
-    >>> asyncio.run(account.on_message(Deposit(amount=5))).balance
-    5
-    """
-
-    _state: S | None = None
-
-    @property
-    def initial_state(self) -> S:
-        """Returns the state before the first event.
-
-        Raises:
-            NotImplementedError: a subclass must define it.
-        """
-        raise NotImplementedError(f"{type(self).__name__} must define the initial_state property")
-
-    def handle_command(self, state: S, command: Command) -> Sequence[Event]:
-        """Returns the events `command` causes in `state` (empty: nothing happens); pure.
-
-        Raises:
-            CommandRejected: a business rule refuses the command; nothing is persisted.
-        """
-        raise NotImplementedError(f"{type(self).__name__} must define handle_command(state, command)")
-
-    def apply_event(self, state: S, event: Event) -> S:
-        """Returns the state after `event`; pure, and must accept every event it ever produced."""
-        raise NotImplementedError(f"{type(self).__name__} must define apply_event(state, event)")
-
-    @property
-    def state(self) -> S:
-        """Returns the current state (``initial_state`` before recovery and before any event)."""
-        state = self._state
-        if state is None:
-            state = self._state = self.initial_state
-        return state
-
-    async def command_handler(self, command: Any) -> S:
-        """Returns the state after `command`: its events are persisted and applied.
-
-        Costs ``handle_command``, one ``apply_event`` per new event and one append.
-
-        Raises:
-            CommandRejected: from ``handle_command``; nothing was persisted.
-            ConcurrencyError: another writer appended first; nothing was persisted.
-        """
-        ((ok, answer),) = await self._handle_commands([command])  # one command: one outcome
-        if not ok:
-            raise answer
-        return cast(S, answer)
-
-    def _batch_handler(self) -> BatchHandler | None:
-        # Only when commands reach handle_command the ordinary way: an override of
-        # on_message or command_handler may do anything, so it sees one message at a time.
-        cls = type(self)
-        if cls.command_handler is AggregateRoot.command_handler and cls.on_message is PersistentActor.on_message:
-            return self._handle_commands
-        return None
-
-    async def _handle_commands(self, commands: list[Any]) -> list[Outcome]:
-        """Handles queued commands as one after another would, and writes all their events
-        in one append: one lock, one log record and one fsync for the lot. A command on
-        its own (``command_handler``) is a batch of one: both ways run this code.
-
-        Each command is decided on the state after the ones before it, and each answer is
-        the state after its own command. Returns an outcome for each of a prefix of
-        `commands`: it stops after a failure (not a rejection), and when the append fails
-        the first command with events takes the error, as it would have alone; the
-        commands after it are handled again later (``handle_command`` is pure). When an
-        event cannot be stored and several commands had events, they are handled again one
-        at a time, so that only the command whose event is bad fails.
-        """
-        if not self._recovered or self._stale:
-            await self._ensure_current()
-        where = f"{type(self).__name__}.handle_command"
-        state = self.state
-        version = self._sequence_number
-        when = self.event_store.clock.now()
-        events: list[Event] = []
-        outcomes: list[Outcome] = []
-        first_writer = last_writer = -1  # the first and last commands with events
-        for command in commands:
-            try:
-                produced = _as_events(self.handle_command(state, command), where)
-                if produced:
-                    before_last, after = self._fold(state, produced)
-                    version += len(produced)
-                    state = _stamp(before_last, after, version, when)
-                    if first_writer < 0:
-                        first_writer = len(outcomes)
-                    last_writer = len(outcomes)
-                    events.extend(produced)
-            except CommandRejected as rejected:
-                outcomes.append((False, rejected))
-                continue
-            except Exception as failed:
-                outcomes.append((False, failed))
-                break
-            outcomes.append((True, state))
-        if not events:
-            return outcomes
-        try:
-            await self._append(events, metadata=None, occurred_at=when)
-        except (SerializationError, InvalidInputError) as failed:  # checked before writing: nothing was written
-            if first_writer == last_writer:  # only one command had events: the bad event is its own
-                return [*outcomes[:first_writer], (False, failed)]
-            return [*outcomes[:first_writer], *await self._one_by_one(commands[first_writer : len(outcomes)])]
-        except Exception as failed:
-            return [*outcomes[:first_writer], (False, failed)]
-        self._state = state
-        self._sequence_number = version
-        self._since_snapshot += len(events)
-        if self.snapshot_config is not None:
-            try:
-                await self._maybe_snapshot()
-            except Exception as failed:  # the events are stored: the last command answers for it
-                return [*outcomes[:last_writer], (False, failed)]
-        return outcomes
-
-    async def _one_by_one(self, commands: list[Any]) -> list[Outcome]:
-        """Each command as a batch of one, until one fails (a rejection is not a failure)."""
-        outcomes: list[Outcome] = []
-        for command in commands:
-            outcomes += await self._handle_commands([command])
-            ok, answer = outcomes[-1]
-            if not ok and not isinstance(answer, CommandRejected):
-                break
-        return outcomes
-
-    async def persist_events(self, events: Iterable[Event], *, metadata: dict[str, Any] | None = None) -> int:
-        """Returns the stream's new version, once `events` are folded, stored (all or none) and applied.
-
-        ``apply_event`` runs before the append, so an event it cannot apply is never
-        stored. See ``PersistentActor.persist_events`` for costs.
-
-        Raises:
-            ConcurrencyError: another writer appended first; nothing was stored.
-            SerializationError: an event cannot be stored; nothing was stored.
-        """
-        batch = _as_events(events, "persist_events")
-        if not self._recovered or self._stale:
-            await self._ensure_current()
-        if not batch:
-            return self._sequence_number
-        return await self._persist(batch, metadata)
-
-    async def _persist(self, batch: list[Event], metadata: dict[str, Any] | None) -> int:
-        before = self.state
-        before_last, after = self._fold(before, batch)
-        when = self.event_store.clock.now()
-        version = await self._append(batch, metadata=metadata, occurred_at=when)
-        self._state = _stamp(before_last, after, version, when)
-        self._sequence_number = version
-        self._since_snapshot += len(batch)
-        if self.snapshot_config is not None:
-            await self._maybe_snapshot()
-        return version
-
-    def event_handler(self, event: Event) -> None:
-        """Returns nothing; folds `event` into ``state`` (the aggregate's own fold)."""
-        self._state = self.apply_event(self.state, event)
-
-    def get_snapshot_state(self) -> S:
-        """Returns ``state``: aggregates snapshot their state value."""
-        return self.state
-
-    def on_snapshot(self, state: Any, sequence_number: int) -> None:
-        """Returns nothing; makes the snapshot's `state` the current state."""
-        self._state = cast(S, state)
-
-    def _snapshot_type(self) -> type | None:
-        return type(self.state)
-
-    def _fold(self, state: S, events: Sequence[Event]) -> tuple[S, S]:
-        """The state before the last event and after all of them.
-
-        For a replay the cyclic collector waits meanwhile: it allocates a state per event,
-        and the collections that would trigger cost more than the fold (and vary run to run).
-        """
-        if len(events) < _PAUSE_GC_FROM:  # a command's events: pausing would cost more than it saves
-            before_last, state = _apply_all(self.apply_event, state, events)
-        else:
-            with paused_gc():
-                before_last, state = _apply_all(self.apply_event, state, events)
-        if not isinstance(state, State):
-            raise InvalidInputError(f"{type(self).__name__}.apply_event returned {state!r}, not an ev.State")
-        return before_last, state
-
-    async def _replay_events(self, replay: Replay) -> None:
-        if not replay.events:
-            return
-        before_last, after = self._fold(self.state, replay.events)
-        self._state = _stamp(before_last, after, replay.last_version, micros_to_datetime(replay.last_occurred_us))
-        self._sequence_number = replay.last_version
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.persistence_id!r}, version={self._sequence_number}, state={self.state!r})"
-
-    def _repr_html_(self) -> str:
-        return _state_html(f"{type(self).__name__} {self.persistence_id}", self.state)
-
-
-def _state_html(title: str, state: State) -> str:
-    return fields_html(title, ((f.name, getattr(state, f.name)) for f in dataclasses.fields(state)))
+        return AggregateRoot
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

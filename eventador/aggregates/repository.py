@@ -18,8 +18,9 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from eventador.aggregates import persistent as persistence
-from eventador.aggregates.persistent import AggregateRoot, _as_events, _load, _stamp, _usable_snapshot, _warn_unusable
+from eventador.aggregates import recovery
+from eventador.aggregates.recovery import as_events, load_stream, stamp, usable_snapshot, warn_unusable
+from eventador.aggregates.root import AggregateRoot, fold
 from eventador.aggregates.snapshots import SnapshotWarning, encode_snapshot, snapshot_decoder
 from eventador.codec import make_decoder
 from eventador.errors import ConcurrencyError, InvalidInputError, SerializationError
@@ -113,12 +114,12 @@ class Repository(Generic[S]):
             with lock:
                 entry = self._current(aggregate_id)
                 aggregate = entry.aggregate
-                events = _as_events(
+                events = as_events(
                     aggregate.handle_command(entry.state, command), f"{type(aggregate).__name__}.handle_command"
                 )
                 if not events:
                     return entry.state
-                before_last, after = aggregate._fold(entry.state, events)
+                before_last, after = fold(aggregate, entry.state, events)
                 when = self.store.clock.now()
                 try:
                     version = self.store.append(
@@ -132,7 +133,7 @@ class Repository(Generic[S]):
                     if attempt == self.max_retries:
                         raise
                 else:
-                    state = _stamp(before_last, after, version, when)
+                    state = stamp(before_last, after, version, when)
                     updated = dataclasses.replace(
                         entry, state=state, version=version, since_snapshot=entry.since_snapshot + len(events)
                     )
@@ -167,8 +168,8 @@ class Repository(Generic[S]):
             return state
         head = records[-1].version
         snapshot = None
-        if head >= persistence._SNAPSHOT_LOOKUP_MIN:
-            snapshot, value, problems = _usable_snapshot(
+        if head >= recovery.SNAPSHOT_LOOKUP_MIN:
+            snapshot, value, problems = usable_snapshot(
                 self.store.snapshots,
                 aggregate_id,
                 head,
@@ -176,14 +177,14 @@ class Repository(Generic[S]):
                 self.aggregate_class.snapshot_version,
                 newest=False,
             )
-            _warn_unusable(aggregate_id, problems)
+            warn_unusable(aggregate_id, problems)
             if snapshot is not None:
                 state = value
                 records = [r for r in records if r.version > snapshot.version]
         if not records:
             return state
-        before_last, after = aggregate._fold(state, [r.event for r in records])
-        return _stamp(before_last, after, head, records[-1].occurred_at)
+        before_last, after = fold(aggregate, state, [r.event for r in records])
+        return stamp(before_last, after, head, records[-1].occurred_at)
 
     def history(self, aggregate_id: str) -> pd.DataFrame:
         """Returns a DataFrame of the aggregate's state after each of its events, oldest first.
@@ -206,7 +207,7 @@ class Repository(Generic[S]):
         apply = aggregate.apply_event
         for recorded in self.store.read_stream(aggregate_id):
             before = state
-            state = _stamp(before, apply(before, recorded.event), recorded.version, recorded.occurred_at)
+            state = stamp(before, apply(before, recorded.event), recorded.version, recorded.occurred_at)
             rows.append(
                 [recorded.position, recorded.version, recorded.recorded_at, recorded.event_type]
                 + [getattr(state, n) for n in names if n != "version"]
@@ -242,7 +243,7 @@ class Repository(Generic[S]):
         starts: dict[str, tuple[Any, int]] = {}
         problems: list[str] = []
         snapshot_version = self.aggregate_class.snapshot_version
-        long_enough = {sid: head for sid, head in heads if head >= persistence._SNAPSHOT_LOOKUP_MIN}
+        long_enough = {sid: head for sid, head in heads if head >= recovery.SNAPSHOT_LOOKUP_MIN}
         decode_snapshot = snapshot_decoder(state_type, snapshot_version=snapshot_version)
         candidates = store.snapshots.newest(long_enough)
         with paused_gc():
@@ -250,14 +251,14 @@ class Repository(Generic[S]):
                 try:
                     starts[stream_id] = (decode_snapshot(candidate), candidate.version)
                 except SerializationError:  # rare: look for an older usable one, and say why
-                    snapshot, value, found = _usable_snapshot(
+                    snapshot, value, found = usable_snapshot(
                         store.snapshots, stream_id, long_enough[stream_id], state_type, snapshot_version, newest=False
                     )
                     problems.extend(found)
                     if snapshot is not None:
                         starts[stream_id] = (value, snapshot.version)
         if problems:
-            _warn_unusable(f"{len(problems)} {kind} aggregates", problems)
+            warn_unusable(f"{len(problems)} {kind} aggregates", problems)
         # From _all, with the typed columns of the known classes: events are built from
         # those columns (no CBOR decoding) wherever they hold the values exactly.
         classes = store.registry.classes()
@@ -291,9 +292,9 @@ class Repository(Generic[S]):
                 aggregate = self._new(stream_id)
                 first = finals.get(stream_id)
                 state = aggregate.initial_state if first is None else first
-                before_last, after = aggregate._fold(state, events[start:stop])
+                before_last, after = fold(aggregate, state, events[start:stop])
                 when = micros_to_datetime(occurred[stop - 1])
-                finals[stream_id] = _stamp(before_last, after, versions[stop - 1], when)
+                finals[stream_id] = stamp(before_last, after, versions[stop - 1], when)
                 start = stop
         names = [f.name for f in dataclasses.fields(state_type)]
         order = [stream_id for stream_id, _ in heads]
@@ -335,11 +336,11 @@ class Repository(Generic[S]):
             elif head > entry.version:
                 records = store.read_stream(aggregate_id, from_version=entry.version + 1)
                 if records:
-                    before_last, after = entry.aggregate._fold(entry.state, [r.event for r in records])
+                    before_last, after = fold(entry.aggregate, entry.state, [r.event for r in records])
                     last = records[-1]
                     entry = dataclasses.replace(
                         entry,
-                        state=_stamp(before_last, after, last.version, last.occurred_at),
+                        state=stamp(before_last, after, last.version, last.occurred_at),
                         version=last.version,
                         since_snapshot=entry.since_snapshot + len(records),
                     )
@@ -349,14 +350,14 @@ class Repository(Generic[S]):
     def _recover(self, aggregate_id: str) -> _Entry[S]:
         aggregate = self._new(aggregate_id)
         state = aggregate.initial_state
-        loaded = _load(
+        loaded = load_stream(
             self.store,
             aggregate_id,
             expected_type=type(state),
             snapshot_version=self.aggregate_class.snapshot_version,
             use_snapshots=True,
         )
-        _warn_unusable(aggregate_id, loaded.problems, stacklevel=5)
+        warn_unusable(aggregate_id, loaded.problems, stacklevel=5)
         version = 0
         last_snapshot_at = None
         if loaded.snapshot is not None:
@@ -364,9 +365,9 @@ class Repository(Generic[S]):
         base = version
         replay = loaded.replay
         if replay.events:
-            before_last, after = aggregate._fold(state, replay.events)
+            before_last, after = fold(aggregate, state, replay.events)
             occurred = micros_to_datetime(replay.last_occurred_us)
-            state, version = _stamp(before_last, after, replay.last_version, occurred), replay.last_version
+            state, version = stamp(before_last, after, replay.last_version, occurred), replay.last_version
         config = aggregate.snapshot_config
         if last_snapshot_at is None and config is not None and config.uses_time:
             last_snapshot_at = self.store.clock.now()

@@ -14,7 +14,6 @@ with ``SnapshotWarning`` and rebuilds the state from the events instead.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,15 @@ from typing import Any, ClassVar
 import cbor2
 
 from eventador.clock import Clock, SystemClock
-from eventador.codec import _build, decode_value, encode_value, schema_of
+from eventador.codec import (
+    class_label,
+    decode_value,
+    encode_value,
+    instance_from_fields,
+    is_label_of,
+    resolve_class,
+    schema_of,
+)
 from eventador.errors import InvalidInputError, SerializationError
 from eventador.store.snapshots import Snapshot
 
@@ -40,10 +47,6 @@ __all__ = [
 # Plain values (what a PersistentActor's get_snapshot_state may return, as the seed's
 # {'value': 8}) have no class layout to hash: their fingerprint is this marker.
 _PLAIN = "plain"
-_PLAIN_TYPES: dict[str, type] = {
-    f"builtins.{t.__name__}": t
-    for t in (dict, list, tuple, set, frozenset, str, int, float, bool, bytes, type(None))
-}
 
 
 class SnapshotWarning(UserWarning):
@@ -169,8 +172,9 @@ SnapshotConfig.production = SnapshotConfig(event_count_threshold=200)
 
 
 def state_type_name(cls: type) -> str:
-    """Returns the name a snapshot records for states of `cls`: ``module.QualifiedName``."""
-    return f"{cls.__module__}.{cls.__qualname__}"
+    """Returns the name a snapshot records for states of `cls`: its ``codec.class_label``,
+    ``module:QualifiedName`` (snapshots written before it say ``module.QualifiedName``)."""
+    return class_label(cls)
 
 
 def snapshot_fingerprint(cls: type, *, snapshot_version: int = 1) -> str:
@@ -208,7 +212,7 @@ def encode_snapshot(
 
     >>> from datetime import UTC
     >>> encode_snapshot("counter-1", 8, {"value": 8}, taken_at=datetime(2026, 1, 1, tzinfo=UTC))
-    Snapshot('counter-1', version=8, builtins.dict, 8 B)
+    Snapshot('counter-1', version=8, builtins:dict, 8 B)
     """
     config = config or _DEFAULT
     cls = type(state)
@@ -237,15 +241,15 @@ def decode_snapshot(snapshot: Snapshot, *, expected_type: type | None = None, sn
     """Returns the state stored in `snapshot`, exactly as it was encoded.
 
     `expected_type`: the class the reader folds into (an aggregate's state class); a
-    snapshot of any other type is refused. Without it, the type is found by name among
-    the modules this process has imported. Costs one decode; no I/O.
+    snapshot of any other type is refused. Without it, the type is found by its label
+    (``codec.resolve_class``, which imports its module if need be). Costs one decode.
 
     Raises:
         SerializationError: the snapshot is not usable: its type is unknown or not the
             expected one, its fingerprint does not match the class as defined now, or
             its bytes do not decode. Callers then replay the events instead.
     """
-    cls = expected_type if expected_type is not None else _resolve(snapshot.state_type)
+    cls = expected_type if expected_type is not None else resolve_class(snapshot.state_type)
     if cls is None:
         where = f"snapshot of {snapshot.stream_id!r} at version {snapshot.version}"
         raise SerializationError(where, snapshot.state_type, "its state type is not defined in this process")
@@ -265,7 +269,7 @@ def snapshot_decoder(cls: type, *, snapshot_version: int = 1) -> Callable[[Snaps
     names = frozenset(schema.names) if schema is not None else frozenset()
 
     def decode(snapshot: Snapshot) -> Any:
-        if snapshot.state_type != name:
+        if snapshot.state_type != name and not is_label_of(snapshot.state_type, cls):
             raise SerializationError(_where(snapshot), snapshot.state_type, f"it holds another type than {name}")
         if expected is None:
             raise SerializationError(_where(snapshot), snapshot.state_type, unusable)
@@ -286,7 +290,7 @@ def snapshot_decoder(cls: type, *, snapshot_version: int = 1) -> Callable[[Snaps
                 _where(snapshot), type(value).__name__, f"it does not hold the fields of {cls.__qualname__}"
             )
         try:
-            return _build(schema, value)
+            return instance_from_fields(schema, value)
         except Exception as exc:  # a converter of the codec refused a value
             raise SerializationError(_where(snapshot), snapshot.state_type, f"its fields do not decode: {exc}") from exc
 
@@ -305,27 +309,6 @@ def _plain(cls: type, value: Any, where: str) -> Any:
     if not isinstance(value, cls):
         raise SerializationError(where, type(value).__name__, f"it does not hold a {cls.__name__}")
     return value
-
-
-def _resolve(name: str) -> type | None:
-    """The class called `name` (module.QualifiedName) in an imported module, or None."""
-    plain = _PLAIN_TYPES.get(name)
-    if plain is not None:
-        return plain
-    # Longest module prefix first: qualnames have dots too (Outer.Inner).
-    parts = name.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        module = sys.modules.get(".".join(parts[:cut]))
-        if module is None:
-            continue
-        found: Any = module
-        for attr in parts[cut:]:
-            found = getattr(found, attr, None)
-            if found is None:
-                break
-        if isinstance(found, type):
-            return found
-    return None
 
 
 _DEFAULT = SnapshotConfig()

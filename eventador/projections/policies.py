@@ -2,41 +2,72 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
+from eventador.backoff import backoff_delay, check_backoff
 from eventador.errors import InvalidInputError
 
 __all__ = ["ErrorPolicy", "Retry", "check_policy"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Retry:
-    """Try again after `initial_delay` seconds, doubling up to `max_delay`, `attempts` times in all.
+    """Try again after `initial_delay` seconds, times `multiplier` each time up to `max_delay`,
+    `max_attempts` times in all (the queue's ``RetryPolicy`` speaks the same words).
 
-    When every attempt failed, do `then`: "stop" (the default) or "skip".
+    When every attempt failed, do `then`: "stop" (the default) or "skip". ``attempts=``
+    is the former name of `max_attempts` (accepted, with a DeprecationWarning).
 
-    >>> ev.Retry(attempts=5, initial_delay=0.5, then="skip").delay(3)
+    >>> ev.Retry(max_attempts=5, initial_delay=0.5, then="skip").delay(3)
     2.0
     """
 
-    attempts: int = 3
-    initial_delay: float = 0.1
-    max_delay: float = 30.0
-    multiplier: float = 2.0
-    then: Literal["stop", "skip"] = "stop"
+    max_attempts: int
+    initial_delay: float
+    max_delay: float
+    multiplier: float
+    then: Literal["stop", "skip"]
 
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise InvalidInputError(f"Retry needs attempts >= 1, got {self.attempts}")
-        if self.initial_delay < 0 or self.max_delay < 0 or self.multiplier < 1:
-            raise InvalidInputError("Retry needs delays >= 0 and a multiplier >= 1")
-        if self.then not in ("stop", "skip"):
-            raise InvalidInputError(f"Retry(then=...) must be 'stop' or 'skip', got {self.then!r}")
+    def __init__(
+        self,
+        max_attempts: int = 3,
+        initial_delay: float = 0.1,
+        max_delay: float = 30.0,
+        multiplier: float = 2.0,
+        then: Literal["stop", "skip"] = "stop",
+        *,
+        attempts: int | None = None,
+    ) -> None:
+        if attempts is not None:
+            warnings.warn("Retry(attempts=...) is now Retry(max_attempts=...)", DeprecationWarning, stacklevel=2)
+            max_attempts = attempts
+        check_backoff(
+            "Retry", max_attempts=max_attempts, initial_delay=initial_delay, max_delay=max_delay, multiplier=multiplier
+        )
+        if then not in ("stop", "skip"):
+            raise InvalidInputError(f"Retry(then=...) must be 'stop' or 'skip', got {then!r}")
+        for name, value in (
+            ("max_attempts", max_attempts),
+            ("initial_delay", initial_delay),
+            ("max_delay", max_delay),
+            ("multiplier", multiplier),
+            ("then", then),
+        ):
+            object.__setattr__(self, name, value)
+
+    @property
+    def attempts(self) -> int:
+        """The former name of ``max_attempts`` (warns)."""
+        warnings.warn("Retry.attempts is now Retry.max_attempts", DeprecationWarning, stacklevel=2)
+        return self.max_attempts
 
     def delay(self, failures: int) -> float:
-        """Seconds to wait after the `failures`-th failed attempt (1-based)."""
-        return float(min(self.max_delay, self.initial_delay * self.multiplier ** (failures - 1)))
+        """Returns the seconds to wait after the `failures`-th failed attempt (1 for the first)."""
+        return backoff_delay(
+            failures, initial_delay=self.initial_delay, max_delay=self.max_delay, multiplier=self.multiplier
+        )
 
 
 ErrorPolicy = Literal["stop", "skip", "retry"] | Retry
@@ -64,5 +95,5 @@ def check_policy(policy: object) -> Retry | Literal["stop", "skip"]:
 
 def describe(policy: Retry | Literal["stop", "skip"]) -> str:
     if isinstance(policy, Retry):
-        return f"retry x{policy.attempts} then {policy.then}"
+        return f"retry x{policy.max_attempts} then {policy.then}"
     return policy

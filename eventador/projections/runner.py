@@ -633,7 +633,7 @@ class ProjectionRunner:
                 failed = exc
             failures += 1
             if not failed.permanent:
-                if isinstance(policy, Retry) and failures < policy.attempts:
+                if isinstance(policy, Retry) and failures < policy.max_attempts:
                     await self._pause(policy.delay(failures))
                     continue
                 final = policy.then if isinstance(policy, Retry) else policy
@@ -771,7 +771,7 @@ class ProjectionRunner:
         policy = st.policy
         attempts = 1
         if isinstance(policy, Retry):
-            while attempts < policy.attempts:
+            while attempts < policy.max_attempts:
                 await self._pause(policy.delay(attempts))
                 attempts += 1
                 try:

@@ -43,6 +43,7 @@ import dataclasses
 import html
 import logging
 import random
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -50,8 +51,18 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import duckdb
 
+from eventador.backoff import backoff_delay, check_backoff, jittered
 from eventador.clock import Clock
-from eventador.codec import _build, decode_event, decode_value, encode_event, encode_value, import_class, schema_of
+from eventador.codec import (
+    class_label,
+    decode_event,
+    decode_value,
+    encode_event,
+    encode_value,
+    instance_from_fields,
+    resolve_class,
+    schema_of,
+)
 from eventador.errors import (
     InvalidInputError,
     QueueError,
@@ -96,11 +107,16 @@ class UnknownMessage:
     data: Any
 
 
+# A message type says what the body holds: "event:" + an event type, or "class:" + a class label.
+_CLASS_TAG = "class:"
+
+
 def encode_message(message: Any, *, classes: dict[str, type] | None = None) -> tuple[str | None, bytes]:
     """Returns ``(message_type, body)``: how a queue stores `message`.
 
-    Events are stored under their registered type name, other dataclasses (commands)
-    under ``module:qualname``, plain values (dicts, lists, str, ...) as they are.
+    Events are stored under ``event:`` and their registered type name, other
+    dataclasses (commands) under ``class:`` and their ``codec.class_label``
+    (``module:QualifiedName``), plain values (dicts, lists, str, ...) as they are.
     `classes`, when given, remembers the class under its type label (so classes
     that cannot be imported by name, e.g. defined in a function, decode in this process).
 
@@ -120,7 +136,7 @@ def encode_message(message: Any, *, classes: dict[str, type] | None = None) -> t
                     values[name],
                     f"expected {expected}, got {type(values[name]).__name__}",
                 )
-        label = f"class:{cls.__module__}:{cls.__qualname__}"
+        label = _CLASS_TAG + class_label(cls)
         if classes is not None:
             classes[label] = cls
         return label, encode_value(values, what=cls.__qualname__)
@@ -142,10 +158,10 @@ def decode_message(
         if cls is not None and classes is not None:
             classes[message_type] = cls  # resolved once per manager, not per message
     if cls is None or not isinstance(data, dict):
-        return UnknownMessage(message_type.removeprefix("class:"), data)
+        return UnknownMessage(message_type.removeprefix(_CLASS_TAG), data)
     try:
         if issubclass(cls, Message):
-            return _build(schema_of(cls), data)
+            return instance_from_fields(schema_of(cls), data)
         schema = schema_of(cls)
         known = {k: v for k, v in data.items() if k in schema.names}
         for name, conv in schema.converters:
@@ -153,13 +169,12 @@ def decode_message(
                 known[name] = conv(known[name])
         return cls(**known)
     except Exception:
-        return UnknownMessage(message_type.removeprefix("class:"), data)
+        return UnknownMessage(message_type.removeprefix(_CLASS_TAG), data)
 
 
 def _resolve(message_type: str) -> type | None:
-    """The class a ``class:module:qualname`` label names, imported if need be; None if not found."""
-    _, module_name, qualname = [*message_type.split(":", 2), "", ""][:3]
-    cls = import_class(module_name, qualname)
+    """The dataclass a ``class:`` message type names, imported if need be; None if not found."""
+    cls = resolve_class(message_type.removeprefix(_CLASS_TAG))
     return cls if cls is not None and dataclasses.is_dataclass(cls) else None
 
 
@@ -173,9 +188,10 @@ class RetryPolicy:
     After the n-th failed delivery the message waits ``initial_delay * multiplier**(n-1)``
     seconds (at most ``max_delay``); with `jitter` a uniformly random time between half
     of that and all of it, so consumers that failed together do not retry together.
-    A message that failed ``max_attempts`` deliveries goes to the dead letters.
+    A message that failed ``max_attempts`` deliveries goes to the dead letters. The
+    projections' ``ev.Retry`` speaks the same words.
 
-    >>> RetryPolicy(jitter=False).backoff(3)
+    >>> RetryPolicy(jitter=False).delay(3)
     2.0
     """
 
@@ -186,22 +202,26 @@ class RetryPolicy:
     multiplier: float = 2.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise InvalidInputError(f"max_attempts must be an int >= 1, got {self.max_attempts!r}")
-        if not 0 <= self.initial_delay <= self.max_delay:
-            raise InvalidInputError(
-                f"delays must satisfy 0 <= initial_delay <= max_delay, got {self.initial_delay}, {self.max_delay}"
-            )
-        if self.multiplier < 1:
-            raise InvalidInputError(f"multiplier must be >= 1, got {self.multiplier}")
+        check_backoff(
+            "RetryPolicy",
+            max_attempts=self.max_attempts,
+            initial_delay=self.initial_delay,
+            max_delay=self.max_delay,
+            multiplier=self.multiplier,
+        )
+
+    def delay(self, failures: int, rng: random.Random | None = None) -> float:
+        """Returns the seconds to wait after the `failures`-th failed delivery (1 for the first);
+        with `jitter`, drawn from `rng` (default: the ``random`` module)."""
+        base = backoff_delay(
+            failures, initial_delay=self.initial_delay, max_delay=self.max_delay, multiplier=self.multiplier
+        )
+        return jittered(base, rng) if self.jitter else base
 
     def backoff(self, failed: int, rng: random.Random | None = None) -> float:
-        """Returns the seconds to wait after the `failed`-th failed delivery (1 for the first)."""
-        base = min(self.max_delay, self.initial_delay * self.multiplier ** min(max(failed, 1) - 1, 200))
-        if not self.jitter:
-            return float(base)
-        r = (rng or random).random()
-        return float(base / 2 + base / 2 * r)
+        """The former name of ``delay`` (warns)."""
+        warnings.warn("RetryPolicy.backoff() is now RetryPolicy.delay()", DeprecationWarning, stacklevel=2)
+        return self.delay(failed, rng)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +287,7 @@ class QueueManager:
             store.connect(),
             clock=self.clock,
             max_attempts=lambda: self.retry_policy.max_attempts,
-            backoff=lambda failed: self.retry_policy.backoff(failed, self._rng),
+            backoff=lambda failed: self.retry_policy.delay(failed, self._rng),
             make_lease=self._lease,
             name=repr(self),
         )
@@ -344,7 +364,7 @@ class QueueManager:
         delay_us = _micros_of(delay, "delay")
         items = []
         for message, key in zip(batch, keys, strict=True):
-            message_type, body = encode_message(message, classes=self._classes)
+            message_type, body = self.encode(message)
             items.append((message_type, body, key, delay_us))
         return Enqueue(queue, items)
 
@@ -462,7 +482,7 @@ class QueueManager:
                 "id": pd.Series([r[0] for r in rows], dtype="int64"),
                 "queue": pd.Series([r[1] for r in rows], dtype=object),
                 "message_type": pd.Series([_type_label(r[2]) for r in rows], dtype=object),
-                "message": pd.Series([self._decode(r[2], r[3]) for r in rows], dtype=object),
+                "message": pd.Series([self.decode(r[2], r[3]) for r in rows], dtype=object),
                 "attempts": pd.Series([r[4] for r in rows], dtype="int64"),
                 "error": pd.Series([r[5] for r in rows], dtype=object),
                 "enqueued_at": pd.Series([micros_to_datetime(r[6]) for r in rows], dtype="datetime64[us, UTC]"),
@@ -523,7 +543,7 @@ class QueueManager:
             out = []
             for target, message in user_hook(lease, reason):
                 _check_queue(target)
-                message_type, body = encode_message(message, classes=self._classes)
+                message_type, body = self.encode(message)
                 out.append((target, message_type, body))
             return out
 
@@ -596,7 +616,7 @@ class QueueManager:
                 "id": pd.Series([r[0] for r in rows], dtype="int64"),
                 "queue": pd.Series([r[1] for r in rows], dtype=object),
                 "message_type": pd.Series([_type_label(r[2]) for r in rows], dtype=object),
-                "message": pd.Series([self._decode(r[2], r[3]) for r in rows], dtype=object),
+                "message": pd.Series([self.decode(r[2], r[3]) for r in rows], dtype=object),
                 "dedupe_key": pd.Series([r[4] for r in rows], dtype=object),
                 "attempts": pd.Series([r[5] for r in rows], dtype="int64"),
                 "state": pd.Series([state(r[6], r[8]) for r in rows], dtype=object),
@@ -646,15 +666,30 @@ class QueueManager:
         """Returns whether ``close()`` was called."""
         return self._engine.closed
 
-    async def _submit_async(self, ops: list[Op]) -> list[Any]:
-        """For eventador's sagas: applies `ops` in one transaction; returns one result per op."""
+    # -- for what is built on the queue (sagas): its operations, wake-ups and message encoding --
+
+    async def submit_async(self, ops: list[Op]) -> list[Any]:
+        """Returns one result per op, once `ops` (``eventador.queue.engine`` operations) are
+        applied in one transaction with whatever else was submitted meanwhile."""
         return await self._engine.submit_async(ops)
 
-    def _watch(self, queues: Iterable[str], wake: asyncio.Event) -> None:
+    def watch(self, queues: Iterable[str], wake: asyncio.Event) -> None:
+        """Sets `wake` whenever a message in one of `queues` may have become ready."""
         self._engine.watch(queues, wake)
 
-    def _unwatch(self, queues: Iterable[str], wake: asyncio.Event) -> None:
+    def unwatch(self, queues: Iterable[str], wake: asyncio.Event) -> None:
+        """Stops setting `wake` for `queues`."""
         self._engine.unwatch(queues, wake)
+
+    def encode(self, message: Any) -> tuple[str | None, bytes]:
+        """Returns ``(message_type, body)`` as ``enqueue`` stores `message`; its class is
+        remembered, so that one defined in a function decodes in this process too."""
+        return encode_message(message, classes=self._classes)
+
+    def decode(self, message_type: str | None, body: bytes, registry: TypeRegistry | None = None) -> Any:
+        """Returns the message ``encode`` stored (event types looked up in `registry`,
+        default the store's); an ``UnknownMessage`` when its class is not found."""
+        return decode_message(message_type, bytes(body), registry or self.store.registry, classes=self._classes)
 
     def _run(self, ops: list[Op]) -> list[Any]:
         return cast("list[Any]", self._engine.wait(self._engine.submit(ops)))
@@ -687,17 +722,12 @@ class QueueManager:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in stats.columns)
         return f"<div><b>{html.escape(repr(self))}</b><table><tr>{head}</tr>{rows}</table></div>"
 
-    # -- decoding -----------------------------------------------------------------------------------
-
-    def _decode(self, message_type: str | None, body: bytes) -> Any:
-        return decode_message(message_type, bytes(body), self.store.registry, classes=self._classes)
-
     def _lease(self, queue: str, row: tuple[Any, ...], until: int) -> Lease:
         mid, message_type, body, key, enqueued_at, attempts, last_error = row
         return Lease(
             id=mid,
             queue=queue,
-            message=self._decode(message_type, body),
+            message=self.decode(message_type, body),
             attempts=attempts,
             enqueued_at=micros_to_datetime(enqueued_at),
             expires_at=micros_to_datetime(until),

@@ -16,27 +16,25 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from eventador.actors import ActorRef, ActorSystem, Supervisor
+from eventador.codec import class_label, resolve_class
 from eventador.errors import ActorNameInUseError, CommandRejected, EventadorError, InvalidInputError
 from eventador.messages import Event
 from eventador.queue.engine import Ack, Admin, Enqueue
-from eventador.queue.manager import Lease, QueueManager, UnknownMessage, decode_message, encode_message
-from eventador.sagas.saga import (
+from eventador.queue.manager import Lease, QueueManager, UnknownMessage, encode_message
+from eventador.sagas.records import (
     COMMANDS_QUEUE,
     EVENTS_QUEUE,
     TIMEOUTS_QUEUE,
-    Saga,
+    Delivery,
     SagaCommandFailed,
     SagaEnvelope,
-    SagaStatus,
     SagaTimeout,
-    _as_envelope,
-    _Delivery,
-    _enqueue,
-    _envelope,
-    _resolve_class,
-    _short_type,
-    _type_label,
+    as_envelope,
+    enqueue_envelope,
+    make_envelope,
+    short_type,
 )
+from eventador.sagas.saga import Saga, SagaStatus
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -140,7 +138,7 @@ class SagaCoordinator:
         """
         if not (isinstance(saga_class, type) and issubclass(saga_class, Saga)):
             raise InvalidInputError(f"register takes a Saga subclass, got {saga_class!r}")
-        self._factories[_type_label(saga_class)] = factory or self._default_factory(saga_class)
+        self._factories[class_label(saga_class)] = factory or self._default_factory(saga_class)
 
     # -- running ------------------------------------------------------------------------------------------
 
@@ -201,7 +199,7 @@ class SagaCoordinator:
         respawned saga re-enqueues the work of its last unit (a no-op where it exists).
         """
         self._recovered = True
-        await self.queue_manager._submit_async([Admin("release")])
+        await self.queue_manager.submit_async([Admin("release")])
         # On the loop's thread: store.sql relations share one connection, and running two
         # at once from different threads fails.
         frame = list_sagas(self.event_store, active=True)
@@ -232,7 +230,7 @@ class SagaCoordinator:
         qm = self.queue_manager
         wake = asyncio.Event()
         self._wakes.add(wake)
-        qm._watch(queues, wake)
+        qm.watch(queues, wake)
         try:
             while not self._stopping:
                 wake.clear()
@@ -258,7 +256,7 @@ class SagaCoordinator:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), wait)
         finally:
-            qm._unwatch(queues, wake)
+            qm.unwatch(queues, wake)
             self._wakes.discard(wake)
             if loop_task is not None:
                 self._loops.discard(loop_task)
@@ -306,7 +304,7 @@ class SagaCoordinator:
     async def _handle(self, queue: str, lease: Lease) -> None:
         qm = self.queue_manager
         try:
-            envelope = _as_envelope(lease.message)
+            envelope = as_envelope(lease.message)
             if envelope is None:
                 raise InvalidInputError(f"not a saga message: {lease.message!r}")
             # The saga acks the delivery with its own queue work, in one transaction ("acked");
@@ -317,13 +315,13 @@ class SagaCoordinator:
                 timeout = SagaTimeout(timeout_id=envelope["timeout_id"])
                 key = envelope["dedupe_key"]
                 outcome = await self._to_saga(
-                    envelope, _Delivery("timeout", f"t{lease.id}", (timeout,), dedupe_key=key, ack=lease.id)
+                    envelope, Delivery("timeout", f"t{lease.id}", (timeout,), dedupe_key=key, ack=lease.id)
                 )
             else:
                 event = self._decode(envelope["message_type"], envelope["payload"])
                 if not isinstance(event, Event):
                     raise InvalidInputError(f"cannot decode the event for saga {envelope['saga_id']!r}: {event!r}")
-                outcome = await self._to_saga(envelope, _Delivery("event", f"e{lease.id}", (event,), ack=lease.id))
+                outcome = await self._to_saga(envelope, Delivery("event", f"e{lease.id}", (event,), ack=lease.id))
             if outcome != "acked":
                 await qm.ack_many_async([lease])
             self.delivered += 1
@@ -357,23 +355,23 @@ class SagaCoordinator:
         except CommandRejected as exc:
             failure = SagaCommandFailed(
                 target=envelope["target"],
-                command_type=_short_type(envelope["message_type"]),
+                command_type=short_type(envelope["message_type"]),
                 reason=f"rejected: {exc}",
                 attempts=lease.attempts,
                 dedupe_key=envelope["dedupe_key"],
                 rejected=True,
             )
             # The rejection is an answer: ack and tell the saga in one transaction.
-            await self.queue_manager._submit_async([Ack([lease.id]), self._notice(envelope, failure)])
+            await self.queue_manager.submit_async([Ack([lease.id]), self._notice(envelope, failure)])
             return "acked"
         events = _answer_events(answer)
         if not events:
             return "done"
         key = envelope["dedupe_key"]
-        delivery = _Delivery("reply", f"c{lease.id}", events, target=envelope["target"], dedupe_key=key, ack=lease.id)
+        delivery = Delivery("reply", f"c{lease.id}", events, target=envelope["target"], dedupe_key=key, ack=lease.id)
         return str(await self._to_saga(envelope, delivery))
 
-    async def _to_saga(self, envelope: SagaEnvelope, delivery: _Delivery) -> Any:
+    async def _to_saga(self, envelope: SagaEnvelope, delivery: Delivery) -> Any:
         ref = await self._saga_ref(envelope["saga_id"], envelope["saga_type"])
         return await ref.ask(delivery, timeout=None)
 
@@ -384,7 +382,7 @@ class SagaCoordinator:
             return ref
         factory = self._factories.get(saga_type)
         if factory is None:
-            cls = _resolve_class(saga_type)
+            cls = resolve_class(saga_type)
             if cls is None or not issubclass(cls, Saga):
                 raise UndeliverableError(f"saga class {saga_type!r} not found: register it with the coordinator")
             factory = self._factories[saga_type] = self._default_factory(cls)
@@ -406,32 +404,31 @@ class SagaCoordinator:
 
     def _command_died(self, lease: Lease, reason: str) -> list[tuple[str, Any]]:
         """The dead-letter hook of the commands queue: the saga hears of it, in the same transaction."""
-        envelope = _as_envelope(lease.message)
+        envelope = as_envelope(lease.message)
         if envelope is None:
             return []
         failure = SagaCommandFailed(
             target=envelope["target"],
-            command_type=_short_type(envelope["message_type"]),
+            command_type=short_type(envelope["message_type"]),
             reason=reason,
             attempts=lease.attempts,
             dedupe_key=envelope["dedupe_key"],
         )
         message_type, payload = encode_message(failure)
-        notice = _envelope(
+        notice = make_envelope(
             "event", envelope["saga_id"], envelope["saga_type"], message_type=message_type or "", payload=payload
         )
         return [(EVENTS_QUEUE, notice)]
 
     def _notice(self, envelope: SagaEnvelope, event: Event) -> Enqueue:
         message_type, payload = encode_message(event)
-        notice = _envelope(
+        notice = make_envelope(
             "event", envelope["saga_id"], envelope["saga_type"], message_type=message_type or "", payload=payload
         )
-        return _enqueue(EVENTS_QUEUE, notice, None, 0)
+        return enqueue_envelope(EVENTS_QUEUE, notice, None, 0)
 
     def _decode(self, message_type: str, payload: bytes) -> Any:
-        qm = self.queue_manager
-        return decode_message(message_type or None, payload, self.event_store.registry, classes=qm._classes)
+        return self.queue_manager.decode(message_type or None, payload, self.event_store.registry)
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopping else f"{len(self._tasks)} deliveries in flight"

@@ -34,16 +34,26 @@ import enum
 import html
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypedDict, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from eventador.aggregates.persistent import PersistentActor
-from eventador.codec import _build, decode_event, encode_event, encode_value, import_class, schema_of
+from eventador.codec import class_label, decode_event, encode_event, instance_from_fields, resolve_class, schema_of
 from eventador.errors import InvalidInputError
 from eventador.messages import EPOCH, Command, Event, Message
-from eventador.queue.engine import Ack, Cancel, Enqueue, Op
+from eventador.queue.engine import Ack, Cancel, Op
 from eventador.queue.manager import QueueManager, encode_message
+from eventador.sagas.records import (
+    COMMANDS_QUEUE,
+    EVENTS_QUEUE,
+    TIMEOUTS_QUEUE,
+    Delivery,
+    SagaCommandFailed,
+    SagaTimeout,
+    enqueue_envelope,
+    make_envelope,
+    short_type,
+)
 
 if TYPE_CHECKING:
     from eventador.store import EventStore
@@ -60,13 +70,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("eventador.sagas")
-
-COMMANDS_QUEUE = "eventador.saga.commands"
-"""Commands sagas send, waiting for the coordinator to deliver them."""
-EVENTS_QUEUE = "eventador.saga.events"
-"""Events for sagas that must not be lost: failures of their commands (dead letters)."""
-TIMEOUTS_QUEUE = "eventador.saga.timeouts"
-"""Saga timeouts: delayed messages, delivered when due."""
 
 SS = TypeVar("SS", bound="SagaState")
 T = TypeVar("T")
@@ -124,25 +127,6 @@ class SagaState(Message):
 
 
 # -- events: what sagas hear, and what they record ----------------------------------------------------
-
-
-class SagaTimeout(Event, event_type="SagaTimeout"):
-    """A timeout the saga scheduled is due; reaches the saga through ``handle_saga_event``."""
-
-    timeout_id: str
-
-
-class SagaCommandFailed(Event, event_type="SagaCommandFailed"):
-    """A command the saga sent could not be carried out: its target rejected it, or it was
-    retried until it went to the dead letters (`reason` says why). Reaches the saga
-    through ``handle_saga_event``, so it is never left waiting."""
-
-    target: str
-    command_type: str
-    reason: str
-    attempts: int
-    dedupe_key: str
-    rejected: bool = False
 
 
 class SagaStateSaved(Event, event_type="SagaStateSaved"):
@@ -212,65 +196,6 @@ _BOOKKEEPING = (
     SagaTimeoutCancelled,
     SagaCompensationPlanned,
 )
-
-
-class SagaEnvelope(TypedDict):
-    """A queued message for a saga or from one: a plain dict on the queue (cheap to encode).
-
-    `kind`: "command" (to `target`), "event" or "timeout" (to the saga). `message_type`
-    and `payload` are the inner message as ``encode_message`` stores it.
-    """
-
-    kind: str
-    saga_id: str
-    saga_type: str
-    target: str
-    message_type: str
-    payload: bytes
-    dedupe_key: str
-    timeout_id: str
-
-
-def _envelope(
-    kind: str,
-    saga_id: str,
-    saga_type: str,
-    *,
-    target: str = "",
-    message_type: str = "",
-    payload: bytes = b"",
-    dedupe_key: str = "",
-    timeout_id: str = "",
-) -> SagaEnvelope:
-    return {
-        "kind": kind,
-        "saga_id": saga_id,
-        "saga_type": saga_type,
-        "target": target,
-        "message_type": message_type,
-        "payload": payload,
-        "dedupe_key": dedupe_key,
-        "timeout_id": timeout_id,
-    }
-
-
-def _as_envelope(message: Any) -> SagaEnvelope | None:
-    """`message` as a saga envelope, or None when it is not one."""
-    if isinstance(message, dict) and isinstance(message.get("kind"), str) and "saga_id" in message:
-        return cast(SagaEnvelope, message)
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class _Delivery:
-    """What the coordinator asks a saga to handle (never queued, never stored)."""
-
-    kind: str  # "reply", "event" or "timeout"
-    cause: str  # "c<id>", "e<id>", "t<id>": the queue message, for dedupe
-    events: tuple[Event, ...]
-    target: str = ""
-    dedupe_key: str = ""
-    ack: int | None = None  # the queue message to ack with the unit's own queue work
 
 
 class _Unit:
@@ -509,7 +434,7 @@ class Saga(PersistentActor, Generic[SS]):
             await self.start()
         if self._unflushed:
             await self._flush_unflushed()
-        if isinstance(message, _Delivery):
+        if isinstance(message, Delivery):
             return await self._deliver(message)
         cause = f"v{self.sequence_number}"
         async with self._unit(cause):
@@ -524,7 +449,7 @@ class Saga(PersistentActor, Generic[SS]):
             self._resumed = True
             ops = self._ops_for(self._last_unit, recovering=True)
             if ops:
-                await self.duraq_manager._submit_async(ops)
+                await self.duraq_manager.submit_async(ops)
 
     def event_handler(self, event: Event) -> None:
         """Returns nothing; applies the saga's own bookkeeping events (do not override)."""
@@ -569,7 +494,7 @@ class Saga(PersistentActor, Generic[SS]):
         """Stores the unit's events in one append, then enqueues its queue work in one transaction."""
         if not unit.events:
             if unit.ops:
-                await self.duraq_manager._submit_async(unit.ops)
+                await self.duraq_manager.submit_async(unit.ops)
             return
         if self._saved_at is None and not any(isinstance(e, SagaStateSaved) for e in unit.events):
             # A saga is found (recovered, listed) by its saved state: make sure it has one.
@@ -584,7 +509,7 @@ class Saga(PersistentActor, Generic[SS]):
         ops = self._ops_for(unit.events, recovering=False) + unit.ops
         if ops:
             try:
-                await self.duraq_manager._submit_async(ops)
+                await self.duraq_manager.submit_async(ops)
             except Exception:
                 # The unit is stored: its queue work must still happen. Kept for the next message
                 # (and redone by recovery after a restart).
@@ -594,7 +519,7 @@ class Saga(PersistentActor, Generic[SS]):
     async def _flush_unflushed(self) -> None:
         ops, self._unflushed = self._unflushed, []
         try:
-            await self.duraq_manager._submit_async(ops)
+            await self.duraq_manager.submit_async(ops)
         except Exception:
             self._unflushed = ops + self._unflushed
             raise
@@ -602,11 +527,11 @@ class Saga(PersistentActor, Generic[SS]):
     def _ops_for(self, events: Sequence[Event], *, recovering: bool) -> list[Op]:
         """The queue work a unit's events stand for (enqueues carry their dedupe keys)."""
         ops: list[Op] = []
-        saga_type = _type_label(type(self))
+        saga_type = class_label(type(self))
         now: datetime | None = None
         for event in events:
             if isinstance(event, SagaCommandSent):
-                envelope = _envelope(
+                message = make_envelope(
                     "command",
                     self.persistence_id,
                     saga_type,
@@ -615,14 +540,14 @@ class Saga(PersistentActor, Generic[SS]):
                     payload=event.payload,
                     dedupe_key=event.dedupe_key,
                 )
-                ops.append(_enqueue(COMMANDS_QUEUE, envelope, event.dedupe_key, 0, fresh=not recovering))
+                ops.append(enqueue_envelope(COMMANDS_QUEUE, message, event.dedupe_key, 0, fresh=not recovering))
             elif isinstance(event, SagaTimeoutScheduled):
-                envelope = _envelope(
+                message = make_envelope(
                     "timeout", self.persistence_id, saga_type, timeout_id=event.timeout_id, dedupe_key=event.dedupe_key
                 )
                 now = now or self.event_store.clock.now()
                 delay = max(0, round((event.due_at - now).total_seconds() * 1_000_000))
-                ops.append(_enqueue(TIMEOUTS_QUEUE, envelope, event.dedupe_key, delay, fresh=not recovering))
+                ops.append(enqueue_envelope(TIMEOUTS_QUEUE, message, event.dedupe_key, delay, fresh=not recovering))
             elif isinstance(event, SagaTimeoutCancelled) and not event.fired:
                 ops.append(Cancel(TIMEOUTS_QUEUE, [], [event.dedupe_key], count=False))
         if recovering and self.is_finished and self._timers:
@@ -633,7 +558,7 @@ class Saga(PersistentActor, Generic[SS]):
     async def _send(self, target: str, command: Command, *, compensation: bool) -> str:
         if not isinstance(target, str) or not target:
             raise InvalidInputError(f"target_name must be a non-empty str, got {target!r}")
-        message_type, payload = encode_message(command, classes=self.duraq_manager._classes)
+        message_type, payload = self.duraq_manager.encode(command)
         return await self._record_send(target, message_type or "", payload, compensation=compensation)
 
     async def _send_planned(self, action: tuple[str, str, bytes]) -> str:
@@ -654,7 +579,7 @@ class Saga(PersistentActor, Generic[SS]):
             _record(
                 SagaCommandSent,
                 target=target,
-                command_type=_short_type(message_type),
+                command_type=short_type(message_type),
                 message_type=message_type,
                 payload=payload,
                 dedupe_key=key,
@@ -667,9 +592,9 @@ class Saga(PersistentActor, Generic[SS]):
     def _state_event(self, state: SagaState, unit: _Unit) -> SagaStateSaved:
         event = _record(
             SagaStateSaved,
-            saga_type=_type_label(type(self)),
+            saga_type=class_label(type(self)),
             status=state.status.value,
-            state_type=_type_label(type(state)),
+            state_type=class_label(type(state)),
             state={name: getattr(state, name) for name in _field_names(type(state))},
             cause=unit.cause,
         )
@@ -677,12 +602,12 @@ class Saga(PersistentActor, Generic[SS]):
         return event
 
     def _decode_state(self, event: SagaStateSaved) -> SS | None:
-        cls = _resolve_class(event.state_type)
+        cls = resolve_class(event.state_type)
         if cls is None or not issubclass(cls, SagaState):
             cls = type(self._saga_state) if self._saga_state is not None else SagaState
         data = dict(event.state)
         try:
-            return cast(SS, _build(schema_of(cls), data))
+            return cast(SS, instance_from_fields(schema_of(cls), data))
         except Exception:
             log.warning("saga %r: cannot rebuild its state as %s", self.persistence_id, event.state_type)
             return None
@@ -695,7 +620,7 @@ class Saga(PersistentActor, Generic[SS]):
 
     # -- deliveries from the coordinator --------------------------------------------------------------
 
-    async def _deliver(self, delivery: _Delivery) -> str:
+    async def _deliver(self, delivery: Delivery) -> str:
         """Returns "acked" (the delivery is acked with the unit's queue work) or "duplicate" (it is not)."""
         if delivery.cause in self._handled:
             return "duplicate"
@@ -819,11 +744,6 @@ def _cancel_timer(unit: _Unit, timeout_id: str, *, fired: bool) -> bool:
 # -- helpers -------------------------------------------------------------------------------------------------
 
 
-def _enqueue(queue: str, envelope: SagaEnvelope, key: str | None, delay_us: int, *, fresh: bool = False) -> Enqueue:
-    body = encode_value(envelope, what="saga envelope")
-    return Enqueue(queue, [(None, body, key or None, delay_us)], fresh=fresh)
-
-
 E = TypeVar("E", bound=Event)
 
 
@@ -839,29 +759,9 @@ def _record(cls: type[E], **fields: Any) -> E:
     return event
 
 
-def _type_label(cls: type) -> str:
-    label = cls.__dict__.get("__eventador_label__")
-    if label is None:
-        label = f"{cls.__module__}:{cls.__qualname__}"
-        type.__setattr__(cls, "__eventador_label__", label)
-    return cast(str, label)
-
-
 def _field_names(cls: type) -> tuple[str, ...]:
     names = cls.__dict__.get("__eventador_fields__")
     if names is None:
         names = tuple(f.name for f in dataclasses.fields(cls))
         type.__setattr__(cls, "__eventador_fields__", names)
     return cast("tuple[str, ...]", names)
-
-
-def _short_type(message_type: str) -> str:
-    if message_type.startswith("event:"):
-        return message_type[6:]
-    return message_type.rsplit(":", 1)[-1]
-
-
-def _resolve_class(label: str) -> type | None:
-    module_name, _, qualname = label.partition(":")
-    return import_class(module_name, qualname)
-

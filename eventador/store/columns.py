@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from eventador.codec import _unwrap_optional, schema_of
+from eventador.codec import schema_of, unwrap_optional
 from eventador.messages import Event, UnknownEvent
 
 __all__ = ["ENVELOPE", "arrow_type_for", "data_columns", "typed_columns", "uniform_array"]
@@ -52,7 +52,7 @@ ENVELOPE = pa.schema(
 def arrow_type_for(annotation: Any) -> tuple[pa.DataType, str]:
     """The Arrow type of a typed column, and how values are prepared ("plain", "decimal",
     "uuid", "enum", "json")."""
-    inner, _ = _unwrap_optional(annotation)
+    inner, _ = unwrap_optional(annotation)
     origin = typing.get_origin(inner) or inner
     if origin is bool:
         return pa.bool_(), "plain"

@@ -61,7 +61,7 @@ def test_counter_create_snapshot_and_recovery_starts_from_it(tmp_path: Any) -> N
                 await counter.on_message(IncrementCommand(aggregate_id="counter-1", value=value))
             snapshot = await counter.create_snapshot()
             assert snapshot is not None
-            assert (snapshot.version, snapshot.state_type, snapshot.compressed) == (2, "builtins.dict", False)
+            assert (snapshot.version, snapshot.state_type, snapshot.compressed) == (2, "builtins:dict", False)
         with ev.open_store(tmp_path / "store") as store:  # a real reopen: the snapshot is in the catalog
             # Long enough that recovery looks for a snapshot at all (short streams just replay).
             counter = CounterActor(persistence_id="counter-1", event_store=store)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import eventador as ev
-import eventador.aggregates.persistent
+import eventador.aggregates.recovery
 from eventador import ManualClock, Repository, SnapshotConfig, SnapshotWarning
 from eventador.aggregates.snapshots import decode_snapshot, encode_snapshot, snapshot_fingerprint, state_type_name
 from eventador.store.snapshots import Snapshot
@@ -117,7 +117,7 @@ def test_min_time_between_snapshots_holds_back_the_count_rule() -> None:
 def test_a_state_round_trips_with_every_converter() -> None:
     state = ledger_state()
     snapshot = encode_snapshot("l-1", 7, state, taken_at=T0)
-    assert snapshot.state_type == "tests.support.aggregate_domain.LedgerState" == state_type_name(LedgerState)
+    assert snapshot.state_type == "tests.support.aggregate_domain:LedgerState" == state_type_name(LedgerState)
     assert snapshot.fingerprint == snapshot_fingerprint(LedgerState) == ev.codec.schema_of(LedgerState).fingerprint
     decoded = decode_snapshot(snapshot, expected_type=LedgerState)
     assert decoded == state
@@ -276,6 +276,46 @@ def test_bumping_snapshot_version_retires_old_snapshots_with_a_warning() -> None
     run(main())
 
 
+def labelled_the_old_way(snapshot: Snapshot) -> Snapshot:
+    """`snapshot` as stores wrote it before class labels had one scheme: ``module.QualifiedName``."""
+    module, qualname = snapshot.state_type.split(":")
+    return dataclasses.replace(snapshot, state_type=f"{module}.{qualname}")
+
+
+def test_snapshots_older_stores_labelled_module_dot_name_are_still_used(tmp_path: Any) -> None:
+    async def write() -> LedgerState:
+        with ev.open_store(tmp_path / "s") as store:
+            counter = CounterActor(persistence_id="c-1", event_store=store)
+            for _ in range(40):
+                await counter.on_message(IncrementCommand(aggregate_id="c-1", value=2))
+            snapshot = await counter.create_snapshot()
+            assert snapshot is not None and snapshot.state_type == "builtins:dict"
+            store.snapshots.save(labelled_the_old_way(snapshot))
+            ledger = Ledger(persistence_id="l-1", event_store=store)  # a snapshot every 5 events
+            for i in range(36):
+                await ledger.on_message(post(i))
+            for snapshot in store.snapshots.list("l-1"):
+                store.snapshots.save(labelled_the_old_way(snapshot))
+            return ledger.state
+
+    async def recover(store: ev.EventStore) -> tuple[CounterActor, Ledger]:
+        counter = CounterActor(persistence_id="c-1", event_store=store)
+        ledger = Ledger(persistence_id="l-1", event_store=store)
+        await counter.start()
+        await ledger.start()
+        return counter, ledger
+
+    expected = run(write())
+    with ev.open_store(tmp_path / "s") as store:
+        labels = {s.state_type for sid in ("c-1", "l-1") for s in store.snapshots.list(sid)}
+        assert labels == {"builtins.dict", "tests.support.aggregate_domain.LedgerState"}
+        counter, ledger = run(recover(store))  # an unusable snapshot would warn, and warnings fail tests
+        assert (counter.value, counter.applied) == (80, 0)  # from the snapshot, no event replayed
+        assert ledger.state == expected
+        assert Repository(store, Ledger).get("l-1") == expected
+        assert Repository(store, Ledger).states().loc["l-1", "balance"] == expected.balance
+
+
 # -- taking snapshots -------------------------------------------------------------------------------
 
 
@@ -402,7 +442,7 @@ def test_recovery_from_snapshots_equals_recovery_from_zero(cmds: list[ev.Command
 
     with pytest.MonkeyPatch.context() as patch:
         # Short streams normally just replay: make every recovery look for a snapshot.
-        patch.setattr(eventador.aggregates.persistent, "_SNAPSHOT_LOOKUP_MIN", 1)
+        patch.setattr(eventador.aggregates.recovery, "SNAPSHOT_LOOKUP_MIN", 1)
         run(main())
 
 
@@ -428,7 +468,7 @@ def test_repository_snapshots_give_the_same_states_as_actors(
         return await drive(store, clock, config, cmds[cut:])
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(eventador.aggregates.persistent, "_SNAPSHOT_LOOKUP_MIN", 1)
+        patch.setattr(eventador.aggregates.recovery, "SNAPSHOT_LOOKUP_MIN", 1)
         live = run(rest())
         assert Repository(store, Configured).get("l-1") == live
         store.snapshots.delete("l-1")

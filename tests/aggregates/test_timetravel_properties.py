@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 
 import eventador as ev
 from eventador import AggregateRoot, Repository, SnapshotConfig
-from eventador.aggregates import persistent as persistence
+from eventador.aggregates import recovery
 from eventador.testing import ScriptedClock
 from tests.support.aggregate_domain import (
     BankAccountAggregate,
@@ -191,7 +191,7 @@ def run_ops(store: ev.EventStore, ops: list[Op]) -> None:
 @contextmanager
 def snapshot_lookup_from(min_version: int) -> Iterator[None]:
     """Look for snapshots from this stream length on (the library says 32)."""
-    with mock.patch.object(persistence, "_SNAPSHOT_LOOKUP_MIN", min_version):
+    with mock.patch.object(recovery, "SNAPSHOT_LOOKUP_MIN", min_version):
         yield
 
 

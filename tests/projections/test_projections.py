@@ -362,7 +362,7 @@ def test_apply_sql_retry_waits_with_backoff_then_succeeds() -> None:
             # While the gate is shut the cast fails: a data error, as a retry would meet one.
             apply_sql="INSERT INTO flaky SELECT position FROM new_events "
             "WHERE CAST(CASE WHEN (SELECT open FROM main.gate) THEN '1' ELSE 'shut' END AS INTEGER) = 1",
-            on_error=Retry(attempts=4, initial_delay=0.5, multiplier=3.0),
+            on_error=Retry(max_attempts=4, initial_delay=0.5, multiplier=3.0),
         )
         waits: list[float] = []
 
@@ -607,7 +607,7 @@ def test_retry_then_skip_after_the_last_attempt() -> None:
         fill(store, accounts=1, rounds=3)
         exploding = Exploding(Decimal("11"))
         runner = ProjectionRunner(
-            store, [exploding], on_error={"exploding": Retry(attempts=3, then="skip")}, sleep=lambda s: None
+            store, [exploding], on_error={"exploding": Retry(max_attempts=3, then="skip")}, sleep=lambda s: None
         )
         runner.run_until_caught_up()
         assert exploding.totals == {"acc-0": Decimal("22")}
@@ -828,10 +828,31 @@ def test_bad_runner_arguments() -> None:
 
 
 def test_retry_delays_double_up_to_the_maximum() -> None:
-    policy = Retry(attempts=6, initial_delay=0.5, max_delay=3.0)
+    policy = Retry(max_attempts=6, initial_delay=0.5, max_delay=3.0)
     assert [policy.delay(i) for i in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     with pytest.raises(ev.InvalidInputError):
-        Retry(attempts=0)
+        Retry(max_attempts=0)
+
+
+def test_retry_and_the_queue_retry_policy_speak_the_same_words() -> None:
+    projection = Retry(max_attempts=6, initial_delay=0.5, max_delay=3.0, multiplier=3.0)
+    queue = ev.RetryPolicy(max_attempts=6, initial_delay=0.5, max_delay=3.0, multiplier=3.0, jitter=False)
+    assert [projection.delay(n) for n in range(1, 5)] == [queue.delay(n) for n in range(1, 5)] == [0.5, 1.5, 3.0, 3.0]
+    assert projection.max_attempts == queue.max_attempts == 6
+    # The former names still work, and say what they are called now.
+    with pytest.warns(DeprecationWarning, match="max_attempts"):
+        old = Retry(attempts=6, initial_delay=0.5, max_delay=3.0, multiplier=3.0)
+    assert old == projection
+    with pytest.warns(DeprecationWarning, match="max_attempts"):
+        assert old.attempts == 6
+    with pytest.warns(DeprecationWarning, match=r"delay\(\)"):
+        assert queue.backoff(2) == 1.5
+    # One rule for both: the first delay may not exceed the cap, attempts start at 1.
+    for make in (Retry, ev.RetryPolicy):
+        with pytest.raises(ev.InvalidInputError, match="initial_delay <= max_delay"):
+            make(initial_delay=5.0, max_delay=1.0)
+        with pytest.raises(ev.InvalidInputError, match="max_attempts must be an int >= 1"):
+            make(max_attempts=0)
 
 
 

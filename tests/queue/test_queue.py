@@ -357,7 +357,7 @@ def test_backoff_jitter_stays_between_half_and_all_of_the_delay(store: ev.EventS
     rng = random.Random(7)
     for failed in range(1, 8):
         base = min(100.0, 2.0 ** (failed - 1))
-        draws = [policy.backoff(failed, rng) for _ in range(200)]
+        draws = [policy.delay(failed, rng) for _ in range(200)]
         assert all(base / 2 <= d <= base for d in draws)
         assert max(draws) - min(draws) > base / 4  # it really jitters
     with QueueManager(store, retry_policy=policy, rng=random.Random(1)) as qm:
@@ -543,6 +543,16 @@ def test_a_message_whose_class_cannot_be_found_decodes_as_unknown(store: ev.Even
     assert message_type == f"class:{__name__}:SendEmail"
     gone = decode_message(message_type.replace("SendEmail", "Vanished"), body, store.registry)
     assert isinstance(gone, UnknownMessage) and gone.data["to"] == "a"
+
+
+def test_commands_queued_before_a_restart_decode_by_their_class_label(tmp_path: Path) -> None:
+    with ev.open_store(tmp_path / "s") as store, QueueManager(store) as qm:
+        qm.enqueue("mail", SendEmail(to="a", subject="b"))
+    # A new process: nothing cached, the class is found by the label the queue stored.
+    with ev.open_store(tmp_path / "s") as store, QueueManager(store) as qm:
+        lease = qm.dequeue("mail")
+        assert lease is not None and lease.message == SendEmail(to="a", subject="b")
+        assert lease.message_type == f"{__name__}:SendEmail"
 
 
 def test_local_classes_decode_in_the_process_that_enqueued_them(qm: QueueManager) -> None:

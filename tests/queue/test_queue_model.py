@@ -118,7 +118,7 @@ class QueueModel(RuleBasedStateMachine):
             row.dead = True
             assert outcome == "dead"
         else:
-            row.visible = self.now + round(POLICY.backoff(row.attempts) * US)
+            row.visible = self.now + round(POLICY.delay(row.attempts) * US)
             assert outcome == "retry"
 
     @staticmethod

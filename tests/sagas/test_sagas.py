@@ -442,7 +442,7 @@ def test_a_unit_stored_before_a_crash_is_enqueued_once_on_recovery(tmp_path: Pat
         async def lost(ops: Any) -> list[Any]:
             raise ev.QueueError("the process died here")
 
-        world.qm._submit_async = lost  # type: ignore[method-assign]
+        world.qm.submit_async = lost  # type: ignore[method-assign]
         # The next unit (the reserve step's answer) is stored, its ship command is lost.
         with contextlib.suppress(ev.QueueError):
             await world.coordinator.run_until_idle()
@@ -478,11 +478,11 @@ def test_a_redelivered_answer_is_not_handled_twice(clock: ev.ManualClock) -> Non
         assert world.statuses() == {"o-1": "COMPLETED"}
         before = len(world.events("SagaStepCompleted"))
         # The same answer once more (as after a crash before the ack): skipped.
-        from eventador.sagas.saga import _Delivery
+        from eventador.sagas.records import Delivery
 
         saga = world.system.lookup("o-1")
         assert saga is not None
-        again = _Delivery("reply", f"c{lease.id}", (PaymentCharged(order_id="o-1", amount=10.0),), "payments")
+        again = Delivery("reply", f"c{lease.id}", (PaymentCharged(order_id="o-1", amount=10.0),), "payments")
         assert await saga.ask(again) == "duplicate"
         assert len(world.events("SagaStepCompleted")) == before
         await world.close()
@@ -620,11 +620,11 @@ def test_a_saga_that_stops_when_finished_is_respawned_for_a_late_message(clock: 
         assert world.statuses() == {"o-1": "COMPLETED"}
         await _until(lambda: world.system.lookup("o-1") is None)
         # A late answer (say, a redelivered one) respawns it from its events; it is ignored.
-        from eventador.sagas.saga import _Delivery
+        from eventador.sagas.records import Delivery
 
         late = (PaymentCharged(order_id="o-1", amount=3.0),)
         ref = await world.coordinator._saga_ref("o-1", "tests.sagas.test_sagas:Tidy")
-        assert await ref.ask(_Delivery("reply", "c999999", late, "payments")) == "acked"
+        assert await ref.ask(Delivery("reply", "c999999", late, "payments")) == "acked"
         assert world.statuses() == {"o-1": "COMPLETED"}
         await world.close()
 
