@@ -59,7 +59,8 @@ from eventador.projections.checkpoints import (
 from eventador.projections.errors import ProjectionNameError
 from eventador.projections.policies import ErrorPolicy, Retry, check_policy, describe
 from eventador.projections.python import Projection
-from eventador.projections.sql import Build, SqlEngine, SqlProjection, WindowFailed
+from eventador.projections.sql import SqlProjection
+from eventador.projections.sql_engine import Build, SqlEngine, WindowFailed
 from eventador.store.records import RecordedEvent
 
 if TYPE_CHECKING:
