@@ -10,11 +10,13 @@
   (blue/green for SQL), keeps checkpoints and errors in the store's database.
 """
 
+from eventador.projections.admin import list_projections, rebuild_projection
 from eventador.projections.errors import ProjectionNameError
+from eventador.projections.lag import Lag
 from eventador.projections.past import PastReadModel
 from eventador.projections.policies import ErrorPolicy, Retry
 from eventador.projections.python import Projection
-from eventador.projections.runner import Lag, ProjectionRunner, list_projections, rebuild_projection
+from eventador.projections.runner import ProjectionRunner
 from eventador.projections.sql import SqlProjection, batch_view_name
 from eventador.projections.views import LiveView
 
