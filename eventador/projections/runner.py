@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import duckdb
 
+from eventador._moved import forward
 from eventador.clock import Clock
 from eventador.errors import InvalidInputError, ProjectionError, ReadOnlyError, StoreClosedError
 from eventador.projections.checkpoints import ensure_tables, error_counts, read_definitions
@@ -61,6 +62,9 @@ if TYPE_CHECKING:
     from eventador.store.store import EventStore
 
 __all__ = ["Lag", "ProjectionRunner", "human_duration"]
+
+# list_projections and rebuild_projection moved to eventador.projections.admin (they use the runner).
+__getattr__ = forward(__name__, "eventador.projections.admin")
 
 R = TypeVar("R")
 AnyProjection = SqlProjection | Projection[Any]
