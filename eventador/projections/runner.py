@@ -101,8 +101,7 @@ class ProjectionRunner:
         if batch_size is not None and batch_size < 1:
             raise InvalidInputError(f"batch_size must be at least 1 (or None), got {batch_size}")
         self.store = store
-        self.clock: Clock = clock or store.clock
-        self._ctx = Context(store, self.clock, batch_size, progress, sleep or asyncio.sleep, self._notify)
+        self._ctx = Context(store, clock or store.clock, batch_size, progress, sleep or asyncio.sleep, self._notify)
         overrides = dict(on_error or {})
         self._drivers: dict[str, Driver] = {}
         for p in projections:
@@ -135,9 +134,18 @@ class ProjectionRunner:
     # -- the public surface ---------------------------------------------------------------
 
     @property
+    def clock(self) -> Clock:
+        """The clock of checkpoint times and lag (the store's, unless one was given)."""
+        return self._ctx.clock
+
+    @property
     def batch_size(self) -> int | None:
         """The most events in one batch (see the class docs)."""
         return self._ctx.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int | None) -> None:
+        self._ctx.batch_size = value
 
     @property
     def progress(self) -> bool | None:
