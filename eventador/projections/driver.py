@@ -25,6 +25,8 @@ from eventador.projections.checkpoints import ensure_tables
 from eventador.projections.policies import Retry
 
 if TYPE_CHECKING:
+    from eventador.projections.python import Projection
+    from eventador.projections.sql import SqlProjection
     from eventador.store.store import EventStore
 
 __all__ = ["Context", "Driver", "Stopped", "maybe"]
@@ -96,9 +98,15 @@ class Driver(ABC):
 
     kind: ClassVar[Literal["sql", "python"]]
 
-    def __init__(self, name: str, projection: Any, policy: Retry | Literal["stop", "skip"], ctx: Context) -> None:
+    def __init__(
+        self,
+        name: str,
+        projection: SqlProjection | Projection[Any],
+        policy: Retry | Literal["stop", "skip"],
+        ctx: Context,
+    ) -> None:
         self.name = name
-        self.projection = projection
+        self.projection: SqlProjection | Projection[Any] = projection
         self.policy = policy
         self.ctx = ctx
         self.checkpoint = 0
