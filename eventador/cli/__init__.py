@@ -1,8 +1,9 @@
 """The ``eventador`` command line: ``main`` parses and dispatches.
 
-``main`` builds the parser and runs the store commands; ``projections`` and ``queue``
-add their command groups; ``common`` holds what every command shares (output format,
-printing a frame, opening an existing store).
+``main`` builds the parser and runs the command asked for; each command group adds its
+commands: ``store`` (info, sql, check, import, repair), ``demo``, ``projections`` and
+``queue`` (queues and sagas). The groups share ``common`` (output format, printing a
+frame, finding a store) and import nothing else of the command line.
 """
 
 from eventador.cli.main import DEMO_DIR, main

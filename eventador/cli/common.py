@@ -1,5 +1,8 @@
 """What the ``eventador`` commands share: finding a store, the output options, printing a table.
 
+Every command group (``store``, ``demo``, ``projections``, ``queue``) imports this
+module and nothing else of the command line.
+
 Tables are bounded as DuckDB's and sqlite-utils' are: at most ``TABLE_ROWS`` rows
 unless ``--limit`` says otherwise, then a line saying how many were left out.
 Cells print as people read them: ``NULL`` for a missing value, the decoded data for
@@ -11,19 +14,31 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from eventador.codec import decode_value
 from eventador.errors import InvalidInputError
 from eventador.store.catalog import MANIFEST
 
-__all__ = ["TABLE_ROWS", "add_output_options", "existing_store", "is_store", "print_frame"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from eventador.store.sqlguard import SqlRelation
+
+__all__ = [
+    "TABLE_ROWS",
+    "add_output_options",
+    "existing_store",
+    "is_store",
+    "print_frame",
+    "relation_frame",
+    "remove_entries",
+]
 
 TABLE_ROWS = 40
 """Rows a table shows by default (DuckDB's shell shows 40 too)."""
@@ -48,6 +63,15 @@ def existing_store(directory: str | Path) -> Path:
     return path
 
 
+def remove_entries(path: Path) -> None:
+    """Remove everything in directory `path`; the directory stays (it may have been there before us)."""
+    for entry in path.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def add_output_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--format`` and ``--limit`` to a command that prints rows."""
     parser.add_argument(
@@ -64,6 +88,14 @@ def _rows(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected a number of rows, 0 or more (0: all), got {text!r}")
     return int(text)
+
+
+def relation_frame(relation: SqlRelation) -> pd.DataFrame:
+    """A query's rows as Python values, as DuckDB gives them: a NULL integer stays None (not NaN
+    in a float column), a DECIMAL stays exact, a DATE is a date."""
+    import pandas as pd
+
+    return pd.DataFrame(relation.fetchall(), columns=relation.columns, dtype=object)
 
 
 def print_frame(df: pd.DataFrame, fmt: str, limit: int | None = None) -> None:
@@ -100,6 +132,8 @@ def print_frame(df: pd.DataFrame, fmt: str, limit: int | None = None) -> None:
 
 
 def _is_null(value: Any) -> bool:
+    import pandas as pd  # loaded already: the value came from a DataFrame
+
     if value is None or value is pd.NaT or value is pd.NA:
         return True
     return isinstance(value, float) and math.isnan(value)

@@ -1,9 +1,9 @@
 """``eventador projection list|status|rebuild DIR [NAME]``: the projections of a store, from the shell.
 
-Wire into eventador/cli.py with ``projections_cli.add_parser(sub)`` in
-``build_parser``. Each command opens the store for writing (the projection tables
-are in the catalog, which DuckDB lets only the writer open) and calls one public
-function: ``list_projections``, ``rebuild_projection``.
+``add_parser(sub)`` adds them to the ``eventador`` parser. Each command opens the
+store for writing (the projection tables are in the catalog, which DuckDB lets only
+the writer open) and calls one public function: ``list_projections``,
+``rebuild_projection``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from eventador.projections import list_projections, rebuild_projection
 from eventador.store import open_store
 
 __all__ = ["add_parser", "cmd_list", "cmd_rebuild", "cmd_status"]
+
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Every projection of the store: name, kind, checkpoint, lag, version, tables, errors."""

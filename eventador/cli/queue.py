@@ -1,10 +1,10 @@
 """``eventador queue stats|dead-letters|requeue DIR`` and ``eventador saga list DIR``, from the shell.
 
-Wire into eventador/cli.py with ``queue_cli.add_parsers(sub)`` in ``build_parser``.
-Each command opens the store and calls one public function (``QueueManager.stats``,
-``dead_letters``, ``requeue``, ``list_sagas``). The queues live in the store's
-catalog, which DuckDB lets only one process open: the commands need the store to
-themselves, and say so in one line while a writer has it open.
+``add_parsers(sub)`` adds them to the ``eventador`` parser. Each command opens the
+store and calls one public function (``QueueManager.stats``, ``dead_letters``,
+``requeue``, ``list_sagas``). The queues live in the store's catalog, which DuckDB
+lets only one process open: the commands need the store to themselves, and say so in
+one line while a writer has it open.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from eventador.sagas import SagaStatus, list_sagas
 from eventador.store import EventStore, open_store
 
 __all__ = ["add_parsers", "cmd_dead_letters", "cmd_requeue", "cmd_saga_list", "cmd_stats"]
+
 
 @contextmanager
 def _opened(directory: str) -> Iterator[EventStore]:

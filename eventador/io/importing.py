@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
-from tqdm.auto import tqdm
 
 from eventador.codec import encode_coded_rows
 from eventador.errors import EventLogColumnError, EventLogRowError, InvalidInputError, SerializationError
@@ -340,6 +339,7 @@ def read_event_log(path: str | os.PathLike[str], *, progress: bool | None = None
             or holds no events (a CSV with a header only, say).
     """
     import pandas as pd
+    from tqdm.auto import tqdm  # in a Jupyter kernel it loads ipywidgets
 
     source = Path(path)
     name = source.name.lower()

@@ -7,14 +7,19 @@
 - ``projection.as_of(store, when)``: an SqlProjection's read model as of a past point,
   built afresh in a scratch database (a ``PastReadModel``).
 - ``ProjectionRunner(store, projections)``: catches up, follows live, rebuilds
-  (blue/green for SQL), keeps checkpoints and errors in the store's database.
+  (blue/green for SQL), keeps checkpoints and errors in the store's database; one
+  driver per kind moves each projection (``sql_driver``, ``python_driver``).
+- ``list_projections(store)``, ``rebuild_projection(store, name)``: what the command
+  line needs, from the store alone (``admin``).
 """
 
+from eventador.projections.admin import list_projections, rebuild_projection
 from eventador.projections.errors import ProjectionNameError
+from eventador.projections.lag import Lag
 from eventador.projections.past import PastReadModel
 from eventador.projections.policies import ErrorPolicy, Retry
 from eventador.projections.python import Projection
-from eventador.projections.runner import Lag, ProjectionRunner, list_projections, rebuild_projection
+from eventador.projections.runner import ProjectionRunner
 from eventador.projections.sql import SqlProjection, batch_view_name
 from eventador.projections.views import LiveView
 

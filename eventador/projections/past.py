@@ -27,7 +27,7 @@ import duckdb
 
 from eventador.errors import InvalidInputError, ProjectionError
 from eventador.projections import progress as _progress
-from eventador.projections.sql import SqlEngine, SqlProjection, WindowFailed
+from eventador.projections.sql_engine import SqlEngine, WindowFailed
 from eventador.store.reads import PastView, run_sql
 from eventador.store.sqlguard import SqlRelation
 from eventador.store.views import quote
@@ -35,6 +35,7 @@ from eventador.store.views import quote
 if TYPE_CHECKING:
     import pandas as pd
 
+    from eventador.projections.sql import SqlProjection
     from eventador.store.store import EventStore
 
 __all__ = ["PastReadModel", "read_model_as_of"]

@@ -28,7 +28,8 @@ from eventador.errors import (
 )
 from eventador.messages import Event, TypeRegistry, UnknownEvent
 from eventador.store import ANY, NO_STREAM, STREAM_EXISTS, EventStore, RecordedEvent
-from eventador.testing import ScriptedClock, StoreFactory
+from eventador.testing.clocks import ScriptedClock
+from eventador.testing.factories import StoreFactory
 
 __all__ = ["StoreContract"]
 
