@@ -22,8 +22,15 @@ class Deposit(ev.Command):
     amount: float
 
 
-class Deposited(ev.Event):
+# Registered with the examples' stores only (`registry=`), not the process-wide registry:
+# tests and the README define their own "Deposited".
+class Deposited(ev.Event, _register=False):
+    event_type = "Deposited"
     amount: float
+
+
+TYPES = ev.TypeRegistry()
+TYPES.register(Deposited, "Deposited")
 
 
 class Account(ev.State):
@@ -54,7 +61,7 @@ def _docstring_names(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     namespace: dict[str, Any] = request.getfixturevalue("doctest_namespace")
-    with ev.open_store() as store:
+    with ev.open_store(registry=TYPES) as store:
         repo = ev.Repository(store, BankAccount)
         for amount in (100.0, 2500.0, 40.0):
             repo.execute("acc-0", Deposit(amount=amount))
