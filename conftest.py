@@ -10,6 +10,7 @@ without setting up a store of its own.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,6 +54,18 @@ class BankAccount(ev.AggregateRoot[Account]):
         if isinstance(event, Deposited):
             return state.copy_with(balance=state.balance + event.amount)
         return state
+
+
+PACKAGE = Path(__file__).parent / "eventador"
+
+
+def pytest_ignore_collect(collection_path: Path) -> bool | None:
+    """Only the package is searched for examples: --doctest-modules would otherwise import
+    every helper and worker script under tests/ into the test process."""
+    if collection_path.suffix != ".py" or PACKAGE in collection_path.parents:
+        return None
+    name = collection_path.name
+    return None if name.startswith("test_") or name in ("conftest.py", "__init__.py") else True
 
 
 @pytest.fixture(autouse=True)
