@@ -78,30 +78,36 @@ def _members(cls: type) -> list[tuple[str, Any]]:
 
 def _entry(title: str, obj: Any, level: int = 3) -> str:
     heading = "#" * level + f" `{title}`\n\n"
+    name = title.rsplit(".", 1)[-1]
     if inspect.isclass(obj):
         bases = ", ".join(b.__name__ for b in obj.__bases__ if b is not object)
-        sig = signature(obj) if obj.__init__ is not object.__init__ else "()"
-        name = title.rsplit(".", 1)[-1]
-        head = f"class {name}" + (f"({bases})" if bases else "") + (f"\n    {name}{sig}" if sig else "")
+        head = f"class {name}" + (f"({bases})" if bases else "")
+        if issubclass(obj, enum.Enum):
+            head += "".join(f"\n    {member.name} = {member.value!r}" for member in obj)
+        elif (sig := signature(obj)) is not None:
+            head += f"\n    {name}{sig.removesuffix(' -> None')}"
         text = heading + f"```python\n{head}\n```\n\n" + _doc(obj)
         for member, value in _members(obj):
-            text += "\n" + _member(f"{name}.{member}", value, level + 1)
+            text += "\n" + _member(obj, member, value, level + 1)
         return text
     if inspect.isfunction(obj) or inspect.isbuiltin(obj):
-        return heading + f"```python\n{title.rsplit('.', 1)[-1]}{signature(obj)}\n```\n\n" + _doc(obj)
+        return heading + f"```python\n{name}{signature(obj)}\n```\n\n" + _doc(obj)
     # A constant or a type alias: its value where that is fixed, else its type (a repr
     # such as the registry's counts what this process defined).
     if isinstance(obj, enum.Enum) or type(obj).__module__ == "typing" or isinstance(obj, str | int):
-        return heading + f"```python\n{title.rsplit('.', 1)[-1]} = {obj!r}\n```\n"
+        return heading + f"```python\n{name} = {obj!r}\n```\n"
     return heading + f"An instance of `{type(obj).__name__}`.\n"
 
 
-def _member(title: str, value: Any, level: int) -> str:
-    heading = "#" * level + f" `{title}`\n\n"
+def _member(cls: type, name: str, value: Any, level: int) -> str:
+    heading = "#" * level + f" `{cls.__name__}.{name}`\n\n"
     if isinstance(value, property):
-        returns = getattr(value.fget, "__annotations__", {}).get("return")
+        # A property made from a Python function has its own docstring and return type;
+        # one made from a builtin (operator.itemgetter) has the class's annotation only.
+        own = inspect.isfunction(value.fget)
+        returns = (value.fget.__annotations__ if own else cls.__annotations__).get("return" if own else name)
         kind = "property" + (f" -> {returns}" if returns else "")
-        return heading + f"*{kind}*\n\n" + _doc(value)
+        return heading + f"*{kind}*\n" + ("\n" + _doc(value) if own else "")
     prefix = "async def " if inspect.iscoroutinefunction(value) or inspect.isasyncgenfunction(value) else "def "
     return heading + f"```python\n{prefix}{value.__name__}{signature(value)}\n```\n\n" + _doc(value)
 
