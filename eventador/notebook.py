@@ -91,7 +91,9 @@ def explore(store: EventStore, stream_id: str, *, aggregate: type[AggregateRoot[
     Raises:
         InvalidInputError: the stream has no events, or `stream_id` is not a non-empty str.
 
-    >>> ev.explore(store, "acc-1", aggregate=BankAccount)  # doctest: +SKIP
+    In a notebook cell (the widget shows as the cell's result)::
+
+        ev.explore(store, "acc-1", aggregate=BankAccount)
     """
     import ipywidgets as widgets
 
@@ -151,7 +153,9 @@ def plot_events_per_day(
     Raises:
         InvalidInputError: `by` or `time` is not one of the names above.
 
-    >>> ev.plot_events_per_day(store)  # doctest: +SKIP
+    In a notebook cell::
+
+        ev.plot_events_per_day(store)
     """
     if by is not None and by not in _GROUPS:
         raise InvalidInputError(f"by must be one of {_GROUPS} or None, got {by!r}")
@@ -201,7 +205,9 @@ def plot_timeline(store: EventStore, stream_id: str, ax: Axes | None = None) -> 
     Raises:
         InvalidInputError: the stream has no events, or `stream_id` is not a non-empty str.
 
-    >>> ev.plot_timeline(store, "acc-1")  # doctest: +SKIP
+    In a notebook cell::
+
+        ev.plot_timeline(store, "acc-1")
     """
     check_stream_id(stream_id)
     records = store.read_stream(stream_id)

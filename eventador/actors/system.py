@@ -327,4 +327,4 @@ class ActorSystem:
 
 
 LocalActorSystem = ActorSystem
-"""The seed's name for ``ActorSystem``."""
+"""``ActorSystem`` under the name eventador for Dart gives it."""

@@ -217,8 +217,9 @@ class PersistentActor(Actor):
                 stored. This instance catches up from the store before its next message.
             SerializationError: an event cannot be stored; nothing was stored.
 
-        >>> await self.persist_events([Opened(...), Deposited(...)])  # doctest: +SKIP
-        2
+        In a ``command_handler``, with the stream at version 0::
+
+            await self.persist_events([Opened(...), Deposited(...)])  # returns 2
         """
         batch = as_events(events, "persist_events")
         await self._ensure_current()
@@ -251,8 +252,9 @@ class PersistentActor(Actor):
             NotImplementedError: the actor does not define ``get_snapshot_state``.
             SerializationError: the state holds a value the codec cannot store.
 
-        >>> await counter.create_snapshot()  # doctest: +SKIP
-        Snapshot('counter-1', version=2, builtins:dict, 8 B)
+        In a coroutine, for the ``Counter`` of the class's example after two commands::
+
+            await counter.create_snapshot()  # Snapshot('counter-1', version=2, builtins:dict, 8 B)
         """
         await self._ensure_current()
         version = self._sequence_number

@@ -66,8 +66,8 @@ class Repository(Generic[S]):
     and the loser reloads and retries the command up to `max_retries` times.
 
     >>> import eventador as ev
-    >>> repo = ev.Repository(ev.open_store(), BankAccount)  # doctest: +SKIP
-    >>> repo.execute("acc-1", OpenAccount(account_id="acc-1", initial_balance=100.0)).balance  # doctest: +SKIP
+    >>> repo = ev.Repository(ev.open_store(), BankAccount)
+    >>> repo.execute("acc-1", Deposit(amount=100.0)).balance
     100.0
     """
 
@@ -105,8 +105,8 @@ class Repository(Generic[S]):
             CommandRejected: from ``handle_command``; nothing was stored.
             ConcurrencyError: other writers won the race `max_retries` + 1 times in a row.
 
-        >>> repo.execute("acc-1", DepositMoney(account_id="acc-1", amount=25.0)).balance  # doctest: +SKIP
-        125.0
+        >>> repo.execute("acc-0", Deposit(amount=25.0)).balance
+        2665.0
         """
         lock = self._lock_for(aggregate_id)
         delay = 0.0005
@@ -155,8 +155,8 @@ class Repository(Generic[S]):
         Raises:
             InvalidInputError: `as_of` is a naive datetime or not a position.
 
-        >>> repo.get("acc-1", as_of=datetime(2026, 1, 1, tzinfo=UTC)).balance  # doctest: +SKIP
-        100.0
+        >>> repo.get("acc-0", as_of=2).balance
+        2600.0
         """
         if as_of is None:
             with self._lock_for(aggregate_id):
@@ -194,7 +194,11 @@ class Repository(Generic[S]):
         ``read_stream`` and a fold from the initial state (snapshots are not used: the
         states in between are wanted). Imports pandas.
 
-        >>> repo.history("acc-1")[["version", "event_type", "balance"]]  # doctest: +SKIP
+        >>> repo.history("acc-0")[["version", "event_type", "balance"]]
+           version event_type  balance
+        0        1  Deposited    100.0
+        1        2  Deposited   2600.0
+        2        3  Deposited   2640.0
         """
         import pandas as pd
 
@@ -227,7 +231,8 @@ class Repository(Generic[S]):
         Raises:
             InvalidInputError: `as_of` is a naive datetime or not a position.
 
-        >>> repo.states()["balance"].sum()  # doctest: +SKIP
+        >>> repo.states()["balance"].to_dict()
+        {'acc-0': 2640.0}
         """
         import pandas as pd
 

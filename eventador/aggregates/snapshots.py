@@ -44,8 +44,8 @@ __all__ = [
     "state_type_name",
 ]
 
-# Plain values (what a PersistentActor's get_snapshot_state may return, as the seed's
-# {'value': 8}) have no class layout to hash: their fingerprint is this marker.
+# Plain values (what a PersistentActor's get_snapshot_state may return, as the Dart
+# version's {'value': 8} does) have no class layout to hash: their fingerprint is this marker.
 _PLAIN = "plain"
 
 

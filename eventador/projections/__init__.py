@@ -3,7 +3,7 @@
 - ``store.create_view(name, sql)``: a live view over ``events`` and the typed views.
 - ``SqlProjection(name, setup_sql=..., apply_sql=...)``: DuckDB tables updated by SQL
   over the new events only; each batch and its checkpoint commit together.
-- ``Projection[T]``: the seed's Python projection, fed event by event.
+- ``Projection[T]``: a read model folded by Python code, fed event by event (``Projection<T>`` in eventador for Dart).
 - ``projection.as_of(store, when)``: an SqlProjection's read model as of a past point,
   built afresh in a scratch database (a ``PastReadModel``).
 - ``ProjectionRunner(store, projections)``: catches up, follows live, rebuilds

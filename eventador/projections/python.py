@@ -1,4 +1,4 @@
-"""Python projections: a read model folded from events by a handler, as in the seed.
+"""Python projections: a read model folded from events by a handler, as in eventador for Dart.
 
     class Totals(ev.Projection[dict[str, int]]):
         projection_id = "totals"
@@ -64,7 +64,7 @@ T = TypeVar("T")
 
 
 class Projection(abc.ABC, Generic[T]):
-    """A read model of type `T`, folded from events one at a time (the seed's ``Projection<T>``).
+    """A read model of type `T`, folded from events one at a time (``Projection<T>`` in eventador for Dart).
 
     Subclasses give ``projection_id``, ``read_model``, ``handle`` and ``reset``;
     ``interested_event_types`` (classes or type names; empty: every event),

@@ -166,9 +166,10 @@ class SqlProjection:
             ProjectionError: `setup_sql` or `apply_sql` failed (DuckDB's message quoted).
             ProjectionNameError: a table setup_sql makes is named like an event type or a view.
 
-        >>> jan = balances.as_of(store, datetime(2026, 1, 31, tzinfo=UTC))  # doctest: +SKIP
-        >>> jan.sql("SELECT sum(balance) FROM balances").fetchall()  # doctest: +SKIP
-        [(Decimal('1234.50'),)]
+        For example, for a read model ``balances`` with a table of the same name::
+
+            jan = balances.as_of(store, datetime(2026, 1, 31, tzinfo=UTC))
+            jan.sql("SELECT sum(balance) FROM balances").fetchall()  # [(Decimal('1234.50'),)]
         """
         return read_model_as_of(self, store, when, by=by, progress=progress)
 

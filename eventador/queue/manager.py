@@ -1,4 +1,4 @@
-"""The durable queue (the seed's DuraQ): messages in DuckDB tables of the store's own database.
+"""The durable queue (DuraQ in eventador for Dart): messages in DuckDB tables of the store's own database.
 
     qm = ev.QueueManager(store)
     qm.enqueue("emails", SendWelcome(user_id="u-1"))

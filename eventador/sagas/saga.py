@@ -229,11 +229,13 @@ class Saga(PersistentActor, Generic[SS]):
     Class attributes: ``stop_when_finished`` (stop the actor once the saga has
     finished; the coordinator respawns it if a late message arrives).
 
-    >>> class OrderSaga(ev.Saga[OrderSagaState]):  # doctest: +SKIP
-    ...     async def start_saga(self, command):
-    ...         self.saga_state = OrderSagaState(order_id=command.order_id)
-    ...         await self.save_saga_state()
-    ...         await self.send_command("payment_processor", ProcessPayment(order_id=command.order_id))
+    For example, with the ``OrderSagaState`` of ``SagaState``'s example::
+
+        class OrderSaga(ev.Saga[OrderSagaState]):
+            async def start_saga(self, command):
+                self.saga_state = OrderSagaState(order_id=command.order_id)
+                await self.save_saga_state()
+                await self.send_command("payment_processor", ProcessPayment(order_id=command.order_id))
     """
 
     stop_when_finished: ClassVar[bool] = False

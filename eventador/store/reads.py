@@ -216,7 +216,13 @@ class Reader:
         order of their first event), each in version order. `stream_ids` picks streams
         (in that order); ``store.as_of(when).to_event_log()`` gives the log as it stood then.
 
-        >>> pm4py.discover_dfg(store.to_event_log())  # doctest: +SKIP
+        >>> store.to_event_log()[["case:concept:name", "concept:name", "amount"]]
+          case:concept:name concept:name  amount
+        0             acc-0    Deposited   100.0
+        1             acc-0    Deposited  2500.0
+        2             acc-0    Deposited    40.0
+
+        The frame is what process-mining tools read, e.g. ``pm4py.discover_dfg(store.to_event_log())``.
         """
         import pandas as pd
 

@@ -124,7 +124,10 @@ def repair_store(path: str | os.PathLike[str], *, dry_run: bool = False) -> Repa
             log tail is moved aside to ``wal/<segment>.tail-<offset>``, never deleted.
         InvalidInputError: `path` holds no store.
 
-    >>> print(ev.repair_store("bank"))
+    For example, after a crash left the store in ``bank`` unreadable::
+
+        print(ev.repair_store("bank", dry_run=True))  # what would be done
+        print(ev.repair_store("bank"))
     """
     directory = Path(path)
     if not directory.is_dir() or not holds_store(directory):

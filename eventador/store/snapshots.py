@@ -1,4 +1,4 @@
-"""Snapshot storage: ``store.snapshots``. The policy (when to take one) lives in eventador.snapshots.
+"""Snapshot storage: ``store.snapshots``. The policy (when to take one) lives in eventador.aggregates.snapshots.
 
 A snapshot is a cache of a stream's folded state at a version: CBOR bytes with
 the state's type name and a schema fingerprint, so a reader can tell a stale

@@ -928,8 +928,10 @@ class EventStore(Reader):
         position ranges up to what is visible, then waits for the next append.
         The iteration ends when the store closes.
 
-        >>> async for recorded in store.subscribe(event_types=[Deposited]):
-        ...     print(recorded.position, recorded.event)
+        In a coroutine::
+
+            async for recorded in store.subscribe(event_types=[Deposited]):
+                print(recorded.position, recorded.event)
         """
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
@@ -1159,6 +1161,7 @@ class EventStore(Reader):
             ReadOnlyError: the store is read-only.
 
         >>> store.create_view("big_deposits", "SELECT * FROM Deposited WHERE amount > 1000")
+        LiveView(name='big_deposits', ...)
         """
         return self._live_views().create(name, sql, replace=replace)
 

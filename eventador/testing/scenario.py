@@ -42,7 +42,9 @@ class AggregateScenario(Generic[S]):
     ``then*`` returns the scenario, so checks chain; failures raise ``AssertionError``
     with a diff of expected and actual.
 
-    >>> AggregateScenario(BankAccount).given(opened).when(Deposit(amount=5)).then(Deposited(amount=5))  # doctest: +SKIP
+    >>> scenario = AggregateScenario(BankAccount).given(Deposited(amount=10.0)).when(Deposit(amount=5.0))
+    >>> scenario.then(Deposited(amount=5.0)).then_state(balance=15.0)
+    AggregateScenario(...)
     """
 
     def __init__(
