@@ -47,7 +47,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import eventador as ev  # noqa: E402
-from eventador.aggregates.persistent import AggregateRoot, PersistentActor  # noqa: E402
+from eventador.aggregates import AggregateRoot, PersistentActor  # noqa: E402
 from eventador.aggregates.repository import Repository  # noqa: E402
 from eventador.aggregates.snapshots import SnapshotConfig  # noqa: E402
 

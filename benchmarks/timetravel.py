@@ -59,7 +59,7 @@ if str(ROOT) not in sys.path:
 
 import eventador as ev  # noqa: E402
 from benchmarks.common import Context, Payloads, Results, Sizes, log, result, source_hash  # noqa: E402
-from eventador.aggregates.persistent import AggregateRoot  # noqa: E402
+from eventador.aggregates import AggregateRoot  # noqa: E402
 from eventador.aggregates.repository import Repository  # noqa: E402
 from eventador.aggregates.snapshots import SnapshotConfig, encode_snapshot, snapshot_fingerprint  # noqa: E402
 

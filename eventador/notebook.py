@@ -17,7 +17,7 @@ from eventador.store.reads import check_stream_id
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from eventador.aggregates.persistent import AggregateRoot
+    from eventador.aggregates.root import AggregateRoot
     from eventador.store.records import RecordedEvent
     from eventador.store.store import EventStore
 

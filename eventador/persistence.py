@@ -1,5 +1,5 @@
-"""Moved to ``eventador.aggregates.persistent``; importing from here still works and warns."""
+"""Moved to ``eventador.aggregates``; importing from here still works and warns."""
 
 from eventador._moved import forward
 
-__getattr__ = forward(__name__, "eventador.aggregates.persistent")
+__getattr__ = forward(__name__, "eventador.aggregates")

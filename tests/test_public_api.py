@@ -142,7 +142,7 @@ def test_names_the_notebooks_use_are_public(name: str) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "name"),
     [
-        ("eventador.persistence", "eventador.aggregates.persistent", "AggregateRoot"),
+        ("eventador.persistence", "eventador.aggregates", "AggregateRoot"),
         ("eventador.repository", "eventador.aggregates.repository", "Repository"),
         ("eventador.snapshots", "eventador.aggregates.snapshots", "SnapshotConfig"),
         ("eventador.timetravel", "eventador.store.diff", "StoreDiff"),

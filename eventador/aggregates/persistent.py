@@ -440,11 +440,3 @@ class PersistentActor(Actor):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.persistence_id!r}, sequence_number={self._sequence_number})"
 
-
-def __getattr__(name: str) -> Any:
-    # AggregateRoot lived here; root.py imports this module, so it is found on first use.
-    if name == "AggregateRoot":
-        from eventador.aggregates.root import AggregateRoot
-
-        return AggregateRoot
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

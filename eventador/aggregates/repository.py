@@ -221,12 +221,12 @@ class Repository(Generic[S]):
     def states(self, *, as_of: int | datetime | None = None) -> pd.DataFrame:
         """Returns a DataFrame with one row per aggregate of this type (index: aggregate_id).
 
-        The aggregates are the streams whose recorded stream type is
-        ``aggregate_class.aggregate_type``. Computed in bulk: one SQL query for the
-        stream heads, the newest usable snapshot of each stream long enough to have
-        one, then one SQL query for the events after those snapshots, decoded and
-        folded per stream. `as_of`: a position or aware datetime, as in ``get``.
-        Imports pandas.
+        The aggregates are the streams with an event recorded under stream type
+        ``aggregate_class.aggregate_type``; all of a stream's events are folded, as in
+        ``get``. Computed in bulk: one SQL query for the stream heads, the newest usable
+        snapshot of each stream long enough to have one, then one SQL query for the
+        events after those snapshots, decoded and folded per stream. `as_of`: a position
+        or aware datetime, as in ``get``. Imports pandas.
 
         Raises:
             InvalidInputError: `as_of` is a naive datetime or not a position.
@@ -239,8 +239,11 @@ class Repository(Generic[S]):
         store = self.store
         source: Any = store.as_of(as_of) if as_of is not None else store.as_of(store.last_position)
         kind = self.aggregate_class.aggregate_type
+        # A stream is one of these aggregates if any of its events says so: its first events
+        # may have been appended without a stream type (store.append), and they count too.
         heads = source.sql(
-            "SELECT stream_id, max(version) FROM events WHERE stream_type = ? GROUP BY stream_id ORDER BY stream_id",
+            "SELECT stream_id, max(version) FROM events GROUP BY stream_id "
+            "HAVING bool_or(stream_type = ?) ORDER BY stream_id",
             [kind],
         ).fetchall()
         probe = self._new("_")
@@ -277,10 +280,11 @@ class Repository(Generic[S]):
         )
         query = (
             f"SELECT {selected} FROM _all a "
-            "LEFT JOIN (SELECT unnest(?::VARCHAR[]) AS sid, unnest(?::BIGINT[]) AS after) s ON a.stream_id = s.sid "
-            "WHERE a.stream_type = ? AND a.version > coalesce(s.after, 0) ORDER BY a.stream_id, a.version"
+            "JOIN (SELECT unnest(?::VARCHAR[]) AS sid, unnest(?::BIGINT[]) AS after) s ON a.stream_id = s.sid "
+            "WHERE a.version > s.after ORDER BY a.stream_id, a.version"
         )
-        table = source.sql(query, [list(starts), [v for _, v in starts.values()], kind]).arrow()
+        afters = [starts[sid][1] if sid in starts else 0 for sid, _ in heads]
+        table = source.sql(query, [[sid for sid, _ in heads], afters]).arrow()
         if hasattr(table, "read_all"):  # newer DuckDB hands back a RecordBatchReader
             table = table.read_all()
         events = to_events(table, make_decoder(store.registry), classes)

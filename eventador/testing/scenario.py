@@ -18,8 +18,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from eventador.aggregates.persistent import AggregateRoot
 from eventador.aggregates.repository import Repository
+from eventador.aggregates.root import AggregateRoot
 from eventador.clock import Clock, ManualClock
 from eventador.errors import CommandRejected, InvalidInputError
 from eventador.messages import Command, Event, State

@@ -25,6 +25,7 @@ from tests.support.aggregate_domain import (
     LedgerState,
     OpenAccountCommand,
     Post,
+    Posted,
     Status,
     WithdrawMoneyCommand,
 )
@@ -152,13 +153,18 @@ def test_states_has_one_row_per_aggregate_of_the_type_and_matches_get(tmp_path: 
         for i in range(160):
             repo.execute(f"l-{i % 4}", post(i + 1, memo=f"m{i}"))
         repo.execute("l-9", post(3))
+        # A stream begun with plain appends and carried on by the repository is one of its
+        # aggregates, and all of its events count (they did not: its balance was 3, not 10).
+        store.append("l-mixed", [Posted(amount=Decimal(4), memo=""), Posted(amount=Decimal(3), memo="")])
+        repo.execute("l-mixed", post(3))
         store.append("c-1", CounterIncrementedEvent(aggregate_id="c-1", value=1), stream_type="CounterActor")
         store.append("untyped", CounterIncrementedEvent(aggregate_id="x", value=1))
         middle = store.last_position
         repo.execute("l-0", post(1000))
         repo.execute("l-new", post(1))
         frame = repo.states()
-        assert list(frame.index) == ["l-0", "l-1", "l-2", "l-3", "l-9", "l-new"]
+        assert list(frame.index) == ["l-0", "l-1", "l-2", "l-3", "l-9", "l-mixed", "l-new"]
+        assert frame.loc["l-mixed", "balance"] == 10
         assert frame.index.name == "aggregate_id"
         fresh = Repository(store, Ledger)
         for aggregate_id in frame.index:
@@ -167,7 +173,7 @@ def test_states_has_one_row_per_aggregate_of_the_type_and_matches_get(tmp_path: 
             assert row["balance"] == expected.balance and row["version"] == expected.version
             assert row["last_modified"] == expected.last_modified and row["recent"] == expected.recent
         past = repo.states(as_of=middle)
-        assert list(past.index) == ["l-0", "l-1", "l-2", "l-3", "l-9"]
+        assert list(past.index) == ["l-0", "l-1", "l-2", "l-3", "l-9", "l-mixed"]
         assert past.loc["l-0", "balance"] == frame.loc["l-0", "balance"] - 1000
         assert past.loc["l-0", "balance"] == fresh.get("l-0", as_of=middle).balance
         assert Repository(store, BankAccountAggregate).states().empty
