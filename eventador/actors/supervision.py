@@ -10,15 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from eventador.backoff import backoff_delay
 from eventador.errors import InvalidInputError
 
 __all__ = ["Directive", "Supervisor"]
 
 Directive = Literal["restart", "resume", "stop", "escalate"]
-
-# 2 ** 60 times any sensible min_backoff is past any max_backoff: capping the
-# exponent keeps a long run of failures from overflowing a float.
-_MAX_DOUBLINGS = 60
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -99,8 +96,7 @@ class Supervisor:
         """
         if self.max_backoff == 0:
             return 0.0
-        doublings = min(max(attempt - 1, 0), _MAX_DOUBLINGS)
-        return float(min(self.min_backoff * 2**doublings, self.max_backoff))
+        return backoff_delay(attempt, initial_delay=self.min_backoff, max_delay=self.max_backoff)
 
     def __repr__(self) -> str:
         if self.directive != "restart":
