@@ -305,7 +305,10 @@ def _disk_writes(ctx: Context) -> None:
         ratios,
         better="lower",
         note="write_bytes of /proc/self/io from opening to closing (a page each fsync rewrites counts again); "
-        "bytes logged: the log's frames, the events as the store first writes them",
+        "bytes logged: the log's frames, the events as the store first writes them. Measured on Linux 6.18 "
+        "ext4, per byte logged: frames 1.0 + pages each fsync rewrites 0.5, the log's preallocated zeros 1.1, "
+        "Parquet flushes 0.5, compaction 0.6, catalog, manifest and opening 0.2; the file system's journal "
+        "(written by a kernel thread) is not counted: see docs/architecture.md, Log segments",
     )
 
 

@@ -53,6 +53,7 @@ from eventador.store.buffer import HotBuffer
 from eventador.store.bulk import NewStreams
 from eventador.store.catalog import CATALOG, Catalog, FileEntry, FileFacts, holds_store, read_facts, read_manifest
 from eventador.store.checksums import remember
+from eventador.store.compaction import full_merge, tiered_merge
 from eventador.store.lock import DirectoryLock
 from eventador.store.pins import Pins, remove_unless_pinned
 from eventador.store.reads import (
@@ -1016,31 +1017,27 @@ class EventStore(Reader):
         """
         if max_rows < 1 or min_files < 2:
             raise InvalidInputError("compact needs max_rows >= 1 and min_files >= 2")
-        merges = 0
-        with self._flush_lock:
-            self._check_writable()
-            runs: list[list[Segment]] = [[]]
-            for segment in list(self._segments):
-                run = runs[-1]
-                if segment.rows >= max_rows or sum(s.rows for s in run) + segment.rows > max_rows:
-                    runs.append([])
-                if segment.rows < max_rows:
-                    runs[-1].append(segment)
-            for run in runs:
-                if len(run) >= min_files:
-                    self._merge(run)
-                    merges += 1
-        return merges
+        self._check_writable()
+        return self._merge_runs(lambda rows: full_merge(rows, max_rows=max_rows, min_files=min_files))
 
     def _maybe_compact(self) -> None:
-        # Size-tiered: every few flushes the small files merge, so a stream is read
-        # from a handful of files however long the store has run.
-        small = [s for s in self._segments if s.rows < self._compact_rows]
-        if len(small) >= 4:
-            try:
-                self.compact(max_rows=self._compact_rows, min_files=4)
-            except StoreError as exc:
-                warnings.warn(f"compaction failed, will retry: {exc}", RuntimeWarning, stacklevel=3)
+        # Size-tiered (store/compaction.py): files of similar size merge, so an event is
+        # rewritten about once per tier and a stream is read from a few files per tier.
+        try:
+            self._merge_runs(lambda rows: tiered_merge(rows, max_rows=self._compact_rows))
+        except StoreError as exc:
+            warnings.warn(f"compaction failed, will retry: {exc}", RuntimeWarning, stacklevel=3)
+
+    def _merge_runs(self, choose: Callable[[list[int]], range | None]) -> int:
+        """Merge the run of segments `choose` picks from their row counts, until it picks
+        none; returns the merges done."""
+        merges = 0
+        with self._flush_lock:
+            while (run := choose([s.rows for s in self._segments])) is not None:
+                self._check_writable()
+                self._merge(self._segments[run.start : run.stop])
+                merges += 1
+        return merges
 
     def _merge(self, group: list[Segment]) -> None:
         table = sort_for_segment(unify([s.read_table() for s in group]))
