@@ -22,7 +22,7 @@ import eventador as ev
 from eventador.aggregates.persistent import AggregateRoot, PersistentActor
 from eventador.aggregates.snapshots import SnapshotConfig
 from eventador.clock import ManualClock
-from eventador.store.offload import THREADS, run_blocking
+from eventador.store.aio import THREADS, run_blocking
 from tests.aggregate_domain import (
     BankAccountAggregate,
     CounterActor,
