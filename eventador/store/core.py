@@ -1,9 +1,11 @@
 """What every part of the event store shares: its fields, its state read in one step, and
 the position up to which events are visible (and waiting for it to move).
 
-``EventStore`` (store.py) is built from the parts: ``Opening`` (opening.py: recovery,
-reopening, letting go), ``Flushing`` (flushing.py: hot tier -> Parquet -> catalog,
-compaction), ``Querying`` (querying.py: SQL, live views, the past), each a ``StoreCore``.
+``EventStore`` (store.py) is built from the parts, each a ``StoreCore``: ``Opening``
+(opening.py: recovery, reopening, letting go), ``Committing`` (committing.py: the write
+path under the lock), ``Flushing`` (flushing.py: hot tier -> Parquet -> catalog,
+compaction), ``Querying`` (querying.py: SQL, live views). A part calls only what it
+defines, the core, and (for ``Opening`` and ``Committing``, which flush) ``Flushing``.
 """
 
 from __future__ import annotations

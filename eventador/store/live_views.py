@@ -217,9 +217,9 @@ class LiveViews:
     # -- changing -------------------------------------------------------------------------
 
     def create(self, name: str, sql: str, *, replace: bool = False) -> LiveView:
-        """Make (or with `replace`, change) live view `name`; see ``EventStore.create_view``."""
+        """Make (or with `replace`, change) live view `name`; see ``EventStore.create_view`` (which
+        checks that the store is writable)."""
         store = self._store
-        store._check_writable()
         check_identifier(name, "view")
         text = _one_select(name, sql)
         # The SQL lock first, then ours: the order ``store.sql`` takes them in (it installs the views).
@@ -264,7 +264,6 @@ class LiveViews:
             InvalidInputError: there is no live view of that name.
         """
         store = self._store
-        store._check_writable()
         with self._lock:
             defs = self._definitions()
             existing = next((v for v in defs.values() if v.name.lower() == str(name).lower()), None)

@@ -130,6 +130,7 @@ class Querying(StoreCore):
 
         >>> store.create_view("big_deposits", "SELECT * FROM Deposited WHERE amount > 1000")
         """
+        self._check_writable()
         return self._live_views().create(name, sql, replace=replace)
 
     def views(self) -> list[LiveView]:
@@ -139,6 +140,7 @@ class Querying(StoreCore):
 
     def drop_view(self, name: str) -> None:
         """Remove live view `name`. Raises InvalidInputError when there is none."""
+        self._check_writable()
         self._live_views().drop(name)
 
     def _live_views(self) -> LiveViews:
