@@ -146,10 +146,11 @@ class Flushing(StoreCore):
     def append_new_streams(self, streams: NewStreams) -> int:
         """Write whole new streams as one new segment, atomically; returns the events written.
 
-        The bulk path of imports (``import_dataframe``; part of the store's internal API). The hot tier is flushed first so the new file
-        follows the last one; then, with appends held back, the file is written and
-        recorded in the catalog in one transaction: after a crash it is there whole
-        or not at all. The file is the durable record, so the WAL is not involved.
+        The bulk path of imports (``import_dataframe``; part of the store's internal API).
+        The hot tier is flushed first so the new file follows the last one; then, with
+        appends held back, the file is written and recorded in the catalog in one
+        transaction: after a crash it is there whole or not at all. The file is the
+        durable record, so the WAL is not involved.
 
         Raises:
             InvalidInputError: one of the streams already exists (nothing is written).

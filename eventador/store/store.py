@@ -28,6 +28,7 @@ from eventador.clock import Clock
 from eventador.errors import InvalidInputError
 from eventador.messages import Event, TypeRegistry
 from eventador.store import dataframes
+from eventador.store.appends import prepare_append
 from eventador.store.catalog import Catalog, read_manifest
 from eventador.store.committing import Committing
 from eventador.store.core import Durability as Durability  # its name here before the split
@@ -137,9 +138,9 @@ class EventStore(Opening, Committing, Querying):
         >>> store.append("acc-1", [Deposited(amount=5)], expected_version=0)
         1
         """
-        prepared = self.prepare_append(
-            stream_id, events, expected_version=expected_version, metadata=metadata, occurred_at=occurred_at,
-            stream_type=stream_type,
+        # The function itself, not the method: one call less on the hot path.
+        prepared = prepare_append(
+            stream_id, events, expected_version, metadata, occurred_at, stream_type, logged=self._wal is not None
         )
         return self._commit([prepared])[0]
 
@@ -165,8 +166,7 @@ class EventStore(Opening, Committing, Querying):
         if len(times) != len(items):
             raise InvalidInputError(f"occurred_at has {len(times)} entries for {len(items)} appends")
         prepared = [
-            self.prepare_append(stream_id, events, expected_version=expected_version, occurred_at=when,
-                                stream_type=stream_type)
+            prepare_append(stream_id, events, expected_version, None, when, stream_type, logged=self._wal is not None)
             for (stream_id, events), when in zip(items, times, strict=True)
         ]
         return self._commit(prepared)
