@@ -25,6 +25,7 @@
     │   └── AskTimeoutError           ask() waited too long (also a TimeoutError)
     ├── CommandRejected               a business rule refused a command
     ├── ProjectionError               a projection's SQL or handler failed
+    │   └── ProjectionNameError       a projection or view name is not an identifier, or is taken
     └── QueueError                    the durable queue refused an operation
         ├── MessageNotFoundError      no (dead) message with that id
         └── QueueClosedError          the queue manager was closed
@@ -263,6 +264,19 @@ class ProjectionError(EventadorError):
     def __init__(self, projection: str, reason: str) -> None:
         super().__init__(f"projection {projection!r}: {reason}")
         self.projection, self.reason = projection, reason
+
+
+class ProjectionNameError(ProjectionError, InvalidInputError):
+    """A projection or live view name is not an identifier, or is taken: choose another.
+
+    `projection` is the name, `reason` says what it collides with; `kind` is
+    ``"projection"`` or ``"view"``. Also a ``ValueError``.
+    """
+
+    def __init__(self, name: str, reason: str, *, kind: str = "projection") -> None:
+        super().__init__(name, reason)
+        self.args = (f"{kind} {name!r}: {reason}",)
+        self.kind = kind
 
 
 class QueueError(EventadorError):

@@ -12,6 +12,7 @@ import html
 from typing import TYPE_CHECKING, Any, Literal
 
 from eventador.errors import InvalidInputError
+from eventador.progress import with_static_html
 from eventador.store.reads import check_stream_id
 
 if TYPE_CHECKING:
@@ -49,15 +50,6 @@ def _event_html(record: RecordedEvent) -> str:
         *fields,
     ]
     return _table(rows, f"Event {record.version} of {record.stream_id!r}")
-
-
-def with_static_html(bundle: dict[str, Any], static: str) -> dict[str, Any]:
-    """A widget's display data with `static` beside the widget view, as ``text/html``.
-
-    Where widgets cannot run (GitHub, ``jupyter nbconvert --to html``, a closed
-    kernel) a reader sees that HTML instead of a blank cell.
-    """
-    return {**bundle, "text/html": f"<div class='eventador-static'>{static}</div>"}
 
 
 @functools.cache

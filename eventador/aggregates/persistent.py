@@ -31,9 +31,8 @@ from eventador.aggregates.snapshots import SnapshotConfig, SnapshotWarning, enco
 from eventador.errors import InvalidInputError, SerializationError
 from eventador.messages import Event
 from eventador.store import EventStore
-from eventador.store.aio import append_in_group
+from eventador.store.aio import append_in_group, run_blocking
 from eventador.store.cache import NotInMemory, memory_only
-from eventador.store.offload import run_blocking
 from eventador.store.reads import Replay
 from eventador.store.snapshots import Snapshot
 
@@ -403,9 +402,9 @@ class PersistentActor(Actor):
             if _appends_block(store):
                 # Checked and encoded here (a bad event fails now, writing nothing); written
                 # with the other actors' appends of this loop, under one fsync.
-                prepared = store._prepare(
-                    self.persistence_id, batch, self._sequence_number, metadata, occurred_at,
-                    type(self).aggregate_type,
+                prepared = store.prepare_append(
+                    self.persistence_id, batch, expected_version=self._sequence_number, metadata=metadata,
+                    occurred_at=occurred_at, stream_type=type(self).aggregate_type,
                 )
                 return await append_in_group(store, prepared)
             return store.append(

@@ -21,6 +21,8 @@ from typing import Any
 import duckdb
 
 from eventador.errors import StoreError
+from eventador.store.catalog import table_exists
+from eventador.store.live_views import LIVE_VIEWS
 from eventador.store.views import literal
 
 __all__ = [
@@ -43,7 +45,6 @@ __all__ = [
 CHECKPOINTS = "projection_checkpoints"
 DEFINITIONS = "sql_projections"
 ERRORS = "projection_errors"
-LIVE_VIEWS = "live_views"
 
 _DDL = (
     f"""
@@ -117,15 +118,6 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
                     raise StoreError(f"could not create the projection tables: {exc}") from exc
             except duckdb.Error as exc:
                 raise StoreError(f"could not create the projection tables: {exc}") from exc
-
-
-def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    rows = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-        "AND schema_name = 'main' AND table_name = ?",
-        [name],
-    ).fetchall()
-    return bool(rows[0][0])
 
 
 def read_checkpoint(con: duckdb.DuckDBPyConnection, name: str) -> tuple[str, int] | None:

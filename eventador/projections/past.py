@@ -55,13 +55,11 @@ class _PastEngine(SqlEngine):
     def visible(self, after: int = 0) -> int:
         """Point the views at the events up to the past point; returns the newest position shown."""
         store, past = self.store, self.past
-        snap = past._snapshot()
-        with store._sql_lock:
-            store._prepare_views(
-                snap, position_limit=past.position, occurred_limit=past.occurred_before,
-                views=self.views, query=self._mentions(),
-            )
-        return snap.visible
+        snap = past.state()
+        with store.bind_views(
+            snap, self.views, position_limit=past.position, occurred_limit=past.occurred_before, query=self._mentions()
+        ):
+            return snap.visible
 
 
 class PastReadModel:

@@ -158,7 +158,9 @@ class SqlEngine:
     def visible(self, after: int = 0) -> int:
         """Point this connection's views at the visible events (those in files wholly at or below
         `after` left out); returns the newest visible position."""
-        return self.store._projection_views(self.views, after=after, query=self._mentions())
+        state = self.store.state().after(after)
+        with self.store.bind_views(state, self.views, query=self._mentions()):
+            return state.visible
 
     def _mentions(self) -> str:
         """The projection's SQL, plus the type names its ``new_`` views stand for (so that a

@@ -36,6 +36,7 @@ from eventador.store.wal import WriteAheadLog, fsync_directory
 
 __all__ = [
     "Catalog", "FileEntry", "FileFacts", "Manifest", "holds_store", "read_catalog", "read_facts", "read_manifest",
+    "table_exists",
 ]
 
 MANIFEST = "manifest.json"
@@ -137,6 +138,16 @@ def holds_store(directory: Path) -> bool:
         or any((directory / "data").glob("*.parquet"))
         or bool(WriteAheadLog.segments(directory / "wal"))
     )
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the database `con` is on has table `name` (in its main schema)."""
+    rows = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = ?",
+        [name],
+    ).fetchall()
+    return bool(rows[0][0])
 
 
 class Catalog:

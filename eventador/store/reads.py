@@ -61,9 +61,20 @@ class Replay:
 
 @dataclass(frozen=True)
 class StoreState:
+    """The store's files, hot buffers and visible position, taken together (``store.state()``)."""
+
     segments: tuple[Segment, ...]
     buffers: tuple[HotBuffer, ...]  # frozen ones (being flushed), then the active one
     visible: int
+
+    def after(self, position: int) -> StoreState:
+        """The same without the files and frozen buffers wholly at or below `position`: what a
+        projection's next batch reads (their footers need not be read)."""
+        if position <= 0:
+            return self
+        segments = tuple(s for s in self.segments if s.last_position > position)
+        buffers = tuple(b for b in self.buffers[:-1] if b.last_position > position) + self.buffers[-1:]
+        return StoreState(segments, buffers, self.visible)
 
 
 class Reader:
@@ -71,7 +82,8 @@ class Reader:
 
     registry: TypeRegistry
 
-    def _snapshot(self) -> StoreState:
+    def state(self) -> StoreState:
+        """The files, hot buffers and visible position the reads see, taken in one step."""
         raise NotImplementedError
 
     def _keep(self, record: RecordedEvent) -> bool:
@@ -86,7 +98,7 @@ class Reader:
         then one decode per event.
         """
         check_stream_id(stream_id)
-        snap = self._snapshot()
+        snap = self.state()
         decode = make_decoder(self.registry)
         classes = self.registry.classes()
         out: list[RecordedEvent] = []
@@ -132,7 +144,7 @@ class Reader:
         if type(self)._keep is not Reader._keep:  # a past view filters by time: it needs envelopes
             return Replay.of(self.read_stream(stream_id, from_version=from_version))
         check_stream_id(stream_id)
-        snap = self._snapshot()
+        snap = self.state()
         decode = make_decoder(self.registry)
         classes = self.registry.classes()
         events: list[Event] = []
@@ -177,7 +189,7 @@ class Reader:
         event_types: Iterable[str | type[Event]] | None = None,
     ) -> Iterator[list[RecordedEvent]]:
         """Like ``read_all``, a list of up to 16,384 events at a time (no step per event, no empty list)."""
-        snap = self._snapshot()
+        snap = self.state()
         last = snap.visible if to_position is None else min(to_position, snap.visible)
         types = type_names(event_types)
         type_set = None if types is None else set(types)
@@ -327,9 +339,9 @@ class PastView(Reader):
         self._occurred_us = None if occurred_before is None else datetime_to_micros(occurred_before)
         self._views: SqlViews | None = None
 
-    def _snapshot(self) -> StoreState:
+    def state(self) -> StoreState:
         # Events at or below the point never change, whichever files hold them now.
-        snap = self.store._snapshot()
+        snap = self.store.state()
         return StoreState(snap.segments, snap.buffers, min(self.position, snap.visible))
 
     def _keep(self, record: RecordedEvent) -> bool:
@@ -347,12 +359,10 @@ class PastView(Reader):
         """Like ``EventStore.sql``, over the events up to this point only."""
         if self._views is None:
             self._views = SqlViews(self.store._user_connection())
-        with self.store._sql_lock:
-            self.store._prepare_views(
-                self._snapshot(), position_limit=self.position, occurred_limit=self.occurred_before,
-                views=self._views, query=query,
-            )
-            return self.store._run_user_sql(self._views, query, params)
+        with self.store.bind_views(
+            self.state(), self._views, position_limit=self.position, occurred_limit=self.occurred_before, query=query
+        ) as views:
+            return self.store._run_user_sql(views, query, params)
 
     def __repr__(self) -> str:
         if self.occurred_before is not None:

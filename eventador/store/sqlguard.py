@@ -49,7 +49,7 @@ STORE_TABLES = {
     "queue_messages": "the durable queues' messages",
     "queue_dedupe": "the durable queues' deduplication keys",
 }
-"""The store's own tables (store/catalog.py, projections/checkpoints.py, projections/views.py,
+"""The store's own tables (store/catalog.py, projections/checkpoints.py, store/live_views.py,
 queue_engine.py), by name: user SQL reads them, never writes them."""
 
 STORE_VIEWS = ("events", "new_events", "_all", "_hot", "_memory")

@@ -20,7 +20,7 @@ import pytest
 
 import eventador as ev
 from eventador import AggregateRoot, ManualClock, PersistentActor, SnapshotConfig
-from eventador.store.offload import THREADS, run_blocking
+from eventador.store.aio import THREADS, run_blocking
 from tests.support.aggregate_domain import (
     BankAccountAggregate,
     CounterActor,

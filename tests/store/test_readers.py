@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import eventador as ev
-import eventador.store.store as store_module
+import eventador.store.opening as store_module  # where a reader reads the manifest
 from eventador.store.catalog import Manifest
 from eventador.store.wal import WriteAheadLog
 from tests.support.domain import deposited

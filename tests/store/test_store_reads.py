@@ -101,7 +101,7 @@ def test_memory_only_reads_serve_what_the_cache_holds_and_refuse_the_rest(tmp_pa
         with memory_only():
             assert store.replay("acc-1") == expected
         # A file another thread is reading: memory_only() gives up rather than wait for it.
-        segment = store._snapshot().segments[0]
+        segment = store.state().segments[0]
         with segment._lock, pytest.raises(NotInMemory), memory_only():  # type: ignore[attr-defined]
             store.replay("acc-1")
         assert store.replay("acc-1") == expected

@@ -1,0 +1,146 @@
+"""Committing appends: under the store's lock, each stream's expected version checked,
+positions assigned, one frame per stream queued for the log and the rows added to the hot
+tier; then, out of the lock, the group commit's fsync makes them durable and visible.
+
+Everything that can fail on bad input happened before (``prepare_append``, appends.py).
+``commit_each`` is the group commit of appends gathered from many actors (aio.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import cbor2
+
+from eventador.errors import ConcurrencyError
+from eventador.messages import Event
+from eventador.store.appends import PreparedAppend, prepare_append, verify_expected
+from eventador.store.flushing import Flushing
+from eventador.store.records import ANY, ExpectedVersion, datetime_to_micros
+
+__all__ = ["Committing"]
+
+
+class Committing(Flushing):
+    """The write path of ``append`` and ``append_many``; see ``EventStore``."""
+
+    # The store's internal API for appends (docs/architecture.md): prepare_append, commit_each.
+
+    def prepare_append(
+        self,
+        stream_id: str,
+        events: Event | Sequence[Event],
+        *,
+        expected_version: int | ExpectedVersion = ANY,
+        metadata: dict[str, Any] | None = None,
+        occurred_at: datetime | Sequence[datetime] | None = None,
+        stream_type: str | None = None,
+    ) -> PreparedAppend:
+        """Check and encode one stream's append, as ``append`` would: everything that can fail
+        before writing, without the store's lock. ``commit_each`` writes it.
+
+        Raises:
+            SerializationError, InvalidInputError: as ``append``.
+        """
+        return prepare_append(
+            stream_id, events, expected_version, metadata, occurred_at, stream_type, logged=self._wal is not None
+        )
+
+    def _commit(self, appends: list[PreparedAppend]) -> list[int]:
+        """All of `appends` or, on any conflict, none: one lock, one fsync."""
+        return self._commit_some(appends, each=False)  # type: ignore[return-value]  # no errors when not each
+
+    def commit_each(self, appends: list[PreparedAppend]) -> list[int | ConcurrencyError]:
+        """Each of `appends` (from ``prepare_append``) on its own, in order, under one lock and
+        one fsync; returns each stream's new version, or the ConcurrencyError of one whose
+        expected version did not match (it fails alone): the group commit of appends gathered
+        from many actors (``store/aio.py``).
+
+        Raises:
+            StoreError: the store is closed or read-only, or the log failed (nothing is acknowledged).
+        """
+        return self._commit_some(appends, each=True)
+
+    def _commit_some(self, appends: list[PreparedAppend], *, each: bool) -> list[int | ConcurrencyError]:
+        now = datetime_to_micros(self.clock.now())
+        lsn = 0
+        versions: list[int | ConcurrencyError] = []
+        with self._lock:
+            self._check_writable()
+            wal = self._wal  # this append's log, even if the store is closed meanwhile
+            heads = self._heads
+            if not each:
+                pending: dict[str, int] = {}
+                for a in appends:  # every check before the first write
+                    current = pending.get(a.stream_id, heads.get(a.stream_id, 0))
+                    verify_expected(a.stream_id, a.expected, current)
+                    pending[a.stream_id] = current + len(a.events)
+            recorded = max(now, self._last_recorded_us)  # recorded_at never goes back
+            buffer = self._buffer
+            last = 0
+            for a in appends:
+                current = heads.get(a.stream_id, 0)
+                if each:
+                    try:
+                        verify_expected(a.stream_id, a.expected, current)
+                    except ConcurrencyError as conflict:
+                        versions.append(conflict)
+                        continue
+                if not a.events:
+                    versions.append(current)
+                    continue
+                first = buffer.first_position + len(buffer)
+                if wal is not None:
+                    # The columns were encoded before the lock: a 7-array whose last item is them.
+                    head = cbor2.dumps([first, a.stream_id, current + 1, recorded, a.stream_type, a.metadata])
+                    try:
+                        lsn = wal.add(b"\x87" + head[1:] + a.logged, first + len(a.events) - 1)
+                    except BaseException:
+                        self._forget_unlogged()  # this call's earlier streams, if any
+                        raise
+                buffer.add(
+                    a.stream_id, current + 1, recorded, a.stream_type, a.metadata,
+                    a.types, a.ids, a.occurred, a.payloads, a.events,
+                )
+                heads[a.stream_id] = current + len(a.events)
+                versions.append(current + len(a.events))
+                last = first + len(a.events) - 1
+            self._last_recorded_us = recorded
+            if self.durability != "fsync" and last:
+                self._show(last)
+            full = len(buffer) >= self.flush_every
+        if not last:
+            return versions
+        if wal is not None and self.durability == "fsync":
+            try:
+                wal.sync(lsn)  # the round's leader has made these events visible (_durable)
+            except BaseException:
+                if wal.failed:
+                    with self._lock:
+                        self._forget_unlogged()
+                raise
+        else:
+            self._notify()
+        if full:
+            self._flush_quietly()
+        return versions
+
+    def _forget_unlogged(self) -> None:
+        """After the log failed (the caller holds the lock): the streams' versions go back
+        to their last visible event. Appends whose frames never reached the disk were not
+        acknowledged and are not counted; their rows stay in the hot tier, past what is
+        visible, never shown nor flushed: the failed log refuses every later append and
+        flush until the store is opened again."""
+        if self._wal is None or not self._wal.failed:
+            return
+        buffer = self._buffer
+        first_unlogged: dict[str, int] = {}
+        for row in range(max(0, self._visible + 1 - buffer.first_position), len(buffer)):
+            first_unlogged.setdefault(buffer.stream_ids[row], buffer.versions[row])
+        for stream_id, version in first_unlogged.items():
+            if version > 1:
+                self._heads[stream_id] = version - 1
+            else:
+                self._heads.pop(stream_id, None)

@@ -1,0 +1,406 @@
+"""Opening a store and letting go of it.
+
+A writer takes the directory's lock, finishes what a crash left half published, checks
+every file the catalog names, replays the log after them into the hot tier (a torn
+final frame, never acknowledged, is set aside) and starts a new log segment. A data
+file the catalog does not name is deleted only when the named files or the log hold its
+events too; else the catalog is older than the files, and opening fails
+(``store/repair.py`` rebuilds it from them). A reader loads what the manifest names
+instead, again on ``refresh``. Closing lets go of each thing held, even when another fails.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cbor2
+
+from eventador.errors import CorruptionError, InvalidInputError, StoreError, store_os_error
+from eventador.store.appends import decode_columns
+from eventador.store.buffer import HotBuffer
+from eventador.store.catalog import CATALOG, Catalog, FileEntry, FileFacts, holds_store, read_facts, read_manifest
+from eventador.store.flushing import TRASH_SECONDS, Flushing
+from eventador.store.lock import DirectoryLock
+from eventador.store.pins import Pins, remove_unless_pinned
+from eventador.store.segments import FileSegment, Segment
+from eventador.store.snapshots import SnapshotStore
+from eventador.store.wal import WriteAheadLog, fsync_directory, scan_segment
+
+__all__ = ["Opening"]
+
+_READER_PATIENCE = 0.5  # seconds a reader looks again at a state that does not add up before it says so
+
+
+@dataclass(frozen=True, slots=True)
+class _Recovered:
+    """What opening (or a reader's refresh) found: the files, and the log's events after them."""
+
+    segments: list[Segment]
+    heads: dict[str, int]
+    buffer: HotBuffer
+    visible: int
+    last_recorded_us: int
+
+
+class Opening(Flushing):
+    """Opening (writer or reader), recovery, ``refresh`` and letting go; see ``EventStore``."""
+
+    def _open_writer(self) -> None:
+        assert self.path is not None
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise store_os_error(exc, exc.filename or self.path, "create the store directory") from exc
+        self._lockfile = DirectoryLock(self.path)
+        self._lockfile.acquire()
+        try:
+            self._catalog = catalog = Catalog(self.path)
+            for folder in (self._data_dir, self._wal_dir, self._pending_dir):
+                folder.mkdir(exist_ok=True)
+            entries = catalog.files()
+            self._finish_publishing(entries)
+            recovered, leftovers = self._recover_beside_unnamed(entries, catalog)
+            self._install(recovered)
+            self._discard(leftovers)
+            existing = WriteAheadLog.segments(self._wal_dir)
+            first = max(existing[-1][0] if existing else 0, catalog.log_segment) + 1
+            self._wal = WriteAheadLog(
+                self._wal_dir, durability=self.durability, first_segment=first, flush_every=self.flush_every
+            )
+            self._wal.on_durable = self._durable
+            self._log_segment = first
+            self._log_required = self._wal.begin_segment()  # a full disk: made at the first append
+            catalog.record_log_segment(first, required=self._log_required)  # and the manifest, for readers
+            self.snapshots = SnapshotStore(catalog)
+        except BaseException:
+            self._release()  # what failed is the error to show, not a failure to let go
+            raise
+
+    def _finish_publishing(self, entries: list[FileEntry]) -> None:
+        """Move into place the pending files the catalog names (a crash came between naming and
+        moving them); delete the other pending and temporary files, which no one ever named: their
+        events are in the log, or in the files they were to replace, or were never acknowledged."""
+        names = {e.name for e in entries}
+        moved = False
+        for path in sorted(self._pending_dir.iterdir()):
+            if path.name in names:
+                os.replace(path, self._data_dir / path.name)
+                moved = True
+            else:
+                path.unlink()
+        for path in self._data_dir.glob(".tmp-*"):  # what versions before pending/ left
+            path.unlink()
+        if moved:
+            fsync_directory(self._data_dir)
+
+    def _recover_beside_unnamed(self, entries: list[FileEntry], catalog: Catalog) -> tuple[_Recovered, list[Path]]:
+        """The state the catalog's files and the log hold, and the data files the catalog does not
+        name, whose events that state holds too (a crash's leftovers, merged-away files).
+
+        Raises:
+            CorruptionError: as ``_recover``; or an unnamed file holds events the state lacks:
+                the catalog is older than the files, and deleting the file would lose them.
+        """
+        unnamed = self._unnamed_files({e.name for e in entries}, catalog.store_id)
+        required = catalog.log_segment if catalog.log_required else 0
+        try:
+            recovered = self._recover(entries, catalog.store_id, required, repair=True)
+        except CorruptionError as exc:
+            # A log that does not follow the catalog's files, beside files it does not name:
+            # the catalog is the stale one.
+            end = entries[-1].last_position if entries else 0
+            if any(facts.last_position > end for _, facts in unnamed):
+                raise self._stale_catalog(unnamed, end) from exc
+            raise
+        beyond = [(path, facts) for path, facts in unnamed if facts.last_position > recovered.visible]
+        if beyond:
+            raise self._stale_catalog(beyond, recovered.visible)
+        return recovered, [path for path, _ in unnamed]
+
+    def _unnamed_files(self, names: set[str], store_id: str) -> list[tuple[Path, FileFacts]]:
+        """The data files the catalog does not name, with what each says about itself.
+
+        Raises:
+            CorruptionError: one is unreadable, or belongs to another store: nothing written by
+                an interrupted flush, import or compaction looks so, and it is not ours to delete.
+        """
+        found = []
+        for path in sorted(self._data_dir.glob("*.parquet")):
+            if path.name in names:
+                continue
+            try:
+                facts = read_facts(path)
+            except CorruptionError as exc:
+                raise CorruptionError(
+                    str(path), f"{exc.reason}; the catalog does not name it either: move it out of the store"
+                ) from exc
+            if facts.store_id not in (None, store_id):
+                raise CorruptionError(
+                    str(path), f"belongs to store {facts.store_id}, not to this one ({store_id}): move it out"
+                )
+            found.append((path, facts))
+        return found
+
+    def _stale_catalog(self, files: list[tuple[Path, FileFacts]], end: int) -> CorruptionError:
+        assert self.path is not None
+        listed = ", ".join(f"{path.name} (positions {f.first_position}-{f.last_position})" for path, f in files)
+        return CorruptionError(
+            str(self.path / CATALOG),
+            f"is older than the data files: it does not name {listed}, which hold events after position "
+            f"{end} that no other file and no log segment holds; `eventador repair {self.path}` rebuilds "
+            "the catalog from the files",
+        )
+
+    def _discard(self, paths: list[Path]) -> None:
+        """Delete data files whose events other files or the log hold; those a reader still
+        reads wait in the trash."""
+        stale = self.clock.monotonic() - TRASH_SECONDS
+        for path in paths:
+            if not remove_unless_pinned(path):
+                self._trash.append((stale, path))
+
+    def _load_read_only(self) -> None:
+        """Load the state the manifest describes (a reader's opening and ``refresh``).
+
+        The writer may flush or compact meanwhile: a log segment retired or a file merged
+        away under us, or a log tail half written, is looked at again (at a fresh manifest
+        if there is one) until it adds up; only a state that stays wrong is an error.
+        """
+        assert self.path is not None
+        if not self.path.is_dir() or not holds_store(self.path):
+            raise InvalidInputError(f"no store at {self.path}")
+        if self._pins is None:
+            self._pins = Pins()
+        started = time.monotonic()
+        manifest = read_manifest(self.path)
+        unchanged_since = started
+        while True:
+            try:
+                recovered = self._recover(
+                    list(manifest.files), manifest.store_id,
+                    manifest.log_segment if manifest.log_required else 0, repair=False,
+                )
+                break
+            except (FileNotFoundError, CorruptionError) as exc:
+                self._pins.keep_only(s.path for s in self._segments if isinstance(s, FileSegment))
+                now = time.monotonic()
+                fresh = read_manifest(self.path)
+                if (fresh == manifest and now - unchanged_since > _READER_PATIENCE) or now - started > 60:
+                    if isinstance(exc, FileNotFoundError):
+                        raise CorruptionError(str(exc.filename or self.path), "missing") from exc
+                    raise
+                if fresh != manifest:
+                    manifest, unchanged_since = fresh, now
+                else:
+                    time.sleep(0.002)
+        self._install(recovered)
+        self._pins.keep_only(s.path for s in recovered.segments if isinstance(s, FileSegment))
+
+    def refresh(self) -> None:
+        """Read-only stores: load what the writer has added since opening (or the last refresh)."""
+        if not self.read_only:
+            return
+        self._check_open()
+        with self._lock:
+            self._load_read_only()
+
+    def _recover(self, entries: list[FileEntry], store_id: str | None, log_segment: int, *, repair: bool) -> _Recovered:
+        """The state the files `entries` and the log after them hold; `log_segment`: the segment
+        the log must reach (0: none). Files already open are used again (a reader's refresh).
+
+        Raises:
+            CorruptionError: a file or log segment is missing, damaged, or disagrees with the catalog.
+            FileNotFoundError: (read-only) a file vanished: the writer merged it away meanwhile.
+        """
+        segments = self._open_files(entries, store_id)
+        heads: dict[str, int] = {}
+        for segment in segments:
+            heads.update(self._file_heads(segment))
+        end = entries[-1].last_position if entries else 0
+        log = self._check_log(log_segment)
+        buffer = HotBuffer(end + 1)
+        visible, last_recorded = self._replay_wal(buffer, heads, log, repair=repair)
+        # recorded_at never goes back, also across a reopen with everything flushed.
+        last_recorded = max([last_recorded, *(s.max_recorded_us() for s in segments)])
+        return _Recovered(segments, heads, buffer, visible, last_recorded)
+
+    def _install(self, recovered: _Recovered) -> None:
+        self._segments = recovered.segments
+        self._heads = recovered.heads
+        self._buffer = recovered.buffer
+        self._frozen = []
+        self._visible = recovered.visible
+        self._last_recorded_us = recovered.last_recorded_us
+        names = {s.path.name for s in recovered.segments if isinstance(s, FileSegment)}
+        self._heads_of = {name: heads for name, heads in self._heads_of.items() if name in names}
+
+    def _open_files(self, entries: list[FileEntry], store_id: str | None) -> list[Segment]:
+        """The data files `entries` name, checked against them (and pinned, by a reader)."""
+        opened = {s.path.name: s for s in self._segments if isinstance(s, FileSegment)}
+        segments: list[Segment] = []
+        expected = 1
+        for e in entries:
+            path = self._data_dir / e.name
+            if e.first_position != expected:
+                raise CorruptionError(str(path), f"starts at position {e.first_position}, expected {expected}")
+            expected = e.last_position + 1
+            segment = opened.get(e.name)
+            if segment is not None and (segment.first_position, segment.last_position) == (
+                e.first_position, e.last_position
+            ):
+                segments.append(segment)
+                continue
+            if self._pins is not None:
+                self._pins.pin(path)
+            elif not path.exists():
+                raise CorruptionError(
+                    str(path), f"listed in the catalog but missing; `eventador repair {self.path}` "
+                    "names in the catalog what the remaining files hold"
+                )
+            segment = FileSegment(path, e.first_position, e.last_position, e.rows)
+            facts = FileFacts.from_schema(segment.schema())
+            problem = facts.disagreement(e, store_id) if facts is not None else None
+            if problem is None and not self.read_only and segment.size != e.bytes:
+                problem = f"is {segment.size} bytes, the catalog says {e.bytes}"
+            if problem is not None:
+                raise CorruptionError(
+                    str(path), f"{problem}: the catalog and the data files disagree; `eventador repair {self.path}` "
+                    "names in the catalog what the files hold",
+                )
+            segments.append(segment)
+        return segments
+
+    def _file_heads(self, segment: Segment) -> dict[str, int]:
+        """Each stream's newest version in one file (read once per file: files never change)."""
+        name = segment.path.name if isinstance(segment, FileSegment) else None
+        heads = self._heads_of.get(name) if name is not None else None
+        if heads is None:
+            table = segment.heads()
+            ids, versions = table.column("stream_id").to_pylist(), table.column("version_max").to_pylist()
+            heads = dict(zip(ids, versions, strict=True))
+            if name is not None:
+                self._heads_of[name] = heads
+        return heads
+
+    def _check_log(self, required: int) -> list[tuple[int, Path]]:
+        """Segment `required` of the log is there (0: any). A segment missing between two
+        others is found by the positions of their frames (``_replay_wal``).
+
+        The segments before it are being retired: their events are in the files. A reader
+        that finds it gone was looking at a manifest the writer has since replaced.
+
+        Returns the segments, numbered and oldest first: the ones to replay. (A reader lists
+        them once: listed again, a segment retired meanwhile would be missed without a word,
+        and the log would end early.)
+
+        Raises:
+            CorruptionError: naming the segment that is missing.
+        """
+        segments = WriteAheadLog.segments(self._wal_dir)
+        numbers = [number for number, _ in segments]
+        if required and required not in numbers:
+            missing = WriteAheadLog.segment_path(self._wal_dir, required)
+            raise CorruptionError(
+                str(missing),
+                "missing: the log goes on in this segment (the catalog says so, and the writer did not close "
+                "with it unused), so the events appended to it are lost unless it is put back; "
+                f"`eventador repair {self.path}` makes the store usable without them",
+            )
+        return segments
+
+    def _replay_wal(
+        self, buffer: HotBuffer, heads: dict[str, int], segments: list[tuple[int, Path]], *, repair: bool
+    ) -> tuple[int, int]:
+        """Add the log's events after the files to `buffer` (and `heads`); returns the last
+        position and its recorded time (µs)."""
+        next_position = buffer.first_position
+        last_recorded = 0
+        for number, (segment_no, path) in enumerate(segments, 1):
+            # A reader's last segment may be the one a live writer appends to: a bad
+            # final frame there may be in flight (the writer's own open judges it).
+            settled = repair or number < len(segments)
+            for frame in scan_segment(path, repair=repair, settled=settled):
+                try:
+                    first, stream_id, first_version, recorded_us, stream_type, metadata, columns = cbor2.loads(
+                        frame.body
+                    )
+                    types, ids, occurred, payloads = decode_columns(columns, log_format=frame.log_format)
+                except (ValueError, TypeError, cbor2.CBORDecodeError) as exc:
+                    raise CorruptionError(str(path), f"undecodable frame: {exc}", frame.offset) from exc
+                n = len(payloads)
+                if first + n <= next_position:
+                    continue  # already in a Parquet file
+                if first != next_position or first_version != heads.get(stream_id, 0) + 1:
+                    before = segments[number - 2][0] if number > 1 else None
+                    if first > next_position and before is not None and segment_no != before + 1:
+                        # Gaps in the numbering are harmless where they held nothing (an unused
+                        # segment removed at close); here the positions between went with them.
+                        missing = WriteAheadLog.segment_path(self._wal_dir, before + 1)
+                        raise CorruptionError(
+                            str(missing), f"missing: log segments {before} and {segment_no} are there, and positions "
+                            f"{next_position}-{first - 1} are in no data file and no log segment",
+                        )
+                    raise CorruptionError(
+                        str(path),
+                        f"frame for position {first} (stream {stream_id!r} v{first_version}) does not follow "
+                        f"position {next_position - 1}",
+                        frame.offset,
+                    )
+                buffer.add(
+                    stream_id, first_version, recorded_us, stream_type, metadata, types, ids, occurred, payloads, None
+                )
+                heads[stream_id] = first_version + n - 1
+                next_position += n
+                last_recorded = recorded_us
+        return next_position - 1, last_recorded
+
+    def _release(self) -> StoreError | None:
+        """Let go of everything the store holds, each part even if another fails; returns
+        the first failure, as a StoreError."""
+        first: StoreError | None = None
+        for what, release in self._holdings():
+            try:
+                release()
+            except Exception as exc:
+                if first is None:
+                    first = exc if isinstance(exc, StoreError) else store_os_error(exc, self.path or "", what)
+        return first
+
+    def _holdings(self) -> list[tuple[str, Callable[[], None]]]:
+        """(what it is, how to let go of it) for each thing the store holds, in release order;
+        each is forgotten as it is listed, so that nothing is released twice."""
+        held: list[tuple[str, Callable[[], None]]] = []
+        catalog, self._catalog = self._catalog, None
+        views, self._views = self._views, None
+        if views is not None:
+            held.append(("close the SQL views of", views.close))
+        wal, self._wal = self._wal, None
+        if wal is not None:
+            held.append(("close the write-ahead log of", lambda: self._close_log(wal, catalog)))
+        pins, self._pins = self._pins, None
+        if pins is not None:
+            held.append(("let go of the files read from", pins.release))
+        held.append(("delete merged-away files of", lambda: self._empty_trash(everything=True)))
+        held.extend(("close a file of", s.close) for s in self._segments if isinstance(s, FileSegment))
+        if catalog is not None:
+            held.append(("close the catalog of", catalog.close))
+        lockfile, self._lockfile = self._lockfile, None
+        if lockfile is not None:
+            held.append(("release the lock of", lockfile.release))
+        return held
+
+    def _close_log(self, wal: WriteAheadLog, catalog: Catalog | None) -> None:
+        """Close the log. Its last segment, if unused (everything is flushed), is removed once
+        the catalog says it need not exist: else opening again would take it for a lost one."""
+        unused = catalog is not None and not len(self._buffer) and not self._frozen
+        if unused and catalog is not None and (catalog.log_segment, catalog.log_required) == (self._log_segment, True):
+            try:
+                catalog.record_log_segment(self._log_segment, required=False)
+            except StoreError:
+                unused = False
+        wal.close(remove_unused=unused)
+
