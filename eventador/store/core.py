@@ -133,6 +133,11 @@ class StoreCore(Reader):
             self._check_open()
             return StoreState(tuple(self._segments), (*self._frozen, self._buffer), self._visible)
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has run."""
+        return self._closed
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosedError(f"{self!r} is closed")
@@ -209,8 +214,10 @@ class StoreCore(Reader):
         position ranges up to what is visible, then waits for the next append.
         The iteration ends when the store closes.
 
-        >>> async for recorded in store.subscribe(event_types=[Deposited]):
-        ...     print(recorded.position, recorded.event)
+        In a coroutine::
+
+            async for recorded in store.subscribe(event_types=[Deposited]):
+                print(recorded.position, recorded.event)
         """
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()

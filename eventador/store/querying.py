@@ -129,6 +129,7 @@ class Querying(StoreCore):
             ReadOnlyError: the store is read-only.
 
         >>> store.create_view("big_deposits", "SELECT * FROM Deposited WHERE amount > 1000")
+        LiveView(name='big_deposits', ...)
         """
         self._check_writable()
         return self._live_views().create(name, sql, replace=replace)

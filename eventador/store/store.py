@@ -32,6 +32,7 @@ from eventador.store.appends import prepare_append
 from eventador.store.catalog import Catalog, read_manifest
 from eventador.store.committing import Committing
 from eventador.store.core import Durability as Durability  # its name here before the split
+from eventador.store.handles import close_earlier_writer, forget_writer, remember_writer
 from eventador.store.opening import Opening
 from eventador.store.querying import Querying
 from eventador.store.reads import PastView, StoreState, visible_rows
@@ -103,7 +104,9 @@ class EventStore(Opening, Committing, Querying):
         if read_only:
             self._load_read_only()
         else:
+            close_earlier_writer(self.path)
             self._open_writer()
+            remember_writer(self.path, self)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, **options: Any) -> EventStore:
@@ -334,6 +337,8 @@ class EventStore(Opening, Committing, Querying):
         with self._lock:
             self._closed = True
         self._notify()
+        if self.path is not None and not self.read_only:
+            forget_writer(self.path, self)
         released = self._release()
         if failed is not None:
             raise failed

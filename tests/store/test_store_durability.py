@@ -248,12 +248,33 @@ def test_a_writer_in_another_process_locks_this_one_out_until_it_dies(directory:
         assert store.last_position == 0
 
 
-def test_a_second_writer_in_the_same_process_is_locked_out(factory: DirectoryStoreFactory) -> None:
+def test_opening_a_directory_again_in_this_process_closes_the_earlier_handle_and_says_so(
+    factory: DirectoryStoreFactory,
+) -> None:
+    # A notebook cell `store = ev.open_store(path)` run twice: the second run must work.
     first = factory.open()
-    with pytest.raises(ev.StoreLockedError):
-        factory.open()
-    first.close()
-    factory.open().append("acc-1", [opened()])
+    first.append("acc-1", [opened()])  # not flushed yet: closing the first handle keeps it
+    with pytest.warns(UserWarning, match="already open for writing in this process: that earlier store is closed"):
+        second = factory.open()
+    assert first.closed and not second.closed
+    with pytest.raises(ev.StoreClosedError):
+        first.append("acc-1", [opened()])
+    assert second.stream_version("acc-1") == 1
+    assert second.append("acc-1", [opened()], expected_version=1) == 2
+    first.close()  # closing the earlier handle again does nothing to the new one
+    assert second.append("acc-1", [opened()], expected_version=2) == 3
+    second.close()
+    with factory.open() as third:  # no warning: the earlier handles are closed
+        assert third.stream_version("acc-1") == 3
+
+
+def test_a_read_only_opener_leaves_the_writer_in_this_process_open(factory: DirectoryStoreFactory) -> None:
+    with factory.open() as writer:
+        writer.append("acc-1", [opened()])
+        writer.flush()
+        with ev.open_store(factory.path, read_only=True) as reader:
+            assert reader.stream_version("acc-1") == 1
+        assert not writer.closed and writer.append("acc-1", [opened()], expected_version=1) == 2
 
 
 # -- read-only openers -------------------------------------------------------------------
