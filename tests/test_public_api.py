@@ -147,6 +147,9 @@ def test_names_the_notebooks_use_are_public(name: str) -> None:
         ("eventador.snapshots", "eventador.aggregates.snapshots", "SnapshotConfig"),
         ("eventador.timetravel", "eventador.store.diff", "StoreDiff"),
         ("eventador.importing", "eventador.io.importing", "read_xes"),
+        ("eventador.projections.views", "eventador.store.live_views", "LiveView"),
+        ("eventador.projections.progress", "eventador.progress", "bar"),
+        ("eventador.projections.errors", "eventador.errors", "ProjectionNameError"),
     ],
 )
 def test_an_old_import_path_still_works_and_says_where_the_name_moved(old: str, new: str, name: str) -> None:

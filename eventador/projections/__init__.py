@@ -13,15 +13,15 @@
   line needs, from the store alone (``admin``).
 """
 
+from eventador.errors import ProjectionNameError
 from eventador.projections.admin import list_projections, rebuild_projection
-from eventador.projections.errors import ProjectionNameError
 from eventador.projections.lag import Lag
 from eventador.projections.past import PastReadModel
 from eventador.projections.policies import ErrorPolicy, Retry
 from eventador.projections.python import Projection
 from eventador.projections.runner import ProjectionRunner
 from eventador.projections.sql import SqlProjection, batch_view_name
-from eventador.projections.views import LiveView
+from eventador.store.live_views import LiveView
 
 __all__ = [
     "ErrorPolicy",

@@ -1,8 +1,6 @@
-"""The projection errors beyond ``ProjectionError``; both live in eventador/errors.py (live
-views, kept by the store, raise ``ProjectionNameError`` too)."""
+"""Moved to ``eventador.errors`` (live views, kept by the store, raise ``ProjectionNameError`` too);
+importing from here still works and warns."""
 
-from __future__ import annotations
+from eventador._moved import forward
 
-from eventador.errors import ProjectionNameError
-
-__all__ = ["ProjectionNameError"]
+__getattr__ = forward(__name__, "eventador.errors")

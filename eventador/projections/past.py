@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 
+from eventador import progress as _progress
 from eventador.errors import InvalidInputError, ProjectionError
-from eventador.projections import progress as _progress
 from eventador.projections.sql_engine import SqlEngine, WindowFailed
 from eventador.store.reads import PastView, run_sql
 from eventador.store.sqlguard import SqlRelation

@@ -1,7 +1,5 @@
-"""Progress bars live in ``eventador.progress`` (the store shows them too); the old names stay here."""
+"""Moved to ``eventador.progress`` (the store shows bars too); importing from here still works and warns."""
 
-from eventador.progress import LONG, Bar, NotebookBar, bar, query_progress, wanted
+from eventador._moved import forward
 
-_NotebookBar = NotebookBar  # its name before it moved
-
-__all__ = ["LONG", "Bar", "bar", "query_progress", "wanted"]
+__getattr__ = forward(__name__, "eventador.progress")

@@ -14,11 +14,10 @@ from typing import Any, Literal
 
 import duckdb
 
-from eventador.errors import ProjectionError
-from eventador.projections import progress as _progress
+from eventador import progress as _progress
+from eventador.errors import ProjectionError, ProjectionNameError
 from eventador.projections.checkpoints import add_checkpoint, read_checkpoint, record_error, set_checkpoint
 from eventador.projections.driver import Context, Driver, maybe
-from eventador.projections.errors import ProjectionNameError
 from eventador.projections.policies import Retry, describe
 from eventador.projections.python import Projection
 from eventador.store.records import RecordedEvent

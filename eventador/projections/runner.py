@@ -45,10 +45,9 @@ import duckdb
 
 from eventador._moved import forward
 from eventador.clock import Clock
-from eventador.errors import InvalidInputError, ProjectionError, ReadOnlyError, StoreClosedError
+from eventador.errors import InvalidInputError, ProjectionError, ProjectionNameError, ReadOnlyError, StoreClosedError
 from eventador.projections.checkpoints import ensure_tables, error_counts, read_definitions
 from eventador.projections.driver import Context, Driver, Stopped
-from eventador.projections.errors import ProjectionNameError
 from eventador.projections.lag import Lag, human_duration, lag_behind
 from eventador.projections.policies import ErrorPolicy, check_policy
 from eventador.projections.python import Projection

@@ -49,7 +49,7 @@ from eventador.projections.checkpoints import Definition
 from eventador.projections.past import PastReadModel, read_model_as_of
 from eventador.projections.policies import ErrorPolicy, Retry, check_policy
 from eventador.projections.sql_engine import SqlEngine, batch_view_name
-from eventador.projections.views import check_identifier
+from eventador.store.live_views import check_identifier
 from eventador.store.sqlguard import check_query, fixed_names
 
 if TYPE_CHECKING:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Literal
 
+from eventador import progress as _progress
 from eventador.errors import ProjectionError
-from eventador.projections import progress as _progress
 from eventador.projections.driver import Context, Driver
 from eventador.projections.policies import Retry, describe
 from eventador.projections.sql import SqlProjection

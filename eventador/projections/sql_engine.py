@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from eventador.clock import Clock
-from eventador.errors import ProjectionError
+from eventador.errors import ProjectionError, ProjectionNameError
+from eventador.progress import query_progress
 from eventador.projections.checkpoints import (
     Definition,
     add_checkpoint,
@@ -29,9 +30,7 @@ from eventador.projections.checkpoints import (
     schema_name,
     set_checkpoint,
 )
-from eventador.projections.errors import ProjectionNameError
-from eventador.projections.progress import query_progress
-from eventador.projections.views import check_identifier, taken_names
+from eventador.store.live_views import check_identifier, taken_names
 from eventador.store.views import SqlViews, literal, quote
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
-"""Live SQL views are kept by the store: ``eventador.store.live_views``; the old names stay here."""
+"""Moved to ``eventador.store.live_views`` (the store keeps live views); importing from here still works and warns."""
 
-from eventador.store.live_views import VIEWS_FILE, LiveView, LiveViews, check_identifier, taken_names
+from eventador._moved import forward
 
-__all__ = ["VIEWS_FILE", "LiveView", "LiveViews", "check_identifier", "taken_names"]
+__getattr__ = forward(__name__, "eventador.store.live_views")

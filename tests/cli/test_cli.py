@@ -16,6 +16,7 @@ import eventador as ev
 from eventador.cli.common import TABLE_ROWS
 from eventador.cli.main import DEMO_DIR, build_parser, main
 from tests.support.domain import Deposited
+from tests.support.holder import held_by_another_process
 from tests.workers.import_crash_child import log
 
 DATA = Path(__file__).resolve().parents[2] / "data"  # the real logs ship with the repository
@@ -212,7 +213,8 @@ def test_payload_bytes_print_as_their_data(tmp_path: Path, capsys: pytest.Captur
 def test_a_locked_store_gives_command_line_advice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     csv = tmp_path / "log.csv"
     csv.write_text("case,activity,timestamp\nc1,a,2024-01-01T10:00:00Z\n")
-    with three_events(tmp_path / "s"):
+    three_events(tmp_path / "s").close()
+    with held_by_another_process(tmp_path / "s"):
         assert main(["import", str(tmp_path / "s"), str(csv)]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "is open for writing by pid" in err

@@ -16,6 +16,7 @@ import eventador as ev
 from eventador import EventadorError, QueueManager, RetryPolicy, SagaCoordinator
 from eventador.cli import queue as queue_cli
 from eventador.sagas import COMMANDS_QUEUE
+from tests.support.holder import held_by_another_process
 from tests.support.saga_domain import CreateOrder, OrderSaga, spawn_targets
 
 
@@ -114,7 +115,7 @@ def test_saga_list(store_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_a_store_held_by_a_writer_gives_one_clear_line(store_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with ev.open_store(store_dir):
+    with held_by_another_process(store_dir):
         for argv in (["queue", "stats"], ["saga", "list"], ["queue", "dead-letters"]):
             assert run([*argv, str(store_dir)]) == 1
             err = capsys.readouterr().err.strip()

@@ -147,7 +147,7 @@ def test_timeline_draws_one_point_per_event(store: ev.EventStore) -> None:
 
 
 def test_the_notebook_progress_bar_carries_a_static_copy_of_its_state(capsys: pytest.CaptureFixture[str]) -> None:
-    from eventador.projections.progress import _NotebookBar
+    from eventador.progress import NotebookBar as _NotebookBar
 
     shown = _NotebookBar(365, "rebuild totals", "ev")  # outside a kernel, display() prints the bundle
     first = capsys.readouterr().out
