@@ -31,6 +31,7 @@ from eventador.codec import encode_event
 from eventador.store import wal
 from eventador.testing import DirectoryStoreFactory
 from tests.support.domain import Deposited, deposited, opened, withdrawn
+from tests.support.holder import HOLD_THE_LOCK
 
 REPO = Path(__file__).resolve().parents[2]
 HEADER = len(wal.frame(b""))  # bytes of a frame before its body
@@ -201,14 +202,6 @@ else:
     print("opened", flush=True)
 """
 
-HOLD_THE_LOCK = """
-import sys
-import eventador as ev
-store = ev.open_store(sys.argv[1])
-print("holding", flush=True)
-sys.stdin.read()
-store.close()
-"""
 
 
 def test_a_second_writer_process_gets_store_locked_error_naming_the_holder(factory: DirectoryStoreFactory) -> None:

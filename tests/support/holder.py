@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-_HOLD = """
+# `python -c HOLD_THE_LOCK DIR`: opens DIR for writing, says "holding", holds it until stdin closes.
+HOLD_THE_LOCK = """
 import sys
 import eventador as ev
 store = ev.open_store(sys.argv[1])
@@ -26,7 +27,11 @@ def held_by_another_process(path: Path) -> Iterator[int]:
     """Hold the store at `path` open for writing in a child process while the block runs;
     yields the child's pid."""
     child = subprocess.Popen(
-        [sys.executable, "-c", _HOLD, str(path)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_THE_LOCK, str(path)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert child.stdout is not None and child.stdout.readline() == "holding\n"
