@@ -9,7 +9,8 @@ from typing import Any
 
 
 def forward(old: str, new: str) -> Callable[[str], Any]:
-    """A module ``__getattr__`` for `old` that finds each name in `new` and warns once per name."""
+    """A module ``__getattr__`` for `old` that finds each name in `new`, with a DeprecationWarning
+    (which Python shows once per place that uses it)."""
 
     def __getattr__(name: str) -> Any:
         target = importlib.import_module(new)
