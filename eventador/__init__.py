@@ -63,6 +63,7 @@ from eventador.errors import (
     QueueError,
     ReadOnlyError,
     RegistrationError,
+    SchemaError,
     SerializationError,
     SqlCorruptionError,
     SqlError,
@@ -110,6 +111,7 @@ from eventador.store import (
 )
 from eventador.store.diff import StoreDiff
 from eventador.testing.scenario import AggregateScenario
+from eventador.upcasting import Add, Convert, Drop, Rename, Split, Upcaster, upcaster, upcasters
 
 __version__ = "0.1.0"
 
@@ -126,6 +128,7 @@ __all__ = [
     "ActorRef",
     "ActorStoppedError",
     "ActorSystem",
+    "Add",
     "AggregateRoot",
     "AggregateScenario",
     "AskTimeoutError",
@@ -133,10 +136,12 @@ __all__ = [
     "Command",
     "CommandRejected",
     "ConcurrencyError",
+    "Convert",
     "CorruptionError",
     "DeadLetter",
     "Directive",
     "DiskFullError",
+    "Drop",
     "ErrorPolicy",
     "Event",
     "EventLogColumnError",
@@ -166,6 +171,7 @@ __all__ = [
     "ReadOnlyError",
     "RecordedEvent",
     "RegistrationError",
+    "Rename",
     "RepairReport",
     "Repository",
     "Retry",
@@ -176,9 +182,11 @@ __all__ = [
     "SagaState",
     "SagaStatus",
     "SagaTimeout",
+    "SchemaError",
     "SerializationError",
     "SnapshotConfig",
     "SnapshotWarning",
+    "Split",
     "SqlCorruptionError",
     "SqlError",
     "SqlProjection",
@@ -192,6 +200,7 @@ __all__ = [
     "SystemClock",
     "TypeRegistry",
     "UnknownEvent",
+    "Upcaster",
     "batch_view_name",
     "explore",
     "list_projections",
@@ -203,6 +212,8 @@ __all__ = [
     "read_xes",
     "registry",
     "repair_store",
+    "upcaster",
+    "upcasters",
 ]
 
 

@@ -42,11 +42,15 @@ from typing import Any, Union
 
 import cbor2
 
-from eventador.errors import NestingError, SerializationError
+from eventador.errors import NestingError, SchemaError, SerializationError
 from eventador.messages import Event, TypeRegistry, UnknownEvent, text_flaw
+from eventador.upcasting import UpcasterRegistry
+from eventador.upcasting import upcasters as default_upcasters
 
 __all__ = [
     "MAX_NESTING",
+    "Decoder",
+    "MissingField",
     "Schema",
     "check_text",
     "check_value",
@@ -540,13 +544,14 @@ def _nested_decoder(cls: type) -> Converter:
     return decode
 
 
-def instance_from_fields(schema: Schema, data: dict[str, Any]) -> Any:
+def instance_from_fields(schema: Schema, data: dict[str, Any], *, strict: bool = False) -> Any:
     """Returns an instance of `schema.cls` from decoded field values, without running ``__init__``.
 
     Converts the fields that need it (enums, nested dataclasses, ...; a value that does
     not convert is kept as stored) and fits `data` to the class as defined now: a field
-    it no longer has is dropped, a new one takes its default (None without one). `data`
-    becomes the instance's ``__dict__``: the caller gives up the dict.
+    it no longer has is dropped, a new one takes its default. A new field without a
+    default reads as None, or with `strict` raises ``MissingField`` (events: no silent
+    None). `data` becomes the instance's ``__dict__``: the caller gives up the dict.
     """
     if schema.converters:
         for name, conv in schema.converters:
@@ -555,21 +560,27 @@ def instance_from_fields(schema: Schema, data: dict[str, Any]) -> Any:
                 with contextlib.suppress(ValueError, TypeError, KeyError):
                     data[name] = conv(data[name])
     if len(data) != len(schema.names) or data.keys() != set(schema.names):
-        data = _fit_layout(schema, data)
+        data = _fit_layout(schema, data, strict)
     obj: Any = object.__new__(schema.cls)
     object.__setattr__(obj, "__dict__", data)
     return obj
 
 
-def _fit_layout(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
-    # The class changed since the event was written: fill new fields from their defaults,
-    # drop fields it no longer has. A new field without a default reads as None.
+class MissingField(Exception):
+    """A stored payload lacks a required field of the class that reads it (the field's name)."""
+
+
+def _fit_layout(schema: Schema, data: dict[str, Any], strict: bool) -> dict[str, Any]:
+    # The class changed since the payload was written: fill new fields from their
+    # defaults, drop fields it no longer has (they stay in the log).
     fitted = {}
     for name in schema.names:
         if name in data:
             fitted[name] = data[name]
         elif name in schema.defaults:
             fitted[name] = schema.defaults[name]()
+        elif strict:
+            raise MissingField(name)
         else:
             fitted[name] = None
     return fitted
@@ -656,43 +667,98 @@ def encode_events(events: list[Event]) -> list[bytes]:
         return [encode_event(e) for e in events]  # raises, naming the first bad value
 
 
-def decode_event(event_type: str, payload: bytes, registry: TypeRegistry) -> Event:
-    """The typed event for a stored payload; an ``UnknownEvent`` when no class is registered."""
-    data = cbor2.loads(payload, tag_hook=_tag_hook)
-    cls = registry.resolve(event_type)
-    if cls is None:
-        return UnknownEvent(event_type=event_type, data=data)
-    return typing.cast(Event, instance_from_fields(schema_of(cls), data))
+def decode_event(
+    event_type: str,
+    payload: bytes,
+    registry: TypeRegistry,
+    version: int = 1,
+    upcasters: UpcasterRegistry = default_upcasters,
+) -> Event:
+    """The typed event for a stored payload of `event_type` written at schema `version`:
+    upcast to the newest version, then fitted to its class; an ``UnknownEvent`` when no
+    class is registered for the (upcast) type.
+
+    Raises:
+        SchemaError: a required field is missing after upcasting, or an upcaster failed.
+    """
+    return make_decoder(registry, upcasters)(event_type, payload, version)
 
 
-def make_decoder(registry: TypeRegistry) -> Callable[[str, bytes], Event]:
-    """A decoding function for bulk reads: resolves each type's class and schema once."""
+class Decoder(typing.Protocol):
+    """Decodes one stored event: its type, CBOR payload and schema version."""
+
+    def __call__(self, event_type: str, payload: bytes, version: int = 1, /) -> Event: ...
+
+
+def make_decoder(registry: TypeRegistry, upcasters: UpcasterRegistry = default_upcasters) -> Decoder:
+    """A decoding function ``decode(event_type, payload, version=1)`` for bulk reads: each
+    stored (type, version)'s plan (its class, or its upcasters) is worked out once.
+
+    Raises (from the function):
+        SchemaError: as ``decode_event``.
+    """
     loads = cbor2.loads
     new = object.__new__
     setattr_ = object.__setattr__
-    plan: dict[str, tuple[type[Event], Schema, frozenset[str]] | None] = {}
+    # event type -> (class, schema, field names, the class's version, whether the type has upcasters)
+    plan: dict[str, tuple[type[Event], Schema, frozenset[str], int, bool] | None] = {}
 
-    def decode(event_type: str, payload: bytes) -> Event:
+    def decode(event_type: str, payload: bytes, version: int = 1, /) -> Event:
         try:
             entry = plan[event_type]
         except KeyError:
             cls = registry.resolve(event_type)
             if cls is None:
-                entry = plan[event_type] = None
+                entry = None
             else:
                 schema = schema_of(cls)
-                entry = plan[event_type] = (cls, schema, frozenset(schema.names))
+                entry = (cls, schema, frozenset(schema.names), cls.schema_version, upcasters.has_type(event_type))
+            plan[event_type] = entry
         data = loads(payload, tag_hook=_tag_hook)
         if entry is None:
+            if upcasters.has_type(event_type):  # a renamed type: no class by its stored name
+                return _upcast(event_type, version, data, registry, upcasters)
             return UnknownEvent(event_type=event_type, data=data)
-        cls, schema, names = entry
+        cls, schema, names, class_version, upcast = entry
+        if upcast or version != class_version:
+            return _upcast(event_type, version, data, registry, upcasters)
         if schema.converters or data.keys() != names:
-            return typing.cast(Event, instance_from_fields(schema, data))
+            return _fitted(cls, schema, data, event_type, version)
         obj: Event = new(cls)
         setattr_(obj, "__dict__", data)
         return obj
 
     return decode
+
+
+def _upcast(
+    event_type: str, version: int, data: dict[str, Any], registry: TypeRegistry, upcasters: UpcasterRegistry
+) -> Event:
+    """The slow path: a stored version other than the class's, or a type with upcasters."""
+    event_type, version, data = upcasters.upcast(event_type, version, data)
+    cls = registry.resolve(event_type)
+    if cls is None:
+        return UnknownEvent(event_type=event_type, data=data)
+    return _fitted(cls, schema_of(cls), data, event_type, version)
+
+
+def _fitted(cls: type[Event], schema: Schema, data: dict[str, Any], event_type: str, version: int) -> Event:
+    try:
+        return typing.cast(Event, instance_from_fields(schema, data, strict=True))
+    except MissingField as missing:
+        (name,) = missing.args
+        how = (
+            f"stored at version {version}, read by {cls.__qualname__} version {cls.schema_version}: "
+            if version != cls.schema_version
+            else ""
+        )
+        raise SchemaError(
+            event_type,
+            version,
+            f"{how}the stored event has no value for this required field and no upcaster gives one "
+            f"(register one with ev.upcaster({event_type!r}, {version}, ...), or give the field a default)",
+            field=name,
+        ) from None
 
 
 # -- classes by name ----------------------------------------------------------------------

@@ -8,6 +8,7 @@
     │       └── SqlCorruptionError    SQL met a damaged data file (also a CorruptionError)
     ├── MessageError                  the shape of a message is wrong
     │   ├── RegistrationError         two classes claim one event type name
+    │   ├── SchemaError               a stored event does not fit today's class (names type, version, field)
     │   └── SerializationError        a value cannot be encoded (names the field)
     │       └── NestingError          containers nested past the limit, or holding themselves
     ├── StoreError                    the event store refused or failed
@@ -102,6 +103,29 @@ class RegistrationError(MessageError):
             f"class {new.__name__}(Event, event_type='...')"
         )
         self.event_type, self.existing, self.new = event_type, existing, new
+
+
+class SchemaError(MessageError):
+    """A stored event does not fit the class that reads it, and no upcaster makes it fit:
+    a required field is missing, or an upcaster failed. Names the event type, the schema
+    version it was stored with, the field and, where the reader knows it, the position."""
+
+    def __init__(
+        self, event_type: str, version: int, reason: str, *, field: str | None = None, position: int | None = None,
+        where: str | None = None,
+    ) -> None:
+        place = f" at position {position}" if position is not None else f" at {where}" if where else ""
+        what = f"field {field!r}: " if field is not None else ""
+        super().__init__(f"{event_type} (schema version {version}){place}: {what}{reason}")
+        self.event_type, self.version, self.reason, self.field, self.position = (
+            event_type, version, reason, field, position
+        )
+
+    def at(self, position: int | None = None, *, where: str | None = None) -> SchemaError:
+        """The same error, naming where the stored event is: its position, or `where` in words."""
+        return SchemaError(
+            self.event_type, self.version, self.reason, field=self.field, position=position, where=where
+        )
 
 
 class SerializationError(MessageError):

@@ -150,15 +150,27 @@ class Command(Message):
 class Event(Message):
     """Something that happened. Events are immutable and stored forever.
 
-    The class statement may name the stored type: ``class X(Event, event_type="bank.X")``.
+    The class statement may name the stored type and its schema version:
+    ``class X(Event, event_type="bank.X", version=2)``. The store records the version
+    with each event; upcasters (``eventador.upcasting``) read older ones as the newest.
     """
 
     event_type: ClassVar[str] = "Event"
+    schema_version: ClassVar[int] = 1
+    """The version of this class's fields, recorded with every event written with it."""
 
-    def __init_subclass__(cls, event_type: str | None = None, _register: bool = True, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls, event_type: str | None = None, version: int | None = None, _register: bool = True, **kwargs: Any
+    ) -> None:
         super().__init_subclass__(**kwargs)
         if not _register:
             return
+        if version is not None:
+            if type(version) is not int or not 1 <= version <= 32_767:
+                raise InvalidInputError(f"version of {cls.__qualname__} must be an int, 1 to 32767, not {version!r}")
+            cls.schema_version = version
+        elif "schema_version" not in vars(cls):
+            cls.schema_version = 1  # not inherited: a subclass is a new type, at its own first version
         name = cls.__name__ if event_type is None else event_type
         if not isinstance(name, str) or not name.strip():
             raise TypeError(f"event_type of {cls.__qualname__} must be a non-empty str, got {name!r}")

@@ -276,6 +276,7 @@ class Repository(Generic[S]):
         wanted = "[" + ", ".join(literal(c) for c in ["stream_type", *typed]) + "]"
         selected = (
             "a.stream_id, a.version, a.event_type, a.payload, epoch_us(coalesce(a.occurred_at, a.recorded_at)), "
+            "a.schema_version, "
             f"COLUMNS(lambda c: list_contains({wanted}, c))"
         )
         query = (

@@ -47,6 +47,7 @@ class PreparedAppend:
     ids: list[bytes]
     occurred: list[int | None]
     payloads: list[bytes]
+    versions: list[int]  # each event's schema version
     metadata: bytes | None
     stream_type: str | None
     logged: bytes
@@ -182,10 +183,12 @@ def prepare_append(
         if not isinstance(stream_type, str):
             raise InvalidInputError(f"stream_type must be a str, got {stream_type!r}")
         check_text(stream_type, "stream_type")
+    versions = [e.schema_version for e in batch]
     ids = new_event_ids(len(batch))
-    record = encode_columns(types, ids, occurred, payloads) if logged else b""
+    record = encode_columns(types, ids, occurred, payloads, versions) if logged else b""
     return PreparedAppend(
-        stream_id, expected_version, batch, types, split_ids(ids), occurred, payloads, meta, stream_type, record
+        stream_id, expected_version, batch, types, split_ids(ids), occurred, payloads, versions, meta, stream_type,
+        record,
     )
 
 
@@ -196,11 +199,16 @@ def prepare_append(
 # row per event: the event type (one str when all share it), the ids end to end, the
 # occurred times (None when none is set), the payload sizes (u32 little-endian) and the
 # payloads end to end. Encoding 100 events is one short CBOR call, not 400 values.
+# Events of a schema version above 1 add a sixth: the versions (one int when all
+# share it), so the records of version-1 events are what they always were.
 
 
-def encode_columns(types: list[str], ids: bytes, occurred: list[int | None], payloads: list[bytes]) -> bytes:
-    """The columns of one append as the log holds them (a CBOR array of five)."""
-    if len(payloads) == 1:  # the common case, written by hand: no list to build and walk
+def encode_columns(
+    types: list[str], ids: bytes, occurred: list[int | None], payloads: list[bytes], versions: list[int] | None = None
+) -> bytes:
+    """The columns of one append as the log holds them (a CBOR array of five, or six)."""
+    versioned = versions is not None and versions.count(1) != len(versions)
+    if len(payloads) == 1 and not versioned:  # the common case, written by hand: no list to build and walk
         single = payloads[0]
         when = _one_time(occurred[0])
         return b"".join(
@@ -220,15 +228,17 @@ def encode_columns(types: list[str], ids: bytes, occurred: list[int | None], pay
     sizes = array("I", map(len, payloads))
     if _BIG_ENDIAN:
         sizes.byteswap()
-    return cbor2.dumps(
-        [
-            first if types.count(first) == len(types) else types,
-            ids,
-            None if occurred.count(None) == len(occurred) else occurred,
-            sizes.tobytes(),
-            b"".join(payloads),
-        ]
-    )
+    columns: list[Any] = [
+        first if types.count(first) == len(types) else types,
+        ids,
+        None if occurred.count(None) == len(occurred) else occurred,
+        sizes.tobytes(),
+        b"".join(payloads),
+    ]
+    if versioned:
+        assert versions is not None
+        columns.append(versions[0] if versions.count(versions[0]) == len(versions) else versions)
+    return cbor2.dumps(columns)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -262,12 +272,15 @@ def _bytes_head(size: int) -> bytes:
 
 def decode_columns(
     columns: list[Any], *, log_format: int
-) -> tuple[list[str], list[bytes], list[int | None], list[bytes]]:
-    """(types, ids, occurred, payloads) of one logged append, of either log format."""
+) -> tuple[list[str], list[bytes], list[int | None], list[bytes], list[int]]:
+    """(types, ids, occurred, payloads, schema versions) of one logged append, of any log format."""
     if log_format < 3:  # a row per event: (event type, id, occurred, payload)
         types, ids, occurred, payloads = (list(c) for c in zip(*columns, strict=True))
-        return types, ids, occurred, payloads
-    kinds, joined_ids, times, size_bytes, joined = columns
+        return types, ids, occurred, payloads, [1] * len(payloads)
+    if len(columns) == 6:
+        kinds, joined_ids, times, size_bytes, joined, stored_versions = columns
+    else:
+        (kinds, joined_ids, times, size_bytes, joined), stored_versions = columns, 1
     sizes = array("I")
     sizes.frombytes(size_bytes)
     if _BIG_ENDIAN:
@@ -279,6 +292,7 @@ def decode_columns(
     payloads = [joined[end - size : end] for size, end in zip(sizes, ends, strict=True)]
     types = [kinds] * n if isinstance(kinds, str) else list(kinds)
     occurred = [None] * n if times is None else list(times)
-    if len(types) != n or len(occurred) != n:
+    versions = [stored_versions] * n if isinstance(stored_versions, int) else list(stored_versions)
+    if len(types) != n or len(occurred) != n or len(versions) != n:
         raise ValueError(f"columns of {n} events do not add up")
-    return types, split_ids(joined_ids), occurred, payloads
+    return types, split_ids(joined_ids), occurred, payloads, versions

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
 
-from eventador.codec import decode_value
-from eventador.messages import Event
+from eventador.codec import Decoder, decode_value
+from eventador.errors import SchemaError
+from eventador.messages import Event, UnknownEvent
 from eventador.store.columns import ENVELOPE, typed_columns
-from eventador.store.records import RecordedEvent, build_records
+from eventador.store.records import RecordedEvent, build_records, current_types
 
 __all__ = ["HotBuffer"]
 
@@ -52,6 +52,7 @@ class HotBuffer:
         self.metadata: list[bytes | None] = []
         self.payloads: list[bytes] = []
         self.events: list[Event | None] = []  # None: recovered from the log, decoded on demand
+        self.schema_versions: list[int] = []
         self.by_stream: dict[str, list[int]] = {}
         self._chunks: list[pa.Table] = []  # Arrow form of rows [0, _chunked_rows)
         self._chunked_rows = 0
@@ -77,6 +78,7 @@ class HotBuffer:
         occurred: list[int | None],
         payloads: list[bytes],
         events: list[Event] | None,
+        schema_versions: list[int],
     ) -> None:
         """Add one append's rows, given as columns (one entry per event in each)."""
         start = len(self.payloads)
@@ -91,15 +93,19 @@ class HotBuffer:
         self.occurred.extend(occurred)
         self.payloads.extend(payloads)
         self.events.extend(events if events is not None else [None] * n)
+        self.schema_versions.extend(schema_versions)
         self.by_stream.setdefault(stream_id, []).extend(range(start, start + n))
 
-    def _event(self, i: int, decode: Callable[[str, bytes], Event]) -> Event:
+    def _event(self, i: int, decode: Decoder) -> Event:
         event = self.events[i]
         if event is None:
-            event = self.events[i] = decode(self.event_types[i], self.payloads[i])
+            try:
+                event = self.events[i] = decode(self.event_types[i], self.payloads[i], self.schema_versions[i])
+            except SchemaError as exc:
+                raise exc.at(self.first_position + i) from None
         return event
 
-    def _records(self, rows: list[int], decode: Callable[[str, bytes], Event]) -> list[RecordedEvent]:
+    def _records(self, rows: list[int], decode: Decoder) -> list[RecordedEvent]:
         """RecordedEvents for the given row indices, built column by column."""
         if not rows:
             return []
@@ -108,16 +114,18 @@ class HotBuffer:
                 self._event(i, decode)
         take = operator.itemgetter(*rows) if len(rows) > 1 else (lambda column: (column[rows[0]],))
         first = self.first_position
+        events = take(self.events)
         columns = [
             take(self.stream_ids),
             take(self.versions),
             [first + i for i in rows],
-            take(self.event_types),
-            take(self.events),
+            current_types(take(self.event_types), events),
+            events,
             take(self.event_ids),
             take(self.recorded),
             take(self.occurred),
             take(self.metadata),
+            take(self.schema_versions),
         ]
         return build_records(columns)
 
@@ -127,7 +135,7 @@ class HotBuffer:
         from_version: int,
         to_version: int | None,
         upto_row: int,
-        decode: Callable[[str, bytes], Event],
+        decode: Decoder,
     ) -> list[RecordedEvent]:
         """The stream's rows before `upto_row` (the visible prefix), within the version range."""
         rows = self.by_stream.get(stream_id)
@@ -142,7 +150,7 @@ class HotBuffer:
         return self._records(wanted, decode)
 
     def records(
-        self, start_row: int, stop_row: int, types: set[str] | None, decode: Callable[[str, bytes], Event]
+        self, start_row: int, stop_row: int, types: set[str] | None, decode: Decoder
     ) -> list[RecordedEvent]:
         """RecordedEvents of rows start_row..stop_row-1 (of `types` only, when given)."""
         if types is None:
@@ -153,7 +161,7 @@ class HotBuffer:
         return self._records(rows, decode)
 
     def to_arrow(
-        self, upto_row: int, classes: dict[str, type[Event]], decode: Callable[[str, bytes], Event]
+        self, upto_row: int, classes: dict[str, type[Event]], decode: Decoder
     ) -> pa.Table:
         """Rows before `upto_row` as an Arrow table (envelope + typed columns).
 
@@ -178,16 +186,41 @@ class HotBuffer:
         table = self._table
         return table if table.num_rows == upto_row else table.slice(0, upto_row)
 
+    def _typed_events(self, start: int, stop: int, decode: Decoder) -> tuple[list[Event | None], list[int]]:
+        """The events whose fields become the rows' typed columns, and the schema version
+        those columns hold (``columns_version``): today's class's, upcast, for rows that
+        keep their type; the stored fields as they are for rows an upcaster gives another
+        type (SQL applies the declared renames to those); 0, no typed columns, for rows
+        that do not decode (a ``SchemaError``: reads name it; SQL refuses them)."""
+        events: list[Event | None] = []
+        versions: list[int] = []
+        for i in range(start, stop):
+            stored_type, stored_version = self.event_types[i], self.schema_versions[i]
+            try:
+                event: Event | None = self._event(i, decode)
+            except SchemaError:
+                events.append(None)
+                versions.append(0)
+                continue
+            assert event is not None
+            if event.event_type != stored_type:
+                event = UnknownEvent(event_type=stored_type, data=decode_value(self.payloads[i]))
+            events.append(event)
+            versions.append(stored_version if isinstance(event, UnknownEvent) else type(event).schema_version)
+        return events, versions
+
     def _build(
-        self, start: int, stop: int, classes: dict[str, type[Event]], decode: Callable[[str, bytes], Event]
+        self, start: int, stop: int, classes: dict[str, type[Event]], decode: Decoder
     ) -> pa.Table:
-        events = [self._event(i, decode) for i in range(start, stop)]
+        events, columns_versions = self._typed_events(start, stop, decode)
         first = self.first_position + start
         arrays: list[Any] = [
             pa.array(range(first, first + stop - start), pa.int64()),
             pa.array(self.stream_ids[start:stop], pa.string()),
             pa.array(self.versions[start:stop], pa.int64()),
             pa.array(self.event_types[start:stop], pa.string()),
+            pa.array(self.schema_versions[start:stop], pa.int16()),
+            pa.array(columns_versions, pa.int16()),
             pa.array(self.event_ids[start:stop], pa.binary(16)),
             pa.array(self.recorded[start:stop], pa.int64()).cast(ENVELOPE.field("recorded_at").type),
             pa.array(self.occurred[start:stop], pa.int64()).cast(ENVELOPE.field("occurred_at").type),

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from eventador.codec import Decoder
 from eventador.messages import Event
 from eventador.store.columns import ENVELOPE, data_columns
 
@@ -59,9 +59,14 @@ class NewStreams:
         """Each stream's version after the write."""
         return dict(zip(self.stream_ids, self.versions.tolist(), strict=True))
 
+    def schema_versions(self, classes: dict[str, type[Event]]) -> list[int]:
+        """Each row's schema version: its class's (the payloads are built from today's fields)."""
+        known = {t: cls.schema_version for t, cls in classes.items()}
+        return [known.get(t, 1) for t in self.event_types]
+
     def table(
         self, first_position: int, recorded_us: int, classes: dict[str, type[Event]],
-        decode: Callable[[str, bytes], Event],
+        decode: Decoder,
     ) -> pa.Table:
         """The rows as a segment table (envelope, then typed columns), positions from `first_position`."""
         n = len(self)
@@ -72,6 +77,8 @@ class NewStreams:
             pa.array(self.stream_ids, pa.string()),
             pa.array(self.versions),
             pa.array(self.event_types, pa.string()),
+            pa.array(self.schema_versions(classes), pa.int16()),
+            pa.array(self.schema_versions(classes), pa.int16()),  # typed columns: as written
             random_event_ids(n),
             pa.array(np.full(n, recorded_us, dtype=np.int64)).cast(timestamp),
             pa.array(np.asarray(self.occurred_us, dtype=np.int64)).cast(timestamp),

@@ -37,6 +37,8 @@ ENVELOPE = pa.schema(
         ("stream_id", pa.string()),
         ("version", pa.int64()),
         ("event_type", pa.string()),
+        ("schema_version", pa.int16()),  # the event class's version when written (eventador.upcasting)
+        ("columns_version", pa.int16()),  # the version the typed columns hold (see HotBuffer._typed_events)
         ("event_id", pa.binary(16)),
         ("recorded_at", TIMESTAMP),
         # Null when it equals recorded_at: most events, and a column of nulls costs nothing.

@@ -102,7 +102,7 @@ class Committing(Flushing):
                         raise
                 buffer.add(
                     a.stream_id, current + 1, recorded, a.stream_type, a.metadata,
-                    a.types, a.ids, a.occurred, a.payloads, a.events,
+                    a.types, a.ids, a.occurred, a.payloads, a.events, a.versions,
                 )
                 heads[a.stream_id] = current + len(a.events)
                 versions.append(current + len(a.events))

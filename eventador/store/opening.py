@@ -328,7 +328,7 @@ class Opening(Flushing):
                     first, stream_id, first_version, recorded_us, stream_type, metadata, columns = cbor2.loads(
                         frame.body
                     )
-                    types, ids, occurred, payloads = decode_columns(columns, log_format=frame.log_format)
+                    types, ids, occurred, payloads, versions = decode_columns(columns, log_format=frame.log_format)
                 except (ValueError, TypeError, cbor2.CBORDecodeError) as exc:
                     raise CorruptionError(str(path), f"undecodable frame: {exc}", frame.offset) from exc
                 n = len(payloads)
@@ -351,7 +351,8 @@ class Opening(Flushing):
                         frame.offset,
                     )
                 buffer.add(
-                    stream_id, first_version, recorded_us, stream_type, metadata, types, ids, occurred, payloads, None
+                    stream_id, first_version, recorded_us, stream_type, metadata, types, ids, occurred, payloads, None,
+                    versions,
                 )
                 heads[stream_id] = first_version + n - 1
                 next_position += n

@@ -18,7 +18,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from eventador.codec import make_decoder
+from eventador.codec import Decoder, make_decoder
 from eventador.errors import InvalidInputError
 from eventador.messages import Event, TypeRegistry, UnknownEvent, event_data
 from eventador.store.buffer import HotBuffer
@@ -26,6 +26,7 @@ from eventador.store.records import RecordedEvent, datetime_to_micros
 from eventador.store.segments import FileSegment, MemorySegment, NeedPayload, Segment, to_events, to_records, unify
 from eventador.store.sqlguard import SqlRelation, sql_error
 from eventador.store.views import SqlViews
+from eventador.upcasting import upcasters
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -195,7 +196,13 @@ class Reader:
         type_set = None if types is None else set(types)
         decode = make_decoder(self.registry)
         classes = self.registry.classes()
-        keep = self._keep if type(self)._keep is not Reader._keep else None
+        keep: Callable[[RecordedEvent], bool] | None = self._keep if type(self)._keep is not Reader._keep else None
+        if type_set is not None and upcasters.renames_types:
+            # Stored under older names too; which of them are wanted is known once decoded.
+            wanted = type_set
+            type_set = upcasters.stored_types_of(wanted)
+            types = sorted(type_set)
+            keep = _and(keep, lambda r: r.event_type in wanted)
         for segment in snap.segments:
             if segment.last_position < from_position or segment.first_position > last:
                 continue
@@ -269,13 +276,19 @@ class Reader:
         return files, tables, hot
 
 
+def _and(
+    first: Callable[[RecordedEvent], bool] | None, second: Callable[[RecordedEvent], bool]
+) -> Callable[[RecordedEvent], bool]:
+    return second if first is None else (lambda r: first(r) and second(r))
+
+
 def _stream_part(
     segment: Segment,
     stream_id: str,
     from_version: int,
     to_version: int | None,
-    build: Callable[[pa.Table, Callable[[str, bytes], Event], dict[str, type[Event]]], list[T]],
-    decode: Callable[[str, bytes], Event],
+    build: Callable[[pa.Table, Decoder, dict[str, type[Event]]], list[T]],
+    decode: Decoder,
     classes: dict[str, type[Event]],
     *,
     lean: bool = False,

@@ -12,6 +12,7 @@ from typing import Any
 
 from eventador.codec import decode_value
 from eventador.messages import Event, event_data, fields_html
+from eventador.upcasting import upcasters
 
 __all__ = ["ANY", "NO_STREAM", "STREAM_EXISTS", "ExpectedVersion", "RecordedEvent"]
 
@@ -65,11 +66,13 @@ class RecordedEvent(tuple[Any, ...]):
     position: int = property(itemgetter(2))  # type: ignore[assignment]
     event_type: str = property(itemgetter(3))  # type: ignore[assignment]
     event: Event = property(itemgetter(4))  # type: ignore[assignment]
+    schema_version: int = property(itemgetter(9))  # type: ignore[assignment]
+    """The version of the event's class when it was written (``event`` is upcast to today's)."""
 
     @classmethod
     def from_raw(cls, row: Iterable[Any]) -> RecordedEvent:
         """Build from (stream_id, version, position, event_type, event, event_id bytes,
-        recorded µs, occurred µs or None, metadata CBOR or None)."""
+        recorded µs, occurred µs or None, metadata CBOR or None, schema version)."""
         return tuple.__new__(cls, row)
 
     @property
@@ -120,8 +123,15 @@ class RecordedEvent(tuple[Any, ...]):
         }
 
 
+def current_types(types: Sequence[str], events: Sequence[Event]) -> Sequence[str]:
+    """The event type of each record: as stored, unless an upcaster renamed it (then the event's own)."""
+    if not upcasters.renames_types:
+        return types
+    return [e.event_type for e in events]
+
+
 def build_records(columns: Sequence[Sequence[Any]]) -> list[RecordedEvent]:
     """RecordedEvents from parallel columns: stream_id, version, position, event_type,
-    event, event_id, recorded µs, occurred µs, metadata. The replay hot loop."""
+    event, event_id, recorded µs, occurred µs, metadata, schema version. The replay hot loop."""
     # map() keeps the per-row call in C: no Python frame per event.
     return list(map(tuple.__new__, itertools.repeat(RecordedEvent), zip(*columns, strict=True)))

@@ -26,13 +26,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from eventador.errors import CorruptionError
+from eventador.codec import Decoder
+from eventador.errors import CorruptionError, SchemaError
 from eventador.messages import Event
 from eventador.store.cache import column_cache, holding, needs_disk
 from eventador.store.checksums import PLACEHOLDER, remember, seal, verify_once
 from eventador.store.columns import column_name, exact_columns
-from eventador.store.records import RecordedEvent, build_records
+from eventador.store.records import RecordedEvent, build_records, current_types
 from eventador.store.wal import fsync_directory
+from eventador.upcasting import upcasters
 
 __all__ = ["FileSegment", "MemorySegment", "Segment", "sort_for_segment", "to_events", "to_records", "write_segment"]
 
@@ -47,8 +49,9 @@ RECORD_COLUMNS = [
     "recorded_at",
     "occurred_at",
     "metadata",
+    "schema_version",  # absent from files written before versions: read as 1
 ]
-LEAN_COLUMNS = ["stream_id", "version", "event_type", "recorded_at", "occurred_at"]  # what a replay reads
+LEAN_COLUMNS = ["stream_id", "version", "event_type", "recorded_at", "occurred_at", "schema_version"]  # a replay's
 
 
 def sort_for_segment(table: pa.Table) -> pa.Table:
@@ -78,7 +81,7 @@ def paused_gc() -> Iterator[None]:
 
 
 def to_records(
-    table: pa.Table, decode: Callable[[str, bytes], Event], classes: dict[str, type[Event]] | None = None
+    table: pa.Table, decode: Decoder, classes: dict[str, type[Event]] | None = None
 ) -> list[RecordedEvent]:
     """RecordedEvents for every row of `table`, in its order.
 
@@ -92,7 +95,7 @@ def to_records(
 
 
 def to_events(
-    table: pa.Table, decode: Callable[[str, bytes], Event], classes: dict[str, type[Event]] | None = None
+    table: pa.Table, decode: Decoder, classes: dict[str, type[Event]] | None = None
 ) -> list[Event]:
     """The typed event of every row of `table` (which has ``event_type``, and ``payload``
     unless every type is built from its typed columns), without the envelope."""
@@ -116,8 +119,23 @@ def python_values(column: pa.ChunkedArray) -> list[Any]:
     return out
 
 
+def schema_versions(table: pa.Table) -> list[int]:
+    """Each row's schema version (1 in files written before versions were recorded)."""
+    if "schema_version" not in table.column_names:
+        return [1] * table.num_rows
+    column = table.column("schema_version")
+    return python_values(pc.fill_null(column, 1) if column.null_count else column)
+
+
+def _located(exc: SchemaError, table: pa.Table, row: int) -> SchemaError:
+    if "position" in table.column_names:
+        return exc.at(table.column("position")[row].as_py())
+    stream_id, version = table.column("stream_id")[row].as_py(), table.column("version")[row].as_py()
+    return exc.at(where=f"stream {stream_id!r} version {version}")
+
+
 def _events(
-    table: pa.Table, types: list[str], decode: Callable[[str, bytes], Event], classes: dict[str, type[Event]] | None
+    table: pa.Table, types: list[str], decode: Decoder, classes: dict[str, type[Event]] | None
 ) -> list[Event]:
     events: list[Event | None] = [None] * table.num_rows
     if classes:
@@ -129,22 +147,28 @@ def _events(
         payloads = table.column("payload")
         if len(missing) < len(events):
             payloads = payloads.take(missing)
+        versions = schema_versions(table)
         for i, payload in zip(missing, payloads.to_pylist(), strict=True):
-            events[i] = decode(types[i], payload)
+            try:
+                events[i] = decode(types[i], payload, versions[i])
+            except SchemaError as exc:
+                raise _located(exc, table, i) from None
     return events  # type: ignore[return-value]  # every row has its event now
 
 
 def _to_records(
-    table: pa.Table, decode: Callable[[str, bytes], Event], classes: dict[str, type[Event]] | None
+    table: pa.Table, decode: Decoder, classes: dict[str, type[Event]] | None
 ) -> list[RecordedEvent]:
     types = python_values(table.column("event_type"))
     events = _events(table, types, decode, classes)
-    cols: list[list[Any]] = []
+    cols: list[Sequence[Any]] = []
     for name in RECORD_COLUMNS:
         if name == "event_type":
-            cols.append(types)
+            cols.append(current_types(types, events))
         elif name == "payload":
             cols.append(events)
+        elif name == "schema_version":
+            cols.append(schema_versions(table))
         else:
             column = table.column(name)
             if name in ("recorded_at", "occurred_at"):
@@ -161,20 +185,28 @@ def _events_from_columns(
     names = set(table.column_names)
     distinct = set(types)
     new = object.__new__
+    versions = table.column("schema_version") if "schema_version" in names else None
     for event_type in distinct:
         cls = classes.get(event_type)
         plan = exact_columns(cls) if cls is not None else None
-        if cls is None or plan is None:
-            continue
+        if cls is None or plan is None or upcasters.has_type(event_type):
+            continue  # upcasters work on the stored payload
         columns = [column_name(event_type, f) for f in plan]
         kinds = [_value_type(table.schema.field(c).type) if c in names else None for c in columns]
         if kinds != list(plan.values()):
             continue  # written by an older class: CBOR knows how to fit it
-        if len(distinct) == 1:
+        # Rows stored at another version than the class's are decoded from CBOR.
+        current = None if versions is None else pc.equal(pc.fill_null(versions, 1), cls.schema_version)
+        if current is not None and pc.all(current).as_py():
+            current = None
+        elif current is None and cls.schema_version != 1:
+            continue
+        if len(distinct) == 1 and current is None:
             rows = None
             part = table.select(columns)
         else:
-            rows = pc.indices_nonzero(pc.equal(table.column("event_type"), event_type))
+            mask = pc.equal(table.column("event_type"), event_type)
+            rows = pc.indices_nonzero(mask if current is None else pc.and_(mask, current))
             part = table.select(columns).take(rows)
         if any(c.null_count for c in part.columns):
             continue
@@ -247,7 +279,10 @@ class Segment:
         exact typed columns of the known types (of `types` only, when given), and the CBOR
         payload only if some type cannot be built from its columns."""
         schema = self.schema()
-        envelope = LEAN_COLUMNS if lean else [n for n in RECORD_COLUMNS if n != "payload"]
+        envelope = [
+            n for n in (LEAN_COLUMNS if lean else RECORD_COLUMNS)
+            if n != "payload" and (n != "schema_version" or schema.get_field_index(n) >= 0)
+        ]
         typed: list[str] = []
         need_payload = not classes
         present = self.event_types() if classes else []

@@ -23,18 +23,25 @@ def test_one_event_is_written_as_cbor2_would_write_it(size: int, micros: int | N
     written = encode_columns(["bench.Deposited"], ids, [micros], [payload])
     when = None if micros is None else [micros]
     assert written == cbor2.dumps(["bench.Deposited", ids, when, size.to_bytes(4, "little"), payload])
-    assert decode_columns(cbor2.loads(written), log_format=3) == (["bench.Deposited"], [ids], [micros], [payload])
+    assert decode_columns(cbor2.loads(written), log_format=3) == (["bench.Deposited"], [ids], [micros], [payload], [1])
 
 
 @given(
     rows=st.lists(
         st.tuples(st.sampled_from(["a.Opened", "a.Deposited", "ü"]), st.none() | st.integers(-(2**63), 2**63),
-                  st.binary(max_size=300)),
+                  st.binary(max_size=300), st.sampled_from([1, 1, 2, 32_767])),
         min_size=1, max_size=30,
     )
 )
-def test_columns_of_any_append_read_back(rows: list[tuple[str, int | None, bytes]]) -> None:
-    types, occurred, payloads = (list(column) for column in zip(*rows, strict=True))
+def test_columns_of_any_append_read_back(rows: list[tuple[str, int | None, bytes, int]]) -> None:
+    types, occurred, payloads, versions = (list(column) for column in zip(*rows, strict=True))
     ids = new_event_ids(len(rows))
-    decoded = decode_columns(cbor2.loads(encode_columns(types, ids, occurred, payloads)), log_format=3)
-    assert decoded == (types, split_ids(ids), occurred, payloads)
+    decoded = decode_columns(cbor2.loads(encode_columns(types, ids, occurred, payloads, versions)), log_format=3)
+    assert decoded == (types, split_ids(ids), occurred, payloads, versions)
+
+
+def test_a_record_of_version_1_events_has_the_five_columns_older_stores_wrote() -> None:
+    ids = new_event_ids(2)
+    written = cbor2.loads(encode_columns(["a", "a"], ids, [None, None], [b"x", b"y"], [1, 1]))
+    assert len(written) == 5
+    assert len(cbor2.loads(encode_columns(["a", "a"], ids, [None, None], [b"x", b"y"], [1, 3]))) == 6
