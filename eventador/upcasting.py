@@ -582,3 +582,46 @@ def sql_literal(value: Any) -> str:
     except (TypeError, ValueError):
         raise InvalidInputError(f"no SQL literal for the default {value!r}") from None
     return "'" + text.replace("'", "''") + "'"
+
+
+# -- column plans: what the readers' fast path builds from typed columns --------------------------
+
+ColumnSource = tuple[str, Any]
+"""Where a field's value comes from: ("column", stored field name), ("value", a constant), or
+("default", a constant): its own column where that holds a value, else the constant."""
+
+
+def column_plan(
+    event_type: str, version: int, registry: UpcasterRegistry | None = None
+) -> tuple[int, dict[str, ColumnSource]] | None:
+    """How events stored as (`event_type`, `version`) are built from their stored typed
+    columns, when every upcaster on their way only renames, drops or adds fields (and
+    keeps the type): the version reached, and each changed field's source. Fields not
+    named keep their own column. None when a step needs the payload itself (a
+    conversion, a function, a change of type, an added field that may exist already).
+    """
+    chosen = registry if registry is not None else upcasters
+    changed: dict[str, ColumnSource | None] = {}  # None: absent
+
+    def get(name: str) -> ColumnSource | None:
+        return changed.get(name, ("column", name))
+
+    for _ in range(_MAX_CHAIN):
+        up = chosen.get(event_type, version)
+        if up is None:
+            return version, {name: source for name, source in changed.items() if source is not None}
+        if up.to_type != event_type:
+            return None
+        for step in up.steps:
+            if isinstance(step, Rename):
+                changed[step.new], changed[step.old] = get(step.old), None
+            elif isinstance(step, Drop):
+                changed[step.name] = None
+            elif isinstance(step, Add) and get(step.name) in (None, ("column", step.name)):
+                # ("default", ...): the reader takes the value when the stored column, if any,
+                # holds none for these rows (else the payload decides, as in Python).
+                changed[step.name] = ("value", step.default) if get(step.name) is None else ("default", step.default)
+            else:
+                return None
+        version = up.to_version
+    return None

@@ -34,7 +34,7 @@ from eventador.store.checksums import PLACEHOLDER, remember, seal, verify_once
 from eventador.store.columns import column_name, exact_columns
 from eventador.store.records import RecordedEvent, build_records, current_types
 from eventador.store.wal import fsync_directory
-from eventador.upcasting import upcasters
+from eventador.upcasting import ColumnSource, column_plan, upcasters
 
 __all__ = ["FileSegment", "MemorySegment", "Segment", "sort_for_segment", "to_events", "to_records", "write_segment"]
 
@@ -179,46 +179,117 @@ def _to_records(
     return build_records(cols)
 
 
+def columns_versions(table: pa.Table) -> pa.ChunkedArray | pa.Array:
+    """Each row's ``columns_version``: the schema version its typed columns hold (older
+    files: the stored version, or 1)."""
+    n = table.num_rows
+    versions: Any = pa.nulls(n, pa.int16())
+    for name in ("columns_version", "schema_version"):
+        if name in table.column_names:
+            versions = pc.coalesce(versions, table.column(name))
+    return pc.fill_null(versions, 1)
+
+
+def field_sources(event_type: str, cls: type[Event], version: int) -> dict[str, ColumnSource] | None:
+    """Where each field of `cls` comes from for rows whose typed columns hold `version`
+    of `event_type`: their own columns ({} when that is all), renamed ones, constants;
+    None when only the payload can say (``upcasting.column_plan``)."""
+    if version == cls.schema_version and upcasters.get(event_type, version) is None:
+        return {}
+    found = column_plan(event_type, version)
+    if found is None or found[0] != cls.schema_version:
+        return None
+    return found[1]
+
+
+def _source_columns(event_type: str, plan: dict[str, pa.DataType], sources: dict[str, ColumnSource]) -> list[str]:
+    """The stored typed columns a field plan reads (renames resolved)."""
+    out = []
+    for field in plan:
+        kind, value = sources.get(field, ("column", field))
+        if kind != "value":
+            out.append(column_name(event_type, value if kind == "column" else field))
+    return out
+
+
+def _usable(
+    event_type: str, plan: dict[str, pa.DataType], sources: dict[str, ColumnSource], schema: pa.Schema
+) -> list[str] | None:
+    """The typed columns to read for a field plan, or None when the file lacks one (or
+    holds it as another type): those rows then need the payload."""
+    out = []
+    for field, wanted in plan.items():
+        kind, value = sources.get(field, ("column", field))
+        if kind == "value":
+            continue
+        name = column_name(event_type, value if kind == "column" else field)
+        index = schema.get_field_index(name)
+        if index >= 0 and _value_type(schema.field(index).type) == wanted:
+            out.append(name)
+        elif kind == "column" or index >= 0:
+            return None
+    return out
+
+
 def _events_from_columns(
     table: pa.Table, types: list[str], classes: dict[str, type[Event]], events: list[Event | None]
 ) -> None:
     names = set(table.column_names)
     distinct = set(types)
     new = object.__new__
-    versions = table.column("schema_version") if "schema_version" in names else None
+    versions = columns_versions(table)
+    present = pc.unique(versions).to_pylist()
     for event_type in distinct:
         cls = classes.get(event_type)
         plan = exact_columns(cls) if cls is not None else None
-        if cls is None or plan is None or upcasters.has_type(event_type):
-            continue  # upcasters work on the stored payload
-        columns = [column_name(event_type, f) for f in plan]
-        kinds = [_value_type(table.schema.field(c).type) if c in names else None for c in columns]
-        if kinds != list(plan.values()):
-            continue  # written by an older class: CBOR knows how to fit it
-        # Rows stored at another version than the class's are decoded from CBOR.
-        current = None if versions is None else pc.equal(pc.fill_null(versions, 1), cls.schema_version)
-        if current is not None and pc.all(current).as_py():
-            current = None
-        elif current is None and cls.schema_version != 1:
+        if cls is None or plan is None:
             continue
-        if len(distinct) == 1 and current is None:
-            rows = None
-            part = table.select(columns)
-        else:
-            mask = pc.equal(table.column("event_type"), event_type)
-            rows = pc.indices_nonzero(mask if current is None else pc.and_(mask, current))
-            part = table.select(columns).take(rows)
-        if any(c.null_count for c in part.columns):
+        for version in present:
+            sources = field_sources(event_type, cls, version)
+            if sources is None:
+                continue  # the payload, upcast in Python
+            if len(distinct) == 1 and len(present) == 1:
+                rows = None
+                part = table
+            else:
+                mask = pc.and_(pc.equal(table.column("event_type"), event_type), pc.equal(versions, version))
+                rows = pc.indices_nonzero(mask)
+                if not len(rows):
+                    continue
+                part = table.take(rows)
+            values = _field_values(event_type, plan, sources, part, names)
+            if values is None:
+                continue  # a column missing, of another type, or with a null: the payload decides
+            if plan:
+                built = list(map(_maker(cls, tuple(plan)), *values))
+            else:
+                built = list(map(new, itertools.repeat(cls, part.num_rows)))
+            if rows is None:
+                events[:] = built
+            else:
+                for i, obj in zip(rows.to_pylist(), built, strict=True):
+                    events[i] = obj
+
+
+def _field_values(
+    event_type: str, plan: dict[str, pa.DataType], sources: dict[str, ColumnSource], part: pa.Table, names: set[str]
+) -> list[Any] | None:
+    """Per field of `plan`, its values for the rows of `part` (a list, or a repeat of a
+    constant); None when some field cannot be taken from the columns exactly."""
+    out: list[Any] = []
+    for field, kind_wanted in plan.items():
+        kind, value = sources.get(field, ("column", field))
+        name = column_name(event_type, value if kind == "column" else field)
+        if kind == "value" or (kind == "default" and (name not in names or part.column(name).null_count == len(part))):
+            out.append(itertools.repeat(value if kind != "column" else None))
             continue
-        if plan:
-            built = list(map(_maker(cls, tuple(plan)), *(python_values(c) for c in part.columns)))
-        else:
-            built = list(map(new, itertools.repeat(cls, part.num_rows)))
-        if rows is None:
-            events[:] = built
-        else:
-            for i, obj in zip(rows.to_pylist(), built, strict=True):
-                events[i] = obj
+        if kind == "default" or name not in names:
+            return None
+        column = part.column(name)
+        if _value_type(column.type) != kind_wanted or column.null_count:
+            return None
+        out.append(python_values(column))
+    return out
 
 
 def _value_type(kind: pa.DataType) -> pa.DataType:
@@ -272,6 +343,21 @@ class Segment:
             cached = self._event_types = [t for t in pc.unique(column).to_pylist() if t is not None]
         return cached
 
+    def type_versions(self) -> dict[str, list[int]]:
+        """The columns versions of each event type in the segment (read once)."""
+        cached: dict[str, list[int]] | None = getattr(self, "_type_versions", None)
+        if cached is None:
+            schema = self.schema()
+            kept = [n for n in ("columns_version", "schema_version") if schema.get_field_index(n) >= 0]
+            names = ["event_type", *kept]
+            table = self._read(None, names)
+            pairs = pa.table({"t": table.column("event_type"), "v": columns_versions(table)})
+            cached = {}
+            for t, v in pairs.group_by(["t", "v"]).aggregate([]).to_pylist():
+                cached.setdefault(t, []).append(v)
+            self._type_versions = cached
+        return cached
+
     def read_columns(
         self, classes: dict[str, type[Event]] | None, types: list[str] | None = None, *, lean: bool = False
     ) -> list[str]:
@@ -283,22 +369,23 @@ class Segment:
             n for n in (LEAN_COLUMNS if lean else RECORD_COLUMNS)
             if n != "payload" and (n != "schema_version" or schema.get_field_index(n) >= 0)
         ]
+        if schema.get_field_index("columns_version") >= 0:
+            envelope.append("columns_version")
         typed: list[str] = []
         need_payload = not classes
         present = self.event_types() if classes else []
         wanted = present if types is None else sorted(set(present).intersection(types))
+        versions = self.type_versions() if wanted else {}
         for event_type in wanted:
             cls = classes.get(event_type) if classes else None
             plan = exact_columns(cls) if cls is not None else None
-            columns = [] if plan is None else [column_name(event_type, f) for f in plan]
-            usable = plan is not None and all(
-                schema.get_field_index(c) >= 0 and schema.field(c).type == t
-                for c, t in zip(columns, plan.values(), strict=True)
-            )
-            if usable:
-                typed.extend(columns)
-            else:
-                need_payload = True
+            for version in versions.get(event_type, [1]):
+                sources = None if cls is None or plan is None else field_sources(event_type, cls, version)
+                columns = None if sources is None or plan is None else _usable(event_type, plan, sources, schema)
+                if columns is None:
+                    need_payload = True
+                else:
+                    typed.extend(c for c in columns if c not in typed)
         return [*envelope, *(["payload"] if need_payload else []), *typed]
 
     def stream_table(
