@@ -241,3 +241,28 @@ def test_a_compatible_redefinition_is_silent(cell: str) -> None:
         warnings.simplefilter("error")
         nb.run(cell)
     nb.close()
+
+
+# -- in a real kernel ---------------------------------------------------------------------------------
+
+
+def test_in_a_kernel_running_the_class_cell_again_keeps_the_balance(tmp_path: Path) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    root = Path(__file__).resolve().parents[2]
+    setup = f"import sys\nsys.path.insert(0, {str(root)!r})\nimport eventador as ev\nSNAPSHOTS = None"
+    classes = CELL.replace("__name__", '"kernel"')
+    deposits = (
+        'store = ev.open_store("bank")\nrepo = ev.Repository(store, Account)\n'
+        'repo.execute("a", Credit(amount=16))\nrepo.execute("a", Credit(amount=14)).balance'
+    )
+    after = 'repo = ev.Repository(store, Account)\n(repo.get("a").balance, repo.execute("a", Credit(amount=1)).balance)'
+    retyped = classes.replace("amount: float", "amount: int", 1)
+    cells = [setup, classes, deposits, classes, after, retyped]  # the class cell run again, as a user would
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nbclient.NotebookClient(notebook, timeout=60, resources={"metadata": {"path": tmp_path}}).execute()
+    outputs = [cell.outputs for cell in notebook.cells]
+    assert [o[0]["data"]["text/plain"] for o in outputs[2:5:2]] == ["30.0", "(30.0, 31.0)"], outputs
+    assert outputs[3] == [] and len(outputs[5]) == 1, outputs  # the same cell again says nothing
+    assert outputs[5][0]["name"] == "stderr"
+    assert "kernel.Credited redefined: field 'amount' changed type from float to int" in outputs[5][0]["text"]
