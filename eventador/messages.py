@@ -68,6 +68,7 @@ class TypeRegistry:
                 raise RegistrationError(name, existing, cls)
             self._by_name[name] = cls
         if existing is not None and existing is not cls:
+            redefinitions.retire(existing)  # also when only the name is the same (a class in a function)
             changes = incompatibilities(existing, cls)
             if changes:
                 warnings.warn(
@@ -184,7 +185,13 @@ class Redefinitions:
         with self._lock:
             old = self._newest.get(key)
             self._newest[key] = cls
-            if old is not None and old is not cls:
+        if old is not None and old is not cls:
+            self.retire(old)
+
+    def retire(self, old: type) -> None:
+        """Record that a newer class replaced `old` (an event type's registry entry did)."""
+        with self._lock:
+            if old not in self._replaced:
                 self._replaced.add(old)
                 self.generation += 1
 

@@ -123,6 +123,26 @@ def test_every_read_path_gives_the_newest_class(nb: Notebook, open_store: Callab
     store.close()
 
 
+def test_an_event_class_that_takes_over_a_type_name_from_a_class_of_another_scope_is_read() -> None:
+    # The registry replaces a class of the same module and name; the qualified names differ here.
+    def first() -> type[ev.Event]:
+        class Pinged(ev.Event, event_type="redefinition.Pinged"):
+            n: int
+
+        return Pinged
+
+    def second() -> type[ev.Event]:
+        class Pinged(ev.Event, event_type="redefinition.Pinged"):
+            n: int
+
+        return Pinged
+
+    store = ev.open_store()
+    store.append("p", first()(n=1))  # type: ignore[call-arg]
+    newest = second()
+    assert [type(r.event) for r in store.read_stream("p")] == [newest]
+
+
 def test_a_repository_made_before_the_rerun_follows_it(nb: Notebook) -> None:
     store = ev.open_store()
     repo = Repository(store, nb.Account)
