@@ -19,13 +19,27 @@ import dataclasses
 import html
 import inspect
 import threading
+import warnings
+import weakref
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 from eventador.errors import InvalidInputError, RegistrationError
 
-__all__ = ["Command", "Event", "State", "TypeRegistry", "UnknownEvent", "event_data", "fields_html", "registry"]
+__all__ = [
+    "Command",
+    "Event",
+    "Redefinitions",
+    "State",
+    "TypeRegistry",
+    "UnknownEvent",
+    "event_data",
+    "fields_html",
+    "incompatibilities",
+    "redefinitions",
+    "registry",
+]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -36,8 +50,11 @@ class TypeRegistry:
     """Maps stable event type names to event classes, and back.
 
     Redefining a class of the same module and name (re-running a notebook cell)
-    replaces the old one; a class from another module that claims a taken name
-    raises ``RegistrationError``.
+    replaces the old one, with a ``UserWarning`` naming the change when events
+    stored under the old one will not read as the new one (a required field
+    removed, renamed or added, or a field's type changed, in the same schema
+    version); a class from another module that claims a taken name raises
+    ``RegistrationError``.
     """
 
     def __init__(self) -> None:
@@ -50,6 +67,16 @@ class TypeRegistry:
             if existing is not None and existing is not cls and not _same_definition(existing, cls):
                 raise RegistrationError(name, existing, cls)
             self._by_name[name] = cls
+        if existing is not None and existing is not cls:
+            redefinitions.retire(existing)  # also when only the name is the same (a class in a function)
+            changes = incompatibilities(existing, cls)
+            if changes:
+                warnings.warn(
+                    f"{name} redefined: {', '.join(changes)}; events stored before will not read as the new "
+                    "class: give the class a new version and an upcaster",
+                    UserWarning,
+                    stacklevel=3,  # the class statement (through Event.__init_subclass__)
+                )
 
     def resolve(self, name: str) -> type[Event] | None:
         """The class registered under `name`, or None."""
@@ -78,6 +105,51 @@ def _same_definition(a: type, b: type) -> bool:
     return a.__module__ == b.__module__ and a.__name__ == b.__name__
 
 
+def incompatibilities(old: type, new: type) -> list[str]:
+    """How events written as `old` would fail to read as `new`, its redefinition: a required
+    field removed or added (a rename is both), or a field's type changed. Empty when they read
+    (a field with a default added, other methods or docs) or when the two declare different
+    schema versions (an upcaster's job then).
+
+    >>> class Old(Event, _register=False):
+    ...     account_id: str
+    >>> class New(Event, _register=False):
+    ...     account: str
+    ...     note: str = ""
+    >>> incompatibilities(Old, New)
+    ["field 'account_id' removed", "required field 'account' added"]
+    """
+    if getattr(old, "schema_version", 1) != getattr(new, "schema_version", 1):
+        return []
+    if not (dataclasses.is_dataclass(old) and dataclasses.is_dataclass(new)):
+        return []
+    before = {f.name: f for f in dataclasses.fields(old)}
+    after = {f.name: f for f in dataclasses.fields(new)}
+    changes = [f"field {name!r} removed" for name, f in before.items() if name not in after and _required(f)]
+    for name, f in after.items():
+        if name not in before:
+            if _required(f):
+                changes.append(f"required field {name!r} added")
+        elif _type_text(f.type) != _type_text(before[name].type):
+            changes.append(
+                f"field {name!r} changed type from {_type_text(before[name].type)} to {_type_text(f.type)}"
+            )
+    return changes
+
+
+def _required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _type_text(annotation: Any) -> str:
+    # Compared as text: a redefined cell may annotate with classes redefined too (new objects).
+    if isinstance(annotation, str):
+        return annotation
+    if isinstance(annotation, type):
+        return annotation.__qualname__
+    return repr(annotation).replace("typing.", "")
+
+
 def text_flaw(text: str) -> str | None:
     """Why `text` cannot be stored (it is not valid Unicode: a lone surrogate), or None."""
     if text.isascii():  # O(1): CPython knows; only other text is encoded to look
@@ -93,6 +165,48 @@ registry = TypeRegistry()
 """The process-wide registry every ``Event`` subclass joins when it is defined."""
 
 
+class Redefinitions:
+    """The message classes that a newer class of the same module and qualified name replaced
+    (a notebook cell run again, or a module reloaded).
+
+    ``generation`` counts the replacements: a cache of decoded messages compares it once per
+    read, and only when it moved looks for instances of replaced classes to decode again.
+    """
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._newest: weakref.WeakValueDictionary[tuple[str, str], type] = weakref.WeakValueDictionary()
+        self._replaced: weakref.WeakSet[type] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def define(self, cls: type) -> None:
+        """Record `cls` as the newest class of its module and qualified name."""
+        key = (cls.__module__, cls.__qualname__)
+        with self._lock:
+            old = self._newest.get(key)
+            self._newest[key] = cls
+        if old is not None and old is not cls:
+            self.retire(old)
+
+    def retire(self, old: type) -> None:
+        """Record that a newer class replaced `old` (an event type's registry entry did)."""
+        with self._lock:
+            if old not in self._replaced:
+                self._replaced.add(old)
+                self.generation += 1
+
+    def replaced(self, cls: type) -> bool:
+        """Whether a newer definition of `cls` exists."""
+        return cls in self._replaced
+
+    def __repr__(self) -> str:
+        return f"Redefinitions(generation {self.generation})"
+
+
+redefinitions = Redefinitions()
+"""The process's record of redefined message classes (classes are process-wide, as the registry is)."""
+
+
 @dataclass_transform(kw_only_default=True, frozen_default=True)
 class Message:
     """Base of Command, Event and State: subclasses become frozen keyword-only dataclasses."""
@@ -103,6 +217,7 @@ class Message:
         dataclasses.dataclass(cls, kw_only=True, frozen=True, eq=True, repr=True)
         if not own_init:
             _quick_init(cls)
+        redefinitions.define(cls)
 
 
 def _quick_init(cls: type) -> None:

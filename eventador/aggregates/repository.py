@@ -24,7 +24,7 @@ from eventador.aggregates.root import AggregateRoot, fold
 from eventador.aggregates.snapshots import SnapshotWarning, encode_snapshot, snapshot_decoder
 from eventador.codec import make_decoder
 from eventador.errors import ConcurrencyError, InvalidInputError, SerializationError
-from eventador.messages import Command, State
+from eventador.messages import Command, State, redefinitions
 from eventador.store import EventStore
 from eventador.store.columns import column_name, exact_columns
 from eventador.store.records import micros_to_datetime
@@ -89,6 +89,7 @@ class Repository(Generic[S]):
         self.max_retries = max_retries
         self._cache: OrderedDict[str, _Entry[S]] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._generation = redefinitions.generation
         # Striped locks: commands on one aggregate through this Repository run one at a time.
         self._locks = [threading.Lock() for _ in range(64)]
 
@@ -332,6 +333,9 @@ class Repository(Generic[S]):
 
     def _current(self, aggregate_id: str) -> _Entry[S]:
         """The cached entry caught up with the store, or a freshly recovered one (cached)."""
+        if self._generation != redefinitions.generation:  # a class was redefined: fold again with the new ones
+            self._generation = redefinitions.generation
+            self.evict()
         with self._cache_lock:
             entry = self._cache.get(aggregate_id)
             if entry is not None:

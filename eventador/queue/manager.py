@@ -68,7 +68,7 @@ from eventador.errors import (
     QueueError,
     SerializationError,
 )
-from eventador.messages import Event, Message, TypeRegistry
+from eventador.messages import Event, Message, TypeRegistry, redefinitions
 from eventador.queue.engine import Ack, Admin, Cancel, Claim, Enqueue, Nack, Op, QueueEngine
 from eventador.store.records import datetime_to_micros, micros_to_datetime
 
@@ -153,7 +153,7 @@ def decode_message(
         return decode_event(message_type[6:], body, registry)
     data = decode_value(body)
     cls = classes.get(message_type) if classes is not None else None
-    if cls is None:
+    if cls is None or redefinitions.replaced(cls):  # not resolved yet, or its class was redefined since
         cls = _resolve(message_type)
         if cls is not None and classes is not None:
             classes[message_type] = cls  # resolved once per manager, not per message

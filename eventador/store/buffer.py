@@ -2,7 +2,9 @@
 
 Appends extend Python lists (cheap); readers and SQL get an Arrow table built
 from them on demand and cached until the next append. The typed instances the
-caller appended are kept too, so reading recent events decodes nothing.
+caller appended are kept too, so reading recent events decodes nothing; when a
+class is redefined (a notebook cell run again), its instances are decoded again
+from their payloads, as the new class, on the next read.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pyarrow as pa
 
 from eventador.codec import Decoder, decode_value
 from eventador.errors import SchemaError
-from eventador.messages import Event, UnknownEvent
+from eventador.messages import Event, UnknownEvent, redefinitions
 from eventador.store.columns import ENVELOPE, typed_columns
 from eventador.store.records import RecordedEvent, build_records, current_types
 
@@ -58,6 +60,7 @@ class HotBuffer:
         self._chunked_rows = 0
         self._table: pa.Table | None = None
         self._classes: frozenset[tuple[str, type[Event]]] = frozenset()
+        self._generation = redefinitions.generation
 
     def __len__(self) -> int:
         return len(self.payloads)
@@ -96,6 +99,19 @@ class HotBuffer:
         self.schema_versions.extend(schema_versions)
         self.by_stream.setdefault(stream_id, []).extend(range(start, start + n))
 
+    def _follow_redefinitions(self) -> None:
+        """Forget the decoded events whose class was redefined since the last read: they
+        are decoded again, as the newest class, when read. One comparison when none was."""
+        if self._generation == redefinitions.generation:
+            return
+        self._generation = redefinitions.generation
+        events, replaced = self.events, redefinitions.replaced
+        stale = {kind for kind in set(map(type, events)) if replaced(kind)}
+        if stale:
+            for i, event in enumerate(events):
+                if type(event) in stale:
+                    events[i] = None
+
     def _event(self, i: int, decode: Decoder) -> Event:
         event = self.events[i]
         if event is None:
@@ -109,6 +125,7 @@ class HotBuffer:
         """RecordedEvents for the given row indices, built column by column."""
         if not rows:
             return []
+        self._follow_redefinitions()
         for i in rows:
             if self.events[i] is None:
                 self._event(i, decode)
@@ -167,6 +184,7 @@ class HotBuffer:
 
         Built incrementally: only rows added since the last call are converted.
         """
+        self._follow_redefinitions()
         signature = frozenset(classes.items())
         if signature != self._classes:  # a class was (re)defined: typed columns change
             self._chunks, self._chunked_rows, self._table, self._classes = [], 0, None, signature
