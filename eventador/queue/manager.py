@@ -107,7 +107,9 @@ class UnknownMessage:
     data: Any
 
 
-# A message type says what the body holds: "event:" + an event type, or "class:" + a class label.
+# A message type says what the body holds: "event:" + an event type ("event@N:" for an
+# event class of schema version N > 1, so upcasters know what they read), or "class:"
+# + a class label.
 _CLASS_TAG = "class:"
 
 
@@ -124,7 +126,8 @@ def encode_message(message: Any, *, classes: dict[str, type] | None = None) -> t
         SerializationError: a field or value cannot be stored (names the path).
     """
     if isinstance(message, Event):
-        return "event:" + message.event_type, encode_event(message)
+        version = message.schema_version
+        return ("event:" if version == 1 else f"event@{version}:") + message.event_type, encode_event(message)
     if dataclasses.is_dataclass(message) and not isinstance(message, type):
         cls = type(message)
         schema = schema_of(cls)
@@ -151,6 +154,9 @@ def decode_message(
         return decode_value(body)
     if message_type.startswith("event:"):
         return decode_event(message_type[6:], body, registry)
+    if message_type.startswith("event@"):
+        version, _, event_type = message_type[6:].partition(":")
+        return decode_event(event_type, body, registry, int(version))
     data = decode_value(body)
     cls = classes.get(message_type) if classes is not None else None
     if cls is None or redefinitions.replaced(cls):  # not resolved yet, or its class was redefined since

@@ -125,6 +125,6 @@ def enqueue_envelope(
 
 def short_type(message_type: str) -> str:
     """Returns the name a queue's message type gives its message: the event type, or the class's qualname."""
-    if message_type.startswith("event:"):
-        return message_type[6:]
+    if message_type.startswith(("event:", "event@")):
+        return message_type.partition(":")[2]
     return message_type.rsplit(":", 1)[-1]

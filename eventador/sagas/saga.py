@@ -159,6 +159,7 @@ class SagaStepCompleted(Event, event_type="SagaStepCompleted"):
     payload: bytes
     dedupe_key: str
     cause: str
+    event_version: int = 1  # the answering event's schema version, for upcasters
 
 
 class SagaTimeoutScheduled(Event, event_type="SagaTimeoutScheduled"):
@@ -476,7 +477,9 @@ class Saga(PersistentActor, Generic[SS]):
                 self._plan_next += 1
         elif isinstance(event, SagaStepCompleted):
             registry = self.event_store.registry
-            step = live if live is not None else decode_event(event.event_type_name, event.payload, registry)
+            step = live if live is not None else decode_event(
+                event.event_type_name, event.payload, registry, event.event_version
+            )
             self._steps.append(step)
         elif isinstance(event, SagaTimeoutScheduled):
             self._timers[event.timeout_id] = event.dedupe_key
@@ -645,6 +648,7 @@ class Saga(PersistentActor, Generic[SS]):
                         target=delivery.target,
                         event_type_name=event.event_type,
                         payload=encode_event(event),
+                        event_version=event.schema_version,
                         dedupe_key=delivery.dedupe_key,
                         cause=unit.cause,
                     )
