@@ -43,7 +43,9 @@ from benchmarks import machine, peer  # noqa: E402
 from benchmarks.common import Context, Limit, Payloads, Results, Row, Sizes, comparison_table, log, perf  # noqa: E402
 from benchmarks.common import results_table as plain_table  # noqa: E402
 
-GROUPS = ("peer", "machine", "store", "actors", "aggregates", "projections", "queue", "timetravel", "xes")  # run order
+GROUPS = (  # run order
+    "peer", "machine", "store", "actors", "aggregates", "projections", "queue", "timetravel", "xes", "schema",
+)
 # Groups whose module has run(quick) -> list of result dicts (name, value, unit, budget, ...).
 MODULE_GROUPS = {
     "actors": "The actor system",
@@ -52,6 +54,7 @@ MODULE_GROUPS = {
     "queue": "The durable queue and sagas",
     "timetravel": "Time travel and real event logs",
     "xes": "Reading XES beside pm4py",
+    "schema": "Schema evolution: old events through upcasters",
 }
 STORE_PARTS = ("writes", "reads", "sql")
 CACHE_DIR = ROOT / "benchmarks" / ".cache"

@@ -353,7 +353,8 @@ class Segment:
             table = self._read(None, names)
             pairs = pa.table({"t": table.column("event_type"), "v": columns_versions(table)})
             cached = {}
-            for t, v in pairs.group_by(["t", "v"]).aggregate([]).to_pylist():
+            distinct = pairs.group_by(["t", "v"]).aggregate([])
+            for t, v in zip(distinct.column("t").to_pylist(), distinct.column("v").to_pylist(), strict=True):
                 cached.setdefault(t, []).append(v)
             self._type_versions = cached
         return cached
