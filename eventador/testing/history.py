@@ -400,13 +400,16 @@ def _scan(
     columns = store.sql("SELECT * FROM _all LIMIT 0").columns
     version = "coalesce(schema_version, 1)" if "schema_version" in columns else "1"
     (total,) = store.sql("SELECT count(*) FROM _all").fetchall()[0]
-    reader = store.sql(f"SELECT event_type, {version}, position, payload FROM _all").fetch_record_batch(_SCAN_BATCH)
+    rows = store.sql(f"SELECT event_type, {version}, position, payload FROM _all")
+    # DuckDB 1.x names it fetch_record_batch; 2.x to_arrow_reader (and deprecates the old name).
+    reader = rows.to_arrow_reader(_SCAN_BATCH) if hasattr(rows.relation, "to_arrow_reader") \
+        else rows.fetch_record_batch(_SCAN_BATCH)
     tallies: dict[_Key, _Tally] = {}
     shown = bar(total, "reading stored events", wanted(progress, total))
     try:
         for batch in reader:
-            rows = zip(*(column.to_pylist() for column in batch.columns), strict=True)
-            for event_type, stored_version, position, payload in rows:
+            values = zip(*(column.to_pylist() for column in batch.columns), strict=True)
+            for event_type, stored_version, position, payload in values:
                 data = decode_value(payload)
                 key = (event_type, stored_version, frozenset(data) if isinstance(data, dict) else frozenset())
                 tally = tallies.get(key)
