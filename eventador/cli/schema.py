@@ -23,10 +23,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
     """List every stored event type with its schema versions, their field sets and counts, and
     check that the classes and upcasters of the --module's read every stored event.
 
-    The first stored event of each (type, version, field set) is decoded and upcast
-    (--every-event: all of them, then the whole history through read_all). Exit 0
-    when all read, 1 when some do not (each failure names type, version, field and
-    position). The store is opened read-only: a writer may run meanwhile.
+    The first stored event of each (type, version, field set) is decoded and upcast;
+    --every-event reads the whole history through read_all instead, counting each
+    event that does not read. Exit 0 when all read, 1 when some do not (each failure
+    names type, version, field and position). The store is opened read-only: a writer
+    may run meanwhile.
     """
     from eventador.testing.history import check_history
 
@@ -58,7 +59,8 @@ def add_parser(subparsers: Any) -> None:
     )
     schema.add_argument(
         "--every-event", action="store_true",
-        help="decode every stored event, then read them all through read_all (default: the first of each field set)",
+        help="read every stored event through read_all, counting those that do not read "
+        "(default: judge each field set by its first event)",
     )
     schema.add_argument(
         "--allow-unknown", action="store_true",

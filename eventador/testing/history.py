@@ -1,20 +1,20 @@
 """Does the stored history still read? ``check_history`` looks, ``assert_history_reads`` asserts.
 
 An event log outlives the classes that wrote it. ``check_history`` reads a store's
-stored events as stored: for each event type, the schema versions it was written
-with, and for each version the field sets its payloads hold (the keys of the stored
-CBOR maps; a class changed without a new version shows as a second field set), with
-their counts. Then it asks whether the classes and upcasters defined in this process
-(after importing `modules`) read them: for each stored (type, version, field set) the
+events as stored: for each event type, the schema versions it was written with, and
+for each version the field sets its payloads hold (the keys of the stored CBOR maps;
+a class changed without a new version shows as a second field set), with their
+counts. Then it asks whether the classes and upcasters defined in this process (after
+importing `modules`) read them: for each stored (type, version, field set) the
 upcaster chain that applies, the class it reads as and that class's version, the
 stored fields the class no longer has (kept in the log, not read), the fields filled
-from defaults, and every ``SchemaError`` with its position.
+from defaults, and each ``SchemaError`` with its position.
 
-``eventador schema DIR`` prints it (checking the first event of each field set);
-``assert_history_reads`` is the same check for a CI job run against a copy of a real
-store: it decodes every stored event, then reads the whole history through
-``read_all`` as the application does, and fails listing each (type, version, field)
-that does not read::
+``eventador schema DIR`` prints the report, judging each field set by its first
+event; ``assert_history_reads`` is the check for a CI job run against a copy of a
+real store: the whole history is read through ``read_all`` as the application reads
+it, and where some events do not read, each stored event is decoded to count them.
+It fails listing each (type, version, field) that does not read::
 
     from eventador.testing import assert_history_reads
 
@@ -22,15 +22,12 @@ that does not read::
         assert_history_reads("tests/data/bank-copy", modules=["bank.events"])
 
 Cost: one scan of every payload (DuckDB streams them; each is CBOR-decoded once to
-learn its keys), about 2 s per million events; ``every_event`` decodes each as
-``read_all`` does, and reads them again through it. The store is opened read-only,
-so a writer may run meanwhile.
+learn its keys), about 4 s per million events, then (`every_event`) ``read_all``. The
+store is opened read-only, so a writer may run meanwhile.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import html
 import importlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -42,211 +39,12 @@ from eventador.errors import InvalidInputError, SchemaError
 from eventador.messages import TypeRegistry, UnknownEvent
 from eventador.progress import bar, wanted
 from eventador.store import EventStore, open_store
+from eventador.testing.history_report import HistoryFailure, HistoryReport, StoredShape
 from eventador.upcasting import Upcaster, UpcasterRegistry, upcasters
 
-__all__ = [
-    "HistoryFailure",
-    "HistoryReport",
-    "StoredShape",
-    "assert_history_reads",
-    "check_history",
-    "import_modules",
-]
+__all__ = ["assert_history_reads", "check_history", "import_modules"]
 
 _SCAN_BATCH = 65_536  # rows per Arrow batch from DuckDB: one progress step
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StoredShape:
-    """One stored (event type, schema version, field set): how many events, and how they read now."""
-
-    event_type: str
-    schema_version: int
-    fields: tuple[str, ...]
-    """The keys of the stored payloads, sorted."""
-    events: int
-    first_position: int
-    upcasters: tuple[str, ...]
-    """The upcasters that apply, in turn (empty: none)."""
-    reads_as: str | None
-    """The event type the events read as, after upcasting; None if the chain failed."""
-    class_label: str | None
-    """``module:Class`` of the class that reads them; None: no class (they read as ``UnknownEvent``)."""
-    class_version: int | None
-    unknown_fields: tuple[str, ...]
-    """Stored fields the class no longer has: kept in the log, not read."""
-    defaulted_fields: tuple[str, ...]
-    """Fields of the class the stored events lack, filled from the class's defaults."""
-    checked: int
-    """Events decoded: all of them, or the first of this field set."""
-    failing: int
-    """How many do not read (a ``SchemaError``, or no class when that is not allowed); when only
-    the first was checked, all of them if it does not."""
-    error: str | None
-    """The first failure's message, naming the position."""
-    notes: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return not self.failing
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class HistoryFailure:
-    """Stored events of one (type, version) that do not read, for one reason (`field`, if one is named)."""
-
-    event_type: str
-    schema_version: int
-    field: str | None
-    events: int
-    first_position: int
-    message: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def line(self) -> str:
-        """One line: the (type, version, field), how many events, and the first one's error."""
-        field = f", field {self.field!r}" if self.field is not None else ""
-        count = f"{self.events:,} event does" if self.events == 1 else f"{self.events:,} events do"
-        return f"{self.event_type} v{self.schema_version}{field}: {count} not read; the first: {self.message}"
-
-
-@dataclasses.dataclass(frozen=True)
-class HistoryReport:
-    """What ``check_history`` found: the stored shapes, how they read, and what does not.
-
-    ``ok`` is True when every stored event reads under this process's classes.
-    ``str(report)`` (and ``report.lines()``) is the text ``eventador schema`` prints;
-    in a notebook the report shows as a table.
-    """
-
-    path: str | None
-    events: int
-    shapes: tuple[StoredShape, ...]
-    failures: tuple[HistoryFailure, ...]
-    every_event: bool
-    allow_unknown: bool
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-    @property
-    def failing_events(self) -> int:
-        return sum(f.events for f in self.failures)
-
-    @property
-    def unknown_fields(self) -> dict[tuple[str, int], tuple[str, ...]]:
-        """(stored type, version) -> the stored fields the class no longer has (kept in the log)."""
-        found: dict[tuple[str, int], set[str]] = {}
-        for shape in self.shapes:
-            if shape.unknown_fields:
-                found.setdefault((shape.event_type, shape.schema_version), set()).update(shape.unknown_fields)
-        return {key: tuple(sorted(names)) for key, names in found.items()}
-
-    def verdict(self) -> str:
-        """One line: every stored event reads, or how many do not."""
-        how = "each stored event read" if self.every_event else "judged by the first event of each field set"
-        if self.ok:
-            return f"ok: every stored event reads under this process's classes ({how})"
-        kinds = len({(f.event_type, f.schema_version) for f in self.failures})
-        return (
-            f"FAILS: {self.failing_events:,} stored event(s) of {kinds} (type, version) do not read "
-            f"under this process's classes ({how})"
-        )
-
-    def unknown_field_lines(self) -> list[str]:
-        """The report of stored fields the classes no longer have, one line per (type, version)."""
-        return [
-            f"  {event_type} v{version}: {', '.join(names)}"
-            for (event_type, version), names in sorted(self.unknown_fields.items())
-        ]
-
-    def lines(self) -> list[str]:
-        """The report as text, as ``eventador schema`` prints it."""
-        types = len({s.event_type for s in self.shapes})
-        where = f" in {self.path}" if self.path else ""
-        out = [f"{self.events:,} stored events of {types} event type(s){where}"]
-        current = None
-        for shape in self.shapes:
-            if shape.event_type != current:
-                current = shape.event_type
-                out.append("")
-                out.append(current)
-            plural = "s" if shape.events != 1 else ""
-            out.append(
-                f"  v{shape.schema_version}  {shape.events:,} event{plural} from position {shape.first_position}"
-                f"  fields: {', '.join(shape.fields) or '(none)'}"
-            )
-            for up in shape.upcasters:
-                out.append(f"      upcast {up}")
-            if shape.class_label is not None:
-                out.append(f"      reads as {shape.reads_as} v{shape.class_version} ({shape.class_label})")
-            elif shape.reads_as is not None:
-                out.append(f"      no class for {shape.reads_as} in this process: reads as UnknownEvent")
-            if shape.defaulted_fields:
-                out.append(f"      from the class's defaults: {', '.join(shape.defaulted_fields)}")
-            if shape.unknown_fields:
-                out.append(f"      kept in the log, not in the class: {', '.join(shape.unknown_fields)}")
-            out.extend(f"      note: {note}" for note in shape.notes)
-            if not self.every_event:
-                verdict = "FAILS: its first event does not read" if shape.failing else "ok: its first event reads"
-                out.append(f"      {verdict}")
-            elif shape.failing:
-                out.append(f"      FAILS: {shape.failing:,} of its {shape.events:,} events do not read")
-            else:
-                out.append(f"      ok: all {shape.events:,} read")
-        out.append("")
-        out.append(self.verdict())
-        out.extend(f"  {failure.line()}" for failure in self.failures)
-        return out
-
-    def __str__(self) -> str:
-        return "\n".join(self.lines())
-
-    def __repr__(self) -> str:
-        state = "ok" if self.ok else f"{self.failing_events:,} events do not read"
-        return f"HistoryReport({state}, {self.events:,} events, {len(self.shapes)} stored field sets)"
-
-    def _repr_html_(self) -> str:
-        head = ["event type", "version", "events", "fields", "upcasters", "reads as", "not in the class", "reads"]
-        rows = []
-        for s in self.shapes:
-            reads_as = f"{s.reads_as} v{s.class_version}" if s.class_label else f"{s.reads_as} (no class)"
-            status = f"FAILS: {s.error}" if s.failing else f"ok ({s.checked:,} read)"
-            cells = [
-                s.event_type, f"v{s.schema_version}", f"{s.events:,}", ", ".join(s.fields),
-                "; ".join(s.upcasters), reads_as, ", ".join(s.unknown_fields), status,
-            ]
-            style = " style='color:#b00'" if s.failing else ""
-            rows.append(f"<tr{style}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-        header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-        return (
-            f"<div><strong>{html.escape(self.verdict())}</strong>"
-            f"<table><tr>{header}</tr>{''.join(rows)}</table></div>"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The report as JSON-ready data (``eventador schema --format json``)."""
-        return {
-            "path": self.path,
-            "events": self.events,
-            "ok": self.ok,
-            "every_event": self.every_event,
-            "shapes": [s.to_dict() for s in self.shapes],
-            "failures": [f.to_dict() for f in self.failures],
-        }
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-# -- the check ----------------------------------------------------------------------------
 
 
 def import_modules(modules: Iterable[str]) -> None:
@@ -277,9 +75,10 @@ def check_history(
     """Returns how every stored event reads under this process's classes and upcasters.
 
     `store`: an open store, or the directory of one (opened read-only). `modules`
-    are imported first. `every_event`: decode every stored event, then read them all
-    through ``read_all``; else only the first event of each stored (type, version,
-    field set). `allow_unknown`: events whose type has no class here (they read as
+    are imported first. `every_event`: read the whole history through ``read_all``
+    (and, if some events do not read, decode each stored event to count them); else
+    decode only the first event of each stored (type, version, field set), which
+    stands for the rest of it. `allow_unknown`: events whose type has no class here (they read as
     ``UnknownEvent``) are fine; by default they count as not read. `progress`: a bar
     over the scan (default: for long scans in a terminal or notebook).
 
@@ -318,9 +117,9 @@ def assert_history_reads(
 ) -> HistoryReport:
     """Returns the ``check_history`` report when every stored event reads under today's classes.
 
-    For a CI job run against a copy of a real store: every stored event is decoded
-    and upcast (not a sample, unless ``every_event=False``), then the whole history
-    is read through ``read_all``. See ``check_history`` for the arguments.
+    For a CI job run against a copy of a real store: every stored event is read
+    through ``read_all``, upcast to today's classes (not a sample, unless
+    ``every_event=False``). See ``check_history`` for the arguments.
 
     Raises:
         AssertionError: some stored events do not read; the message lists each failing

@@ -32,7 +32,7 @@ def test_the_table_lists_types_versions_field_sets_and_upcasters_and_exits_1_on_
 ) -> None:
     assert main(["schema", str(recorded), "--module", TODAY, "--module", UPCASTERS]) == 1
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == f"10 stored events of 4 event type(s) in {recorded}"
+    assert out.splitlines()[0] == f"{recorded}: 10 events of 4 event type(s)"
     deposited = out.split("\nhist.Deposited\n")[1].split("\n\n")[0].splitlines()
     assert deposited == [
         "  v1  3 events from position 2  fields: account_id, amount",
