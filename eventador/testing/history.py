@@ -40,7 +40,7 @@ from eventador.messages import TypeRegistry, UnknownEvent
 from eventador.progress import bar, wanted
 from eventador.store import EventStore, open_store
 from eventador.testing.history_report import HistoryFailure, HistoryReport, StoredShape
-from eventador.upcasting import Upcaster, UpcasterRegistry, upcasters
+from eventador.upcasting import Convert, Split, Step, Upcaster, UpcasterRegistry, upcasters
 
 __all__ = ["assert_history_reads", "check_history", "import_modules"]
 
@@ -78,9 +78,9 @@ def check_history(
     are imported first. `every_event`: read the whole history through ``read_all``
     (and, if some events do not read, decode each stored event to count them); else
     decode only the first event of each stored (type, version, field set), which
-    stands for the rest of it. `allow_unknown`: events whose type has no class here (they read as
-    ``UnknownEvent``) are fine; by default they count as not read. `progress`: a bar
-    over the scan (default: for long scans in a terminal or notebook).
+    stands for the rest of it. `allow_unknown`: events whose type has no class here
+    (they read as ``UnknownEvent``) are fine; by default they count as not read.
+    `progress`: a bar over the scans (default: for long ones in a terminal or notebook).
 
     Raises:
         InvalidInputError: no store there, or a module cannot be imported.
@@ -270,20 +270,24 @@ def _chain(
 
 
 def _describe(up: Upcaster) -> str:
-    target = f"{up.to_type} " if isinstance(up.to_type, str) and up.to_type != up.event_type else ""
-    if not isinstance(up.to_type, str):
-        target = "Split(...) "
-    steps = ", ".join(_step_text(step) for step in up.steps)
+    """One upcaster as the report shows it: ``v1 -> v2: Rename(...), Add(...)``."""
+    if isinstance(up.to_type, Split):
+        target = f"Split({_name(up.to_type.python)}) "
+    else:
+        target = "" if up.to_type == up.event_type else f"{up.to_type} "
+    steps = ", ".join(map(_step_text, up.steps))
     return f"v{up.from_version} -> {target}v{up.to_version}" + (f": {steps}" if steps else "")
 
 
-def _step_text(step: Any) -> str:
-    function = getattr(step, "function", None)
-    if function is not None:  # a plain function
-        return f"{getattr(function, '__qualname__', function)}()"
-    if hasattr(step, "python"):  # a Convert: its callable's repr says little
+def _step_text(step: Step) -> str:
+    if isinstance(step, Convert):  # its callable's repr says little
         return f"Convert({step.name!r})"
-    return repr(step)
+    function = getattr(step, "function", None)  # a plain function of the payload
+    return repr(step) if function is None else f"{_name(function)}()"
+
+
+def _name(function: Any) -> str:
+    return str(getattr(function, "__qualname__", function))
 
 
 def _no_class(event_type: str, reads_as: str | None, position: int) -> str:

@@ -105,7 +105,9 @@ def test_every_event_is_read_not_only_the_first_of_each_field_set(recorded: Path
 
     ev.upcaster("hist.Withdrawn", 1)(reason)
     importlib.import_module(UPCASTERS)
-    assert check_history(recorded, every_event=False).ok
+    judged = check_history(recorded, every_event=False)
+    assert judged.ok
+    assert judged.shapes[-1].upcasters == (f"v1 -> v2: {reason.__qualname__}()",)
     with pytest.raises(AssertionError, match=r"hist\.Withdrawn v1: 1 event does not read; the first: "
                        r"hist\.Withdrawn \(schema version 1\) at position 9: the upcaster failed: KeyError: 'a2'"):
         assert_history_reads(recorded)
@@ -123,3 +125,22 @@ def test_an_open_store_is_checked_as_it_is(recorded: Path) -> None:
 def test_a_module_that_cannot_be_imported_is_named(recorded: Path) -> None:
     with pytest.raises(ev.InvalidInputError, match=r"no module named 'tests\.support\.no_such_module'"):
         check_history(recorded, modules=["tests.support.no_such_module"])
+
+
+def _later(version: int) -> type[ev.Event]:
+    """The class ``Later`` as a release at `version` defines it (the same fields in each)."""
+
+    class Later(ev.Event, event_type="hist.test.Later", version=version):
+        n: int
+
+    return Later
+
+
+def test_events_stored_by_a_newer_release_than_the_class_are_noted() -> None:
+    with ev.open_store() as store:
+        store.append("s", [_later(3)(n=1)])
+        _later(2)  # the code was rolled back
+        report = check_history(store)
+    assert report.ok
+    assert report.shapes[0].notes == ("stored at version 3, newer than the class's version 2",)
+    assert "      note: stored at version 3, newer than the class's version 2" in str(report)
