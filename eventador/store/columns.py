@@ -4,6 +4,12 @@ The CBOR ``payload`` column is the truth (exact, schema-free). Beside it, every
 field of a registered event type gets a real typed column named
 ``"<Type>.<field>"``, so SQL aggregates run in DuckDB without a Python call
 per row; the typed views rename them back to plain field names.
+
+A Decimal field's column is DECIMAL(p, s): its declared ``Digits`` (which append
+checks), else ``DEFAULT_DIGITS``, DECIMAL(38, 12). A value the column cannot hold
+exactly is never rounded: its typed cell is null and the exact digits go to a text
+column beside it, ``"<Type>.<field>:exact"`` (made only in files that need it), which
+the typed view turns into an error naming the field.
 """
 
 from __future__ import annotations
@@ -16,20 +22,20 @@ import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from eventador.codec import schema_of, unwrap_optional
+from eventador.digits import DEFAULT_DIGITS, Digits, declared_digits
 from eventador.messages import Event, UnknownEvent
 
-__all__ = ["ENVELOPE", "arrow_type_for", "data_columns", "typed_columns", "uniform_array"]
+__all__ = ["ENVELOPE", "arrow_type_for", "data_columns", "exact_text_column", "typed_columns", "uniform_array"]
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
-DECIMAL = pa.decimal128(38, 12)
-_DECIMAL_QUANTUM = Decimal(1).scaleb(-12)
+DECIMAL = pa.decimal128(DEFAULT_DIGITS.precision, DEFAULT_DIGITS.scale)
 
 ENVELOPE = pa.schema(
     [
@@ -49,9 +55,9 @@ ENVELOPE = pa.schema(
 )
 
 
-def arrow_type_for(annotation: Any) -> tuple[pa.DataType, str]:
+def arrow_type_for(annotation: Any, digits: Digits | None = None) -> tuple[pa.DataType, str]:
     """The Arrow type of a typed column, and how values are prepared ("plain", "decimal",
-    "uuid", "enum", "json")."""
+    "uuid", "enum", "json"). A Decimal's column has the field's declared `digits`, if any."""
     inner, _ = unwrap_optional(annotation)
     origin = typing.get_origin(inner) or inner
     if origin is bool:
@@ -65,7 +71,7 @@ def arrow_type_for(annotation: Any) -> tuple[pa.DataType, str]:
     if origin is bytes:
         return pa.binary(), "plain"
     if origin is Decimal:
-        return DECIMAL, "decimal"
+        return (DECIMAL if digits is None else pa.decimal128(digits.precision, digits.scale)), "decimal"
     if origin is uuid.UUID:
         return pa.string(), "uuid"
     if origin is datetime:
@@ -84,12 +90,6 @@ def arrow_type_for(annotation: Any) -> tuple[pa.DataType, str]:
 def _prepare(kind: str, value: Any) -> Any:
     if value is None:
         return None
-    if kind == "decimal":
-        try:
-            return value.quantize(_DECIMAL_QUANTUM, rounding=ROUND_HALF_EVEN)
-        except InvalidOperation:
-            # Too many digits, or not finite: _to_array makes it NULL (with a warning); CBOR keeps it.
-            return value
     if kind == "uuid":
         return str(value)
     if kind == "micros":
@@ -141,6 +141,15 @@ def exact_columns(cls: type[Event]) -> dict[str, pa.DataType] | None:
 
 def column_name(event_type: str, field: str) -> str:
     return f"{event_type}.{field}"
+
+
+EXACT_TEXT = ":exact"
+
+
+def exact_text_column(event_type: str, field: str) -> str:
+    """The text column beside a Decimal field's typed column: the exact digits of the values
+    the typed column cannot hold (null in every other row)."""
+    return column_name(event_type, field) + EXACT_TEXT
 
 
 def typed_columns(
@@ -268,14 +277,30 @@ def _scatter(columns: dict[str, pa.Array], rows: np.ndarray, n: int) -> dict[str
 
 def _class_columns(event_type: str, cls: type[Event], events: list[Event | None]) -> dict[str, pa.Array]:
     schema = schema_of(cls)
+    declared = declared_digits(cls)
     out: dict[str, pa.Array] = {}
     for name in schema.names:
-        arrow_type, kind = arrow_type_for(schema.hints[name])
+        arrow_type, kind = arrow_type_for(schema.hints[name], declared.get(name))
+        if kind == "decimal":
+            out.update(_decimal_columns(event_type, name, declared.get(name, DEFAULT_DIGITS), events))
+            continue
         if kind == "plain":
             values = [getattr(e, name, None) for e in events]
         else:
             values = [_prepare(kind, getattr(e, name, None)) for e in events]
         out[column_name(event_type, name)] = _to_array(values, arrow_type, column_name(event_type, name))
+    return out
+
+
+def _decimal_columns(event_type: str, name: str, digits: Digits, events: list[Event | None]) -> dict[str, pa.Array]:
+    """A Decimal field's typed column, and its exact text column when some value does not fit."""
+    values = [getattr(e, name, None) for e in events]
+    fitted = [digits.fitted(v) if isinstance(v, Decimal) else None for v in values]
+    arrow_type = pa.decimal128(digits.precision, digits.scale)
+    out = {column_name(event_type, name): pa.array(fitted, arrow_type)}
+    if fitted.count(None) > values.count(None):  # rare: values that need more digits
+        texts = [str(v) if f is None and isinstance(v, Decimal) else None for v, f in zip(values, fitted, strict=True)]
+        out[exact_text_column(event_type, name)] = pa.array(texts, pa.string())
     return out
 
 

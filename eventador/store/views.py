@@ -23,9 +23,10 @@ import duckdb
 import pyarrow as pa
 
 from eventador.codec import schema_of
+from eventador.digits import declared_digits
 from eventador.errors import SerializationError
 from eventador.messages import Event
-from eventador.store.columns import ENVELOPE, arrow_type_for, column_name
+from eventador.store.columns import ENVELOPE, EXACT_TEXT, arrow_type_for, column_name, exact_text_column
 from eventador.store.sqlguard import STORE_TABLES, STORE_VIEWS
 
 __all__ = ["Sources", "SqlViews", "typed_view_name"]
@@ -69,6 +70,49 @@ def _duck_type(arrow_type: pa.DataType) -> str:
     if pa.types.is_decimal(arrow_type):
         return f"DECIMAL({arrow_type.precision}, {arrow_type.scale})"
     return _DUCK_TYPES.get(arrow_type, "VARCHAR")
+
+
+# Stands for a Decimal column whose files differ in type (its declared digits changed):
+# the typed view then checks that each value fits the type declared now.
+_MIXED_DECIMALS = pa.decimal256(76, 38)
+
+
+def _decimal_expr(event_type: str, field: str, sql_type: str, columns: dict[str, pa.DataType]) -> str:
+    """A Decimal field's value in its typed view: exact, or an error when a query reads a row
+    whose value the SQL type cannot hold (never a rounded number)."""
+    col = quote(column_name(event_type, field))
+    value = f"CAST({col} AS {sql_type})"
+
+    def error(held: str, why: str) -> str:
+        where = f"{literal(f'{event_type}.{field} at position ')} || position || ' holds ' || {held}"
+        return f"error({where} || {literal(why)})"
+
+    if columns[column_name(event_type, field)] == _MIXED_DECIMALS:
+        why = f", which {sql_type} (its digits declared now) cannot hold exactly"
+        fits = f"{col} IS NULL OR TRY_CAST({col} AS {sql_type}) = {col}"
+        value = f"CASE WHEN {fits} THEN {value} ELSE {error(col, why)} END"
+    text = exact_text_column(event_type, field)
+    if text in columns:
+        why = _too_many_digits(field, sql_type)
+        value = f"CASE WHEN {quote(text)} IS NULL THEN {value} ELSE {error(quote(text), why)} END"
+    return value
+
+
+def _too_many_digits(field: str, sql_type: str) -> str:
+    return (
+        f", which {sql_type} cannot hold exactly: its exact digits are in events.data->>'{field}' "
+        f"(and read_all); for events appended from now on, declare digits that hold such values, "
+        f"e.g. {field}: Annotated[Decimal, ev.Digits(38, 20)]"
+    )
+
+
+def _data_value(event_type: str, field: str, expr: str, columns: dict[str, pa.DataType]) -> str:
+    """A field's value in the ``events`` view's JSON: a Decimal its typed column could not
+    hold is the JSON string of its exact digits."""
+    text = exact_text_column(event_type, field)
+    if text not in columns:
+        return expr
+    return f"CASE WHEN {quote(text)} IS NULL THEN to_json({expr}) ELSE to_json({quote(text)}) END"
 
 
 def quote(identifier: str) -> str:
@@ -144,7 +188,9 @@ class SqlViews:
         schemas.extend(sources.schemas)
         for schema in schemas:
             for field in schema:
-                found.setdefault(field.name, field.type)
+                known = found.setdefault(field.name, field.type)
+                if known != field.type and pa.types.is_decimal(field.type):
+                    found[field.name] = _MIXED_DECIMALS
         return found
 
     def _create(
@@ -177,7 +223,9 @@ class SqlViews:
         for event_type, fields in typed.items():
             if event_type not in present:
                 continue
-            pairs = ", ".join(f"{literal(name)}, {expr}" for name, expr, _ in fields)
+            pairs = ", ".join(
+                f"{literal(name)}, {_data_value(event_type, name, expr, columns)}" for name, expr, _ in fields
+            )
             data_cases.append(f"WHEN {literal(event_type)} THEN json_object({pairs})")
         data = f"CASE event_type {' '.join(data_cases)} END" if data_cases else "CAST(NULL AS JSON)"
         metadata = "CAST(metadata_json AS JSON)" if "metadata_json" in columns else "CAST(NULL AS JSON)"
@@ -250,12 +298,15 @@ class SqlViews:
             except SerializationError:
                 continue  # a class no event of which can be stored has no view (append names the problem)
             fields = []
+            declared = declared_digits(cls)
             for name in schema.names:
-                arrow_type, kind = arrow_type_for(schema.hints[name])
+                arrow_type, kind = arrow_type_for(schema.hints[name], declared.get(name))
                 col = column_name(event_type, name)
                 sql_type = "JSON" if kind == "json" else "INTERVAL" if kind == "micros" else _duck_type(arrow_type)
                 if col not in columns:
                     expr = f"CAST(NULL AS {sql_type})"
+                elif kind == "decimal":
+                    expr = _decimal_expr(event_type, name, sql_type, columns)
                 elif kind == "micros":
                     expr = f"to_microseconds(CAST({quote(col)} AS BIGINT))"
                 else:
@@ -264,12 +315,15 @@ class SqlViews:
             typed[event_type] = fields
         # Types this process has no class for still get views from the columns on disk.
         for col, arrow_type in columns.items():
-            if col in ENVELOPE.names or col == "metadata_json" or "." not in col:
+            if col in ENVELOPE.names or col == "metadata_json" or "." not in col or col.endswith(EXACT_TEXT):
                 continue
             event_type, name = col.rsplit(".", 1)
             if event_type in classes:
                 continue
-            typed.setdefault(event_type, []).append((name, quote(col), _duck_type(arrow_type)))
+            expr = quote(col)
+            if exact_text_column(event_type, name) in columns and arrow_type != _MIXED_DECIMALS:
+                expr = _decimal_expr(event_type, name, _duck_type(arrow_type), columns)
+            typed.setdefault(event_type, []).append((name, expr, _duck_type(arrow_type)))
         return typed
 
     def close(self) -> None:
