@@ -41,6 +41,7 @@ from eventador.actors import (
 )
 from eventador.aggregates import AggregateRoot, PersistentActor, Repository, SnapshotConfig, SnapshotWarning
 from eventador.clock import Clock, ManualClock, SystemClock
+from eventador.digits import Digits
 from eventador.errors import (
     ActorError,
     ActorNameInUseError,
@@ -135,6 +136,7 @@ __all__ = [
     "ConcurrencyError",
     "CorruptionError",
     "DeadLetter",
+    "Digits",
     "Directive",
     "DiskFullError",
     "ErrorPolicy",

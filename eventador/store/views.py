@@ -107,12 +107,15 @@ def _too_many_digits(field: str, sql_type: str) -> str:
 
 
 def _data_value(event_type: str, field: str, expr: str, columns: dict[str, pa.DataType]) -> str:
-    """A field's value in the ``events`` view's JSON: a Decimal its typed column could not
-    hold is the JSON string of its exact digits."""
-    text = exact_text_column(event_type, field)
-    if text not in columns:
+    """A field's value in the ``events`` view's JSON. A Decimal is the JSON string of its exact
+    digits (DuckDB reads a JSON number as a double), from the text column beside its typed
+    column when that could not hold it."""
+    col = column_name(event_type, field)
+    if col not in columns or not pa.types.is_decimal(columns[col]):
         return expr
-    return f"CASE WHEN {quote(text)} IS NULL THEN to_json({expr}) ELSE to_json({quote(text)}) END"
+    digits = f"CAST({quote(col)} AS VARCHAR)"
+    text = exact_text_column(event_type, field)
+    return f"coalesce({quote(text)}, {digits})" if text in columns else digits
 
 
 def quote(identifier: str) -> str:
