@@ -8,7 +8,8 @@ unless ``--limit`` says otherwise, then a line saying how many were left out.
 Cells print as people read them: ``NULL`` for a missing value, the decoded data for
 a payload (never ``bytearray(...)``). A DECIMAL prints with its exact digits in every
 format: in JSON as a number written with those digits (``json.loads(text,
-parse_float=Decimal)`` keeps them), never through a float.
+parse_float=Decimal)`` keeps them), never through a float; a Decimal inside a payload
+is a string, as in the ``events`` view's ``data``.
 """
 
 from __future__ import annotations
@@ -192,14 +193,16 @@ def _json_value(value: Any, column: str) -> Any:
     return _text(value, column, null="")
 
 
-def _json_text(value: Any) -> str:
-    """`value` as JSON text, as ``json.dumps`` writes it, but a Decimal as a number with its
-    exact digits (``str`` of a finite Decimal is a valid JSON number: ``12.50``, ``1E+30``)."""
-    if isinstance(value, Decimal) and value.is_finite():
-        return str(value)
-    if isinstance(value, dict) and any(isinstance(v, dict | list | Decimal) for v in value.values()):
-        items = (f"{json.dumps(str(k), ensure_ascii=False)}: {_json_text(v)}" for k, v in value.items())
-        return "{" + ", ".join(items) + "}"
-    if isinstance(value, list) and any(isinstance(v, dict | list | Decimal) for v in value):
-        return "[" + ", ".join(map(_json_text, value)) + "]"
-    return json.dumps(value, ensure_ascii=False, default=str)
+def _json_text(records: list[dict[str, Any]]) -> str:
+    """`records` as JSON text, as ``json.dumps`` writes them, but a Decimal cell as a number
+    with its exact digits (``str`` of a finite Decimal is a valid JSON number: ``12.50``,
+    ``1E+30``). Inside a payload or a struct, a Decimal stays a string, as in ``events.data``."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, Decimal) and value.is_finite():
+            return str(value)
+        return json.dumps(value, ensure_ascii=False, default=str)
+
+    rows = ("{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {cell(v)}" for k, v in r.items()) + "}"
+            for r in records)
+    return "[" + ", ".join(rows) + "]"
