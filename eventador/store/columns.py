@@ -203,14 +203,14 @@ def data_columns(
             continue
         for key, values in data.items():
             full = uniform[key]
+            name = column_name(event_type, key)
             if full is not None:
-                column = full if len(rows) == n else _masked(full, mine)
+                columns = {name: full if len(rows) == n else _masked(full, mine)}
             else:
                 if key not in objects:
                     objects[key] = _object_array(typing.cast(list[Any], values))
-                column = _scatter({key: _infer_array(objects[key][rows])}, rows, n)[key]
-            if column.null_count < n:
-                out[column_name(event_type, key)] = column
+                columns = _scatter(_inferred_column(name, objects[key][rows]), rows, n)
+            out.update((name, column) for name, column in columns.items() if column.null_count < n)
     return out
 
 
@@ -282,7 +282,8 @@ def _class_columns(event_type: str, cls: type[Event], events: list[Event | None]
     for name in schema.names:
         arrow_type, kind = arrow_type_for(schema.hints[name], declared.get(name))
         if kind == "decimal":
-            out.update(_decimal_columns(event_type, name, declared.get(name, DEFAULT_DIGITS), events))
+            values = [getattr(e, name, None) for e in events]
+            out.update(_decimal_columns(column_name(event_type, name), declared.get(name, DEFAULT_DIGITS), values))
             continue
         if kind == "plain":
             values = [getattr(e, name, None) for e in events]
@@ -292,15 +293,14 @@ def _class_columns(event_type: str, cls: type[Event], events: list[Event | None]
     return out
 
 
-def _decimal_columns(event_type: str, name: str, digits: Digits, events: list[Event | None]) -> dict[str, pa.Array]:
-    """A Decimal field's typed column, and its exact text column when some value does not fit."""
-    values = [getattr(e, name, None) for e in events]
+def _decimal_columns(name: str, digits: Digits, values: Sequence[Any]) -> dict[str, pa.Array]:
+    """A Decimal column `name` of type `digits`, and its exact text column when some value does
+    not fit: the same type in every file, whatever the values (DuckDB reads the files as one)."""
     fitted = [digits.fitted(v) if isinstance(v, Decimal) else None for v in values]
-    arrow_type = pa.decimal128(digits.precision, digits.scale)
-    out = {column_name(event_type, name): pa.array(fitted, arrow_type)}
-    if fitted.count(None) > values.count(None):  # rare: values that need more digits
+    out = {name: pa.array(fitted, pa.decimal128(digits.precision, digits.scale))}
+    if fitted.count(None) > sum(v is None for v in values):  # rare: values that need more digits
         texts = [str(v) if f is None and isinstance(v, Decimal) else None for v, f in zip(values, fitted, strict=True)]
-        out[exact_text_column(event_type, name)] = pa.array(texts, pa.string())
+        out[name + EXACT_TEXT] = pa.array(texts, pa.string())
     return out
 
 
@@ -311,7 +311,20 @@ def _inferred_columns(event_type: str, events: list[Event | None]) -> dict[str, 
     keys: dict[str, None] = {}
     for data in datas:
         keys.update(dict.fromkeys(k for k in data if isinstance(k, str)))
-    return {column_name(event_type, key): _infer_array([d.get(key) for d in datas]) for key in keys}
+    out: dict[str, pa.Array] = {}
+    for key in keys:
+        out.update(_inferred_column(column_name(event_type, key), [d.get(key) for d in datas]))
+    return out
+
+
+def _inferred_column(name: str, values: Sequence[Any] | np.ndarray) -> dict[str, pa.Array]:
+    """The typed column `name` of values of no declared type (``_infer_array``); decimals get
+    the default Decimal column (Arrow would size each file's type to its own values)."""
+    kinds = set(map(type, values)) - {type(None)}
+    if Decimal not in kinds or not kinds <= {Decimal, int}:
+        return {name: _infer_array(values)}
+    exact = [v if isinstance(v, Decimal) or v is None else Decimal(v) for v in values]  # ints beside decimals
+    return _decimal_columns(name, DEFAULT_DIGITS, exact)
 
 
 def _infer_array(values: Sequence[Any] | np.ndarray) -> pa.Array:

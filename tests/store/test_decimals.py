@@ -225,3 +225,21 @@ def test_declared_digits_take_exactly_the_values_they_hold(store: ev.EventStore,
     store.append("s", Priced(item="x", amount=value))
     [(got,)] = store.sql(f"SELECT amount FROM {PRICED} WHERE position = {before + 1}").fetchall()
     assert got == value and got.as_tuple().exponent == -2
+
+
+# -- types without a class here (other writers, imported logs) ---------------------------------------
+
+
+def test_decimals_of_a_type_without_a_class_have_one_sql_type_in_every_file(store: ev.EventStore) -> None:
+    values = [Decimal("0.12345678901234567"), Decimal("123456789012345678901234.5"), Decimal("7")]
+    for value in values:  # one file each: each would type its own values differently
+        store.append("s", ev.UnknownEvent(event_type="test.decimals.Other", data={"amount": value}))
+        store.flush()
+    view = '"test.decimals.Other"'
+    assert store.sql(f"SELECT amount FROM {view} WHERE position > 1 ORDER BY position").fetchall() == [
+        (values[1],), (values[2],)
+    ]
+    with pytest.raises(ev.SqlError, match=r"Other\.amount at position 1 holds 0\.12345678901234567, which"):
+        store.sql(f"SELECT amount FROM {view} WHERE position = 1").fetchall()
+    texts = store.sql("SELECT data->>'amount' FROM events ORDER BY position").fetchall()
+    assert [Decimal(t) for (t,) in texts] == values
