@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import typing
+from collections.abc import Sequence
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, Inexact, InvalidOperation
 from typing import Any
 
@@ -28,8 +29,11 @@ MAX_PRECISION = 38
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Digits:
-    """A Decimal field's SQL type, DECIMAL(`precision`, `scale`): at most `precision` digits,
-    `scale` of them after the point. Declare it with ``Annotated[Decimal, ev.Digits(18, 2)]``.
+    """The SQL type a Decimal field declares: ``Annotated[Decimal, ev.Digits(18, 2)]``.
+
+    Its typed column and view are DECIMAL(`precision`, `scale`): at most `precision`
+    digits, `scale` of them after the point. Append refuses a value that type cannot
+    hold exactly (``SerializationError``); SQL sums keep the scale (``100.00``).
 
     Raises:
         InvalidInputError: not 1 <= precision <= 38 and 0 <= scale <= precision.
@@ -53,19 +57,31 @@ class Digits:
         return f"DECIMAL({self.precision}, {self.scale})"
 
     def fitted(self, value: Decimal) -> Decimal | None:
-        """Returns `value` with exactly `scale` digits after the point, or None when that would
-        round it or need more than `precision` digits (or it is not finite)."""
+        """Returns `value` with exactly `scale` digits after the point, or None if it does not fit.
+
+        It does not fit when that would round it, or need more than `precision` digits,
+        or it is not finite.
+        """
         try:
             return value.quantize(_quantum(self.scale), context=_context(self.precision))
         except (Inexact, InvalidOperation):  # the digits it would lose, or too many digits
             return None
+
+    def fitted_all(self, values: Sequence[Any]) -> list[Decimal | None]:
+        """Returns ``fitted`` of each Decimal in `values` (None for anything else), in one pass
+        when all fit (a flush builds a column of them)."""
+        quantum, context = _quantum(self.scale), _context(self.precision)
+        try:
+            return [None if v is None else v.quantize(quantum, context=context) for v in values]
+        except (Inexact, InvalidOperation, AttributeError, TypeError):  # one does not fit, or is no Decimal
+            return [self.fitted(v) if isinstance(v, Decimal) else None for v in values]
 
     def holds(self, value: Decimal) -> bool:
         """Returns whether a column of this type holds `value` exactly."""
         return self.fitted(value) is not None
 
     def refusal(self, value: Decimal) -> str:
-        """Why `value` cannot be stored in a field declared with these digits (for errors)."""
+        """Returns why `value` cannot be stored in a field declared with these digits (for errors)."""
         return (
             f"its declared Digits({self.precision}, {self.scale}) cannot hold {value} exactly: round it "
             f"first (value.quantize(Decimal('{_quantum(self.scale)}'))) or declare more digits"

@@ -296,7 +296,7 @@ def _class_columns(event_type: str, cls: type[Event], events: list[Event | None]
 def _decimal_columns(name: str, digits: Digits, values: Sequence[Any]) -> dict[str, pa.Array]:
     """A Decimal column `name` of type `digits`, and its exact text column when some value does
     not fit: the same type in every file, whatever the values (DuckDB reads the files as one)."""
-    fitted = [digits.fitted(v) if isinstance(v, Decimal) else None for v in values]
+    fitted = digits.fitted_all(values)
     out = {name: pa.array(fitted, pa.decimal128(digits.precision, digits.scale))}
     if fitted.count(None) > sum(v is None for v in values):  # rare: values that need more digits
         texts = [str(v) if f is None and isinstance(v, Decimal) else None for v, f in zip(values, fitted, strict=True)]
