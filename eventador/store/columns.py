@@ -6,10 +6,12 @@ field of a registered event type gets a real typed column named
 per row; the typed views rename them back to plain field names.
 
 A Decimal field's column is DECIMAL(p, s): its declared ``Digits`` (which append
-checks), else ``DEFAULT_DIGITS``, DECIMAL(38, 12). A value the column cannot hold
-exactly is never rounded: its typed cell is null and the exact digits go to a text
-column beside it, ``"<Type>.<field>:exact"`` (made only in files that need it), which
-the typed view turns into an error naming the field.
+checks), else ``DEFAULT_DIGITS``, DECIMAL(38, 12). A column keeps one type in every
+file (DuckDB reads the files as one table, and would round values to a common type),
+so declared digits other than the default name theirs: ``"<Type>.<field>:DECIMAL(18,2)"``.
+A value the column cannot hold exactly is never rounded: its typed cell is null and the
+exact digits go to a text column beside it, ``"<Type>.<field>:exact"`` (made only in
+files that need it), which the typed view turns into an error naming the field.
 """
 
 from __future__ import annotations
@@ -32,7 +34,15 @@ from eventador.codec import schema_of, unwrap_optional
 from eventador.digits import DEFAULT_DIGITS, Digits, declared_digits
 from eventador.messages import Event, UnknownEvent
 
-__all__ = ["ENVELOPE", "arrow_type_for", "data_columns", "exact_text_column", "typed_columns", "uniform_array"]
+__all__ = [
+    "ENVELOPE",
+    "arrow_type_for",
+    "data_columns",
+    "decimal_column",
+    "exact_text_column",
+    "typed_columns",
+    "uniform_array",
+]
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 DECIMAL = pa.decimal128(DEFAULT_DIGITS.precision, DEFAULT_DIGITS.scale)
@@ -147,9 +157,16 @@ EXACT_TEXT = ":exact"
 
 
 def exact_text_column(event_type: str, field: str) -> str:
-    """The text column beside a Decimal field's typed column: the exact digits of the values
+    """The text column beside a Decimal field's typed columns: the exact digits of the values
     the typed column cannot hold (null in every other row)."""
     return column_name(event_type, field) + EXACT_TEXT
+
+
+def decimal_column(event_type: str, field: str, digits: Digits) -> str:
+    """The typed column of a Decimal field of these digits: ``"<Type>.<field>"`` for the
+    default, ``"<Type>.<field>:DECIMAL(18,2)"`` for others (one name, one type)."""
+    name = column_name(event_type, field)
+    return name if digits == DEFAULT_DIGITS else f"{name}:DECIMAL({digits.precision},{digits.scale})"
 
 
 def typed_columns(
@@ -203,13 +220,12 @@ def data_columns(
             continue
         for key, values in data.items():
             full = uniform[key]
-            name = column_name(event_type, key)
             if full is not None:
-                columns = {name: full if len(rows) == n else _masked(full, mine)}
+                columns = {column_name(event_type, key): full if len(rows) == n else _masked(full, mine)}
             else:
                 if key not in objects:
                     objects[key] = _object_array(typing.cast(list[Any], values))
-                columns = _scatter(_inferred_column(name, objects[key][rows]), rows, n)
+                columns = _scatter(_inferred_column(event_type, key, objects[key][rows]), rows, n)
             out.update((name, column) for name, column in columns.items() if column.null_count < n)
     return out
 
@@ -283,7 +299,7 @@ def _class_columns(event_type: str, cls: type[Event], events: list[Event | None]
         arrow_type, kind = arrow_type_for(schema.hints[name], declared.get(name))
         if kind == "decimal":
             values = [getattr(e, name, None) for e in events]
-            out.update(_decimal_columns(column_name(event_type, name), declared.get(name, DEFAULT_DIGITS), values))
+            out.update(_decimal_columns(event_type, name, declared.get(name, DEFAULT_DIGITS), values))
             continue
         if kind == "plain":
             values = [getattr(e, name, None) for e in events]
@@ -293,14 +309,14 @@ def _class_columns(event_type: str, cls: type[Event], events: list[Event | None]
     return out
 
 
-def _decimal_columns(name: str, digits: Digits, values: Sequence[Any]) -> dict[str, pa.Array]:
-    """A Decimal column `name` of type `digits`, and its exact text column when some value does
-    not fit: the same type in every file, whatever the values (DuckDB reads the files as one)."""
+def _decimal_columns(event_type: str, field: str, digits: Digits, values: Sequence[Any]) -> dict[str, pa.Array]:
+    """A Decimal field's column of type `digits`, and its exact text column when some value
+    does not fit: one type per column name, whatever the values."""
     fitted = digits.fitted_all(values)
-    out = {name: pa.array(fitted, pa.decimal128(digits.precision, digits.scale))}
+    out = {decimal_column(event_type, field, digits): pa.array(fitted, pa.decimal128(digits.precision, digits.scale))}
     if fitted.count(None) > sum(v is None for v in values):  # rare: values that need more digits
         texts = [str(v) if f is None and isinstance(v, Decimal) else None for v, f in zip(values, fitted, strict=True)]
-        out[name + EXACT_TEXT] = pa.array(texts, pa.string())
+        out[exact_text_column(event_type, field)] = pa.array(texts, pa.string())
     return out
 
 
@@ -313,18 +329,18 @@ def _inferred_columns(event_type: str, events: list[Event | None]) -> dict[str, 
         keys.update(dict.fromkeys(k for k in data if isinstance(k, str)))
     out: dict[str, pa.Array] = {}
     for key in keys:
-        out.update(_inferred_column(column_name(event_type, key), [d.get(key) for d in datas]))
+        out.update(_inferred_column(event_type, key, [d.get(key) for d in datas]))
     return out
 
 
-def _inferred_column(name: str, values: Sequence[Any] | np.ndarray) -> dict[str, pa.Array]:
-    """The typed column `name` of values of no declared type (``_infer_array``); decimals get
-    the default Decimal column (Arrow would size each file's type to its own values)."""
+def _inferred_column(event_type: str, key: str, values: Sequence[Any] | np.ndarray) -> dict[str, pa.Array]:
+    """The typed column of values of no declared type (``_infer_array``); decimals get the
+    default Decimal column (Arrow would size each file's type to its own values)."""
     kinds = set(map(type, values)) - {type(None)}
     if Decimal not in kinds or not kinds <= {Decimal, int}:
-        return {name: _infer_array(values)}
+        return {column_name(event_type, key): _infer_array(values)}
     exact = [v if isinstance(v, Decimal) or v is None else Decimal(v) for v in values]  # ints beside decimals
-    return _decimal_columns(name, DEFAULT_DIGITS, exact)
+    return _decimal_columns(event_type, key, DEFAULT_DIGITS, exact)
 
 
 def _infer_array(values: Sequence[Any] | np.ndarray) -> pa.Array:

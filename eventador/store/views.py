@@ -23,10 +23,10 @@ import duckdb
 import pyarrow as pa
 
 from eventador.codec import schema_of
-from eventador.digits import declared_digits
+from eventador.digits import DEFAULT_DIGITS, declared_digits
 from eventador.errors import SerializationError
 from eventador.messages import Event
-from eventador.store.columns import ENVELOPE, EXACT_TEXT, arrow_type_for, column_name, exact_text_column
+from eventador.store.columns import ENVELOPE, arrow_type_for, column_name, decimal_column, exact_text_column
 from eventador.store.sqlguard import STORE_TABLES, STORE_VIEWS
 
 __all__ = ["Sources", "SqlViews", "typed_view_name"]
@@ -72,30 +72,47 @@ def _duck_type(arrow_type: pa.DataType) -> str:
     return _DUCK_TYPES.get(arrow_type, "VARCHAR")
 
 
-# Stands for a Decimal column whose files differ in type (its declared digits changed):
-# the typed view then checks that each value fits the type declared now.
-_MIXED_DECIMALS = pa.decimal256(76, 38)
+def _field_column(col: str) -> str:
+    """The ``"<Type>.<field>"`` a typed column belongs to (``"T.f:DECIMAL(18,2)"`` and
+    ``"T.f:exact"`` belong to ``"T.f"``; field names hold no ``:``)."""
+    head, _, rest = col.rpartition(".")
+    return f"{head}.{rest.partition(':')[0]}"
 
 
-def _decimal_expr(event_type: str, field: str, sql_type: str, columns: dict[str, pa.DataType]) -> str:
-    """A Decimal field's value in its typed view: exact, or an error when a query reads a row
-    whose value the SQL type cannot hold (never a rounded number)."""
-    col = quote(column_name(event_type, field))
-    value = f"CAST({col} AS {sql_type})"
+def _stored_decimals(event_type: str, field: str, columns: dict[str, pa.DataType]) -> list[str]:
+    """The typed columns a field has in the sources: ``"<Type>.<field>"``, and one per other
+    digits it was declared with (``"<Type>.<field>:DECIMAL(18,2)"``)."""
+    base = column_name(event_type, field)
+    return [c for c in columns if c == base or c.startswith(base + ":DECIMAL(")]
+
+
+def _decimal_expr(event_type: str, field: str, target: str, sql_type: str, columns: dict[str, pa.DataType]) -> str:
+    """A Decimal field's value in its typed view, of `sql_type` (whose column is `target`):
+    exact, or an error when a query reads a row whose value `sql_type` cannot hold, never a
+    rounded number. Just the column when it is the field's only one (fast sums)."""
+    stored = _stored_decimals(event_type, field, columns)
+    text = exact_text_column(event_type, field)
+    if stored == [target] and text not in columns:
+        return f"CAST({quote(target)} AS {sql_type})"
 
     def error(held: str, why: str) -> str:
-        where = f"{literal(f'{event_type}.{field} at position ')} || position || ' holds ' || {held}"
+        where = f"{literal(f'{event_type}.{field} at position ')} || position || ' holds ' || CAST({held} AS VARCHAR)"
         return f"error({where} || {literal(why)})"
 
-    if columns[column_name(event_type, field)] == _MIXED_DECIMALS:
-        why = f", which {sql_type} (its digits declared now) cannot hold exactly"
-        fits = f"{col} IS NULL OR TRY_CAST({col} AS {sql_type}) = {col}"
-        value = f"CASE WHEN {fits} THEN {value} ELSE {error(col, why)} END"
-    text = exact_text_column(event_type, field)
+    whens = []
+    for col in sorted(stored, key=lambda c: c != target):  # the column of the digits declared now first
+        value = f"CAST({quote(col)} AS {sql_type})"
+        if col != target and pa.types.is_decimal(columns[col]):
+            # Stored under other digits: shown only if `sql_type` holds it exactly (there and back).
+            back = f"TRY_CAST(TRY_CAST({quote(col)} AS {sql_type}) AS {_duck_type(columns[col])})"
+            why = f", which {sql_type} (the digits declared now) cannot hold exactly"
+            value = f"CASE WHEN {back} = {quote(col)} THEN {value} ELSE {error(quote(col), why)} END"
+        whens.append(f"WHEN {quote(col)} IS NOT NULL THEN {value}")
     if text in columns:
-        why = _too_many_digits(field, sql_type)
-        value = f"CASE WHEN {quote(text)} IS NULL THEN {value} ELSE {error(quote(text), why)} END"
-    return value
+        whens.append(f"WHEN {quote(text)} IS NOT NULL THEN {error(quote(text), _too_many_digits(field, sql_type))}")
+    if not whens:
+        return f"CAST(NULL AS {sql_type})"
+    return f"CASE {' '.join(whens)} ELSE CAST(NULL AS {sql_type}) END"
 
 
 def _too_many_digits(field: str, sql_type: str) -> str:
@@ -109,13 +126,17 @@ def _too_many_digits(field: str, sql_type: str) -> str:
 def _data_value(event_type: str, field: str, expr: str, columns: dict[str, pa.DataType]) -> str:
     """A field's value in the ``events`` view's JSON. A Decimal is the JSON string of its exact
     digits (DuckDB reads a JSON number as a double), from the text column beside its typed
-    column when that could not hold it."""
-    col = column_name(event_type, field)
-    if col not in columns or not pa.types.is_decimal(columns[col]):
-        return expr
-    digits = f"CAST({quote(col)} AS VARCHAR)"
+    columns when they could not hold it."""
     text = exact_text_column(event_type, field)
-    return f"coalesce({quote(text)}, {digits})" if text in columns else digits
+    parts = [quote(text)] if text in columns else []
+    parts += [
+        f"CAST({quote(c)} AS VARCHAR)"
+        for c in _stored_decimals(event_type, field, columns)
+        if pa.types.is_decimal(columns[c])
+    ]
+    if not parts:
+        return expr
+    return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
 
 
 def quote(identifier: str) -> str:
@@ -191,9 +212,7 @@ class SqlViews:
         schemas.extend(sources.schemas)
         for schema in schemas:
             for field in schema:
-                known = found.setdefault(field.name, field.type)
-                if known != field.type and pa.types.is_decimal(field.type):
-                    found[field.name] = _MIXED_DECIMALS
+                found.setdefault(field.name, field.type)
         return found
 
     def _create(
@@ -219,8 +238,9 @@ class SqlViews:
         typed = self._typed_fields(columns, classes)
         # Types with no stored event yet get empty views: binding hundreds of views over
         # the real tables would cost more than the queries (a notebook defines many classes).
+        stored = {_field_column(c) for c in columns if "." in c}  # "T.f:DECIMAL(18,2)" is a column of T.f
         present = {
-            t for t, fields in typed.items() if not fields or any(column_name(t, n) in columns for n, _, _ in fields)
+            t for t, fields in typed.items() if not fields or any(column_name(t, n) in stored for n, _, _ in fields)
         }
         data_cases = []
         for event_type, fields in typed.items():
@@ -306,10 +326,11 @@ class SqlViews:
                 arrow_type, kind = arrow_type_for(schema.hints[name], declared.get(name))
                 col = column_name(event_type, name)
                 sql_type = "JSON" if kind == "json" else "INTERVAL" if kind == "micros" else _duck_type(arrow_type)
-                if col not in columns:
+                if kind == "decimal":
+                    target = decimal_column(event_type, name, declared.get(name, DEFAULT_DIGITS))
+                    expr = _decimal_expr(event_type, name, target, sql_type, columns)
+                elif col not in columns:
                     expr = f"CAST(NULL AS {sql_type})"
-                elif kind == "decimal":
-                    expr = _decimal_expr(event_type, name, sql_type, columns)
                 elif kind == "micros":
                     expr = f"to_microseconds(CAST({quote(col)} AS BIGINT))"
                 else:
@@ -317,16 +338,25 @@ class SqlViews:
                 fields.append((name, expr, sql_type))
             typed[event_type] = fields
         # Types this process has no class for still get views from the columns on disk.
+        seen: set[str] = set()
         for col, arrow_type in columns.items():
-            if col in ENVELOPE.names or col == "metadata_json" or "." not in col or col.endswith(EXACT_TEXT):
+            if col in ENVELOPE.names or col == "metadata_json" or "." not in col:
                 continue
-            event_type, name = col.rsplit(".", 1)
-            if event_type in classes:
+            field_col = _field_column(col)
+            event_type, name = field_col.rsplit(".", 1)
+            if event_type in classes or field_col in seen:
                 continue
-            expr = quote(col)
-            if exact_text_column(event_type, name) in columns and arrow_type != _MIXED_DECIMALS:
-                expr = _decimal_expr(event_type, name, _duck_type(arrow_type), columns)
-            typed.setdefault(event_type, []).append((name, expr, _duck_type(arrow_type)))
+            seen.add(field_col)
+            stored = _stored_decimals(event_type, name, columns)
+            if col == field_col and not pa.types.is_decimal(arrow_type):
+                expr, sql_type = quote(col), _duck_type(arrow_type)
+            elif stored == [field_col] and exact_text_column(event_type, name) not in columns:
+                expr, sql_type = quote(col), _duck_type(arrow_type)  # as stored
+            else:  # a Decimal field with several columns, or values kept as exact text
+                target = field_col if field_col in columns else stored[0] if stored else field_col
+                sql_type = _duck_type(columns[target]) if target in columns else str(DEFAULT_DIGITS)
+                expr = _decimal_expr(event_type, name, target, sql_type, columns)
+            typed.setdefault(event_type, []).append((name, expr, sql_type))
         return typed
 
     def close(self) -> None:

@@ -162,24 +162,42 @@ def test_digits_on_a_field_that_is_not_a_decimal_are_refused(store: ev.EventStor
     assert store.last_position == 0
 
 
-def test_changed_digits_do_not_round_values_of_older_files(store: ev.EventStore) -> None:
+@pytest.mark.parametrize("on_disk", [False, True], ids=["memory", "disk"])
+def test_changed_digits_never_round_values_stored_under_the_old_ones(path: Path, on_disk: bool) -> None:
+    store = ev.open_store(path) if on_disk else ev.open_store()
+
     class Fee(ev.Event, event_type="test.decimals.Fee"):
         amount: Decimal
 
     store.append("a", [Fee(amount=Decimal("1.25")), Fee(amount=Decimal("0.125"))])
-    store.flush()  # a DECIMAL(38, 12) file
+    store.flush()  # a DECIMAL(38, 12) column
 
     class Fee(ev.Event, event_type="test.decimals.Fee"):  # type: ignore[no-redef]  # the cell run again
         amount: Annotated[Decimal, ev.Digits(18, 2)]
 
     store.append("a", Fee(amount=Decimal("3.10")))
-    store.flush()  # a DECIMAL(18, 2) file
+    store.flush()  # a DECIMAL(18, 2) column beside it, under its own name
     view = '"test.decimals.Fee"'
     assert store.sql(f"SELECT amount FROM {view} WHERE position <> 2 ORDER BY position").fetchall() == [
         (Decimal("1.25"),), (Decimal("3.10"),)
     ]
-    with pytest.raises(ev.SqlError, match=r"position 2 holds 0\.125.*DECIMAL\(18, 2\)"):
+    with pytest.raises(ev.SqlError, match=r"position 2 holds 0\.125000000000, which DECIMAL\(18, 2\) \(the digits"):
         amounts(store, view)
+
+    class Fee(ev.Event, event_type="test.decimals.Fee"):  # type: ignore[no-redef]
+        amount: Annotated[Decimal, ev.Digits(38, 20)]
+
+    finer = Decimal("0.12345678901234567891")
+    store.append("a", Fee(amount=finer))
+    store.flush()
+    store.compact()  # files of three column layouts merge into one
+    expected = [Decimal("1.25"), Decimal("0.125"), Decimal("3.10"), finer]
+    assert amounts(store, view) == expected
+    assert store.sql(f"SELECT typeof(amount) FROM {view} LIMIT 1").fetchall() == [("DECIMAL(38,20)",)]
+    assert [Decimal(t) for (t,) in store.sql("SELECT data->>'amount' FROM events ORDER BY position").fetchall()] == (
+        expected
+    )
+    store.close()
 
 
 # -- the property: SQL gives the value appended, or the documented error -----------------------------
@@ -243,3 +261,15 @@ def test_decimals_of_a_type_without_a_class_have_one_sql_type_in_every_file(stor
         store.sql(f"SELECT amount FROM {view} WHERE position = 1").fetchall()
     texts = store.sql("SELECT data->>'amount' FROM events ORDER BY position").fetchall()
     assert [Decimal(t) for (t,) in texts] == values
+
+
+def test_a_reader_without_the_class_sees_a_declared_field_under_its_name(path: Path, store: ev.EventStore) -> None:
+    store.append("a", [Priced(item="x", amount=Decimal("100")), Priced(item="y", amount=Decimal("0.10"))])
+    store.close()
+    with ev.open_store(path, read_only=True, registry=ev.TypeRegistry()) as reader:
+        assert reader.sql(f"SELECT item, amount FROM {PRICED} ORDER BY position").fetchall() == [
+            ("x", Decimal("100.00")), ("y", Decimal("0.10"))
+        ]
+        assert reader.sql(f"SELECT sum(amount), typeof(sum(amount)) FROM {PRICED}").fetchall() == [
+            (Decimal("100.10"), "DECIMAL(38,2)")
+        ]
