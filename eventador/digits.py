@@ -68,8 +68,10 @@ class Digits:
             return None
 
     def fitted_all(self, values: Sequence[Any]) -> list[Decimal | None]:
-        """Returns ``fitted`` of each Decimal in `values` (None for anything else), in one pass
-        when all fit (a flush builds a column of them)."""
+        """Returns ``fitted`` of each value in `values` (None for what is not a Decimal).
+
+        One pass when all fit, as nearly always: a flush builds a column of them.
+        """
         quantum, context = _quantum(self.scale), _context(self.precision)
         try:
             return [None if v is None else v.quantize(quantum, context=context) for v in values]
