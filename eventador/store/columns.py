@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from eventador.codec import schema_of, unwrap_optional
 from eventador.digits import DEFAULT_DIGITS, Digits, declared_digits
+from eventador.errors import SerializationError
 from eventador.messages import Event, UnknownEvent
 
 __all__ = [
@@ -132,12 +133,16 @@ def exact_columns(cls: type[Event]) -> dict[str, pa.DataType] | None:
     """Field -> Arrow type when every field's typed column holds its value exactly, else None.
 
     Then reading can build events from the typed columns and skip CBOR decoding.
-    Optional fields are excluded: a null might also stand for a value that did not fit.
+    Optional fields are excluded: a null might also stand for a value that did not fit,
+    and so are Decimals: a column gives them its own scale (``100.00`` for ``100``).
     """
     cached = cls.__dict__.get("__eventador_exact__", False)
     if cached is not False:
         return typing.cast("dict[str, pa.DataType] | None", cached)
-    schema = schema_of(cls)
+    try:
+        schema = schema_of(cls)
+    except SerializationError:
+        return None  # no event of a class the codec refuses is stored (append names the problem)
     plan: dict[str, pa.DataType] | None = {}
     for name in schema.names:
         arrow_type = _EXACT.get(schema.hints[name])
