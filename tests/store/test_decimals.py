@@ -273,3 +273,14 @@ def test_a_reader_without_the_class_sees_a_declared_field_under_its_name(path: P
         assert reader.sql(f"SELECT sum(amount), typeof(sum(amount)) FROM {PRICED}").fetchall() == [
             (Decimal("100.10"), "DECIMAL(38,2)")
         ]
+
+
+def test_a_type_whose_only_field_declares_digits_shows_its_rows(store: ev.EventStore) -> None:
+    class Rate(ev.Event, event_type="test.decimals.Rate"):
+        value: Annotated[Decimal, ev.Digits(10, 4)]
+
+    store.append("a", Rate(value=Decimal("0.25")))
+    for _ in range(2):  # hot, then flushed: its only typed column is "test.decimals.Rate.value:DECIMAL(10,4)"
+        assert store.sql('SELECT value FROM "test.decimals.Rate"').fetchall() == [(Decimal("0.2500"),)]
+        assert store.sql("SELECT data FROM events").fetchall() == [('{"value":"0.2500"}',)]
+        store.flush()
