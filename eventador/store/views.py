@@ -17,16 +17,25 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import pyarrow as pa
 
-from eventador.codec import schema_of
 from eventador.errors import SerializationError
 from eventador.messages import Event
-from eventador.store.columns import ENVELOPE, arrow_type_for, column_name
+from eventador.store.columns import ENVELOPE
 from eventador.store.sqlguard import STORE_TABLES, STORE_VIEWS
+from eventador.store.typed_sql import (
+    COLUMNS_VERSION,
+    TypedField,
+    columns_version,
+    duck_type,
+    literal,
+    quote,
+    typed_view,
+)
+from eventador.upcasting import Split, upcasters
 
 __all__ = ["Sources", "SqlViews", "typed_view_name"]
 
@@ -53,30 +62,39 @@ _ENVELOPE = [
 _ENVELOPE_SELECT = ", ".join(expr if expr == name else f"{expr} AS {name}" for name, expr, _ in _ENVELOPE)
 
 
-_DUCK_TYPES = {
-    pa.string(): "VARCHAR",
-    pa.int64(): "BIGINT",
-    pa.float64(): "DOUBLE",
-    pa.bool_(): "BOOLEAN",
-    pa.binary(): "BLOB",
-    pa.date32(): "DATE",
-}
+class _View(NamedTuple):
+    fields: list[TypedField]
+    rows: str | None  # the condition on the rows of ``_all`` (+ ``_cv``); None: the rows of the type
+    present: bool  # some column the view reads exists: else it is made empty, when a query names it
 
 
-def _duck_type(arrow_type: pa.DataType) -> str:
-    if pa.types.is_timestamp(arrow_type):
-        return "TIMESTAMPTZ"
-    if pa.types.is_decimal(arrow_type):
-        return f"DECIMAL({arrow_type.precision}, {arrow_type.scale})"
-    return _DUCK_TYPES.get(arrow_type, "VARCHAR")
+def _stored_field(column: str) -> tuple[str, str]:
+    """(event type, field) of a typed column ``"<type>.<field>"``; ("", "") for another column."""
+    if column in ENVELOPE.names or column == "metadata_json" or "." not in column:
+        return "", ""
+    event_type, name = column.rsplit(".", 1)
+    return event_type, name
 
 
-def quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+def _concat(tables: tuple[pa.Table, ...]) -> pa.Table:
+    """The in-memory tables as one; a column whose type changed between them (a field
+    retyped by a new version of its class) is text in all, as DuckDB unites Parquet files."""
+    try:
+        return pa.concat_tables(list(tables), promote_options="default")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    kinds: dict[str, set[pa.DataType]] = {}
+    for table in tables:
+        for field in table.schema:
+            kinds.setdefault(field.name, set()).add(field.type)
+    mixed = {name for name, found in kinds.items() if len(found - {pa.null()}) > 1}
+    cast = []
+    for table in tables:
+        for name in mixed & set(table.column_names):
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, table.column(i).cast(pa.string()))
+        cast.append(table)
+    return pa.concat_tables(cast, promote_options="default")
 
 
 @dataclass(frozen=True)
@@ -115,10 +133,9 @@ class SqlViews:
         Types with no stored event get an empty view. Given the `query` about to run,
         only those it mentions are made (a process may define hundreds of event types,
         and each view costs about a millisecond to create); without it, all of them.
+        The views are made again when an upcaster is registered or removed.
         """
-        memory = None
-        if sources.tables:
-            memory = pa.concat_tables(list(sources.tables), promote_options="default")
+        memory = _concat(sources.tables) if sources.tables else None
         columns = self._columns(sources, memory)
         shape = (
             sources.files,
@@ -127,6 +144,7 @@ class SqlViews:
             frozenset(classes.items()),
             sources.position_limit,
             sources.occurred_limit,
+            upcasters.generation,
         )
         self.con.register("_hot", sources.hot)
         if memory is not None:
@@ -167,29 +185,20 @@ class SqlViews:
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW _all AS SELECT * FROM ({union}){where}")
 
-        typed = self._typed_fields(columns, classes)
-        # Types with no stored event yet get empty views: binding hundreds of views over
-        # the real tables would cost more than the queries (a notebook defines many classes).
-        present = {
-            t for t, fields in typed.items() if not fields or any(column_name(t, n) in columns for n, _, _ in fields)
-        }
-        data_cases = []
-        for event_type, fields in typed.items():
-            if event_type not in present:
-                continue
-            pairs = ", ".join(f"{literal(name)}, {expr}" for name, expr, _ in fields)
-            data_cases.append(f"WHEN {literal(event_type)} THEN json_object({pairs})")
-        data = f"CASE event_type {' '.join(data_cases)} END" if data_cases else "CAST(NULL AS JSON)"
+        typed = self._typed_views(columns, classes)
+        versions = columns_version(columns)
         metadata = "CAST(metadata_json AS JSON)" if "metadata_json" in columns else "CAST(NULL AS JSON)"
+        schema_version = "coalesce(schema_version, 1)" if "schema_version" in columns else "1"
         self.con.execute(
-            f"CREATE OR REPLACE TEMP VIEW events AS SELECT {_ENVELOPE_SELECT}, {metadata} AS metadata, "
-            f"CAST({data} AS JSON) AS data, payload FROM _all"
+            f"CREATE OR REPLACE TEMP VIEW events AS SELECT {_ENVELOPE_SELECT}, "
+            f"CAST({schema_version} AS SMALLINT) AS schema_version, {metadata} AS metadata, "
+            f"CAST({self._data(typed, columns, classes, versions)} AS JSON) AS data, payload FROM _all"
         )
         statements: list[str] = []  # run as one batch: one round trip for many views
         self._empty = {}
         taken = set(_RESERVED)
         view_names: dict[str, str] = {}
-        for event_type, fields in typed.items():
+        for event_type, (fields, rows, present) in typed.items():
             view = typed_view_name(event_type)
             if view.lower() in taken:
                 warnings.warn(f"no SQL view for event type {event_type!r}: the name {view!r} is taken", stacklevel=3)
@@ -204,19 +213,22 @@ class SqlViews:
             taken.add(view.lower())
             view_names[event_type] = view
             # A payload field named like an envelope column (say `version`) wins.
-            names = {name for name, _, _ in fields}
+            names = {f.name for f in fields}
             envelope = [e for e in _ENVELOPE if e[0] not in names and e[0] != "event_type"]
-            if event_type in present:
+            # Types with no stored event yet get empty views: binding hundreds of views over
+            # the real tables would cost more than the queries (a notebook defines many classes).
+            if present:
                 columns_sql = [expr if expr == name else f"{expr} AS {name}" for name, expr, _ in envelope]
-                columns_sql += [f"{expr} AS {quote(name)}" for name, expr, _ in fields]
+                columns_sql += [f"{f.expr} AS {quote(f.name)}" for f in fields]
                 select = ", ".join(columns_sql)
+                source = "_all" if rows is None else f"(SELECT *, {versions} AS {COLUMNS_VERSION} FROM _all)"
+                where = f"event_type = {literal(event_type)}" if rows is None else rows
                 statements.append(
-                    f"CREATE OR REPLACE TEMP VIEW {quote(view)} AS SELECT {select} "
-                    f"FROM _all WHERE event_type = {literal(event_type)}"
+                    f"CREATE OR REPLACE TEMP VIEW {quote(view)} AS SELECT {select} FROM {source} WHERE {where}"
                 )
             else:
                 columns_sql = [f"CAST(NULL AS {sql_type}) AS {quote(name)}" for name, _, sql_type in envelope]
-                columns_sql += [f"CAST(NULL AS {sql_type}) AS {quote(name)}" for name, _, sql_type in fields]
+                columns_sql += [f"CAST(NULL AS {f.sql_type}) AS {quote(f.name)}" for f in fields]
                 self._empty[view] = (
                     f"CREATE OR REPLACE TEMP VIEW {quote(view)} AS SELECT {', '.join(columns_sql)} LIMIT 0"
                 )
@@ -239,38 +251,49 @@ class SqlViews:
             self.con.execute(";\n".join(self._empty.pop(t) for t in wanted))
 
     @staticmethod
-    def _typed_fields(
-        columns: dict[str, pa.DataType], classes: dict[str, type[Event]]
-    ) -> dict[str, list[tuple[str, str, str]]]:
-        """Per event type: (field, SQL expression, SQL type) for each field."""
-        typed: dict[str, list[tuple[str, str, str]]] = {}
+    def _typed_views(columns: dict[str, pa.DataType], classes: dict[str, type[Event]]) -> dict[str, _View]:
+        """The typed views to make, by event type."""
+        views: dict[str, _View] = {}
         for event_type, cls in classes.items():
             try:
-                schema = schema_of(cls)
+                view = typed_view(event_type, cls, columns)
             except SerializationError:
                 continue  # a class no event of which can be stored has no view (append names the problem)
-            fields = []
-            for name in schema.names:
-                arrow_type, kind = arrow_type_for(schema.hints[name])
-                col = column_name(event_type, name)
-                sql_type = "JSON" if kind == "json" else "INTERVAL" if kind == "micros" else _duck_type(arrow_type)
-                if col not in columns:
-                    expr = f"CAST(NULL AS {sql_type})"
-                elif kind == "micros":
-                    expr = f"to_microseconds(CAST({quote(col)} AS BIGINT))"
-                else:
-                    expr = f"CAST({quote(col)} AS {sql_type})"
-                fields.append((name, expr, sql_type))
-            typed[event_type] = fields
-        # Types this process has no class for still get views from the columns on disk.
+            views[event_type] = _View(view.fields, view.where, view.present)
+        # Types this process has no class for still get views from the columns on disk, as
+        # stored; but a type that upcasters rename or split away has none: its events show
+        # in the views of the types they become (and in ``events``, under the stored type).
+        moved = {u.event_type for u in upcasters if isinstance(u.to_type, Split) or u.to_type != u.event_type}
         for col, arrow_type in columns.items():
-            if col in ENVELOPE.names or col == "metadata_json" or "." not in col:
-                continue
-            event_type, name = col.rsplit(".", 1)
-            if event_type in classes:
-                continue
-            typed.setdefault(event_type, []).append((name, quote(col), _duck_type(arrow_type)))
-        return typed
+            event_type, name = _stored_field(col)
+            if event_type and event_type not in classes and event_type not in moved:
+                field = TypedField(name, quote(col), duck_type(arrow_type), quote(col))
+                views.setdefault(event_type, _View([], None, True)).fields.append(field)
+        return views
+
+    @staticmethod
+    def _data(
+        views: dict[str, _View], columns: dict[str, pa.DataType], classes: dict[str, type[Event]], versions: str
+    ) -> str:
+        """The SQL of ``events.data``: the fields the row's typed columns hold, as stored (no
+        upcaster applied): today's fields where they hold today's version (``columns_version``),
+        else every typed column of the stored type (null where that version had no such field)."""
+        stored: dict[str, list[str]] = {}
+        for col in columns:
+            event_type, name = _stored_field(col)
+            if event_type:
+                stored.setdefault(event_type, []).append(f"{literal(name)}, {quote(col)}")
+        cases = []
+        for event_type, cls in classes.items():
+            view = views.get(event_type)
+            if view is not None and view.present and view.fields:
+                pairs = ", ".join(f"{literal(f.name)}, {f.own}" for f in view.fields)
+                cases.append(
+                    f"WHEN event_type = {literal(event_type)} AND {versions} = {cls.schema_version} "
+                    f"THEN json_object({pairs})"
+                )
+        cases += [f"WHEN event_type = {literal(t)} THEN json_object({', '.join(p)})" for t, p in stored.items()]
+        return f"CASE {' '.join(cases)} END" if cases else "CAST(NULL AS JSON)"
 
     def close(self) -> None:
         self.con.close()

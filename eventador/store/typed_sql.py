@@ -1,0 +1,233 @@
+"""The SQL of one typed view: today's fields of an event class over every stored version.
+
+A row's typed columns (``"<type>.<field>"``) hold the fields of one schema version of
+its stored type: ``coalesce(columns_version, schema_version, 1)``, 1 in files written
+before versions were recorded, 0 for a row that did not decode when it was flushed
+(it has no typed columns). Rows whose columns hold the class's own version read them
+as they are. Other rows read what the upcasters make of their columns
+(``UpcasterRegistry.sql_sources``), then are fitted to the class as Python fits them:
+a field still absent takes its default, a required one is an error. Each field is one
+``CASE`` over (event type, version), so the view costs no Python call per row.
+
+What SQL cannot compute is an error on the rows that need it, never a NULL: a field a
+Python-only upcaster computes, a required field no version gives, a row with no
+columns. DuckDB evaluates a ``CASE`` branch only on its own rows, so the other rows
+of the view read normally, and a query that leaves the field out is not stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from eventador.codec import schema_of, unwrap_optional
+from eventador.errors import InvalidInputError
+from eventador.messages import Event
+from eventador.store.columns import arrow_type_for, column_name
+from eventador.upcasting import NeedsPython, SqlFields, SqlValue, sql_literal, upcasters
+
+__all__ = ["COLUMNS_VERSION", "TypedField", "TypedView", "duck_type", "literal", "quote", "typed_view"]
+
+COLUMNS_VERSION = "_cv"
+"""The column the typed views add over ``_all``: the schema version a row's typed columns hold."""
+
+_DUCK_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.int64(): "BIGINT",
+    pa.float64(): "DOUBLE",
+    pa.bool_(): "BOOLEAN",
+    pa.binary(): "BLOB",
+    pa.date32(): "DATE",
+}
+
+
+def duck_type(arrow_type: pa.DataType) -> str:
+    """The DuckDB type of a typed column of `arrow_type`."""
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMPTZ"
+    if pa.types.is_decimal(arrow_type):
+        return f"DECIMAL({arrow_type.precision}, {arrow_type.scale})"
+    return _DUCK_TYPES.get(arrow_type, "VARCHAR")
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def columns_version(columns: dict[str, pa.DataType]) -> str:
+    """The SQL of a row's columns version over `_all`, whichever envelope columns exist."""
+    parts = [c for c in ("columns_version", "schema_version") if c in columns]
+    return f"coalesce({', '.join(parts)}, 1)" if parts else "1"
+
+
+@dataclass(frozen=True)
+class TypedField:
+    """One column of a typed view: its name, its SQL over ``_all`` (+ ``_cv``), its SQL type."""
+
+    name: str
+    expr: str
+    sql_type: str
+    own: str
+    """The field read from the row's own column, with no upcasting (the ``events`` view's ``data``)."""
+
+
+@dataclass(frozen=True)
+class TypedView:
+    """A typed view's fields and which rows of ``_all`` it shows."""
+
+    fields: list[TypedField]
+    where: str
+    present: bool
+    """False when no column the view reads exists yet (no event stored): the view is made empty."""
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    sql_type: str
+    micros: bool  # a timedelta: the column holds microseconds, the view shows an INTERVAL
+    default: str | NeedsPython | None  # an SQL literal, why SQL has none, or None: no default
+    nullable: bool  # None is a value of the field (a default of None, or an Optional annotation)
+
+    @property
+    def raw_type(self) -> str:
+        return "BIGINT" if self.micros else self.sql_type
+
+    def show(self, expr: str) -> str:
+        """`expr` (a raw value) as the view shows it."""
+        if self.micros:
+            return f"to_microseconds(CAST({expr} AS BIGINT))"
+        return f"CAST({expr} AS {self.sql_type})"
+
+
+def typed_view(event_type: str, cls: type[Event], columns: dict[str, pa.DataType]) -> TypedView:
+    """The SQL of the typed view of `event_type` (class `cls`) over the columns `columns`.
+
+    Raises:
+        SerializationError: the class has a field no column can hold (it has no view).
+    """
+    schema = schema_of(cls)
+
+    def column(stored_type: str, name: str) -> str | None:
+        col = column_name(stored_type, name)
+        return quote(col) if col in columns else None
+
+    fields = [_field(name, schema.hints[name], schema.defaults.get(name)) for name in schema.names]
+    version = cls.schema_version
+    sources = upcasters.sql_sources(event_type, column)
+    registered = sorted(u.from_version for u in upcasters if u.event_type == event_type)
+    renamed = any(stored != event_type for stored, _, _, _ in sources)
+    versioned_where = bool(registered) or renamed
+    start = f"CASE WHEN {COLUMNS_VERSION} = 0 THEN coalesce(schema_version, 1) ELSE {COLUMNS_VERSION} END"
+
+    # Which rows: the type's own (but those an upcaster takes elsewhere), and those upcasters bring here.
+    own_rows = f"event_type = {literal(event_type)}"
+    member = []
+    branches: list[tuple[str, list[str]]] = []  # (condition, one SQL value per field)
+    for stored, stored_version, condition, values in sources:
+        rows = f"event_type = {literal(stored)} AND {COLUMNS_VERSION} = {stored_version}"
+        if condition is not None:
+            rows = f"{rows} AND ({condition})"
+        branches.append((rows, [_fitted(f, values.get(f.name), stored, stored_version) for f in fields]))
+        member.append(f"({rows})")
+        undecoded = f"{COLUMNS_VERSION} = 0 AND coalesce(schema_version, 1) = {stored_version}"
+        member.append(f"(event_type = {literal(stored)} AND {undecoded})")
+    if versioned_where:
+        kept = f"{COLUMNS_VERSION} = {version}"
+        if registered:
+            kept += f" OR {start} NOT IN ({', '.join(map(str, registered))})"
+        where = " OR ".join([f"({own_rows} AND ({kept}))", *member])
+    else:
+        where = own_rows
+
+    # Rows of the type at a version no upcaster starts from: their own columns, fitted to the class.
+    plain = SqlFields(event_type, column)
+    out = []
+    for i, f in enumerate(fields):
+        own_col = column(event_type, f.name)
+        own = f.show(own_col) if own_col is not None else f"CAST(NULL AS {f.sql_type})"
+        whens = [f"WHEN {COLUMNS_VERSION} = {version}{'' if not renamed else f' AND {own_rows}'} THEN {own}"]
+        whens += [f"WHEN {rows} THEN {values[i]}" for rows, values in branches]
+        whens.append(f"WHEN {COLUMNS_VERSION} = 0 THEN {_undecoded()}")
+        other = _fitted(f, plain.get(f.name), event_type, None)
+        out.append(TypedField(f.name, f"CASE {' '.join(whens)} ELSE {other} END", f.sql_type, own))
+    present = any(c.startswith(f"{t}.") for c in columns for t in {event_type, *(s for s, _, _, _ in sources)})
+    return TypedView(out, where, present or not fields)
+
+
+def _field(name: str, hint: object, default_factory: object) -> _Field:
+    arrow_type, kind = arrow_type_for(hint)
+    sql_type = "JSON" if kind == "json" else "INTERVAL" if kind == "micros" else duck_type(arrow_type)
+    default: str | NeedsPython | None = None
+    nullable = unwrap_optional(hint)[1]
+    if callable(default_factory):
+        value = default_factory()
+        nullable = nullable or value is None
+        try:
+            default = sql_literal(value)
+        except InvalidInputError:
+            default = NeedsPython(f"its default {value!r}, which has no SQL literal")
+    return _Field(name, sql_type, kind == "micros", default, nullable)
+
+
+def _error(stored_type: str, version: int | None, text: str) -> str:
+    """An SQL error raised on the rows that reach it, worded like ``SchemaError`` (with the
+    position); `version` None: the row's own (``_cv``)."""
+    shown = literal(str(version)) if version is not None else COLUMNS_VERSION
+    head = f"{literal(stored_type + ' (schema version ')} || {shown} || ') at position ' || position"
+    return f"error({head} || {literal(': ' + text)})"
+
+
+def _undecoded() -> str:
+    return (
+        "error(event_type || ' (schema version ' || coalesce(schema_version, 1) || ') at position ' || position || "
+        + literal(
+            ": the event did not fit its class when it was flushed, so SQL has no typed columns for it; "
+            "read_all() decodes it (with the upcasters registered since) or names what is missing"
+        )
+        + ")"
+    )
+
+
+def _fitted(f: _Field, value: SqlValue, stored_type: str, version: int | None) -> str:
+    """The SQL of field `f` for rows stored as (`stored_type`, `version`) whose fields, after the
+    upcasters, are `value`: fitted to the class as Python fits them, shown in the view's type.
+
+    A NULL column cannot tell a stored None from a field the old version did not have: it
+    reads as absent (as ``Add`` does) unless None is a value of the field.
+    """
+    def fails(text: str) -> str:
+        return _error(stored_type, version, f"field {f.name!r}: {text}")
+
+    if isinstance(value, NeedsPython):
+        return fails(
+            f"SQL cannot compute it: it comes from {value.reason}, which runs only in Python "
+            "(read these events with read_all() or read_stream(), or give the step an sql= form)"
+        )
+    missing = (
+        f"the stored event has no value for this required field and no upcaster gives one "
+        f"(register one with ev.upcaster({stored_type!r}, {version or 'its version'}, ...), "
+        "or give the field a default)"
+    )
+    if isinstance(f.default, NeedsPython):
+        default_sql: str | None = None
+        no_default = fails(f"SQL cannot give it {f.default.reason}: read these events with read_all()")
+    elif f.default is not None:
+        default_sql = f"CAST({f.default} AS {f.raw_type})"
+        no_default = default_sql
+    else:
+        default_sql = None
+        no_default = fails(missing)
+    if value is None:
+        return f.show(no_default)
+    raw = f"CAST({value} AS {f.raw_type})"
+    if default_sql is not None and f.default != "NULL":
+        return f.show(f"coalesce({raw}, {default_sql})")
+    if f.nullable:
+        return f.show(raw)
+    return f.show(f"CASE WHEN {raw} IS NULL THEN {no_default} ELSE {raw} END")
