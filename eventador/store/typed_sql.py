@@ -122,7 +122,6 @@ def typed_view(event_type: str, cls: type[Event], columns: dict[str, pa.DataType
     sources = upcasters.sql_sources(event_type, column)
     registered = sorted(u.from_version for u in upcasters if u.event_type == event_type)
     renamed = any(stored != event_type for stored, _, _, _ in sources)
-    versioned_where = bool(registered) or renamed
     start = f"CASE WHEN {COLUMNS_VERSION} = 0 THEN coalesce(schema_version, 1) ELSE {COLUMNS_VERSION} END"
 
     # Which rows: the type's own (but those an upcaster takes elsewhere), and those upcasters bring here.
@@ -137,11 +136,11 @@ def typed_view(event_type: str, cls: type[Event], columns: dict[str, pa.DataType
         member.append(f"({rows})")
         undecoded = f"{COLUMNS_VERSION} = 0 AND coalesce(schema_version, 1) = {stored_version}"
         member.append(f"(event_type = {literal(stored)} AND {undecoded})")
-    if versioned_where:
-        kept = f"{COLUMNS_VERSION} = {version}"
-        if registered:
-            kept += f" OR {start} NOT IN ({', '.join(map(str, registered))})"
-        where = " OR ".join([f"({own_rows} AND ({kept}))", *member])
+    if registered:  # the type's rows at those versions are where the upcasters lead them (`member`)
+        kept = f"{start} NOT IN ({', '.join(map(str, registered))})"
+        where = " OR ".join([f"({own_rows} AND {kept})", *member])
+    elif renamed:
+        where = " OR ".join([own_rows, *member])
     else:
         where = own_rows
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 from eventador.errors import SerializationError
 from eventador.messages import Event
 from eventador.store.columns import ENVELOPE
+from eventador.store.segments import unify
 from eventador.store.sqlguard import STORE_TABLES, STORE_VIEWS
 from eventador.store.typed_sql import (
     COLUMNS_VERSION,
@@ -37,7 +38,7 @@ from eventador.store.typed_sql import (
 )
 from eventador.upcasting import Split, upcasters
 
-__all__ = ["Sources", "SqlViews", "typed_view_name"]
+__all__ = ["Sources", "SqlViews", "literal", "quote", "typed_view_name"]
 
 _RESERVED = frozenset(STORE_VIEWS) | frozenset(STORE_TABLES)
 _told: set[str] = set()  # the event types whose renamed view a warning has announced
@@ -74,27 +75,6 @@ def _stored_field(column: str) -> tuple[str, str]:
         return "", ""
     event_type, name = column.rsplit(".", 1)
     return event_type, name
-
-
-def _concat(tables: tuple[pa.Table, ...]) -> pa.Table:
-    """The in-memory tables as one; a column whose type changed between them (a field
-    retyped by a new version of its class) is text in all, as DuckDB unites Parquet files."""
-    try:
-        return pa.concat_tables(list(tables), promote_options="default")
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        pass
-    kinds: dict[str, set[pa.DataType]] = {}
-    for table in tables:
-        for field in table.schema:
-            kinds.setdefault(field.name, set()).add(field.type)
-    mixed = {name for name, found in kinds.items() if len(found - {pa.null()}) > 1}
-    cast = []
-    for table in tables:
-        for name in mixed & set(table.column_names):
-            i = table.column_names.index(name)
-            table = table.set_column(i, name, table.column(i).cast(pa.string()))
-        cast.append(table)
-    return pa.concat_tables(cast, promote_options="default")
 
 
 @dataclass(frozen=True)
@@ -135,7 +115,7 @@ class SqlViews:
         and each view costs about a millisecond to create); without it, all of them.
         The views are made again when an upcaster is registered or removed.
         """
-        memory = _concat(sources.tables) if sources.tables else None
+        memory = unify(list(sources.tables)) if sources.tables else None
         columns = self._columns(sources, memory)
         shape = (
             sources.files,
