@@ -14,6 +14,7 @@ the table never hides it.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any, NamedTuple
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from eventador.errors import SerializationError
 from eventador.messages import Event
@@ -67,6 +70,74 @@ class _View(NamedTuple):
     fields: list[TypedField]
     rows: str | None  # the condition on the rows of ``_all`` (+ ``_cv``); None: the rows of the type
     present: bool  # some column the view reads exists: else it is made empty, when a query names it
+    versioned: bool = False  # the SQL reads ``_cv``
+
+
+def uniform_version(sources: Sources, memory: pa.Table | None) -> int | None:
+    """The columns version of every row of `sources`, when their statistics show there is
+    one (the usual case: every class at one version); else None. Reads Parquet footers
+    (each file's once: files never change) and the in-memory tables' two columns."""
+    found: set[int] = set()
+    tables = [sources.hot] if memory is None else [sources.hot, memory]
+    for table in tables:
+        if table.num_rows:
+            found.update(_table_versions(table))
+    for path in sources.files:
+        found.update(_file_versions(path))
+        if len(found) > 1:
+            return None
+    if len(found) > 1:
+        return None
+    return found.pop() if found else None
+
+
+def _table_versions(table: pa.Table) -> set[int]:
+    names = table.column_names
+    values = None
+    for name in ("columns_version", "schema_version"):
+        if name in names:
+            values = table.column(name) if values is None else pc.coalesce(values, table.column(name))
+    if values is None:
+        return {1}
+    bounds = pc.min_max(pc.fill_null(values, 1))
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    return {low} if low == high else {low, high}
+
+
+@functools.lru_cache(maxsize=4096)
+def _file_versions_cached(path: Path, size: int, mtime_ns: int) -> frozenset[int]:
+    """The columns versions a Parquet file's statistics allow (two or more: mixed)."""
+    metadata = pq.ParquetFile(path).metadata
+    names = metadata.schema.names
+    found: set[int] = set()
+    for g in range(metadata.num_row_groups):
+        group = metadata.row_group(g)
+        rows = group.num_rows
+        covered = False
+        for name in ("columns_version", "schema_version"):
+            if name not in names:
+                continue
+            stats = group.column(names.index(name)).statistics
+            if stats is None or not stats.has_null_count:
+                return frozenset({-1, -2})  # no statistics: unknown
+            if stats.null_count < rows:
+                if not stats.has_min_max:
+                    return frozenset({-1, -2})
+                found.update({stats.min, stats.max})
+            if stats.null_count == 0:
+                covered = True
+                break
+        if not covered and rows:
+            found.add(1)  # rows with neither version: written before versions, read as 1
+    return frozenset(found)
+
+
+def _file_versions(path: Path) -> frozenset[int]:
+    try:
+        stat = path.stat()
+        return _file_versions_cached(path, stat.st_size, stat.st_mtime_ns)
+    except (OSError, pa.ArrowException):
+        return frozenset({-1, -2})  # SQL will name the problem when it reads the file
 
 
 def _stored_field(column: str) -> tuple[str, str]:
@@ -117,6 +188,7 @@ class SqlViews:
         """
         memory = unify(list(sources.tables)) if sources.tables else None
         columns = self._columns(sources, memory)
+        uniform = uniform_version(sources, memory)
         shape = (
             sources.files,
             tuple(id(t) for t in sources.tables),
@@ -125,12 +197,13 @@ class SqlViews:
             sources.position_limit,
             sources.occurred_limit,
             upcasters.generation,
+            uniform,
         )
         self.con.register("_hot", sources.hot)
         if memory is not None:
             self.con.register("_memory", memory)
         if shape != self._shape:
-            self._create(sources, memory is not None, columns, classes)
+            self._create(sources, memory is not None, columns, classes, uniform)
             self._shape = shape
         self.make_empty_views(query)
 
@@ -146,7 +219,8 @@ class SqlViews:
         return found
 
     def _create(
-        self, sources: Sources, has_memory: bool, columns: dict[str, pa.DataType], classes: dict[str, type[Event]]
+        self, sources: Sources, has_memory: bool, columns: dict[str, pa.DataType], classes: dict[str, type[Event]],
+        uniform: int | None,
     ) -> None:
         parts = ["SELECT * FROM _hot"]
         if has_memory:
@@ -165,7 +239,7 @@ class SqlViews:
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW _all AS SELECT * FROM ({union}){where}")
 
-        typed = self._typed_views(columns, classes)
+        typed = self._typed_views(columns, classes, uniform)
         versions = columns_version(columns)
         metadata = "CAST(metadata_json AS JSON)" if "metadata_json" in columns else "CAST(NULL AS JSON)"
         schema_version = "coalesce(schema_version, 1)" if "schema_version" in columns else "1"
@@ -178,7 +252,7 @@ class SqlViews:
         self._empty = {}
         taken = set(_RESERVED)
         view_names: dict[str, str] = {}
-        for event_type, (fields, rows, present) in typed.items():
+        for event_type, (fields, rows, present, versioned) in typed.items():
             view = typed_view_name(event_type)
             if view.lower() in taken:
                 warnings.warn(f"no SQL view for event type {event_type!r}: the name {view!r} is taken", stacklevel=3)
@@ -201,7 +275,7 @@ class SqlViews:
                 columns_sql = [expr if expr == name else f"{expr} AS {name}" for name, expr, _ in envelope]
                 columns_sql += [f"{f.expr} AS {quote(f.name)}" for f in fields]
                 select = ", ".join(columns_sql)
-                source = "_all" if rows is None else f"(SELECT *, {versions} AS {COLUMNS_VERSION} FROM _all)"
+                source = f"(SELECT *, {versions} AS {COLUMNS_VERSION} FROM _all)" if versioned else "_all"
                 where = f"event_type = {literal(event_type)}" if rows is None else rows
                 statements.append(
                     f"CREATE OR REPLACE TEMP VIEW {quote(view)} AS SELECT {select} FROM {source} WHERE {where}"
@@ -231,15 +305,17 @@ class SqlViews:
             self.con.execute(";\n".join(self._empty.pop(t) for t in wanted))
 
     @staticmethod
-    def _typed_views(columns: dict[str, pa.DataType], classes: dict[str, type[Event]]) -> dict[str, _View]:
+    def _typed_views(
+        columns: dict[str, pa.DataType], classes: dict[str, type[Event]], uniform: int | None
+    ) -> dict[str, _View]:
         """The typed views to make, by event type."""
         views: dict[str, _View] = {}
         for event_type, cls in classes.items():
             try:
-                view = typed_view(event_type, cls, columns)
+                view = typed_view(event_type, cls, columns, uniform)
             except SerializationError:
                 continue  # a class no event of which can be stored has no view (append names the problem)
-            views[event_type] = _View(view.fields, view.where, view.present)
+            views[event_type] = _View(view.fields, view.where, view.present, view.versioned)
         # Types this process has no class for still get views from the columns on disk, as
         # stored; but a type that upcasters rename or split away has none: its events show
         # in the views of the types they become (and in ``events``, under the stored type).
