@@ -134,6 +134,20 @@ def test_convert_with_sql_retypes_a_field(store: ev.EventStore, prefix: str) -> 
     assert assert_sql_agrees(store, v2) == [(1, 12.34, "7"), (2, 0.05, "8"), (3, 1.5, "R9")]
 
 
+def test_segments_of_a_retyped_field_compact_into_one(store: ev.EventStore, prefix: str) -> None:
+    """Two versions stored the field as int and as text: merging their segments keeps both."""
+    t = f"{prefix}.Tagged"
+    v1 = event_class(t, 1, {"tag": int})
+    store.append("a", [v1(tag=7)])
+    store.flush()
+    upcaster(t, 1, Convert("tag", str, sql="CAST({tag} AS VARCHAR)"))
+    v2 = event_class(t, 2, {"tag": str})
+    store.append("b", [v2(tag="x")])
+    store.flush()
+    assert store.compact() == 1
+    assert assert_sql_agrees(store, v2) == [(1, "7"), (2, "x")]
+
+
 def test_python_only_upcasters_raise_on_their_rows_and_the_rest_reads(store: ev.EventStore, prefix: str) -> None:
     t = f"{prefix}.Paid"
     v1 = event_class(t, 1, {"amount": int, "currency": str})
