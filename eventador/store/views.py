@@ -4,7 +4,8 @@ The views read the Parquet files directly and the hot tier as a registered
 Arrow table, so unflushed events are included. A typed view renames the
 ``"<Type>.<field>"`` columns back to field names; a field whose column no file
 holds yet reads as a typed NULL, so a query over a new event type works before
-its first event is written.
+its first event is written. Each typed view shows its type's events of every stored
+schema version as today's class, upcasters applied in SQL (``store/typed_sql.py``).
 
 A typed view is named like its event type, unless that name is one of the store's
 own (``events``, a table of the store such as ``files``): then it is ``event_<type>``
