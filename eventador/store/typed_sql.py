@@ -134,10 +134,13 @@ def typed_view(
     plain = SqlFields(event_type, column)
     if uniform is not None and uniform > 0:
         parts: list[tuple[str, str | None, list[str]]] = []  # (stored type, its condition, values)
-        if uniform == version:
+        # Own columns at the class's version hold the decoded event, unless an upcaster
+        # leads that version away (its columns then hold the stored fields).
+        own_ok = version not in registered or any((s, v) == (event_type, version) for s, v, _, _ in sources)
+        if uniform == version and own_ok:
             parts.append((event_type, None, [_own(f, column(event_type, f.name)) for f in fields]))
         for stored, stored_version, condition, values in sources:
-            if stored_version == uniform and (stored, uniform) != (event_type, version):
+            if stored_version == uniform and not (own_ok and (stored, uniform) == (event_type, version)):
                 parts.append((stored, condition, [_fitted(f, values.get(f.name), stored, uniform) for f in fields]))
         if uniform != version and uniform not in registered:
             parts.append((event_type, None, [_fitted(f, plain.get(f.name), event_type, uniform) for f in fields]))

@@ -180,6 +180,8 @@ def test_a_renamed_type_shows_in_the_new_types_view(store: ev.EventStore, prefix
     store.flush()
     upcaster(old, 1, Rename("account_id", "account"), to_type=new, to_version=2)
     after = event_class(new, 2, {"account": str, "amount": int})
+    assert assert_sql_agrees(store, after) == [(1, "a1", 10)]  # every row at version 1
+    assert store.sql(f'SELECT count(*) FROM "{old}"').fetchall() == [(0,)]
     store.append("a", [after(account="a1", amount=5)], expected_version=1)
     assert assert_sql_agrees(store, after) == [(1, "a1", 10), (2, "a1", 5)]
     store.flush()
