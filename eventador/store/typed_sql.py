@@ -27,7 +27,7 @@ from eventador.messages import Event
 from eventador.store.columns import arrow_type_for, column_name
 from eventador.upcasting import NeedsPython, SqlFields, SqlValue, sql_literal, upcasters
 
-__all__ = ["COLUMNS_VERSION", "TypedField", "TypedView", "duck_type", "literal", "quote", "typed_view"]
+__all__ = ["COLUMNS_VERSION", "TypedField", "TypedView", "Versions", "duck_type", "literal", "quote", "typed_view"]
 
 COLUMNS_VERSION = "_cv"
 """The column the typed views add over ``_all``: the schema version a row's typed columns hold."""
@@ -107,14 +107,31 @@ class _Field:
         return f"CAST({expr} AS {self.sql_type})"
 
 
+@dataclass(frozen=True)
+class Versions:
+    """What the sources say about the columns versions their rows hold."""
+
+    uniform: int | None = None
+    """The one version of every row of the store, when there is one (statistics show it)."""
+    by_type: dict[str, frozenset[int]] | None = None
+    """Else, where known: the versions each stored type's rows hold."""
+
+    def of(self, event_types: set[str]) -> int | None:
+        """The one version every row of `event_types` holds, or None (several, or unknown)."""
+        if self.uniform is not None or self.by_type is None:
+            return self.uniform
+        found = set().union(*(self.by_type.get(t, frozenset()) for t in event_types))
+        return found.pop() if len(found) == 1 else None
+
+
 def typed_view(
-    event_type: str, cls: type[Event], columns: dict[str, pa.DataType], uniform: int | None = None
+    event_type: str, cls: type[Event], columns: dict[str, pa.DataType], versions: Versions = Versions()
 ) -> TypedView:
     """The SQL of the typed view of `event_type` (class `cls`) over the columns `columns`.
 
-    `uniform`: the columns version of every row of the store, when the sources' statistics
-    show there is one; then each field is the one expression of that version (the CASE
-    over versions costs a quarter of a plain sum's speed).
+    `versions`: when every row the view reads holds one columns version, each field is
+    the one expression of that version (the CASE over versions costs about a quarter of
+    a plain sum's speed).
 
     Raises:
         SerializationError: the class has a field no column can hold (it has no view).
@@ -132,6 +149,7 @@ def typed_view(
     renamed = any(stored != event_type for stored, _, _, _ in sources)
     present = any(c.startswith(f"{t}.") for c in columns for t in {event_type, *(s for s, _, _, _ in sources)})
     plain = SqlFields(event_type, column)
+    uniform = versions.of({event_type, *(s for s, _, _, _ in sources)})
     if uniform is not None and uniform > 0:
         parts: list[tuple[str, str | None, list[str]]] = []  # (stored type, its condition, values)
         # Own columns at the class's version hold the decoded event, unless an upcaster

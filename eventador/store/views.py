@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -34,6 +35,7 @@ from eventador.store.sqlguard import STORE_TABLES, STORE_VIEWS
 from eventador.store.typed_sql import (
     COLUMNS_VERSION,
     TypedField,
+    Versions,
     columns_version,
     duck_type,
     literal,
@@ -74,71 +76,125 @@ class _View(NamedTuple):
     versioned: bool = False  # the SQL reads ``_cv``
 
 
-def uniform_version(sources: Sources, memory: pa.Table | None) -> int | None:
-    """The columns version of every row of `sources`, when their statistics show there is
-    one (the usual case: every class at one version); else None. Reads Parquet footers
-    (each file's once: files never change) and the in-memory tables' two columns."""
+def stored_versions(sources: Sources, memory: pa.Table | None) -> Versions:
+    """The columns versions the rows of `sources` hold: one for all of them when the
+    statistics show it (Parquet footers, the in-memory tables' min and max: the usual
+    case, every class at one version), else per event type (each Parquet file's three
+    columns read once per process: files never change; the in-memory tables each time)."""
+    tables = [t for t in ([sources.hot] if memory is None else [sources.hot, memory]) if t.num_rows]
     found: set[int] = set()
-    tables = [sources.hot] if memory is None else [sources.hot, memory]
     for table in tables:
-        if table.num_rows:
-            found.update(_table_versions(table))
+        found.update(_table_bounds(table))
     for path in sources.files:
-        found.update(_file_versions(path))
-        if len(found) > 1:
-            return None
-    if len(found) > 1:
-        return None
-    return found.pop() if found else None
+        found.update(_file_bounds(path))
+    if len(found) == 1:
+        return Versions(uniform=found.pop())
+    by_type: dict[str, set[int]] = {}
+    parts = [
+        _table_by_type(sources.hot),
+        *(_memory_by_type(t) for t in sources.tables),
+        *(_file_by_type(p) for p in sources.files),
+    ]
+    for part in parts:
+        if part is None:
+            return Versions()
+        for event_type, versions in part.items():
+            by_type.setdefault(event_type, set()).update(versions)
+    return Versions(by_type={t: frozenset(v) for t, v in by_type.items()})
 
 
-def _table_versions(table: pa.Table) -> set[int]:
-    names = table.column_names
-    values = None
+def _row_versions(table: pa.Table) -> pa.ChunkedArray | pa.Array:
+    """coalesce(columns_version, schema_version, 1) over `table`."""
+    values: Any = None
     for name in ("columns_version", "schema_version"):
-        if name in names:
+        if name in table.column_names:
             values = table.column(name) if values is None else pc.coalesce(values, table.column(name))
     if values is None:
-        return {1}
-    bounds = pc.min_max(pc.fill_null(values, 1))
-    low, high = bounds["min"].as_py(), bounds["max"].as_py()
-    return {low} if low == high else {low, high}
+        return pa.array([1] * table.num_rows, pa.int16())
+    return pc.fill_null(values, 1)
+
+
+def _table_bounds(table: pa.Table) -> set[int]:
+    bounds = pc.min_max(_row_versions(table))
+    return {bounds["min"].as_py(), bounds["max"].as_py()}
+
+
+def _table_by_type(table: pa.Table) -> dict[str, frozenset[int]]:
+    pairs = pa.table({"t": table.column("event_type"), "v": _row_versions(table)}).group_by(["t", "v"]).aggregate([])
+    out: dict[str, set[int]] = {}
+    for event_type, version in zip(pairs.column("t").to_pylist(), pairs.column("v").to_pylist(), strict=True):
+        out.setdefault(event_type, set()).add(version)
+    return {t: frozenset(v) for t, v in out.items()}
+
+
+_memory_versions: dict[int, tuple[weakref.ref[pa.Table], dict[str, frozenset[int]]]] = {}
+
+
+def _memory_by_type(table: pa.Table) -> dict[str, frozenset[int]]:
+    """`_table_by_type` of an in-memory segment's table, once per table (they never change)."""
+    entry = _memory_versions.get(id(table))
+    if entry is not None and entry[0]() is table:
+        return entry[1]
+    found = _table_by_type(table)
+    key = id(table)
+    _memory_versions[key] = (weakref.ref(table, lambda _: _memory_versions.pop(key, None)), found)
+    return found
+
+
+_UNKNOWN = frozenset({-1, -2})  # two "versions": never uniform
+
+
+def _file_key(path: Path) -> tuple[Path, int, int]:
+    stat = path.stat()
+    return path, stat.st_size, stat.st_mtime_ns
+
+
+def _file_bounds(path: Path) -> frozenset[int]:
+    try:
+        return _file_bounds_cached(_file_key(path))
+    except (OSError, pa.ArrowException):
+        return _UNKNOWN  # SQL will name the problem when it reads the file
+
+
+def _file_by_type(path: Path) -> dict[str, frozenset[int]] | None:
+    try:
+        return _file_by_type_cached(_file_key(path))
+    except (OSError, pa.ArrowException):
+        return None
 
 
 @functools.lru_cache(maxsize=4096)
-def _file_versions_cached(path: Path, size: int, mtime_ns: int) -> frozenset[int]:
+def _file_bounds_cached(key: tuple[Path, int, int]) -> frozenset[int]:
     """The columns versions a Parquet file's statistics allow (two or more: mixed)."""
-    metadata = pq.ParquetFile(path).metadata
+    metadata = pq.ParquetFile(key[0]).metadata
     names = metadata.schema.names
     found: set[int] = set()
     for g in range(metadata.num_row_groups):
         group = metadata.row_group(g)
-        rows = group.num_rows
         covered = False
         for name in ("columns_version", "schema_version"):
             if name not in names:
                 continue
             stats = group.column(names.index(name)).statistics
             if stats is None or not stats.has_null_count:
-                return frozenset({-1, -2})  # no statistics: unknown
-            if stats.null_count < rows:
+                return _UNKNOWN
+            if stats.null_count < group.num_rows:
                 if not stats.has_min_max:
-                    return frozenset({-1, -2})
+                    return _UNKNOWN
                 found.update({stats.min, stats.max})
             if stats.null_count == 0:
                 covered = True
                 break
-        if not covered and rows:
+        if not covered and group.num_rows:
             found.add(1)  # rows with neither version: written before versions, read as 1
     return frozenset(found)
 
 
-def _file_versions(path: Path) -> frozenset[int]:
-    try:
-        stat = path.stat()
-        return _file_versions_cached(path, stat.st_size, stat.st_mtime_ns)
-    except (OSError, pa.ArrowException):
-        return frozenset({-1, -2})  # SQL will name the problem when it reads the file
+@functools.lru_cache(maxsize=4096)
+def _file_by_type_cached(key: tuple[Path, int, int]) -> dict[str, frozenset[int]]:
+    names = pq.ParquetFile(key[0]).schema_arrow.names
+    wanted = [n for n in ("event_type", "columns_version", "schema_version") if n in names]
+    return _table_by_type(pq.read_table(key[0], columns=wanted))
 
 
 def _stored_field(column: str) -> tuple[str, str]:
@@ -189,7 +245,7 @@ class SqlViews:
         """
         memory = unify(list(sources.tables)) if sources.tables else None
         columns = self._columns(sources, memory)
-        uniform = uniform_version(sources, memory)
+        versions = stored_versions(sources, memory)
         shape = (
             sources.files,
             tuple(id(t) for t in sources.tables),
@@ -198,13 +254,14 @@ class SqlViews:
             sources.position_limit,
             sources.occurred_limit,
             upcasters.generation,
-            uniform,
+            versions.uniform,
+            None if versions.by_type is None else tuple(sorted(versions.by_type.items())),
         )
         self.con.register("_hot", sources.hot)
         if memory is not None:
             self.con.register("_memory", memory)
         if shape != self._shape:
-            self._create(sources, memory is not None, columns, classes, uniform)
+            self._create(sources, memory is not None, columns, classes, versions)
             self._shape = shape
         self.make_empty_views(query)
 
@@ -221,7 +278,7 @@ class SqlViews:
 
     def _create(
         self, sources: Sources, has_memory: bool, columns: dict[str, pa.DataType], classes: dict[str, type[Event]],
-        uniform: int | None,
+        versions: Versions,
     ) -> None:
         parts = ["SELECT * FROM _hot"]
         if has_memory:
@@ -240,14 +297,14 @@ class SqlViews:
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW _all AS SELECT * FROM ({union}){where}")
 
-        typed = self._typed_views(columns, classes, uniform)
-        versions = columns_version(columns)
+        typed = self._typed_views(columns, classes, versions)
+        row_version = columns_version(columns)
         metadata = "CAST(metadata_json AS JSON)" if "metadata_json" in columns else "CAST(NULL AS JSON)"
         schema_version = "coalesce(schema_version, 1)" if "schema_version" in columns else "1"
         self.con.execute(
             f"CREATE OR REPLACE TEMP VIEW events AS SELECT {_ENVELOPE_SELECT}, "
             f"CAST({schema_version} AS SMALLINT) AS schema_version, {metadata} AS metadata, "
-            f"CAST({self._data(typed, columns, classes, versions)} AS JSON) AS data, payload FROM _all"
+            f"CAST({self._data(typed, columns, classes, row_version)} AS JSON) AS data, payload FROM _all"
         )
         statements: list[str] = []  # run as one batch: one round trip for many views
         self._empty = {}
@@ -276,7 +333,7 @@ class SqlViews:
                 columns_sql = [expr if expr == name else f"{expr} AS {name}" for name, expr, _ in envelope]
                 columns_sql += [f"{f.expr} AS {quote(f.name)}" for f in fields]
                 select = ", ".join(columns_sql)
-                source = f"(SELECT *, {versions} AS {COLUMNS_VERSION} FROM _all)" if versioned else "_all"
+                source = f"(SELECT *, {row_version} AS {COLUMNS_VERSION} FROM _all)" if versioned else "_all"
                 where = f"event_type = {literal(event_type)}" if rows is None else rows
                 statements.append(
                     f"CREATE OR REPLACE TEMP VIEW {quote(view)} AS SELECT {select} FROM {source} WHERE {where}"
@@ -307,13 +364,13 @@ class SqlViews:
 
     @staticmethod
     def _typed_views(
-        columns: dict[str, pa.DataType], classes: dict[str, type[Event]], uniform: int | None
+        columns: dict[str, pa.DataType], classes: dict[str, type[Event]], versions: Versions
     ) -> dict[str, _View]:
         """The typed views to make, by event type."""
         views: dict[str, _View] = {}
         for event_type, cls in classes.items():
             try:
-                view = typed_view(event_type, cls, columns, uniform)
+                view = typed_view(event_type, cls, columns, versions)
             except SerializationError:
                 continue  # a class no event of which can be stored has no view (append names the problem)
             views[event_type] = _View(view.fields, view.where, view.present, view.versioned)
