@@ -284,7 +284,7 @@ def test_an_event_that_did_not_decode_when_flushed_is_an_error_in_sql(tmp_path: 
 _ops = st.lists(st.sampled_from(["rename", "add", "drop", "retype"]), min_size=1, max_size=3)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     changes=st.lists(_ops, min_size=1, max_size=3),
     values=st.lists(st.integers(-1000, 1000), min_size=40, max_size=40),
