@@ -208,7 +208,7 @@ class Convert(Step):
 
     def sql(self, fields: SqlFields) -> None:
         if self.sql_template is None:
-            fields.set(self.name, NeedsPython(f"Convert({self.name!r}) has no sql="))
+            fields.set(self.name, NeedsPython(f"Convert({self.name!r}) without sql="))
         else:
             fields.set(self.name, render(self.sql_template, fields))
 
