@@ -7,7 +7,9 @@ before versions were recorded, 0 for a row that did not decode when it was flush
 as they are. Other rows read what the upcasters make of their columns
 (``UpcasterRegistry.sql_sources``), then are fitted to the class as Python fits them:
 a field still absent takes its default, a required one is an error. Each field is one
-``CASE`` over (event type, version), so the view costs no Python call per row.
+``CASE`` over (event type, version), so the view costs no Python call per row; where all
+the rows a view reads hold one version (``Versions``, the usual case), it is that
+version's one expression.
 
 What SQL cannot compute is an error on the rows that need it, never a NULL: a field a
 Python-only upcaster computes, a required field no version gives, a row with no
@@ -17,6 +19,7 @@ of the view read normally, and a query that leaves the field out is not stopped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -142,79 +145,120 @@ def typed_view(
         col = column_name(stored_type, name)
         return quote(col) if col in columns else None
 
-    fields = [_field(name, schema.hints[name], schema.defaults.get(name)) for name in schema.names]
-    version = cls.schema_version
     sources = upcasters.sql_sources(event_type, column)
-    registered = sorted(u.from_version for u in upcasters if u.event_type == event_type)
-    renamed = any(stored != event_type for stored, _, _, _ in sources)
-    present = any(c.startswith(f"{t}.") for c in columns for t in {event_type, *(s for s, _, _, _ in sources)})
-    plain = SqlFields(event_type, column)
-    uniform = versions.of({event_type, *(s for s, _, _, _ in sources)})
+    plan = _Plan(
+        event_type,
+        cls.schema_version,
+        [_field(name, schema.hints[name], schema.defaults.get(name)) for name in schema.names],
+        sources,
+        {u.from_version for u in upcasters if u.event_type == event_type},
+        column,
+    )
+    stored_types = {event_type, *(stored for stored, _, _, _ in sources)}
+    present = not plan.fields or any(c.startswith(f"{t}.") for c in columns for t in stored_types)
+    uniform = versions.of(stored_types)
     if uniform is not None and uniform > 0:
+        fields, where = plan.one_version(uniform)
+        return TypedView(fields, where, present, versioned=False)
+    fields, where = plan.every_version()
+    return TypedView(fields, where, present, versioned=True)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one typed view reads: the class's fields, and the stored (type, version) pairs
+    the upcasters bring to it (`sources`), or take away from it (`registered` versions)."""
+
+    event_type: str
+    version: int
+    fields: list[_Field]
+    sources: list[tuple[str, int, str | None, SqlFields]]
+    registered: set[int]
+    column: Callable[[str, str], str | None]
+
+    @property
+    def own_ok(self) -> bool:
+        """True when rows at the class's version read their own columns: they hold the decoded
+        event, unless an upcaster leads that version away (then they hold the stored fields)."""
+        return self.version not in self.registered or any(
+            (s, v) == (self.event_type, self.version) for s, v, _, _ in self.sources
+        )
+
+    def own(self, f: _Field) -> str:
+        """The field read from the row's own column, which holds the class's version."""
+        col = self.column(self.event_type, f.name)
+        return f.show(col) if col is not None else f"CAST(NULL AS {f.sql_type})"
+
+    def fitted(self, version: int | None) -> list[str]:
+        """Each field of the type's own rows at `version` (None: the row's), no upcaster applied."""
+        stored = SqlFields(self.event_type, self.column)
+        return [_fitted(f, stored.get(f.name), self.event_type, version) for f in self.fields]
+
+    def upcast(self, values: SqlFields, stored_type: str, version: int) -> list[str]:
+        """Each field of rows stored as (`stored_type`, `version`), the upcasters' SQL `values`."""
+        return [_fitted(f, values.get(f.name), stored_type, version) for f in self.fields]
+
+    def typed_fields(self, exprs: list[str]) -> list[TypedField]:
+        return [TypedField(f.name, e, f.sql_type, self.own(f)) for f, e in zip(self.fields, exprs, strict=True)]
+
+    def one_version(self, version: int) -> tuple[list[TypedField], str]:
+        """The fields and rows when every row read holds `version`: one expression per
+        stored type, and no ``_cv``."""
         parts: list[tuple[str, str | None, list[str]]] = []  # (stored type, its condition, values)
-        # Own columns at the class's version hold the decoded event, unless an upcaster
-        # leads that version away (its columns then hold the stored fields).
-        own_ok = version not in registered or any((s, v) == (event_type, version) for s, v, _, _ in sources)
-        if uniform == version and own_ok:
-            parts.append((event_type, None, [_own(f, column(event_type, f.name)) for f in fields]))
-        for stored, stored_version, condition, values in sources:
-            if stored_version == uniform and not (own_ok and (stored, uniform) == (event_type, version)):
-                parts.append((stored, condition, [_fitted(f, values.get(f.name), stored, uniform) for f in fields]))
-        if uniform != version and uniform not in registered:
-            parts.append((event_type, None, [_fitted(f, plain.get(f.name), event_type, uniform) for f in fields]))
+        own_ok = self.own_ok
+        if version == self.version and own_ok:
+            parts.append((self.event_type, None, [self.own(f) for f in self.fields]))
+        for stored, stored_version, condition, values in self.sources:
+            if stored_version == version and not (own_ok and (stored, version) == (self.event_type, self.version)):
+                parts.append((stored, condition, self.upcast(values, stored, version)))
+        if version != self.version and version not in self.registered:
+            parts.append((self.event_type, None, self.fitted(version)))
         conditions = [
             f"event_type = {literal(stored)}" + ("" if condition is None else f" AND ({condition})")
             for stored, condition, _ in parts
         ]
-        out = []
-        for i, f in enumerate(fields):
+        exprs = []
+        for i, f in enumerate(self.fields):
             if len(parts) == 1:
-                expr = parts[0][2][i]
-            else:
+                exprs.append(parts[0][2][i])
+            elif parts:
                 pairs = zip(conditions, parts, strict=True)
-                cases = " ".join(f"WHEN {c} THEN {values[i]}" for c, (_, _, values) in pairs)
-                expr = f"CASE {cases} END" if cases else f"CAST(NULL AS {f.sql_type})"
-            out.append(TypedField(f.name, expr, f.sql_type, _own(f, column(event_type, f.name))))
+                exprs.append(f"CASE {' '.join(f'WHEN {c} THEN {values[i]}' for c, (_, _, values) in pairs)} END")
+            else:
+                exprs.append(f"CAST(NULL AS {f.sql_type})")
         where = " OR ".join(f"({c})" for c in conditions) if conditions else "FALSE"
-        return TypedView(out, where, present or not fields, versioned=False)
+        return self.typed_fields(exprs), where
 
-    start = f"CASE WHEN {COLUMNS_VERSION} = 0 THEN coalesce(schema_version, 1) ELSE {COLUMNS_VERSION} END"
-
-    # Which rows: the type's own (but those an upcaster takes elsewhere), and those upcasters bring here.
-    own_rows = f"event_type = {literal(event_type)}"
-    member = []
-    branches: list[tuple[str, list[str]]] = []  # (condition, one SQL value per field)
-    for stored, stored_version, condition, values in sources:
-        rows = f"event_type = {literal(stored)} AND {COLUMNS_VERSION} = {stored_version}"
-        if condition is not None:
-            rows = f"{rows} AND ({condition})"
-        branches.append((rows, [_fitted(f, values.get(f.name), stored, stored_version) for f in fields]))
-        member.append(f"({rows})")
-        undecoded = f"{COLUMNS_VERSION} = 0 AND coalesce(schema_version, 1) = {stored_version}"
-        member.append(f"(event_type = {literal(stored)} AND {undecoded})")
-    if registered:  # the type's rows at those versions are where the upcasters lead them (`member`)
-        kept = f"{start} NOT IN ({', '.join(map(str, registered))})"
-        where = " OR ".join([f"({own_rows} AND {kept})", *member])
-    elif renamed:
-        where = " OR ".join([own_rows, *member])
-    else:
-        where = own_rows
-
-    # Rows of the type at a version no upcaster starts from: their own columns, fitted to the class.
-    out = []
-    for i, f in enumerate(fields):
-        own = _own(f, column(event_type, f.name))
-        whens = [f"WHEN {COLUMNS_VERSION} = {version}{'' if not renamed else f' AND {own_rows}'} THEN {own}"]
-        whens += [f"WHEN {rows} THEN {values[i]}" for rows, values in branches]
-        whens.append(f"WHEN {COLUMNS_VERSION} = 0 THEN {_undecoded()}")
-        other = _fitted(f, plain.get(f.name), event_type, None)
-        out.append(TypedField(f.name, f"CASE {' '.join(whens)} ELSE {other} END", f.sql_type, own))
-    return TypedView(out, where, present or not fields, versioned=True)
-
-
-def _own(f: _Field, column: str | None) -> str:
-    """The field read from the row's own column, which holds the class's version."""
-    return f.show(column) if column is not None else f"CAST(NULL AS {f.sql_type})"
+    def every_version(self) -> tuple[list[TypedField], str]:
+        """The fields and rows over rows of any version: a CASE per field on (type, ``_cv``)."""
+        own_rows = f"event_type = {literal(self.event_type)}"
+        renamed = any(stored != self.event_type for stored, _, _, _ in self.sources)
+        member = []
+        branches: list[tuple[str, list[str]]] = []  # (condition, one SQL value per field)
+        for stored, stored_version, condition, values in self.sources:
+            rows = f"event_type = {literal(stored)} AND {COLUMNS_VERSION} = {stored_version}"
+            if condition is not None:
+                rows = f"{rows} AND ({condition})"
+            branches.append((rows, self.upcast(values, stored, stored_version)))
+            member.append(f"({rows})")
+            undecoded = f"{COLUMNS_VERSION} = 0 AND coalesce(schema_version, 1) = {stored_version}"
+            member.append(f"(event_type = {literal(stored)} AND {undecoded})")
+        if self.registered:  # the type's rows at those versions are where the upcasters lead them (`member`)
+            start = f"CASE WHEN {COLUMNS_VERSION} = 0 THEN coalesce(schema_version, 1) ELSE {COLUMNS_VERSION} END"
+            kept = f"{start} NOT IN ({', '.join(map(str, sorted(self.registered)))})"
+            where = " OR ".join([f"({own_rows} AND {kept})", *member])
+        else:
+            where = " OR ".join([own_rows, *member])
+        # Rows of the type at a version no upcaster starts from: their own columns, fitted (ELSE).
+        others = self.fitted(None)
+        own_version = f"{COLUMNS_VERSION} = {self.version}" + (f" AND {own_rows}" if renamed else "")
+        exprs = []
+        for i, f in enumerate(self.fields):
+            whens = [f"WHEN {own_version} THEN {self.own(f)}"]
+            whens += [f"WHEN {rows} THEN {values[i]}" for rows, values in branches]
+            whens.append(f"WHEN {COLUMNS_VERSION} = 0 THEN {_undecoded()}")
+            exprs.append(f"CASE {' '.join(whens)} ELSE {others[i]} END")
+        return self.typed_fields(exprs), where
 
 
 def _field(name: str, hint: object, default_factory: object) -> _Field:
