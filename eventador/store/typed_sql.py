@@ -276,12 +276,16 @@ def _field(name: str, hint: object, default_factory: object) -> _Field:
     return _Field(name, sql_type, kind == "micros", default, nullable)
 
 
+_VERSION = "\0version\0"  # where an error's text names the stored version
+
+
 def _error(stored_type: str, version: int | None, text: str) -> str:
     """An SQL error raised on the rows that reach it, worded like ``SchemaError`` (with the
-    position); `version` None: the row's own (``_cv``)."""
+    position); `version` None: the row's own (``_cv``). `text` may name it as ``_VERSION``."""
     shown = literal(str(version)) if version is not None else COLUMNS_VERSION
     head = f"{literal(stored_type + ' (schema version ')} || {shown} || ') at position ' || position"
-    return f"error({head} || {literal(': ' + text)})"
+    body = f" || {shown} || ".join(literal(part) for part in (": " + text).split(_VERSION))
+    return f"error({head} || {body})"
 
 
 def _undecoded() -> str:
@@ -312,7 +316,7 @@ def _fitted(f: _Field, value: SqlValue, stored_type: str, version: int | None) -
         )
     missing = (
         f"the stored event has no value for this required field and no upcaster gives one "
-        f"(register one with ev.upcaster({stored_type!r}, {version or 'its version'}, ...), "
+        f"(register one with ev.upcaster({stored_type!r}, {_VERSION}, ...), "
         "or give the field a default)"
     )
     if isinstance(f.default, NeedsPython):

@@ -110,8 +110,9 @@ def test_a_required_field_no_version_gives_is_an_error_not_null(store: ev.EventS
     store.flush()
     v2 = event_class(t, 2, {"account": str, "amount": int})
     store.append("b", [v2(account="b1", amount=5)])
-    with pytest.raises(SqlError, match=rf"{t} \(schema version 1\) at position 1: field 'account': .*no upcaster"):
+    with pytest.raises(SqlError, match=rf"{t} \(schema version 1\) at position 1: field 'account': .*no upcaster") as e:
         store.sql(f'SELECT account FROM "{t}"').fetchall()
+    assert f"ev.upcaster('{t}', 1, ...)" in str(e.value)
     with pytest.raises(ev.SchemaError):
         list(store.read_all())
     # Fields every version has still read, and the new rows alone read whole.
