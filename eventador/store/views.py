@@ -15,23 +15,20 @@ the table never hides it.
 
 from __future__ import annotations
 
-import functools
 import warnings
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from eventador.errors import SerializationError
 from eventador.messages import Event
 from eventador.store.columns import ENVELOPE
 from eventador.store.segments import unify
 from eventador.store.sqlguard import STORE_TABLES, STORE_VIEWS
+from eventador.store.stored_versions import stored_versions
 from eventador.store.typed_sql import (
     COLUMNS_VERSION,
     TypedField,
@@ -74,127 +71,6 @@ class _View(NamedTuple):
     rows: str | None  # the condition on the rows of ``_all`` (+ ``_cv``); None: the rows of the type
     present: bool  # some column the view reads exists: else it is made empty, when a query names it
     versioned: bool = False  # the SQL reads ``_cv``
-
-
-def stored_versions(sources: Sources, memory: pa.Table | None) -> Versions:
-    """The columns versions the rows of `sources` hold: one for all of them when the
-    statistics show it (Parquet footers, the in-memory tables' min and max: the usual
-    case, every class at one version), else per event type (each Parquet file's three
-    columns read once per process: files never change; the in-memory tables each time)."""
-    tables = [t for t in ([sources.hot] if memory is None else [sources.hot, memory]) if t.num_rows]
-    found: set[int] = set()
-    for table in tables:
-        found.update(_table_bounds(table))
-    for path in sources.files:
-        found.update(_file_bounds(path))
-    if len(found) == 1:
-        return Versions(uniform=found.pop())
-    by_type: dict[str, set[int]] = {}
-    parts = [
-        _table_by_type(sources.hot),
-        *(_memory_by_type(t) for t in sources.tables),
-        *(_file_by_type(p) for p in sources.files),
-    ]
-    for part in parts:
-        if part is None:
-            return Versions()
-        for event_type, versions in part.items():
-            by_type.setdefault(event_type, set()).update(versions)
-    return Versions(by_type={t: frozenset(v) for t, v in by_type.items()})
-
-
-def _row_versions(table: pa.Table) -> pa.ChunkedArray | pa.Array:
-    """coalesce(columns_version, schema_version, 1) over `table`."""
-    values: Any = None
-    for name in ("columns_version", "schema_version"):
-        if name in table.column_names:
-            values = table.column(name) if values is None else pc.coalesce(values, table.column(name))
-    if values is None:
-        return pa.array([1] * table.num_rows, pa.int16())
-    return pc.fill_null(values, 1)
-
-
-def _table_bounds(table: pa.Table) -> set[int]:
-    bounds = pc.min_max(_row_versions(table))
-    return {bounds["min"].as_py(), bounds["max"].as_py()}
-
-
-def _table_by_type(table: pa.Table) -> dict[str, frozenset[int]]:
-    pairs = pa.table({"t": table.column("event_type"), "v": _row_versions(table)}).group_by(["t", "v"]).aggregate([])
-    out: dict[str, set[int]] = {}
-    for event_type, version in zip(pairs.column("t").to_pylist(), pairs.column("v").to_pylist(), strict=True):
-        out.setdefault(event_type, set()).add(version)
-    return {t: frozenset(v) for t, v in out.items()}
-
-
-_memory_versions: dict[int, tuple[weakref.ref[pa.Table], dict[str, frozenset[int]]]] = {}
-
-
-def _memory_by_type(table: pa.Table) -> dict[str, frozenset[int]]:
-    """`_table_by_type` of an in-memory segment's table, once per table (they never change)."""
-    entry = _memory_versions.get(id(table))
-    if entry is not None and entry[0]() is table:
-        return entry[1]
-    found = _table_by_type(table)
-    key = id(table)
-    _memory_versions[key] = (weakref.ref(table, lambda _: _memory_versions.pop(key, None)), found)
-    return found
-
-
-_UNKNOWN = frozenset({-1, -2})  # two "versions": never uniform
-
-
-def _file_key(path: Path) -> tuple[Path, int, int]:
-    stat = path.stat()
-    return path, stat.st_size, stat.st_mtime_ns
-
-
-def _file_bounds(path: Path) -> frozenset[int]:
-    try:
-        return _file_bounds_cached(_file_key(path))
-    except (OSError, pa.ArrowException):
-        return _UNKNOWN  # SQL will name the problem when it reads the file
-
-
-def _file_by_type(path: Path) -> dict[str, frozenset[int]] | None:
-    try:
-        return _file_by_type_cached(_file_key(path))
-    except (OSError, pa.ArrowException):
-        return None
-
-
-@functools.lru_cache(maxsize=4096)
-def _file_bounds_cached(key: tuple[Path, int, int]) -> frozenset[int]:
-    """The columns versions a Parquet file's statistics allow (two or more: mixed)."""
-    metadata = pq.ParquetFile(key[0]).metadata
-    names = metadata.schema.names
-    found: set[int] = set()
-    for g in range(metadata.num_row_groups):
-        group = metadata.row_group(g)
-        covered = False
-        for name in ("columns_version", "schema_version"):
-            if name not in names:
-                continue
-            stats = group.column(names.index(name)).statistics
-            if stats is None or not stats.has_null_count:
-                return _UNKNOWN
-            if stats.null_count < group.num_rows:
-                if not stats.has_min_max:
-                    return _UNKNOWN
-                found.update({stats.min, stats.max})
-            if stats.null_count == 0:
-                covered = True
-                break
-        if not covered and group.num_rows:
-            found.add(1)  # rows with neither version: written before versions, read as 1
-    return frozenset(found)
-
-
-@functools.lru_cache(maxsize=4096)
-def _file_by_type_cached(key: tuple[Path, int, int]) -> dict[str, frozenset[int]]:
-    names = pq.ParquetFile(key[0]).schema_arrow.names
-    wanted = [n for n in ("event_type", "columns_version", "schema_version") if n in names]
-    return _table_by_type(pq.read_table(key[0], columns=wanted))
 
 
 def _stored_field(column: str) -> tuple[str, str]:
@@ -245,7 +121,7 @@ class SqlViews:
         """
         memory = unify(list(sources.tables)) if sources.tables else None
         columns = self._columns(sources, memory)
-        versions = stored_versions(sources, memory)
+        versions = stored_versions(sources.hot, sources.tables, sources.files)
         shape = (
             sources.files,
             tuple(id(t) for t in sources.tables),
