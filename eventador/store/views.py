@@ -57,6 +57,7 @@ def typed_view_name(event_type: str) -> str:
     that is a name of the store's (``events``, ``files``...)."""
     return f"event_{event_type}" if event_type.lower() in _RESERVED else event_type
 
+
 # The envelope columns of every view: (name, expression over _all, SQL type).
 _ENVELOPE = [
     ("position", "position", "BIGINT"),
@@ -67,6 +68,8 @@ _ENVELOPE = [
     ("recorded_at", "recorded_at", "TIMESTAMPTZ"),
     ("occurred_at", "coalesce(occurred_at, recorded_at)", "TIMESTAMPTZ"),
     ("stream_type", "stream_type", "VARCHAR"),
+    # The version the event was written with (every source has the column: the hot tier's schema).
+    ("schema_version", "CAST(coalesce(schema_version, 1) AS SMALLINT)", "SMALLINT"),
 ]
 _ENVELOPE_SELECT = ", ".join(expr if expr == name else f"{expr} AS {name}" for name, expr, _ in _ENVELOPE)
 
@@ -198,10 +201,8 @@ class SqlViews:
         typed = self._typed_views(columns, classes, versions)
         row_version = columns_version(columns)
         metadata = "CAST(metadata_json AS JSON)" if "metadata_json" in columns else "CAST(NULL AS JSON)"
-        schema_version = "coalesce(schema_version, 1)" if "schema_version" in columns else "1"
         self.con.execute(
-            f"CREATE OR REPLACE TEMP VIEW events AS SELECT {_ENVELOPE_SELECT}, "
-            f"CAST({schema_version} AS SMALLINT) AS schema_version, {metadata} AS metadata, "
+            f"CREATE OR REPLACE TEMP VIEW events AS SELECT {_ENVELOPE_SELECT}, {metadata} AS metadata, "
             f"CAST({self._data(typed, columns, classes, row_version)} AS JSON) AS data, payload FROM _all"
         )
         statements: list[str] = []  # run as one batch: one round trip for many views
