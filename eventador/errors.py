@@ -169,9 +169,10 @@ class ConcurrencyError(StoreError):
 
 
 class CheckpointConflict(ConcurrencyError):
-    """A checkpoint written with an append did not move forward: checkpoint `name` is at
-    `current`, and `position` is not above it (that upstream event was processed already,
-    or another writer recorded a later one first). Nothing of the append was written.
+    """A checkpoint written with an append did not rise: nothing of the append was written.
+
+    Checkpoint `name` is at `current`, and `position` is not above it: that upstream event
+    was processed already, or another writer recorded a later one first.
 
     As a ``ConcurrencyError``, ``stream_id`` is the checkpoint's name, ``expected`` the
     refused position and ``actual`` the current one.

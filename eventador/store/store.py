@@ -183,17 +183,16 @@ class EventStore(Opening, Committing, Querying):
         metadata: dict[str, Any] | None = None,
         stream_type: str | None = None,
     ) -> list[int]:
-        """Append to several streams, each at its own expected version, and record a checkpoint,
-        all at once; returns the position of each event, in the order given.
+        """Append to several streams and record a checkpoint, all at once; returns each event's position.
 
         `appends`: ``(stream_id, events, expected_version)`` triples (a stream may come
-        twice: its second part follows its first). `checkpoint`: ``(name, position)``, an
+        twice: its second part follows its first). `checkpoint`: ``(name, position)``, the
         upstream position this append is the outcome of; per name, positions must rise
         (``checkpoint(name)`` reads it back). Every event, every expected version and the
-        checkpoint are checked before anything is written, and then everything is one
-        record in the log, made durable by one fsync: a crash keeps all of it or none.
-        Positions are consecutive, in the order given. A checkpoint with no events is
-        allowed. `metadata` and `stream_type` apply to every stream.
+        checkpoint are checked before anything is written; then everything is one record
+        in the log, made durable by one fsync: a crash keeps all of it or none. Positions
+        are consecutive, in the order given. A checkpoint with no events is allowed.
+        `metadata` and `stream_type` apply to every stream.
 
         Raises:
             ConcurrencyError: a stream is not at its expected version (names it); nothing is written.
