@@ -7,6 +7,7 @@ these tests look at the disk.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -25,6 +26,7 @@ import eventador as ev
 from eventador.store.appends import frame_records
 from eventador.store.wal import WriteAheadLog, scan_segment
 from tests.store.test_crash import LINE_TIMEOUT, lines_of, next_line
+from tests.store.test_disk_full import Filler, disk  # noqa: F401  (disk: the small tmpfs fixture)
 from tests.support.domain import Deposited
 
 CHILD = Path(__file__).resolve().parents[1] / "workers" / "multistream_child.py"
@@ -80,6 +82,28 @@ def test_repair_keeps_the_checkpoints_of_retired_log_segments(tmp_path: Path) ->
         assert [r.stream_id for r in store.read_all()] == ["a"]
 
 
+def test_a_failed_log_takes_back_the_checkpoint_with_the_events(request: pytest.FixtureRequest) -> None:
+    full: Path = request.getfixturevalue("disk")  # a real 4 MiB tmpfs, filled below
+    for durability in ("fsync", "batch", "none"):
+        path = full / f"store-{durability}"
+        filler = Filler(full)
+        store = ev.open_store(path, durability=durability)
+        for version in range(3):  # frames enough to size the next log segment beyond the disk
+            store.append_streams([("a", [deposit("a")], version)], checkpoint=("up", 3 + version))
+        store.flush()  # the next append needs a new log segment
+        filler.fill()
+        with pytest.raises(ev.DiskFullError):
+            store.append_streams([("a", [deposit("a")], 3), ("b", [deposit("b")], 0)], checkpoint=("up", 6))
+        assert (store.stream_version("a"), store.stream_version("b"), store.last_position) == (3, 0, 3)
+        assert store.checkpoints() == {"up": 5}
+        with contextlib.suppress(ev.StoreError):  # the hot tier holds rows it cannot flush
+            store.close()
+        filler.remove()
+        with ev.open_store(path, durability=durability) as reopened:
+            assert (reopened.last_position, reopened.checkpoints()) == (3, {"up": 5})
+            assert reopened.append_streams([("b", [deposit("b")], 0)], checkpoint=("up", 6)) == [4]
+
+
 def run_round(
     directory: Path, seed: int, kill_after: int, tear: int | None, acknowledged: dict[int, int], stderr: object
 ) -> int:
@@ -123,9 +147,12 @@ def run_round(
 
 def check_frames_whole(directory: Path, acknowledged: dict[int, int]) -> int:
     """Reopen the store: every frame's events all there or none, the checkpoint that of the last
-    whole frame, every acknowledged frame kept; returns the checkpoint."""
+    whole frame, every acknowledged frame kept; returns the checkpoint. Repair, which reads the
+    log on its own, counts as many events."""
+    in_log = ev.repair_store(directory, dry_run=True).last_position
     with ev.open_store(directory) as store:
         records = list(store.read_all())
+        assert in_log == len(records)
         assert [r.position for r in records] == list(range(1, len(records) + 1))
         frames: dict[int, list[ev.RecordedEvent]] = defaultdict(list)
         versions: dict[str, int] = defaultdict(int)
