@@ -154,13 +154,23 @@ class Committing(Flushing):
                     with self._lock:
                         self._forget_unlogged()
                         if checkpoint is not None and self._checkpoints.get(checkpoint[0]) == checkpoint[1]:
-                            self._checkpoints[checkpoint[0]] = previous  # not acknowledged, as the events
+                            self._take_back(checkpoint[0], previous)
                 raise
         else:
             self._notify()
         if full:
             self._flush_quietly()
         return versions, last
+
+    def _take_back(self, name: str, previous: int) -> None:
+        """Checkpoint `name` goes back to `previous` (0: none): the frame that moved it was not
+        acknowledged, as its events (the caller holds the lock). Two such frames of one name
+        in one failed fsync round may leave the later one's earlier position: after a failed
+        fsync only reopening tells what the disk holds."""
+        if previous:
+            self._checkpoints[name] = previous
+        else:
+            self._checkpoints.pop(name, None)
 
     def _forget_unlogged(self) -> None:
         """After the log failed (the caller holds the lock): the streams' versions go back

@@ -84,8 +84,9 @@ def test_repair_keeps_the_checkpoints_of_retired_log_segments(tmp_path: Path) ->
 
 def test_a_failed_log_takes_back_the_checkpoint_with_the_events(request: pytest.FixtureRequest) -> None:
     full: Path = request.getfixturevalue("disk")  # a real 4 MiB tmpfs, filled below
-    for durability in ("fsync", "batch", "none"):
-        path = full / f"store-{durability}"
+    cases = [("fsync", ("up", 6)), ("fsync", ("new", 1)), ("batch", ("up", 6)), ("none", ("up", 6))]
+    for i, (durability, checkpoint) in enumerate(cases):
+        path = full / f"store-{i}"
         filler = Filler(full)
         store = ev.open_store(path, durability=durability)
         for version in range(3):  # frames enough to size the next log segment beyond the disk
@@ -93,9 +94,9 @@ def test_a_failed_log_takes_back_the_checkpoint_with_the_events(request: pytest.
         store.flush()  # the next append needs a new log segment
         filler.fill()
         with pytest.raises(ev.DiskFullError):
-            store.append_streams([("a", [deposit("a")], 3), ("b", [deposit("b")], 0)], checkpoint=("up", 6))
+            store.append_streams([("a", [deposit("a")], 3), ("b", [deposit("b")], 0)], checkpoint=checkpoint)
         assert (store.stream_version("a"), store.stream_version("b"), store.last_position) == (3, 0, 3)
-        assert store.checkpoints() == {"up": 5}
+        assert store.checkpoints() == {"up": 5}  # neither moved, nor made
         with contextlib.suppress(ev.StoreError):  # the hot tier holds rows it cannot flush
             store.close()
         filler.remove()
