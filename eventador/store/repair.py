@@ -115,7 +115,8 @@ def repair_store(path: str | os.PathLike[str], *, dry_run: bool = False) -> Repa
     `dry_run`: only say what would be done. Costs a read of every file's footer and of
     the whole log. Snapshots, projection tables and queues in the catalog are kept
     when the catalog is readable; when it is missing or damaged (moved aside as
-    ``catalog.duckdb.damaged-<time>``) a new one starts without them.
+    ``catalog.duckdb.damaged-<time>``) a new one starts without them. Checkpoints
+    written with appends are kept: the catalog's, and the manifest's (written after it).
 
     Raises:
         StoreLockedError: a writer has the store open.
@@ -323,8 +324,10 @@ def _plan_catalog(directory: Path, catalog: Manifest | None, plan: _Plan) -> Non
     except CorruptionError:
         manifest = None
     # The checkpoints of retired log segments are in the catalog, and in the manifest written
-    # after it: a catalog made anew takes them from there.
-    kept = dict(catalog.checkpoints if catalog is not None else manifest.checkpoints if manifest is not None else ())
+    # after it: a catalog made anew takes them from there (a stale one, the higher of the two).
+    kept: dict[str, int] = {}
+    for name, position in (*(catalog.checkpoints if catalog else ()), *(manifest.checkpoints if manifest else ())):
+        kept[name] = max(position, kept.get(name, 0))
 
     def rebuild() -> None:
         rebuilt = Catalog(directory, missing_ok=True)

@@ -105,6 +105,21 @@ def test_a_failed_log_takes_back_the_checkpoint_with_the_events(request: pytest.
             assert reopened.append_streams([("b", [deposit("b")], 0)], checkpoint=("up", 6)) == [4]
 
 
+def test_repair_of_a_stale_catalog_keeps_the_manifests_later_checkpoints(tmp_path: Path) -> None:
+    directory = tmp_path / "s"
+    with ev.open_store(directory) as store:
+        store.append_streams([("a", [deposit("a")], 0)], checkpoint=("up", 5))
+    stale = (directory / "catalog.duckdb").read_bytes()  # closed: DuckDB's own log is folded in
+    with ev.open_store(directory) as store:
+        store.append_streams([("a", [deposit("a")], 1)], checkpoint=("up", 7))
+    (directory / "catalog.duckdb").write_bytes(stale)  # names one file of two, and checkpoint 5
+    with pytest.raises(ev.CorruptionError, match="older than the data files"):
+        ev.open_store(directory)
+    ev.repair_store(directory)
+    with ev.open_store(directory) as store:
+        assert (store.checkpoints(), store.last_position) == ({"up": 7}, 2)
+
+
 def run_round(
     directory: Path, seed: int, kill_after: int, tear: int | None, acknowledged: dict[int, int], stderr: object
 ) -> int:
