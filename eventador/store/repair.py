@@ -36,7 +36,7 @@ from pathlib import Path
 import cbor2
 
 from eventador.errors import CorruptionError, InvalidInputError
-from eventador.store.appends import decode_columns
+from eventador.store.appends import decode_columns, frame_records
 from eventador.store.catalog import (
     CATALOG,
     MANIFEST,
@@ -115,7 +115,8 @@ def repair_store(path: str | os.PathLike[str], *, dry_run: bool = False) -> Repa
     `dry_run`: only say what would be done. Costs a read of every file's footer and of
     the whole log. Snapshots, projection tables and queues in the catalog are kept
     when the catalog is readable; when it is missing or damaged (moved aside as
-    ``catalog.duckdb.damaged-<time>``) a new one starts without them.
+    ``catalog.duckdb.damaged-<time>``) a new one starts without them. Checkpoints
+    written with appends are kept: the catalog's, and the manifest's (written after it).
 
     Raises:
         StoreLockedError: a writer has the store open.
@@ -274,18 +275,21 @@ def _check_log(wal: Path, end: int, catalog: Manifest | None, plan: _Plan) -> in
     for _, path in segments:
         for frame in _sound_frames(path, plan):
             try:
-                body = cbor2.loads(frame.body)
-                first, count = int(body[0]), len(decode_columns(body[6], log_format=frame.log_format)[3])
+                records, _ = frame_records(cbor2.loads(frame.body))
+                spans = [
+                    (int(r[0]), len(decode_columns(r[6], log_format=frame.log_format)[3])) for r in records
+                ]
             except (ValueError, TypeError, IndexError, cbor2.CBORDecodeError) as exc:
                 raise CorruptionError(str(path), f"undecodable frame: {exc}", frame.offset) from exc
-            if first + count - 1 <= last:
-                continue  # already in a data file
-            if first != last + 1:
-                raise CorruptionError(
-                    str(path), f"holds positions from {first}, but positions {last + 1}-{first - 1} are in no data "
-                    "file and no log segment: repair cannot close a gap", frame.offset,
-                )
-            last = first + count - 1
+            for first, count in spans:
+                if first + count - 1 <= last:
+                    continue  # already in a data file
+                if first != last + 1:
+                    raise CorruptionError(
+                        str(path), f"holds positions from {first}, but positions {last + 1}-{first - 1} are in no "
+                        "data file and no log segment: repair cannot close a gap", frame.offset,
+                    )
+                last = first + count - 1
     return last
 
 
@@ -315,31 +319,42 @@ def _plan_catalog(directory: Path, catalog: Manifest | None, plan: _Plan) -> Non
     """The catalog and manifest rewritten, if they do not say what the files do."""
     wal = directory / "wal"
     newest = max([n for n, _ in WriteAheadLog.segments(wal)] + [catalog.log_segment if catalog else 0])
+    try:
+        manifest: Manifest | None = read_manifest(directory)
+    except CorruptionError:
+        manifest = None
+    # The checkpoints of retired log segments are in the catalog, and in the manifest written
+    # after it: a catalog made anew takes them from there (a stale one, the higher of the two).
+    kept: dict[str, int] = {}
+    for name, position in (*(catalog.checkpoints if catalog else ()), *(manifest.checkpoints if manifest else ())):
+        kept[name] = max(position, kept.get(name, 0))
 
     def rebuild() -> None:
         rebuilt = Catalog(directory, missing_ok=True)
         try:
-            rebuilt.rebuild(plan.files, store_id=plan.store_id, log_segment=newest)
+            rebuilt.rebuild(plan.files, store_id=plan.store_id, log_segment=newest, checkpoints=kept)
             rebuilt.write_manifest()
         finally:
             rebuilt.close()
 
     describe = _describe(plan.files)
     if catalog is None:
+        checkpoints = (
+            f"the manifest's {len(kept)} checkpoint(s)" if manifest is not None
+            else "no checkpoints (the manifest is unreadable too: those the log holds are kept)"
+        )
         plan.add(
-            f"{CATALOG}: made anew, naming {describe} (without the snapshots, projection tables and queues "
-            "the old one held: projections rebuild from the events)", rebuild,
+            f"{CATALOG}: made anew, naming {describe}, with {checkpoints} (without the snapshots, projection "
+            "tables and queues the old one held: projections rebuild from the events)", rebuild,
         )
         return
     if plan.steps or list(catalog.files) != plan.files or catalog.store_id not in (None, plan.store_id):
         before = "" if list(catalog.files) == plan.files else f" (it named {_describe(list(catalog.files))})"
         plan.add(f"{CATALOG}: names {describe}{before}", rebuild)
         return
-    try:
-        manifest = read_manifest(directory)
-        stale = manifest.files != catalog.files or manifest.store_id != catalog.store_id
-    except CorruptionError:
-        stale = True
+    stale = manifest is None or (manifest.files, manifest.store_id, manifest.checkpoints) != (
+        catalog.files, catalog.store_id, catalog.checkpoints
+    )
     if stale:
         plan.add(f"{MANIFEST}: written again from the catalog", rebuild)
 

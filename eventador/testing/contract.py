@@ -20,6 +20,7 @@ import pytest
 from eventador.clock import ManualClock
 from eventador.codec import decode_event
 from eventador.errors import (
+    CheckpointConflict,
     ConcurrencyError,
     InvalidInputError,
     ReadOnlyError,
@@ -264,6 +265,135 @@ class StoreContract:
         with pytest.raises(InvalidInputError, match="expected_version"):
             store.append("acc-1", [_opened()], expected_version=bad)
         assert store.last_position == 0
+
+    # -- several streams at once, and checkpoints ---------------------------------------------
+
+    def test_append_streams_returns_each_events_position_in_the_order_given(self, store: EventStore) -> None:
+        store.append("acc-1", [_opened()])
+        positions = store.append_streams([
+            ("acc-2", [_opened("acc-2"), _deposited("1", "acc-2")], NO_STREAM),
+            ("acc-1", [_deposited("2")], 1),
+            ("acc-3", [_opened("acc-3")], ANY),
+            ("acc-2", [_withdrawn("1", "acc-2")], 2),  # a stream twice: its parts in order
+        ])
+        assert positions == [2, 3, 4, 5, 6]
+        assert [(r.position, r.stream_id, r.version) for r in store.read_all(from_position=2)] == [
+            (2, "acc-2", 1), (3, "acc-2", 2), (4, "acc-1", 2), (5, "acc-3", 1), (6, "acc-2", 3)
+        ]
+        assert (store.stream_version("acc-1"), store.stream_version("acc-2")) == (2, 3)
+        assert store.append_streams([]) == []
+        assert store.last_position == 6
+
+    @pytest.mark.parametrize("late", [0, 1, 2])
+    def test_a_conflict_in_any_stream_of_append_streams_writes_none(
+        self, store_factory: StoreFactory, store: EventStore, late: int
+    ) -> None:
+        store.append("acc-1", [_opened()])
+        store.append_streams([], checkpoint=("upstream", 3))
+        before = _everything(store)
+        parts: list[tuple[str, Sequence[Event], Any]] = [
+            ("acc-2", [_opened("acc-2")], NO_STREAM), ("acc-3", [_opened("acc-3")], 0), ("acc-1", [_deposited()], 1)
+        ]
+        parts[late] = (parts[late][0], parts[late][1], 5)  # one stale expected version
+        with pytest.raises(ConcurrencyError) as caught:
+            store.append_streams(parts, checkpoint=("upstream", 4))
+        assert not isinstance(caught.value, CheckpointConflict)
+        assert (caught.value.stream_id, caught.value.expected) == (parts[late][0], 5)
+        assert _everything(store) == before
+        assert [store.stream_version(s) for s in ("acc-1", "acc-2", "acc-3")] == [1, 0, 0]
+        assert store.checkpoints() == {"upstream": 3}
+        if store_factory.persistent:
+            store = self.reopen(store_factory, store)
+            assert _everything(store) == before
+            assert store.checkpoints() == {"upstream": 3}
+        assert store.append_streams([("acc-2", [_opened("acc-2")], NO_STREAM)], checkpoint=("upstream", 4)) == [2]
+
+    def test_a_bad_event_in_any_stream_of_append_streams_writes_none(self, store: EventStore) -> None:
+        with pytest.raises(SerializationError):
+            store.append_streams(
+                [("acc-1", [_opened()], NO_STREAM), ("acc-2", [_naive_event()], NO_STREAM)], checkpoint=("up", 1)
+            )
+        assert (store.last_position, store.checkpoints()) == (0, {})
+
+    @pytest.mark.parametrize(
+        "bad", [("acc-1", [_opened()]), ["acc-1", [_opened()], 0], ("acc-1", [_opened()], 0, None), "acc-1"]
+    )
+    def test_append_streams_takes_only_triples(self, store: EventStore, bad: Any) -> None:
+        with pytest.raises(InvalidInputError, match="triples"):
+            store.append_streams([("acc-2", [_opened("acc-2")], 0), bad])
+        assert store.last_position == 0
+
+    def test_a_checkpoint_must_rise_and_a_refused_one_writes_nothing(self, store: EventStore) -> None:
+        assert store.checkpoint("upstream") == 0
+        assert store.checkpoints() == {}
+        assert store.append_streams([("acc-1", [_opened()], NO_STREAM)], checkpoint=("upstream", 5)) == [1]
+        assert store.checkpoint("upstream") == 5
+        for stale in (5, 4):
+            with pytest.raises(CheckpointConflict) as caught:
+                store.append_streams([("acc-1", [_deposited()], 1)], checkpoint=("upstream", stale))
+            assert isinstance(caught.value, ConcurrencyError)
+            assert (caught.value.name, caught.value.position, caught.value.current) == ("upstream", stale, 5)
+            assert "upstream" in str(caught.value)
+        assert (store.last_position, store.stream_version("acc-1"), store.checkpoint("upstream")) == (1, 1, 5)
+        store.append_streams([("acc-1", [_deposited()], 1)], checkpoint=("other", 1))  # names are apart
+        store.append_streams([("acc-1", [_deposited()], 2)], checkpoint=("upstream", 9))  # gaps are fine
+        assert store.checkpoints() == {"upstream": 9, "other": 1}
+        assert store.last_position == 3
+
+    @pytest.mark.parametrize(
+        "bad", [("upstream", 0), ("upstream", -1), ("upstream", True), ("upstream", 1.0), ("", 1), (1, 1), "up", ("a",)]
+    )
+    def test_a_malformed_checkpoint_raises_invalid_input(self, store: EventStore, bad: Any) -> None:
+        with pytest.raises(InvalidInputError, match="checkpoint"):
+            store.append_streams([("acc-1", [_opened()], NO_STREAM)], checkpoint=bad)
+        assert (store.last_position, store.checkpoints()) == (0, {})
+
+    def test_a_checkpoint_alone_is_recorded_without_events(
+        self, store_factory: StoreFactory, store: EventStore
+    ) -> None:
+        store.append("acc-1", [_opened()])
+        assert store.append_streams([], checkpoint=("upstream", 7)) == []
+        assert store.append_streams([("acc-1", [], 1)], checkpoint=("upstream", 8)) == []
+        assert (store.checkpoint("upstream"), store.last_position) == (8, 1)
+        if store_factory.persistent:
+            store = self.reopen(store_factory, store)
+            assert (store.checkpoint("upstream"), store.last_position) == (8, 1)
+            assert store.append("acc-1", [_deposited()], expected_version=1) == 2
+
+    def test_checkpoints_survive_flushes_reopening_compaction_and_a_reader(
+        self, store_factory: StoreFactory, store: EventStore
+    ) -> None:
+        expected: dict[str, int] = {}
+        for i in range(1, 7):
+            name = f"upstream-{i % 2}"
+            store.append_streams([(f"acc-{i}", [_opened(f"acc-{i}")], NO_STREAM)], checkpoint=(name, 10 * i))
+            expected[name] = 10 * i
+            store.flush()  # the log segments holding the checkpoints are retired
+        assert store.checkpoints() == expected
+        if not store_factory.persistent:
+            return
+        store = self.reopen(store_factory, store)
+        assert store.checkpoints() == expected
+        store.compact(min_files=2)
+        store.append_streams([], checkpoint=("upstream-1", 99))  # only in the log
+        expected["upstream-1"] = 99
+        reader = store_factory.open(read_only=True)
+        assert reader.checkpoints() == expected
+        store = self.reopen(store_factory, store)
+        assert store.checkpoints() == expected
+        store.flush()
+        store = self.reopen(store_factory, store)
+        assert store.checkpoints() == expected
+        with pytest.raises(CheckpointConflict):
+            store.append_streams([], checkpoint=("upstream-0", 60))
+
+    def test_append_many_is_all_or_nothing_across_its_streams(self, store: EventStore) -> None:
+        store.append("acc-2", [_opened("acc-2")])
+        with pytest.raises(ConcurrencyError):
+            store.append_many([("acc-1", [_opened()]), ("acc-2", [_deposited("1", "acc-2")])], expected_version=0)
+        assert store.last_position == 1
+        assert store.append_many([("acc-1", [_opened()]), ("acc-3", [_opened("acc-3")])]) == [1, 1]
+        assert _positions(store.read_all()) == [1, 2, 3]
 
     # -- positions and times ----------------------------------------------------------------
 
