@@ -284,7 +284,7 @@ class StoreCore(Reader):
 
         No event is skipped or repeated while others keep appending: it reads in
         position ranges up to what is visible, then waits for the next append.
-        The iteration ends when the store closes.
+        The iteration ends when the store closes. In a thread: ``subscription``.
 
         In a coroutine::
 

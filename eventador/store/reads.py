@@ -90,8 +90,9 @@ class Reader:
         """The files, hot buffers and visible position the reads see, taken in one step."""
         raise NotImplementedError
 
-    def _keep(self, record: RecordedEvent) -> bool:
-        return True
+    def _time_filter(self) -> Callable[[RecordedEvent], bool] | None:
+        """Which decoded events a read keeps (a past view's by their own time); None: all."""
+        return None
 
     def read_stream(
         self,
@@ -117,7 +118,7 @@ class Reader:
         snap = self.state()
         decode = make_decoder(self.registry)
         classes = self.registry.classes()
-        keep = self._keep if type(self)._keep is not Reader._keep else None
+        keep = self._time_filter()
         cut = limit if keep is None else None  # a past view's time filter goes first: whole parts
         parts: list[Segment | HotBuffer] = [*snap.segments, *snap.buffers]
         out: list[RecordedEvent] = []
@@ -129,14 +130,11 @@ class Reader:
             elif part.first_position > snap.visible:
                 continue  # wholly after a past view's point
             else:
-                beyond = part.last_position > snap.visible  # straddles a past view's point
                 table = _stream_part(
                     part, stream_id, from_version, to_version, to_records, decode, classes,
-                    limit=None if beyond else cut, newest=reverse,
+                    limit=cut, newest=reverse, upto_position=snap.visible,
                 )
                 found = [] if table is None else table[1]
-                if beyond:
-                    found = [r for r in found if r.position <= snap.visible]
             if keep is not None:
                 found = [r for r in found if keep(r)]
             out.extend(reversed(found) if reverse else found)
@@ -171,10 +169,11 @@ class Reader:
         """The stream's typed events from `from_version` on, without their envelopes:
         what recovering an aggregate needs, read from fewer columns and built with
         no ``RecordedEvent`` per event."""
-        if type(self)._keep is not Reader._keep:  # a past view filters by time: it needs envelopes
-            return Replay.of(self.read_stream(stream_id, from_version=from_version))
         check_stream_id(stream_id)
         snap = self.state()
+        if self._time_filter() is not None or any(s.last_position > snap.visible for s in snap.segments):
+            # A past view: it filters by time or position, which needs the envelopes.
+            return Replay.of(self.read_stream(stream_id, from_version=from_version))
         decode = make_decoder(self.registry)
         classes = self.registry.classes()
         events: list[Event] = []
@@ -233,7 +232,7 @@ class Reader:
         type_set = None if types is None else set(types)
         decode = make_decoder(self.registry)
         classes = self.registry.classes()
-        keep: Callable[[RecordedEvent], bool] | None = self._keep if type(self)._keep is not Reader._keep else None
+        keep = self._time_filter()
         if type_set is not None and upcasters.renames_types:
             # Stored under older names too; which of them are wanted is known once decoded.
             wanted = type_set
@@ -340,17 +339,22 @@ def _stream_part(
     lean: bool = False,
     limit: int | None = None,
     newest: bool = False,
+    upto_position: int | None = None,
 ) -> tuple[pa.Table, list[T]] | None:
-    """One segment's rows of the stream (`limit`: the first or `newest` ones) and what `build`
-    makes of them: from the typed columns where they hold the values, else (rarely, a null
-    in one) read again with CBOR."""
-    table = segment.stream_table(stream_id, from_version, to_version, classes, lean=lean, limit=limit, newest=newest)
+    """One segment's rows of the stream (`limit`: the first or `newest` ones; none after
+    `upto_position`) and what `build` makes of them: from the typed columns where they hold
+    the values, else (rarely, a null in one) read again with CBOR."""
+    table = segment.stream_table(
+        stream_id, from_version, to_version, classes, lean=lean, limit=limit, newest=newest, upto_position=upto_position
+    )
     if table is None:
         return None
     try:
         return table, build(table, decode, classes)
     except NeedPayload:
-        table = segment.stream_table(stream_id, from_version, to_version, limit=limit, newest=newest)
+        table = segment.stream_table(
+            stream_id, from_version, to_version, limit=limit, newest=newest, upto_position=upto_position
+        )
         assert table is not None
         return table, build(table, decode, classes)
 
@@ -462,11 +466,14 @@ class PastView(Reader):
         snap = self.store.state()
         return StoreState(snap.segments, snap.buffers, min(self.position, snap.visible))
 
-    def _keep(self, record: RecordedEvent) -> bool:
+    def _time_filter(self) -> Callable[[RecordedEvent], bool] | None:
         if self._occurred_us is None:
-            return True
+            return None
+        return self._occurred_in_time
+
+    def _occurred_in_time(self, record: RecordedEvent) -> bool:
         occurred = record[7] if record[7] is not None else record[6]
-        return bool(occurred <= self._occurred_us)
+        return occurred is not None and self._occurred_us is not None and bool(occurred <= self._occurred_us)
 
     def stream_version(self, stream_id: str) -> int:
         """The stream's version at this point (0 when it did not exist yet): its newest event's, one read."""

@@ -399,14 +399,22 @@ class Segment:
         lean: bool = False,
         limit: int | None = None,
         newest: bool = False,
+        upto_position: int | None = None,
     ) -> pa.Table | None:
         """The stream's rows in the version range, in version order (None when there are none);
         with `limit`, only the first `limit` of them (`newest`: the last), read from the row
-        groups at that end until they hold enough."""
+        groups at that end until they hold enough; `upto_position`: only rows at or before it."""
         groups = self._groups_for(stream_id, from_version, to_version)
         if groups is not None and not groups:
             return None
         columns = self.read_columns(classes, lean=lean)
+        if upto_position is not None and upto_position < self.last_position:
+            table = stream_rows(self._read(groups, columns), stream_id, from_version, to_version)
+            if table is not None:
+                table = table.filter(pc.less_equal(table.column("position"), upto_position))
+            if table is None or not table.num_rows:
+                return None
+            return table if limit is None else ends(table, limit, newest=newest)
         if limit is None or groups is None:
             table = stream_rows(self._read(groups, columns), stream_id, from_version, to_version)
             return table if table is None or limit is None else ends(table, limit, newest=newest)
@@ -566,11 +574,13 @@ class MemorySegment(Segment):
         lean: bool = False,
         limit: int | None = None,
         newest: bool = False,
+        upto_position: int | None = None,
     ) -> pa.Table | None:
         ids = self._starts
-        if ids is None:
+        if ids is None or (upto_position is not None and upto_position < self.last_position):
             return super().stream_table(
-                stream_id, from_version, to_version, classes, lean=lean, limit=limit, newest=newest
+                stream_id, from_version, to_version, classes, lean=lean, limit=limit, newest=newest,
+                upto_position=upto_position,
             )
         lo = bisect.bisect_left(ids, stream_id)
         hi = bisect.bisect_right(ids, stream_id, lo)
