@@ -408,16 +408,14 @@ class Segment:
         if groups is not None and not groups:
             return None
         columns = self.read_columns(classes, lean=lean)
-        if upto_position is not None and upto_position < self.last_position:
+        cut = upto_position is not None and upto_position < self.last_position
+        if limit is None or groups is None or cut:
             table = stream_rows(self._read(groups, columns), stream_id, from_version, to_version)
-            if table is not None:
+            if table is not None and cut:
                 table = table.filter(pc.less_equal(table.column("position"), upto_position))
             if table is None or not table.num_rows:
                 return None
             return table if limit is None else ends(table, limit, newest=newest)
-        if limit is None or groups is None:
-            table = stream_rows(self._read(groups, columns), stream_id, from_version, to_version)
-            return table if table is None or limit is None else ends(table, limit, newest=newest)
         parts: list[pa.Table] = []
         found = 0
         for group in reversed(groups) if newest else groups:
