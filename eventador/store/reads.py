@@ -113,9 +113,9 @@ class Reader:
         """
         check_stream_id(stream_id)
         check_limit(limit)
+        snap = self.state()
         if limit == 0:
             return []
-        snap = self.state()
         decode = make_decoder(self.registry)
         classes = self.registry.classes()
         keep = self._time_filter()
