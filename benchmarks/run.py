@@ -45,6 +45,7 @@ from benchmarks.common import results_table as plain_table  # noqa: E402
 
 GROUPS = (  # run order
     "peer", "machine", "store", "actors", "aggregates", "projections", "queue", "timetravel", "xes", "schema",
+    "pages",
 )
 # Groups whose module has run(quick) -> list of result dicts (name, value, unit, budget, ...).
 MODULE_GROUPS = {
@@ -55,6 +56,7 @@ MODULE_GROUPS = {
     "timetravel": "Time travel and real event logs",
     "xes": "Reading XES beside pm4py",
     "schema": "Schema evolution: old events through upcasters",
+    "pages": "Pages of the log and the newest events of a stream",
 }
 STORE_PARTS = ("writes", "reads", "sql")
 CACHE_DIR = ROOT / "benchmarks" / ".cache"

@@ -4,6 +4,7 @@ from eventador.store.reads import PastView
 from eventador.store.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion, RecordedEvent
 from eventador.store.repair import RepairReport, repair_store
 from eventador.store.store import EventStore, open_store
+from eventador.store.subscription import Subscription
 
 __all__ = [
     "ANY",
@@ -14,6 +15,7 @@ __all__ = [
     "PastView",
     "RecordedEvent",
     "RepairReport",
+    "Subscription",
     "open_store",
     "repair_store",
 ]

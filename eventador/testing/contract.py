@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -539,6 +541,120 @@ class StoreContract:
         assert [r.position for r in store.read_stream("acc-1")] == [1, 2, 4, 5]
         assert _positions(store.read_all()) == [1, 2, 3, 4, 5]
         assert _positions(store.read_all(event_types=[ContractOpened])) == [1, 3]
+
+    # -- pages: a limit, newest first ------------------------------------------------------------
+
+    def _paged(self, store: EventStore) -> None:
+        """30 events in 3 interleaved streams: 10 flushed, 10 more flushed, 10 in the hot tier."""
+        for i in range(30):
+            account = f"acc-{i % 3}"
+            store.append(account, [_opened(account) if i < 3 else _deposited(str(i), account)])
+            if i in (9, 19):
+                store.flush()
+
+    def test_read_all_with_a_limit_returns_the_first_events_from_the_position(self, store: EventStore) -> None:
+        self._paged(store)
+        for start in (1, 5, 9, 10, 11, 19, 20, 21, 28, 30, 31):
+            for limit in (0, 1, 3, 10, 25, 100):
+                expected = list(range(start, min(start + limit, 31)))
+                assert _positions(store.read_all(from_position=start, limit=limit)) == expected, (start, limit)
+        assert _positions(store.read_all(from_position=8, to_position=12, limit=10)) == [8, 9, 10, 11, 12]
+        deposited = [r.position for r in store.read_all(event_types=[ContractDeposited])]
+        assert _positions(store.read_all(event_types=[ContractDeposited], limit=4)) == deposited[:4]
+        assert _positions(store.read_all(from_position=2, event_types=[ContractOpened], limit=5)) == [2, 3]
+        batches = list(store.read_batches(from_position=7, limit=16))
+        assert all(batches) and [r.position for b in batches for r in b] == list(range(7, 23))
+        assert [r.event for r in store.read_all(from_position=12, limit=3)] == [
+            r.event for r in list(store.read_all())[11:14]
+        ]
+
+    @pytest.mark.parametrize("limit", [-1, 1.5, "10", True])
+    def test_a_bad_limit_raises_invalid_input(self, store: EventStore, limit: Any) -> None:
+        store.append("acc-1", [_opened()])
+        with pytest.raises(InvalidInputError, match="limit"):
+            list(store.read_all(limit=limit))
+        with pytest.raises(InvalidInputError, match="limit"):
+            store.read_stream("acc-1", limit=limit)
+
+    def test_read_stream_newest_first_and_with_a_limit(self, store: EventStore) -> None:
+        self._paged(store)
+        forward = store.read_stream("acc-1")
+        assert [r.version for r in forward] == list(range(1, 11))
+        assert store.read_stream("acc-1", reverse=True) == forward[::-1]
+        for limit in (0, 1, 2, 4, 7, 10, 20):
+            assert store.read_stream("acc-1", limit=limit) == forward[:limit]
+            assert store.read_stream("acc-1", reverse=True, limit=limit) == forward[::-1][:limit]
+        ranged = store.read_stream("acc-1", from_version=3, to_version=8, reverse=True, limit=4)
+        assert [r.version for r in ranged] == [8, 7, 6, 5]
+        assert [r.version for r in store.read_stream("acc-1", from_version=9, limit=5)] == [9, 10]
+        assert store.read_stream("no-such", reverse=True, limit=1) == []
+
+    def test_the_past_honours_a_limit_and_newest_first(self, store: EventStore) -> None:
+        self._paged(store)
+        past = store.as_of(14)
+        assert _positions(past.read_all(from_position=12, limit=5)) == [12, 13, 14]
+        assert _positions(past.read_all(limit=3)) == [1, 2, 3]
+        newest = past.read_stream("acc-1", reverse=True, limit=2)
+        assert [(r.version, r.position) for r in newest] == [(5, 14), (4, 11)]
+        assert past.stream_version("acc-1") == 5
+        assert past.stream_version("acc-2") == 4
+        assert past.replay("acc-1").events == [r.event for r in past.read_stream("acc-1")]
+        assert past.replay("acc-1").last_version == 5
+
+    def test_stream_version_and_the_newest_event_agree(self, store: EventStore) -> None:
+        self._paged(store)
+        store.append("acc-1", [_withdrawn("1")])
+        newest = store.read_stream("acc-1", reverse=True, limit=1)
+        assert store.stream_version("acc-1") == newest[0].version == 11
+        assert store.info()["streams"] == 3
+        assert "31 events in 3 streams" in repr(store)
+
+    # -- a blocking subscription -------------------------------------------------------------------
+
+    def test_a_subscription_gives_the_past_then_live_events_to_a_thread(self, store: EventStore) -> None:
+        self._paged(store)
+        got: list[int] = []
+        with store.subscription(from_position=25) as subscription:
+            reader = threading.Thread(target=lambda: got.extend(r.position for r in subscription))
+            reader.start()
+            for i in range(10):
+                store.append("acc-live", [_deposited(str(i), "acc-live")])
+            assert store.wait_for_position(40, timeout=5)
+            deadline = time.monotonic() + 5
+            while len(got) < 16 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        reader.join(timeout=5)
+        assert not reader.is_alive()  # closing it from this thread ended the one waiting
+        assert got == list(range(25, 41))
+        assert subscription.closed and subscription.position == 41
+
+    def test_a_subscription_filters_by_type_and_ends_after_its_timeout(self, store: EventStore) -> None:
+        self._paged(store)
+        opened = [r.position for r in store.read_all(event_types=[ContractOpened])]
+        with store.subscription(event_types=[ContractOpened], timeout=0.05) as subscription:
+            assert [r.position for r in subscription] == opened
+            assert subscription.position == 31  # where to go on from
+        store.append("acc-9", [_opened("acc-9")])
+        resumed = store.subscription(from_position=subscription.position, timeout=0.05)
+        assert [r.stream_id for r in resumed] == ["acc-9"]
+
+    def test_a_subscription_ends_when_the_store_closes(self, store: EventStore) -> None:
+        store.append("acc-1", [_opened()])
+        subscription = store.subscription()
+        assert next(subscription).position == 1
+        ended = threading.Event()
+
+        def drain() -> None:
+            for _ in subscription:
+                pass
+            ended.set()
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        time.sleep(0.05)  # waiting for the next append
+        store.close()
+        assert ended.wait(5)
+        reader.join(timeout=5)
 
     def test_every_payload_type_survives_flushing_and_reopening(
         self, store_factory: StoreFactory, store: EventStore
