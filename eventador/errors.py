@@ -13,6 +13,7 @@
     │       └── NestingError          containers nested past the limit, or holding themselves
     ├── StoreError                    the event store refused or failed
     │   ├── ConcurrencyError          expected_version did not match: reload, retry
+    │   │   └── CheckpointConflict    a checkpoint did not move forward (processed already)
     │   ├── StoreLockedError          another process writes this directory
     │   ├── StoreClosedError          the store was closed
     │   ├── ReadOnlyError             a write on a read-only store
@@ -165,6 +166,23 @@ class ConcurrencyError(StoreError):
     def __init__(self, stream_id: str, expected: object, actual: int) -> None:
         super().__init__(f"stream {stream_id!r} is at version {actual}, not {expected}")
         self.stream_id, self.expected, self.actual = stream_id, expected, actual
+
+
+class CheckpointConflict(ConcurrencyError):
+    """A checkpoint written with an append did not move forward: checkpoint `name` is at
+    `current`, and `position` is not above it (that upstream event was processed already,
+    or another writer recorded a later one first). Nothing of the append was written.
+
+    As a ``ConcurrencyError``, ``stream_id`` is the checkpoint's name, ``expected`` the
+    refused position and ``actual`` the current one.
+    """
+
+    def __init__(self, name: str, position: int, current: int) -> None:
+        StoreError.__init__(
+            self, f"checkpoint {name!r} is at position {current}: {position} is not above it, nothing was written"
+        )
+        self.name, self.position, self.current = name, position, current
+        self.stream_id, self.expected, self.actual = name, position, current
 
 
 class StoreLockedError(StoreError):

@@ -23,9 +23,12 @@ from eventador.store.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersi
 
 __all__ = [
     "PreparedAppend",
+    "check_checkpoint",
     "check_expected",
     "check_new_stream_id",
     "decode_columns",
+    "frame_records",
+    "joint_body",
     "prepare_append",
     "verify_expected",
 ]
@@ -123,6 +126,25 @@ def check_expected(expected: object) -> None:
         raise InvalidInputError(
             f"expected_version must be an int >= 0, ev.ANY, ev.NO_STREAM or ev.STREAM_EXISTS, got {expected!r}"
         )
+
+
+def check_checkpoint(checkpoint: object) -> tuple[str, int] | None:
+    """`checkpoint` as (name, position), checked: a non-empty name and a position >= 1 (or None).
+
+    Raises:
+        InvalidInputError: naming what is wrong with it.
+    """
+    if checkpoint is None:
+        return None
+    if not isinstance(checkpoint, tuple) or len(checkpoint) != 2:
+        raise InvalidInputError(f"checkpoint must be a (name, position) tuple, got {checkpoint!r}")
+    name, position = checkpoint
+    if not isinstance(name, str) or not name or name.isspace():
+        raise InvalidInputError(f"a checkpoint's name must be a non-empty str, got {name!r}")
+    check_text(name, "checkpoint name")
+    if isinstance(position, bool) or not isinstance(position, int) or position < 1:
+        raise InvalidInputError(f"checkpoint {name!r}: the position must be an int >= 1, got {position!r}")
+    return name, position
 
 
 def verify_expected(stream_id: str, expected: int | ExpectedVersion, current: int) -> None:
@@ -257,17 +279,17 @@ def _one_time(micros: int | None) -> bytes:
     return cbor2.dumps([micros])
 
 
-def _bytes_head(size: int) -> bytes:
-    """The head of a CBOR byte string of `size` bytes (major type 2)."""
+def _bytes_head(size: int, major: int = 0x40) -> bytes:
+    """The head of a CBOR byte string of `size` bytes (major type 2; `major` 0x80: an array of `size` items)."""
     if size < 24:
-        return bytes((0x40 + size,))
+        return bytes((major + size,))
     if size < 0x100:
-        return b"\x58" + size.to_bytes(1)
+        return bytes((major + 24,)) + size.to_bytes(1)
     if size < 0x10000:
-        return b"\x59" + size.to_bytes(2)
+        return bytes((major + 25,)) + size.to_bytes(2)
     if size < 0x100000000:
-        return b"\x5a" + size.to_bytes(4)
-    return b"\x5b" + size.to_bytes(8)
+        return bytes((major + 26,)) + size.to_bytes(4)
+    return bytes((major + 27,)) + size.to_bytes(8)
 
 
 def decode_columns(
@@ -296,3 +318,40 @@ def decode_columns(
     if len(types) != n or len(occurred) != n or len(versions) != n:
         raise ValueError(f"columns of {n} events do not add up")
     return types, split_ids(joined_ids), occurred, payloads, versions
+
+
+# -- a frame of the log ------------------------------------------------------------------------
+#
+# A frame's body is one append's record (the 7-array above), or the CBOR array [records,
+# checkpoint]: the records of appends to several streams made together (``append_streams``,
+# ``append_many``), in position order, and a checkpoint, [name, position] or null. One frame
+# is written whole or not at all, so a crash keeps all of those streams' events and the
+# checkpoint, or none. A frame may hold a checkpoint and no record.
+
+
+def joint_body(records: Sequence[bytes], checkpoint: tuple[str, int] | None) -> bytes:
+    """The body of one frame holding `records` (each an append's encoded 7-array) and `checkpoint`."""
+    mark = b"\xf6" if checkpoint is None else cbor2.dumps(list(checkpoint))
+    return b"".join((b"\x82", _bytes_head(len(records), 0x80), *records, mark))
+
+
+def frame_records(body: object) -> tuple[list[list[Any]], tuple[str, int] | None]:
+    """The appends' records (each a 7-array) of a frame's decoded body, and its checkpoint.
+
+    Raises:
+        ValueError: the body is neither shape.
+    """
+    if not isinstance(body, list):
+        raise ValueError(f"a frame holds a {type(body).__name__}, not an array")
+    if len(body) == 7:
+        return [body], None
+    if len(body) != 2 or not isinstance(body[0], list):
+        raise ValueError(f"a frame of {len(body)} items is neither one append (7) nor several and a checkpoint (2)")
+    records, mark = body
+    if any(not isinstance(r, list) or len(r) != 7 for r in records):
+        raise ValueError("a record of the frame is not an append's 7 items")
+    if mark is None:
+        return records, None
+    if not isinstance(mark, list) or len(mark) != 2 or not isinstance(mark[0], str) or type(mark[1]) is not int:
+        raise ValueError(f"the frame's checkpoint is not [name, position]: {mark!r}")
+    return records, (mark[0], mark[1])

@@ -13,6 +13,10 @@ the store's id, its positions and rows), so the files can be checked against the
 catalog and the catalog rebuilt from them (``store/repair.py``). The catalog
 also records the log segment the writer appends to, so that a missing newest
 segment is noticed instead of read as a shorter log.
+
+Checkpoints written with appends (``append_streams``) live in the log until a flush
+retires its segments: each flush records them here (``store_checkpoints``, and in the
+manifest) in the transaction that names its file, before the segments go.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
+CHECKPOINTS = "store_checkpoints"  # the checkpoints of the log segments already retired (and later ones)
 CATALOG = "catalog.duckdb"
 FILE_FORMAT = 1  # the layout of the data files' own description (and of their columns)
 _FACTS_KEY = b"eventador"
@@ -215,6 +220,9 @@ class Catalog:
             """
         )
         self.db.execute("CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+        self.db.execute(
+            f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS} (name VARCHAR PRIMARY KEY, position BIGINT NOT NULL)"
+        )
         stored = self._meta("store_id")
         self.store_id = stored or uuid.uuid4().hex
         """The store's id, written into each of its data files (made once, for a store that has none)."""
@@ -243,31 +251,47 @@ class Catalog:
                 raise CorruptionError(self.where, f"cannot read the catalog: {exc}") from exc
         return [FileEntry(*row) for row in rows]
 
+    def checkpoints(self) -> dict[str, int]:
+        """The checkpoints recorded here (those of retired log segments, and any later ones a flush saw)."""
+        with self._lock:
+            return dict(self.db.execute(f"SELECT name, position FROM {CHECKPOINTS} ORDER BY name").fetchall())
+
     def replace(
-        self, added: list[FileEntry], removed: list[str], *, log_segment: int | None = None, log_required: bool = True
+        self, added: list[FileEntry], removed: list[str], *, log_segment: int | None = None, log_required: bool = True,
+        checkpoints: dict[str, int] | None = None,
     ) -> None:
-        """Record new files and forget replaced ones (and where the log goes on), in one transaction.
+        """Record new files and forget replaced ones (and where the log goes on, and the
+        `checkpoints` the log holds), in one transaction.
 
         The manifest is not rewritten: the caller does so once the files are in place.
         """
         with self._lock:
-            self._transaction(added, removed, log_segment=log_segment, log_required=log_required)
+            self._transaction(
+                added, removed, log_segment=log_segment, log_required=log_required, checkpoints=checkpoints
+            )
 
-    def rebuild(self, files: list[FileEntry], *, store_id: str, log_segment: int) -> None:
+    def rebuild(
+        self, files: list[FileEntry], *, store_id: str, log_segment: int, checkpoints: dict[str, int] | None = None
+    ) -> None:
         """Name exactly `files`, and take the store id and newest log segment given (repair), in one
         transaction; no segment is required to exist beyond those there are."""
         with self._lock:
-            self._transaction(files, None, log_segment=log_segment, log_required=False, store_id=store_id)
+            self._transaction(
+                files, None, log_segment=log_segment, log_required=False, store_id=store_id, checkpoints=checkpoints
+            )
 
-    def record_log_segment(self, number: int, *, required: bool = True) -> None:
-        """Record that the log goes on in segment `number`, which must exist unless not `required`."""
+    def record_log_segment(
+        self, number: int, *, required: bool = True, checkpoints: dict[str, int] | None = None
+    ) -> None:
+        """Record that the log goes on in segment `number`, which must exist unless not `required`
+        (and `checkpoints`, as the log holds them)."""
         with self._lock:
-            self._transaction([], [], log_segment=number, log_required=required)
+            self._transaction([], [], log_segment=number, log_required=required, checkpoints=checkpoints)
         self.write_manifest()
 
     def _transaction(
         self, added: list[FileEntry], removed: list[str] | None, *, log_segment: int | None,
-        log_required: bool = True, store_id: str | None = None,
+        log_required: bool = True, store_id: str | None = None, checkpoints: dict[str, int] | None = None,
     ) -> None:
         try:
             self.db.execute("BEGIN")
@@ -285,6 +309,13 @@ class Catalog:
                 self._set_meta("log_required", "1" if log_required else "0")
             if store_id is not None:
                 self._set_meta("store_id", store_id)
+            for name, position in (checkpoints or {}).items():
+                # A checkpoint only moves forward: a stale map never lowers one.
+                self.db.execute(
+                    f"INSERT INTO {CHECKPOINTS} VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET position = greatest(position, excluded.position)",
+                    [name, position],
+                )
             self.db.execute("COMMIT")
         except duckdb.Error as exc:
             with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
@@ -311,6 +342,7 @@ class Catalog:
             "log_segment": self.log_segment,
             "log_required": self.log_required,
             "files": entries,
+            "checkpoints": self.checkpoints(),
         }
         body = json.dumps(manifest, indent=1).encode()
         temp = self.directory / f".tmp-{MANIFEST}"
@@ -407,6 +439,7 @@ class Manifest:
     log_segment: int
     log_required: bool
     files: tuple[FileEntry, ...]
+    checkpoints: tuple[tuple[str, int], ...] = ()  # (name, position), by name
 
 
 def read_manifest(directory: Path) -> Manifest:
@@ -423,6 +456,7 @@ def read_manifest(directory: Path) -> Manifest:
             int(data.get("log_segment", 0)),
             bool(data.get("log_required", False)),
             tuple(FileEntry(**e) for e in data["files"]),
+            tuple(sorted((str(name), int(position)) for name, position in data.get("checkpoints", {}).items())),
         )
     except FileNotFoundError:
         raise CorruptionError(
@@ -453,6 +487,10 @@ def read_catalog(directory: Path) -> Manifest:
             meta: dict[str, str] = (
                 dict(db.execute("SELECT key, value FROM store_meta").fetchall()) if has_meta and has_meta[0] else {}
             )
+            checkpoints = (
+                db.execute(f"SELECT name, position FROM {CHECKPOINTS} ORDER BY name").fetchall()
+                if table_exists(db, CHECKPOINTS) else []
+            )
         finally:
             db.close()
     except duckdb.Error as exc:
@@ -462,4 +500,5 @@ def read_catalog(directory: Path) -> Manifest:
         int(meta.get("log_segment", 0)),
         meta.get("log_required") == "1",
         tuple(FileEntry(*row) for row in rows),
+        tuple((str(name), int(position)) for name, position in checkpoints),
     )

@@ -1,6 +1,7 @@
-"""Committing appends: under the store's lock, each stream's expected version checked,
-positions assigned, one frame per stream queued for the log and the rows added to the hot
-tier; then, out of the lock, the group commit's fsync makes them durable and visible.
+"""Committing appends: under the store's lock, each stream's expected version (and a
+checkpoint's position) checked, positions assigned, one frame queued for the log (one per
+append for ``commit_each``) and the rows added to the hot tier; then, out of the lock, the
+group commit's fsync makes them durable and visible.
 
 Everything that can fail on bad input happened before (``prepare_append``, appends.py).
 ``commit_each`` is the group commit of appends gathered from many actors (aio.py).
@@ -14,9 +15,9 @@ from typing import Any
 
 import cbor2
 
-from eventador.errors import ConcurrencyError
+from eventador.errors import CheckpointConflict, ConcurrencyError
 from eventador.messages import Event
-from eventador.store.appends import PreparedAppend, prepare_append, verify_expected
+from eventador.store.appends import PreparedAppend, joint_body, prepare_append, verify_expected
 from eventador.store.flushing import Flushing
 from eventador.store.records import ANY, ExpectedVersion, datetime_to_micros
 
@@ -49,8 +50,16 @@ class Committing(Flushing):
         )
 
     def _commit(self, appends: list[PreparedAppend]) -> list[int]:
-        """All of `appends` or, on any conflict, none: one lock, one fsync."""
-        return self._commit_some(appends, each=False)  # type: ignore[return-value]  # no errors when not each
+        """All of `appends` or, on any conflict, none: one lock, one frame, one fsync; returns
+        each stream's new version."""
+        return self._commit_some(appends, each=False)[0]  # type: ignore[return-value]  # no errors when not each
+
+    def _commit_together(self, appends: list[PreparedAppend], checkpoint: tuple[str, int] | None) -> list[int]:
+        """All of `appends` and `checkpoint` in one frame, or, on any conflict, none; returns
+        the position of each event, in the order given."""
+        _, last = self._commit_some(appends, each=False, checkpoint=checkpoint)
+        count = sum(len(a.events) for a in appends)
+        return list(range(last - count + 1, last + 1))
 
     def commit_each(self, appends: list[PreparedAppend]) -> list[int | ConcurrencyError]:
         """Each of `appends` (from ``prepare_append``) on its own, in order, under one lock and
@@ -61,12 +70,19 @@ class Committing(Flushing):
         Raises:
             StoreError: the store is closed or read-only, or the log failed (nothing is acknowledged).
         """
-        return self._commit_some(appends, each=True)
+        return self._commit_some(appends, each=True)[0]
 
-    def _commit_some(self, appends: list[PreparedAppend], *, each: bool) -> list[int | ConcurrencyError]:
+    def _commit_some(
+        self, appends: list[PreparedAppend], *, each: bool, checkpoint: tuple[str, int] | None = None
+    ) -> tuple[list[int | ConcurrencyError], int]:
+        """Write `appends` (and `checkpoint`); returns each stream's new version (or, `each`, its
+        conflict) and the last position written (0: none). Not `each`: every check comes
+        before the first write, and all go into one frame."""
         now = datetime_to_micros(self.clock.now())
         lsn = 0
         versions: list[int | ConcurrencyError] = []
+        records: list[bytes] = []  # not each: the appends' records, for one frame
+        previous = 0  # the checkpoint's position before this call
         with self._lock:
             self._check_writable()
             wal = self._wal  # this append's log, even if the store is closed meanwhile
@@ -77,6 +93,10 @@ class Committing(Flushing):
                     current = pending.get(a.stream_id, heads.get(a.stream_id, 0))
                     verify_expected(a.stream_id, a.expected, current)
                     pending[a.stream_id] = current + len(a.events)
+                if checkpoint is not None:
+                    previous = self._checkpoints.get(checkpoint[0], 0)
+                    if checkpoint[1] <= previous:
+                        raise CheckpointConflict(checkpoint[0], checkpoint[1], previous)
             recorded = max(now, self._last_recorded_us)  # recorded_at never goes back
             buffer = self._buffer
             last = 0
@@ -95,11 +115,14 @@ class Committing(Flushing):
                 if wal is not None:
                     # The columns were encoded before the lock: a 7-array whose last item is them.
                     head = cbor2.dumps([first, a.stream_id, current + 1, recorded, a.stream_type, a.metadata])
-                    try:
-                        lsn = wal.add(b"\x87" + head[1:] + a.logged, first + len(a.events) - 1)
-                    except BaseException:
-                        self._forget_unlogged()  # this call's earlier streams, if any
-                        raise
+                    if each:
+                        try:
+                            lsn = wal.add(b"\x87" + head[1:] + a.logged, first + len(a.events) - 1)
+                        except BaseException:
+                            self._forget_unlogged()  # this call's earlier streams, if any
+                            raise
+                    else:
+                        records.append(b"\x87" + head[1:] + a.logged)
                 buffer.add(
                     a.stream_id, current + 1, recorded, a.stream_type, a.metadata,
                     a.types, a.ids, a.occurred, a.payloads, a.events, a.versions,
@@ -107,12 +130,22 @@ class Committing(Flushing):
                 heads[a.stream_id] = current + len(a.events)
                 versions.append(current + len(a.events))
                 last = first + len(a.events) - 1
+            if wal is not None and (records or checkpoint is not None):
+                # One frame: one append's record as it always was, or several and the checkpoint.
+                body = records[0] if len(records) == 1 and checkpoint is None else joint_body(records, checkpoint)
+                try:
+                    lsn = wal.add(body, buffer.first_position + len(buffer) - 1)
+                except BaseException:
+                    self._forget_unlogged()  # the rows added above are past what is visible: never shown
+                    raise
+            if checkpoint is not None:
+                self._checkpoints[checkpoint[0]] = checkpoint[1]
             self._last_recorded_us = recorded
             if self.durability != "fsync" and last:
                 self._show(last)
             full = len(buffer) >= self.flush_every
-        if not last:
-            return versions
+        if not last and not lsn:
+            return versions, 0
         if wal is not None and self.durability == "fsync":
             try:
                 wal.sync(lsn)  # the round's leader has made these events visible (_durable)
@@ -120,12 +153,14 @@ class Committing(Flushing):
                 if wal.failed:
                     with self._lock:
                         self._forget_unlogged()
+                        if checkpoint is not None and self._checkpoints.get(checkpoint[0]) == checkpoint[1]:
+                            self._checkpoints[checkpoint[0]] = previous  # not acknowledged, as the events
                 raise
         else:
             self._notify()
         if full:
             self._flush_quietly()
-        return versions
+        return versions, last
 
     def _forget_unlogged(self) -> None:
         """After the log failed (the caller holds the lock): the streams' versions go back

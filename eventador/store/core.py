@@ -79,6 +79,8 @@ class StoreCore(Reader):
         self._sql_lock = threading.RLock()
         self._closed = False
         self._heads: dict[str, int] = {}
+        self._checkpoints: dict[str, int] = {}  # each checkpoint's position (written with appends)
+        self._flushed_checkpoints: dict[str, int] = {}  # as at the last flush's rotation: all durable
         self._segments: list[Segment] = []
         self._frozen: list[HotBuffer] = []
         self._buffer = HotBuffer(1)

@@ -63,7 +63,9 @@ class Flushing(StoreCore):
                     self._log_segment = closed + 1
                     # Made now, so that the catalog may say it must exist (a full disk: at the next append).
                     self._log_required = self._wal.begin_segment()
-                # rotate() made everything written so far durable: show it all.
+                # rotate() made everything written so far durable: show it all. The checkpoints
+                # too: the catalog records them before the log segments holding them are retired.
+                self._flushed_checkpoints = dict(self._checkpoints)
                 self._show(buffer.last_position)
                 self._notify()
                 self._retire_after = closed
@@ -229,7 +231,8 @@ class Flushing(StoreCore):
         ]
         try:
             catalog.replace(
-                [entry], [e.name for e in old], log_segment=self._log_segment, log_required=self._log_required
+                [entry], [e.name for e in old], log_segment=self._log_segment, log_required=self._log_required,
+                checkpoints=self._flushed_checkpoints,
             )
         except StoreError:
             pending.path.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import cbor2
 
 from eventador.errors import CorruptionError, InvalidInputError, StoreError, store_os_error
-from eventador.store.appends import decode_columns
+from eventador.store.appends import decode_columns, frame_records
 from eventador.store.buffer import HotBuffer
 from eventador.store.catalog import CATALOG, Catalog, FileEntry, FileFacts, holds_store, read_facts, read_manifest
 from eventador.store.flushing import TRASH_SECONDS, Flushing
@@ -44,6 +44,7 @@ class _Recovered:
     buffer: HotBuffer
     visible: int
     last_recorded_us: int
+    checkpoints: dict[str, int]
 
 
 class Opening(Flushing):
@@ -74,7 +75,10 @@ class Opening(Flushing):
             self._wal.on_durable = self._durable
             self._log_segment = first
             self._log_required = self._wal.begin_segment()  # a full disk: made at the first append
-            catalog.record_log_segment(first, required=self._log_required)  # and the manifest, for readers
+            # And the manifest, for readers; and the checkpoints the log holds, so that the
+            # catalog holds every one before a flush retires the segments they are in.
+            catalog.record_log_segment(first, required=self._log_required, checkpoints=recovered.checkpoints)
+            self._flushed_checkpoints = dict(recovered.checkpoints)
             self.snapshots = SnapshotStore(catalog)
         except BaseException:
             self._release()  # what failed is the error to show, not a failure to let go
@@ -108,7 +112,7 @@ class Opening(Flushing):
         unnamed = self._unnamed_files({e.name for e in entries}, catalog.store_id)
         required = catalog.log_segment if catalog.log_required else 0
         try:
-            recovered = self._recover(entries, catalog.store_id, required, repair=True)
+            recovered = self._recover(entries, catalog.store_id, required, catalog.checkpoints(), repair=True)
         except CorruptionError as exc:
             # A log that does not follow the catalog's files, beside files it does not name:
             # the catalog is the stale one.
@@ -182,7 +186,7 @@ class Opening(Flushing):
             try:
                 recovered = self._recover(
                     list(manifest.files), manifest.store_id,
-                    manifest.log_segment if manifest.log_required else 0, repair=False,
+                    manifest.log_segment if manifest.log_required else 0, dict(manifest.checkpoints), repair=False,
                 )
                 break
             except (FileNotFoundError, CorruptionError) as exc:
@@ -208,9 +212,13 @@ class Opening(Flushing):
         with self._lock:
             self._load_read_only()
 
-    def _recover(self, entries: list[FileEntry], store_id: str | None, log_segment: int, *, repair: bool) -> _Recovered:
+    def _recover(
+        self, entries: list[FileEntry], store_id: str | None, log_segment: int, checkpoints: dict[str, int], *,
+        repair: bool,
+    ) -> _Recovered:
         """The state the files `entries` and the log after them hold; `log_segment`: the segment
-        the log must reach (0: none). Files already open are used again (a reader's refresh).
+        the log must reach (0: none); `checkpoints`: those the catalog (or manifest) recorded,
+        which the log's move forward. Files already open are used again (a reader's refresh).
 
         Raises:
             CorruptionError: a file or log segment is missing, damaged, or disagrees with the catalog.
@@ -223,10 +231,11 @@ class Opening(Flushing):
         end = entries[-1].last_position if entries else 0
         log = self._check_log(log_segment)
         buffer = HotBuffer(end + 1)
-        visible, last_recorded = self._replay_wal(buffer, heads, log, repair=repair)
+        checkpoints = dict(checkpoints)
+        visible, last_recorded = self._replay_wal(buffer, heads, checkpoints, log, repair=repair)
         # recorded_at never goes back, also across a reopen with everything flushed.
         last_recorded = max([last_recorded, *(s.max_recorded_us() for s in segments)])
-        return _Recovered(segments, heads, buffer, visible, last_recorded)
+        return _Recovered(segments, heads, buffer, visible, last_recorded, checkpoints)
 
     def _install(self, recovered: _Recovered) -> None:
         self._segments = recovered.segments
@@ -235,6 +244,7 @@ class Opening(Flushing):
         self._frozen = []
         self._visible = recovered.visible
         self._last_recorded_us = recovered.last_recorded_us
+        self._checkpoints = recovered.checkpoints
         names = {s.path.name for s in recovered.segments if isinstance(s, FileSegment)}
         self._heads_of = {name: heads for name, heads in self._heads_of.items() if name in names}
 
@@ -313,10 +323,11 @@ class Opening(Flushing):
         return segments
 
     def _replay_wal(
-        self, buffer: HotBuffer, heads: dict[str, int], segments: list[tuple[int, Path]], *, repair: bool
+        self, buffer: HotBuffer, heads: dict[str, int], checkpoints: dict[str, int], segments: list[tuple[int, Path]],
+        *, repair: bool,
     ) -> tuple[int, int]:
-        """Add the log's events after the files to `buffer` (and `heads`); returns the last
-        position and its recorded time (µs)."""
+        """Add the log's events after the files to `buffer` (and `heads`), and move `checkpoints`
+        forward to the log's; returns the last position and its recorded time (µs)."""
         next_position = buffer.first_position
         last_recorded = 0
         for number, (segment_no, path) in enumerate(segments, 1):
@@ -325,38 +336,41 @@ class Opening(Flushing):
             settled = repair or number < len(segments)
             for frame in scan_segment(path, repair=repair, settled=settled):
                 try:
-                    first, stream_id, first_version, recorded_us, stream_type, metadata, columns = cbor2.loads(
-                        frame.body
-                    )
-                    types, ids, occurred, payloads, versions = decode_columns(columns, log_format=frame.log_format)
+                    records, checkpoint = frame_records(cbor2.loads(frame.body))
+                    appends = [(r[:6], decode_columns(r[6], log_format=frame.log_format)) for r in records]
                 except (ValueError, TypeError, cbor2.CBORDecodeError) as exc:
                     raise CorruptionError(str(path), f"undecodable frame: {exc}", frame.offset) from exc
-                n = len(payloads)
-                if first + n <= next_position:
-                    continue  # already in a Parquet file
-                if first != next_position or first_version != heads.get(stream_id, 0) + 1:
-                    before = segments[number - 2][0] if number > 1 else None
-                    if first > next_position and before is not None and segment_no != before + 1:
-                        # Gaps in the numbering are harmless where they held nothing (an unused
-                        # segment removed at close); here the positions between went with them.
-                        missing = WriteAheadLog.segment_path(self._wal_dir, before + 1)
+                if checkpoint is not None:  # a frame is whole: its checkpoint comes with its events
+                    name, position = checkpoint
+                    checkpoints[name] = max(position, checkpoints.get(name, 0))
+                for (first, stream_id, first_version, recorded_us, stream_type, metadata), columns in appends:
+                    types, ids, occurred, payloads, versions = columns
+                    n = len(payloads)
+                    if first + n <= next_position:
+                        continue  # already in a Parquet file
+                    if first != next_position or first_version != heads.get(stream_id, 0) + 1:
+                        before = segments[number - 2][0] if number > 1 else None
+                        if first > next_position and before is not None and segment_no != before + 1:
+                            # Gaps in the numbering are harmless where they held nothing (an unused
+                            # segment removed at close); here the positions between went with them.
+                            missing = WriteAheadLog.segment_path(self._wal_dir, before + 1)
+                            raise CorruptionError(
+                                str(missing), f"missing: log segments {before} and {segment_no} are there, and "
+                                f"positions {next_position}-{first - 1} are in no data file and no log segment",
+                            )
                         raise CorruptionError(
-                            str(missing), f"missing: log segments {before} and {segment_no} are there, and positions "
-                            f"{next_position}-{first - 1} are in no data file and no log segment",
+                            str(path),
+                            f"frame for position {first} (stream {stream_id!r} v{first_version}) does not follow "
+                            f"position {next_position - 1}",
+                            frame.offset,
                         )
-                    raise CorruptionError(
-                        str(path),
-                        f"frame for position {first} (stream {stream_id!r} v{first_version}) does not follow "
-                        f"position {next_position - 1}",
-                        frame.offset,
+                    buffer.add(
+                        stream_id, first_version, recorded_us, stream_type, metadata, types, ids, occurred, payloads,
+                        None, versions,
                     )
-                buffer.add(
-                    stream_id, first_version, recorded_us, stream_type, metadata, types, ids, occurred, payloads, None,
-                    versions,
-                )
-                heads[stream_id] = first_version + n - 1
-                next_position += n
-                last_recorded = recorded_us
+                    heads[stream_id] = first_version + n - 1
+                    next_position += n
+                    last_recorded = recorded_us
         return next_position - 1, last_recorded
 
     def _release(self) -> StoreError | None:
@@ -398,6 +412,7 @@ class Opening(Flushing):
         """Close the log. Its last segment, if unused (everything is flushed), is removed once
         the catalog says it need not exist: else opening again would take it for a lost one."""
         unused = catalog is not None and not len(self._buffer) and not self._frozen
+        unused = unused and self._checkpoints == self._flushed_checkpoints  # else it holds a checkpoint's frame
         if unused and catalog is not None and (catalog.log_segment, catalog.log_required) == (self._log_segment, True):
             try:
                 catalog.record_log_segment(self._log_segment, required=False)

@@ -41,6 +41,7 @@ __all__ = ["STORE_TABLES", "STORE_VIEWS", "SqlRelation", "check_query", "fixed_n
 STORE_TABLES = {
     "files": "the catalog of the store's data files",
     "store_meta": "the store's id and where its log goes on",
+    "store_checkpoints": "the checkpoints written with appends, as at the last flush",
     "snapshots": "the store's snapshots",
     "projection_checkpoints": "the projections' checkpoints",
     "sql_projections": "the SQL projections' definitions",

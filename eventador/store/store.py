@@ -28,7 +28,7 @@ from eventador.clock import Clock
 from eventador.errors import InvalidInputError
 from eventador.messages import Event, TypeRegistry
 from eventador.store import dataframes
-from eventador.store.appends import prepare_append
+from eventador.store.appends import check_checkpoint, prepare_append
 from eventador.store.catalog import Catalog, read_manifest
 from eventador.store.committing import Committing
 from eventador.store.core import Durability as Durability  # its name here before the split
@@ -158,8 +158,9 @@ class EventStore(Opening, Committing, Querying):
         """Append to many streams with one lock and one fsync; returns each stream's new version.
 
         All events are checked, and every stream's `expected_version`, before anything
-        is written: one bad event or one conflict writes nothing. Each stream's events
-        are one atomic record in the log (a crash keeps or drops each stream's events whole).
+        is written: one bad event or one conflict writes nothing. All streams' events are
+        one record in the log: a crash keeps all of them or none. (``append_streams``
+        takes an expected version per stream, and a checkpoint.)
 
         Raises:
             ConcurrencyError, SerializationError, InvalidInputError: as ``append``.
@@ -173,6 +174,60 @@ class EventStore(Opening, Committing, Querying):
             for (stream_id, events), when in zip(items, times, strict=True)
         ]
         return self._commit(prepared)
+
+    def append_streams(
+        self,
+        appends: Iterable[tuple[str, Event | Sequence[Event], int | ExpectedVersion]],
+        *,
+        checkpoint: tuple[str, int] | None = None,
+        metadata: dict[str, Any] | None = None,
+        stream_type: str | None = None,
+    ) -> list[int]:
+        """Append to several streams, each at its own expected version, and record a checkpoint,
+        all at once; returns the position of each event, in the order given.
+
+        `appends`: ``(stream_id, events, expected_version)`` triples (a stream may come
+        twice: its second part follows its first). `checkpoint`: ``(name, position)``, an
+        upstream position this append is the outcome of; per name, positions must rise
+        (``checkpoint(name)`` reads it back). Every event, every expected version and the
+        checkpoint are checked before anything is written, and then everything is one
+        record in the log, made durable by one fsync: a crash keeps all of it or none.
+        Positions are consecutive, in the order given. A checkpoint with no events is
+        allowed. `metadata` and `stream_type` apply to every stream.
+
+        Raises:
+            ConcurrencyError: a stream is not at its expected version (names it); nothing is written.
+            CheckpointConflict: the checkpoint is not above its current position; nothing is written.
+            SerializationError, InvalidInputError: as ``append``, or a malformed triple or checkpoint.
+
+        >>> store.append_streams(
+        ...     [("acc-1", [Deposited(amount=5)], 0), ("acc-2", [Deposited(amount=7)], ev.NO_STREAM)],
+        ...     checkpoint=("payments", 41),
+        ... )
+        [4, 5]
+        >>> store.checkpoint("payments")
+        41
+        """
+        logged = self._wal is not None
+        prepared = []
+        for item in appends:
+            if not isinstance(item, tuple) or len(item) != 3:
+                raise InvalidInputError(
+                    f"append_streams takes (stream_id, events, expected_version) triples, got {item!r}"
+                )
+            stream_id, events, expected = item
+            prepared.append(prepare_append(stream_id, events, expected, metadata, None, stream_type, logged=logged))
+        return self._commit_together(prepared, check_checkpoint(checkpoint))
+
+    def checkpoint(self, name: str) -> int:
+        """The position checkpoint `name` was last recorded at (``append_streams``); 0 when never."""
+        self._check_open()
+        return self._checkpoints.get(name, 0)
+
+    def checkpoints(self) -> dict[str, int]:
+        """Every checkpoint recorded with ``append_streams``: name -> position."""
+        self._check_open()
+        return dict(self._checkpoints)
 
     def import_dataframe(
         self,
