@@ -12,6 +12,7 @@ at a past time.
 """
 
 from eventador.ext.eventsourcing.factory import EventadorFactory
+from eventador.ext.eventsourcing.queries import PastApplication, as_of, create_topic_views, store_of
 from eventador.ext.eventsourcing.recorders import (
     EventadorAggregateRecorder,
     EventadorApplicationRecorder,
@@ -33,5 +34,9 @@ __all__ = [
     "EventadorSubscription",
     "EventadorTrackingRecorder",
     "Factory",
+    "PastApplication",
     "StoredEventRecord",
+    "as_of",
+    "create_topic_views",
+    "store_of",
 ]
