@@ -23,7 +23,7 @@ from eventador.ext.eventsourcing.recorders import (
     StoredEventRecord,
 )
 
-Factory = EventadorFactory
+Factory = EventadorFactory  # the name eventsourcing's own modules give theirs
 
 __all__ = [
     "EventadorAggregateRecorder",
@@ -33,7 +33,6 @@ __all__ = [
     "EventadorSnapshotRecorder",
     "EventadorSubscription",
     "EventadorTrackingRecorder",
-    "Factory",
     "PastApplication",
     "StoredEventRecord",
     "as_of",
