@@ -67,9 +67,28 @@ class StoredEventRecord(Event, event_type="StoredEvent"):
     state: bytes
 
 
-# Each stream's first eventsourcing version, per store: it never changes once written,
-# and every recorder of the store shares what was read.
-_first_versions: weakref.WeakKeyDictionary[EventStore, dict[str, int]] = weakref.WeakKeyDictionary()
+class _FirstVersions:
+    """Each stream's first eventsourcing version, for one store: it never changes once written,
+    so every recorder of the store shares what was read. Holds the newest 100,000 (an
+    originator forgotten costs one read of its first event)."""
+
+    LIMIT = 100_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[str, int] = {}
+
+    def get(self, stream_id: str) -> int | None:
+        return self._known.get(stream_id)
+
+    def update(self, firsts: dict[str, int]) -> None:
+        with self._lock:
+            self._known.update(firsts)
+            while len(self._known) > self.LIMIT:
+                del self._known[next(iter(self._known))]
+
+
+_first_versions: weakref.WeakKeyDictionary[EventStore, _FirstVersions] = weakref.WeakKeyDictionary()
 _first_versions_lock = threading.Lock()
 
 
@@ -87,7 +106,7 @@ class EventadorRecorder:
         self._factory = factory
         self._uuid_ids = originator_id_type == "uuid"
         with _first_versions_lock:
-            self._firsts = _first_versions.setdefault(store, {})
+            self._firsts = _first_versions.setdefault(store, _FirstVersions())
 
     def _originator_id(self, stream_id: str) -> UUID | str:
         return UUID(stream_id) if self._uuid_ids else stream_id
@@ -181,10 +200,12 @@ class EventadorAggregateRecorder(EventadorRecorder, AggregateRecorder):
         """The stream's first eventsourcing version, or None when the stream does not exist."""
         first = self._firsts.get(stream_id)
         if first is None:
-            records = self.store.read_stream(stream_id, to_version=1)
+            # A new originator (the usual insert) costs a lookup, not a read.
+            records = self.store.read_stream(stream_id, to_version=1) if self.store.stream_version(stream_id) else []
             if not records:
                 return None
-            first = self._firsts[stream_id] = _record(records[0].event).originator_version
+            first = _record(records[0].event).originator_version
+            self._firsts.update({stream_id: first})
         return first
 
     def select_events(
