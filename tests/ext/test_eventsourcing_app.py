@@ -9,12 +9,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from uuid import UUID, uuid4
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 import pytest
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
+from eventsourcing.system import MultiThreadedRunner, ProcessApplication, SingleThreadedRunner, System
 
 from eventador.ext.eventsourcing import (
     EventadorApplicationRecorder,
@@ -242,3 +245,70 @@ def test_snapshots_take_no_notification_ids(env: dict[str, str]) -> None:
         assert app.recorder.max_notification_id() == 2
 
 
+
+
+# -- a process application following its leader -------------------------------------------------
+
+
+class TrickCount(Aggregate):
+    @staticmethod
+    def create_id(trick: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"/tricks/{trick}")
+
+    @event("Counted")
+    def __init__(self, trick: str) -> None:
+        self.trick = trick
+        self.count = 0
+
+    @event("Incremented")
+    def increment(self) -> None:
+        self.count += 1
+
+
+class TrickCounters(ProcessApplication[UUID]):
+    @singledispatchmethod
+    def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
+        """Other events: nothing to do."""
+
+    @policy.register
+    def _(self, domain_event: Dog.TrickAdded, processing_event: ProcessingEvent[UUID]) -> None:
+        try:
+            counter: TrickCount = self.repository.get(TrickCount.create_id(domain_event.trick))
+        except AggregateNotFoundError:
+            counter = TrickCount(domain_event.trick)
+        counter.increment()
+        processing_event.collect_events(counter)
+
+    def count(self, trick: str) -> int:
+        try:
+            counter: TrickCount = self.repository.get(TrickCount.create_id(trick))
+        except AggregateNotFoundError:
+            return 0
+        return counter.count
+
+
+@pytest.mark.parametrize("runner_class", [SingleThreadedRunner, MultiThreadedRunner])
+def test_a_process_application_follows_its_leader_across_restarts(
+    runner_class: type[SingleThreadedRunner[UUID]], tmp_path: Path
+) -> None:
+    env = {"PERSISTENCE_MODULE": MODULE, "EVENTADOR_PATH": str(tmp_path)}
+    system = System(pipes=[[DogSchool, TrickCounters]])
+    runner = runner_class(system, env=env)
+    runner.start()
+    school, counters = runner.get(DogSchool), runner.get(TrickCounters)
+    fido = school.register_dog("Fido")
+    for trick in ["sit", "sit", "roll over"]:
+        school.add_trick(fido, trick)
+    counters.recorder.wait(school.name, school.recorder.max_notification_id(), timeout=10)
+    assert (counters.count("sit"), counters.count("roll over")) == (2, 1)
+    runner.stop()
+
+    runner = runner_class(system, env=env)  # again, on the same directories: nothing processed twice
+    runner.start()
+    school, counters = runner.get(DogSchool), runner.get(TrickCounters)
+    school.add_trick(fido, "sit")
+    counters.recorder.wait(school.name, school.recorder.max_notification_id(), timeout=10)
+    assert (counters.count("sit"), counters.count("roll over")) == (3, 1)
+    tracked = counters.recorder.max_tracking_id(school.name)
+    assert tracked == school.recorder.max_notification_id() == 5
+    runner.stop()
