@@ -125,7 +125,7 @@ class EventadorRecorder:
             return self.store.append_streams(appends, checkpoint=checkpoint)
         except CheckpointConflict as exc:
             raise IntegrityError(
-                f"tracking record {tracking}: notification {exc.current} of {exc.name!r} was recorded already"
+                f"{exc.name!r} is tracked up to notification {exc.current} already: {tracking} is not above it"
             ) from exc
         except ConcurrencyError as exc:
             raise IntegrityError(_conflict_message(exc, self._firsts.get(exc.stream_id))) from exc
