@@ -9,6 +9,7 @@ from their payloads, as the new class, on the next read.
 
 from __future__ import annotations
 
+import itertools
 import json
 import operator
 from typing import Any
@@ -153,8 +154,12 @@ class HotBuffer:
         to_version: int | None,
         upto_row: int,
         decode: Decoder,
+        *,
+        limit: int | None = None,
+        newest: bool = False,
     ) -> list[RecordedEvent]:
-        """The stream's rows before `upto_row` (the visible prefix), within the version range."""
+        """The stream's rows before `upto_row` (the visible prefix), within the version range,
+        in version order; with `limit`, only the first `limit` of them (`newest`: the last)."""
         rows = self.by_stream.get(stream_id)
         if not rows:
             return []
@@ -164,17 +169,21 @@ class HotBuffer:
             for i in rows
             if i < upto_row and versions[i] >= from_version and (to_version is None or versions[i] <= to_version)
         ]
+        if limit is not None and len(wanted) > limit:
+            wanted = wanted[len(wanted) - limit :] if newest else wanted[:limit]
         return self._records(wanted, decode)
 
     def records(
-        self, start_row: int, stop_row: int, types: set[str] | None, decode: Decoder
+        self, start_row: int, stop_row: int, types: set[str] | None, decode: Decoder, *, limit: int | None = None
     ) -> list[RecordedEvent]:
-        """RecordedEvents of rows start_row..stop_row-1 (of `types` only, when given)."""
+        """RecordedEvents of rows start_row..stop_row-1 (of `types` only, when given; the
+        first `limit` of them, when given)."""
         if types is None:
-            rows = list(range(start_row, stop_row))
+            rows = list(range(start_row, stop_row if limit is None else min(stop_row, start_row + limit)))
         else:
             event_types = self.event_types
-            rows = [i for i in range(start_row, stop_row) if event_types[i] in types]
+            found = (i for i in range(start_row, stop_row) if event_types[i] in types)
+            rows = list(found if limit is None else itertools.islice(found, limit))
         return self._records(rows, decode)
 
     def to_arrow(

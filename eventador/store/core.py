@@ -11,10 +11,11 @@ defines, the core, and (for ``Opening`` and ``Committing``, which flush) ``Flush
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import os
 import threading
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -26,6 +27,7 @@ from eventador.store.buffer import HotBuffer
 from eventador.store.reads import READ_BATCH, Reader, StoreState, check_stream_id, type_names
 from eventador.store.records import RecordedEvent
 from eventador.store.snapshots import SnapshotStore
+from eventador.store.subscription import Subscription
 
 if TYPE_CHECKING:
     from eventador.store.catalog import Catalog
@@ -116,10 +118,43 @@ class StoreCore(Reader):
         return self.path / "pending"
 
     def stream_version(self, stream_id: str) -> int:
-        """The stream's current version: the number of events in it (0 when it does not exist)."""
+        """The stream's current version: the number of its events that readers see (0 when
+        it does not exist). A ``read_stream`` after it finds at least that many: an append
+        still waiting for its fsync is not counted until it returns, as it is not read.
+        An append's expected version is checked against every append taken, though, those
+        in flight too (a conflict with one of them is a ``ConcurrencyError``)."""
         check_stream_id(stream_id)
         self._check_open()
-        return self._heads.get(stream_id, 0)
+        return self._visible_head(stream_id)
+
+    def _visible_head(self, stream_id: str) -> int:
+        """The stream's version as readers see it, without the lock. ``_heads`` counts every
+        append taken, for the expected-version checks; only the active buffer's newest rows,
+        whose fsync is in flight, can be past what is visible. Read in this order (what is
+        visible, the head, the buffer), a head can only be ahead of what this found visible
+        by rows of that buffer (a frozen one was made visible, under the lock every read
+        takes, before anything else was appended)."""
+        visible = self._visible
+        head = self._heads.get(stream_id, 0)
+        buffer = self._buffer
+        if head == 0 or buffer.last_position <= visible:
+            return head
+        rows = buffer.by_stream.get(stream_id)
+        if not rows:
+            return head
+        seen = bisect.bisect_right(rows, visible - buffer.first_position)  # its visible rows here
+        if seen == len(rows):
+            return head
+        return buffer.versions[rows[seen]] - 1
+
+    def _visible_streams(self) -> int:
+        """How many streams readers see (exact when the caller holds the lock): streams whose
+        only events are in flight are not counted."""
+        buffer, heads = self._buffer, self._heads
+        first = max(0, self._visible + 1 - buffer.first_position)
+        ids, versions = buffer.stream_ids, buffer.versions
+        unseen = sum(1 for row in range(first, len(buffer)) if versions[row] == 1 and ids[row] in heads)
+        return len(heads) - unseen
 
     @property
     def last_position(self) -> int:
@@ -178,12 +213,49 @@ class StoreCore(Reader):
 
     def wait_for_position(self, position: int, timeout: float | None = None) -> bool:
         """Block until an event at `position` or later is visible; False on timeout."""
+        return self._wait_for(position, timeout)
+
+    def _wait_for(self, position: int, timeout: float | None, stop: Callable[[], bool] | None = None) -> bool:
+        """Block until `position` is visible, the store closes or `stop()` is true (told by
+        ``_wake_threads``); False on timeout."""
         with self._changed:
             self._thread_waiters += 1
             try:
-                return self._changed.wait_for(lambda: self._visible >= position or self._closed, timeout)
+                return self._changed.wait_for(
+                    lambda: self._visible >= position or self._closed or (stop is not None and stop()), timeout
+                )
             finally:
                 self._thread_waiters -= 1
+
+    def _wake_threads(self) -> None:
+        """Wake every thread waiting in ``_wait_for`` to test its condition again."""
+        with self._changed:
+            self._changed.notify_all()
+
+    def subscription(
+        self,
+        *,
+        from_position: int = 1,
+        event_types: Iterable[str | type[Event]] | None = None,
+        timeout: float | None = None,
+        batch_size: int = READ_BATCH,
+    ) -> Subscription:
+        """Every event from `from_position` on, in position order, for a thread: the past
+        first, then live, blocking while it waits (the async twin is ``subscribe``).
+
+        A ``Subscription``: an iterator and a context manager. No event is skipped or
+        repeated while others keep appending; it waits for appends without polling. It
+        ends when the store closes, when its ``close()`` is called (from any thread), or
+        after `timeout` seconds without a new event::
+
+            with store.subscription(event_types=[Deposited]) as events:
+                for recorded in events:
+                    print(recorded.position, recorded.event)
+        """
+        self._check_open()
+        return Subscription(
+            self, from_position=from_position, event_types=event_types, timeout=timeout, batch_size=batch_size
+        )
 
     async def wait_for_position_async(self, position: int) -> bool:
         """Wait, without blocking the event loop, until `position` is visible; False if the store closed first.

@@ -8,6 +8,7 @@ under the store's lock in one step.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,7 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["PastView", "Reader", "Replay", "StoreState"]
 
 READ_BATCH = 16_384
+SMALL_PAGE = 1_024  # positions read with a limit: up to this many are decoded from their payloads
 T = TypeVar("T")
+Classes = dict[str, type[Event]] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,29 +94,55 @@ class Reader:
         return True
 
     def read_stream(
-        self, stream_id: str, *, from_version: int = 1, to_version: int | None = None
+        self,
+        stream_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
     ) -> list[RecordedEvent]:
         """The stream's events in version order (an empty list for an unknown stream).
 
-        Costs one lookup per Parquet file whose statistics may hold the stream,
-        then one decode per event.
+        `reverse`: newest first. `limit`: at most that many (the first ones in the order
+        asked for). Costs one lookup per Parquet file whose statistics may hold the stream,
+        then one decode per event returned; with a `limit`, the files are read from the
+        wanted end and the reading stops once enough are found (the latest event of a long
+        stream is one row group read, one decode).
         """
         check_stream_id(stream_id)
+        check_limit(limit)
+        if limit == 0:
+            return []
         snap = self.state()
         decode = make_decoder(self.registry)
         classes = self.registry.classes()
+        keep = self._keep if type(self)._keep is not Reader._keep else None
+        cut = limit if keep is None else None  # a past view's time filter goes first: whole parts
+        parts: list[Segment | HotBuffer] = [*snap.segments, *snap.buffers]
         out: list[RecordedEvent] = []
-        for segment in snap.segments:
-            found = _stream_part(segment, stream_id, from_version, to_version, to_records, decode, classes)
-            if found is not None:
-                out.extend(found[1])
-        for buffer in snap.buffers:
-            out.extend(
-                buffer.stream_records(stream_id, from_version, to_version, visible_rows(buffer, snap), decode)
-            )
-        if out and out[-1].position > snap.visible:
-            out = [r for r in out if r.position <= snap.visible]
-        return [r for r in out if self._keep(r)] if type(self)._keep is not Reader._keep else out
+        for part in reversed(parts) if reverse else parts:
+            if isinstance(part, HotBuffer):
+                found = part.stream_records(
+                    stream_id, from_version, to_version, visible_rows(part, snap), decode, limit=cut, newest=reverse
+                )
+            elif part.first_position > snap.visible:
+                continue  # wholly after a past view's point
+            else:
+                beyond = part.last_position > snap.visible  # straddles a past view's point
+                table = _stream_part(
+                    part, stream_id, from_version, to_version, to_records, decode, classes,
+                    limit=None if beyond else cut, newest=reverse,
+                )
+                found = [] if table is None else table[1]
+                if beyond:
+                    found = [r for r in found if r.position <= snap.visible]
+            if keep is not None:
+                found = [r for r in found if keep(r)]
+            out.extend(reversed(found) if reverse else found)
+            if limit is not None and len(out) >= limit:
+                return out[:limit]
+        return out
 
     def read_stream_df(
         self, stream_id: str, *, from_version: int = 1, to_version: int | None = None
@@ -173,13 +202,19 @@ class Reader:
         from_position: int = 1,
         to_position: int | None = None,
         event_types: Iterable[str | type[Event]] | None = None,
+        limit: int | None = None,
     ) -> Iterator[RecordedEvent]:
         """Every event in position order, lazily, in batches.
 
         `event_types` (names or classes) is applied before decoding: events of
-        other types cost nothing but the scan of their type column.
+        other types cost nothing but the scan of their type column. `limit`: at
+        most that many events; only those are read and decoded (a page of the log,
+        ``read_all(from_position=p, limit=10)``, costs about ten rows' reads, not a
+        batch of 16,384).
         """
-        for batch in self.read_batches(from_position=from_position, to_position=to_position, event_types=event_types):
+        for batch in self.read_batches(
+            from_position=from_position, to_position=to_position, event_types=event_types, limit=limit
+        ):
             yield from batch
 
     def read_batches(
@@ -188,8 +223,10 @@ class Reader:
         from_position: int = 1,
         to_position: int | None = None,
         event_types: Iterable[str | type[Event]] | None = None,
+        limit: int | None = None,
     ) -> Iterator[list[RecordedEvent]]:
         """Like ``read_all``, a list of up to 16,384 events at a time (no step per event, no empty list)."""
+        check_limit(limit)
         snap = self.state()
         last = snap.visible if to_position is None else min(to_position, snap.visible)
         types = type_names(event_types)
@@ -203,27 +240,36 @@ class Reader:
             type_set = upcasters.stored_types_of(wanted)
             types = sorted(type_set)
             keep = _and(keep, lambda r: r.event_type in wanted)
-        for segment in snap.segments:
-            if segment.last_position < from_position or segment.first_position > last:
-                continue
-            table = segment.position_table(from_position, last, types, classes)
-            for offset in range(0, table.num_rows, READ_BATCH):
-                try:
-                    batch = to_records(table.slice(offset, READ_BATCH), decode, classes)
-                except NeedPayload:
-                    table = segment.position_table(from_position, last, types)
-                    batch = to_records(table.slice(offset, READ_BATCH), decode, classes)
-                batch = batch if keep is None else list(filter(keep, batch))
+        remaining = limit
+        parts: tuple[Segment | HotBuffer, ...] = (*snap.segments, *snap.buffers)
+        for part in parts:
+            if remaining == 0:
+                return
+            if isinstance(part, HotBuffer):
+                first, top = part.first_position, part.first_position + visible_rows(part, snap) - 1
+                pages: Callable[[int, int, int], list[RecordedEvent]] = functools.partial(
+                    _buffer_page, part, type_set, decode
+                )
+            else:
+                first, top = part.first_position, part.last_position
+                pages = _SegmentPages(part, types, classes, decode, indexed=limit is not None)
+            lo, hi = max(from_position, first), min(last, top)
+            # Positions looked at per step: all, or with a limit, as many as are still
+            # wanted, doubling while the filters drop events.
+            window = None if remaining is None else min(max(remaining, 1), READ_BATCH)
+            while lo <= hi and remaining != 0:
+                upto = hi if window is None else min(hi, lo + window - 1)
+                cut = READ_BATCH if remaining is None else min(remaining, READ_BATCH)
+                batch = pages(lo, upto, cut)
+                lo = batch[-1].position + 1 if len(batch) == cut else upto + 1
+                if keep is not None:
+                    batch = list(filter(keep, batch))
                 if batch:
+                    if remaining is not None:
+                        remaining -= len(batch)
                     yield batch
-        for buffer in snap.buffers:
-            start = max(from_position, buffer.first_position) - buffer.first_position
-            stop = min(last - buffer.first_position + 1, visible_rows(buffer, snap))
-            for offset in range(start, stop, READ_BATCH):
-                batch = buffer.records(offset, min(offset + READ_BATCH, stop), type_set, decode)
-                batch = batch if keep is None else list(filter(keep, batch))
-                if batch:
-                    yield batch
+                if window is not None:
+                    window = min(2 * window, READ_BATCH)
 
     def to_event_log(self, stream_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """The events as an event log for process-mining tools: one row per event, in pm4py's
@@ -292,18 +338,72 @@ def _stream_part(
     classes: dict[str, type[Event]],
     *,
     lean: bool = False,
+    limit: int | None = None,
+    newest: bool = False,
 ) -> tuple[pa.Table, list[T]] | None:
-    """One segment's rows of the stream and what `build` makes of them: from the typed
-    columns where they hold the values, else (rarely, a null in one) read again with CBOR."""
-    table = segment.stream_table(stream_id, from_version, to_version, classes, lean=lean)
+    """One segment's rows of the stream (`limit`: the first or `newest` ones) and what `build`
+    makes of them: from the typed columns where they hold the values, else (rarely, a null
+    in one) read again with CBOR."""
+    table = segment.stream_table(stream_id, from_version, to_version, classes, lean=lean, limit=limit, newest=newest)
     if table is None:
         return None
     try:
         return table, build(table, decode, classes)
     except NeedPayload:
-        table = segment.stream_table(stream_id, from_version, to_version)
+        table = segment.stream_table(stream_id, from_version, to_version, limit=limit, newest=newest)
         assert table is not None
         return table, build(table, decode, classes)
+
+
+def _buffer_page(
+    buffer: HotBuffer, types: set[str] | None, decode: Decoder, lo: int, hi: int, limit: int
+) -> list[RecordedEvent]:
+    """The hot buffer's events at positions lo..hi (of `types`; the first `limit` of them)."""
+    return buffer.records(lo - buffer.first_position, hi - buffer.first_position + 1, types, decode, limit=limit)
+
+
+class _SegmentPages:
+    """A segment's events by ranges of positions, in position order (``read_batches``).
+
+    `indexed` (a read with a limit): each range's rows are taken alone (``position_rows``),
+    until the ranges asked for add up to a quarter of the segment; then, as reads without
+    a limit always do, the segment is read once and the ranges are cut from that.
+    """
+
+    def __init__(
+        self, segment: Segment, types: list[str] | None, classes: dict[str, type[Event]], decode: Decoder, *,
+        indexed: bool,
+    ) -> None:
+        self.segment, self.types, self.classes, self.decode = segment, types, classes, decode
+        self.budget = segment.rows // 4 if indexed else 0  # positions still to take alone
+        self.whole: pa.Table | None = None
+        self.positions = np.empty(0, np.int64)  # the whole table's, once read
+
+    def __call__(self, lo: int, hi: int, limit: int) -> list[RecordedEvent]:
+        if self.whole is None and hi - lo + 1 <= self.budget:
+            self.budget -= hi - lo + 1
+            # A few rows' payloads cost less to read (and decode) than their typed columns.
+            classes = self.classes if hi - lo + 1 > SMALL_PAGE else None
+            return self._records(lambda c: self.segment.position_rows(lo, hi, self.types, c).slice(0, limit), classes)
+        return self._records(lambda c: self._cut(lo, hi, c).slice(0, limit), self.classes)
+
+    def _records(self, rows: Callable[[Classes], pa.Table], classes: Classes) -> list[RecordedEvent]:
+        """The records of `rows(classes)`: from typed columns where they hold the values, else
+        (rarely, a null in one) of `rows(None)`, read with the payload."""
+        try:
+            return to_records(rows(classes), self.decode, classes)
+        except NeedPayload:
+            self.whole, self.classes = None, {}  # read with the payload from now on
+            return to_records(rows(None), self.decode, None)
+
+    def _cut(self, lo: int, hi: int, classes: Classes) -> pa.Table:
+        """Positions lo..hi of the whole segment, read once."""
+        if self.whole is None:
+            segment = self.segment
+            self.whole = segment.position_table(segment.first_position, segment.last_position, self.types, classes)
+            self.positions = self.whole.column("position").to_numpy()
+        start, stop = np.searchsorted(self.positions, [lo, hi + 1])
+        return self.whole.slice(start, stop - start)
 
 
 def _fields(event: Event) -> dict[str, Any]:
@@ -332,6 +432,11 @@ def type_name(t: str | type[Event]) -> str:
     if isinstance(t, type) and issubclass(t, Event):
         return t.event_type
     raise InvalidInputError(f"event_types takes names or Event classes, got {t!r}")
+
+
+def check_limit(limit: object) -> None:
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        raise InvalidInputError(f"limit must be None or an int >= 0, got {limit!r}")
 
 
 def check_stream_id(stream_id: object) -> None:
@@ -364,9 +469,9 @@ class PastView(Reader):
         return bool(occurred <= self._occurred_us)
 
     def stream_version(self, stream_id: str) -> int:
-        """The stream's version at this point (0 when it did not exist yet)."""
-        events = self.read_stream(stream_id)
-        return events[-1].version if events else 0
+        """The stream's version at this point (0 when it did not exist yet): its newest event's, one read."""
+        events = self.read_stream(stream_id, reverse=True, limit=1)
+        return events[0].version if events else 0
 
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> SqlRelation:
         """Like ``EventStore.sql``, over the events up to this point only."""

@@ -112,7 +112,7 @@ def python_values(column: pa.ChunkedArray) -> list[Any]:
         return out
     out = []
     for chunk in column.chunks:
-        if chunk.null_count:
+        if chunk.null_count or len(chunk) * 4 < len(chunk.dictionary):  # a few rows: not the whole dictionary
             out.extend(chunk.dictionary.take(chunk.indices).to_pylist())
         else:
             out.extend(map(chunk.dictionary.to_pylist().__getitem__, chunk.indices.to_numpy().tolist()))
@@ -397,12 +397,62 @@ class Segment:
         classes: dict[str, type[Event]] | None = None,
         *,
         lean: bool = False,
+        limit: int | None = None,
+        newest: bool = False,
     ) -> pa.Table | None:
+        """The stream's rows in the version range, in version order (None when there are none);
+        with `limit`, only the first `limit` of them (`newest`: the last), read from the row
+        groups at that end until they hold enough."""
         groups = self._groups_for(stream_id, from_version, to_version)
         if groups is not None and not groups:
             return None
-        table = self._read(groups, self.read_columns(classes, lean=lean))
-        return stream_rows(table, stream_id, from_version, to_version)
+        columns = self.read_columns(classes, lean=lean)
+        if limit is None or groups is None:
+            table = stream_rows(self._read(groups, columns), stream_id, from_version, to_version)
+            return table if table is None or limit is None else ends(table, limit, newest=newest)
+        parts: list[pa.Table] = []
+        found = 0
+        for group in reversed(groups) if newest else groups:
+            part = stream_rows(self._read([group], columns), stream_id, from_version, to_version)
+            if part is not None:
+                parts.append(part)
+                found += part.num_rows
+                if found >= limit:
+                    break
+        if not parts:
+            return None
+        return ends(pa.concat_tables(parts[::-1] if newest else parts), limit, newest=newest)
+
+    def position_rows(
+        self, from_position: int, to_position: int, types: list[str] | None,
+        classes: dict[str, type[Event]] | None = None,
+    ) -> pa.Table:
+        """Like ``position_table``, taking only the rows of those positions (found by
+        ``rows_by_position``): what reading a few events by position costs."""
+        start = from_position - self.first_position
+        rows = self.rows_by_position()[start : start + to_position - from_position + 1]
+        table = self._take(rows, self.read_columns(classes, types))
+        if types is not None:
+            table = table.filter(pc.is_in(table.column("event_type"), value_set=pa.array(types, pa.string())))
+        return table
+
+    def rows_by_position(self) -> np.ndarray:
+        """The row of each position (at index ``position - first_position``; read once): rows are
+        sorted by stream, so the events of a range of positions are spread through the segment."""
+        cached: np.ndarray | None = getattr(self, "_rows_by_position", None)
+        if cached is None:
+            cached = self._rows_by_position = self._position_index()
+        return cached
+
+    def _position_index(self) -> np.ndarray:
+        positions = self._read(None, ["position"]).column("position").to_numpy()
+        index = np.empty(self.rows, np.int32)  # a segment holds fewer than 2**31 rows
+        index[positions - self.first_position] = np.arange(self.rows, dtype=np.int32)
+        return index
+
+    def _take(self, rows: np.ndarray, columns: list[str]) -> pa.Table:
+        """The given rows' `columns`, in that order."""
+        return self._read(None, columns).take(rows)
 
     def position_table(
         self, from_position: int, to_position: int, types: list[str] | None,
@@ -457,6 +507,13 @@ def stream_rows(table: pa.Table, stream_id: str, from_version: int, to_version: 
     return versions_between(table.slice(lo, hi - lo), from_version, to_version)
 
 
+def ends(table: pa.Table, limit: int, *, newest: bool) -> pa.Table:
+    """The first `limit` rows of `table` (`newest`: the last), as a zero-copy slice."""
+    if table.num_rows <= limit:
+        return table
+    return table.slice(table.num_rows - limit) if newest else table.slice(0, limit)
+
+
 def versions_between(table: pa.Table, from_version: int, to_version: int | None) -> pa.Table | None:
     """The rows of one stream's `table` (in version order) with from_version <= version <= to_version."""
     if from_version > 1 or to_version is not None:
@@ -507,15 +564,20 @@ class MemorySegment(Segment):
         classes: dict[str, type[Event]] | None = None,
         *,
         lean: bool = False,
+        limit: int | None = None,
+        newest: bool = False,
     ) -> pa.Table | None:
         ids = self._starts
         if ids is None:
-            return super().stream_table(stream_id, from_version, to_version, classes, lean=lean)
+            return super().stream_table(
+                stream_id, from_version, to_version, classes, lean=lean, limit=limit, newest=newest
+            )
         lo = bisect.bisect_left(ids, stream_id)
         hi = bisect.bisect_right(ids, stream_id, lo)
         if lo == hi:
             return None
-        return versions_between(self.table.slice(lo, hi - lo), from_version, to_version)
+        table = versions_between(self.table.slice(lo, hi - lo), from_version, to_version)
+        return table if table is None or limit is None else ends(table, limit, newest=newest)
 
     def _read(self, groups: list[int] | None, columns: list[str] | None) -> pa.Table:
         return self.table.select(columns) if columns else self.table
@@ -547,11 +609,14 @@ class FileSegment(Segment):
         # a few distinct ids, types and values, and building its 4,096 strings per column,
         # to keep a quarter of them, cost a third of the read. The same footer, parsed once.
         texts = [f.name for f in arrow_schema if pa.types.is_string(f.type)]
+        self._texts = frozenset(texts)
         self._grouped = pq.ParquetFile(
             path, metadata=meta, read_dictionary=texts, page_checksum_verification=True, pre_buffer=False
         )
         self._grouped_schema = self._grouped.schema_arrow
         self._null_columns: dict[int, frozenset[str]] = {}
+        # The first row of each row group, and one past the last.
+        self._group_starts = np.cumsum([0, *(meta.row_group(g).num_rows for g in range(meta.num_row_groups))])
         index = arrow_schema.get_field_index("stream_id")
         version_index = arrow_schema.get_field_index("version")
         self._mins: list[str] = []
@@ -653,27 +718,75 @@ class FileSegment(Segment):
         except (OSError, pa.ArrowException) as exc:
             raise CorruptionError(str(self.path), f"cannot read: {exc}") from exc
 
-    def _read_group(self, group: int, columns: list[str]) -> pa.Table:
+    def _read_group(self, group: int, columns: list[str], *, plain: bool = False) -> pa.Table:
         """One row group's `columns`, decoding only those the cache does not hold, and
-        none that its statistics say is all null (no metadata, no own occurred time)."""
-        found = column_cache.get(self._token, group, columns)
-        missing = [c for c in columns if c not in found]
+        none that its statistics say is all null (no metadata, no own occurred time).
+
+        Text comes as dictionaries, unless `plain`: a few rows taken from many row groups
+        join into one plain column at once, where dictionaries would first be unified.
+        Plain text is cached apart; the other columns are the same either way.
+        """
+        keys = [f"{c} (plain)" if plain and c in self._texts else c for c in columns]
+        found = column_cache.get(self._token, group, keys)
+        missing = [c for c, key in zip(columns, keys, strict=True) if key not in found]
         if missing:
             nulls = self._all_null(group)
             decode = [c for c in missing if c not in nulls]
+            source, schema = (self._file, self._schema) if plain else (self._grouped, self._grouped_schema)
             read: dict[str, pa.ChunkedArray] = {}
             if decode:
                 needs_disk()
                 # One thread: for a few KB of pages, waking the pool costs more than it saves.
-                table = self._grouped.read_row_groups([group], columns=decode, use_threads=False)
+                table = source.read_row_groups([group], columns=decode, use_threads=False)
                 read.update(zip(table.column_names, table.columns, strict=True))
             rows = self._file.metadata.row_group(group).num_rows
             for c in missing:
                 if c in nulls:
-                    read[c] = pa.chunked_array([pa.nulls(rows, self._grouped_schema.field(c).type)])
-            column_cache.put(self._token, group, pa.table(read))
-            found.update(read)
-        return pa.table([found[c] for c in columns], names=columns)
+                    read[c] = pa.chunked_array([pa.nulls(rows, schema.field(c).type)])
+            new = pa.table({keys[columns.index(c)]: column for c, column in read.items()})
+            column_cache.put(self._token, group, new)
+            found.update(zip(new.column_names, new.columns, strict=True))
+        return pa.table([found[key] for key in keys], names=columns)
+
+    def _position_index(self) -> np.ndarray:
+        # Kept in the column cache (as a pseudo row group -1): bounded with everything else
+        # it holds, forgotten with the file.
+        name = "row by position"
+        found = column_cache.get(self._token, -1, [name])
+        if found:
+            index: np.ndarray = found[name].chunk(0).to_numpy()
+            return index
+        index = super()._position_index()
+        column_cache.put(self._token, -1, pa.table({name: index}))
+        return index
+
+    def rows_by_position(self) -> np.ndarray:
+        return self._position_index()
+
+    def _take(self, rows: np.ndarray, columns: list[str]) -> pa.Table:
+        """The rows' `columns`, in that order, from the row groups that hold them only (through the cache)."""
+        if not len(rows):
+            return self._schema.empty_table().select(columns)
+        starts = self._group_starts
+        groups = (np.searchsorted(starts, rows, side="right") - 1).tolist()
+        local = (rows - starts[groups]).tolist()
+        tables: dict[int, pa.Table] = {}
+        parts = []
+        try:
+            with holding(self._lock):
+                run = 0  # rows that follow each other in one group are taken as one slice
+                for i, (group, row) in enumerate(zip(groups, local, strict=True)):
+                    if i + 1 < len(local) and groups[i + 1] == group and local[i + 1] == row + 1:
+                        run += 1
+                        continue
+                    table = tables.get(group)
+                    if table is None:
+                        table = tables[group] = self._read_group(group, columns, plain=True)
+                    parts.append(table.slice(row - run, run + 1))
+                    run = 0
+        except (OSError, pa.ArrowException) as exc:
+            raise CorruptionError(str(self.path), f"cannot read: {exc}") from exc
+        return pa.concat_tables(parts).combine_chunks()
 
     def _all_null(self, group: int) -> frozenset[str]:
         """The columns holding only nulls in `group`, from its statistics (read once)."""

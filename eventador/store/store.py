@@ -324,6 +324,8 @@ class EventStore(Opening, Committing, Querying):
         """Counts and sizes: streams, events, event types with counts, files, bytes on disk,
         and the log's fsyncs and bytes since opening (appends / fsyncs: how well appends share them)."""
         snap = self.state()
+        with self._lock:
+            streams = self._visible_streams()
         types = dict(self.sql("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall())
         files = [s for s in snap.segments if isinstance(s, FileSegment)]
         size = 0
@@ -335,7 +337,7 @@ class EventStore(Opening, Committing, Querying):
             )
         return {
             "path": str(self.path) if self.path else None,
-            "streams": len(self._heads),
+            "streams": streams,
             "events": snap.visible,
             "event_types": types,
             "files": len(files),
@@ -348,7 +350,7 @@ class EventStore(Opening, Committing, Querying):
 
     def __repr__(self) -> str:
         where = str(self.path) if self.path else "memory"
-        state = "closed" if self._closed else f"{self._visible} events in {len(self._heads)} streams"
+        state = "closed" if self._closed else f"{self._visible} events in {self._visible_streams()} streams"
         mode = ", read-only" if self.read_only else ""
         return f"EventStore({where}{mode}: {state})"
 
