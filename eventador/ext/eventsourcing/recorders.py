@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -42,7 +41,7 @@ from eventsourcing.persistence import (
 
 from eventador.errors import CheckpointConflict, ConcurrencyError
 from eventador.messages import Event
-from eventador.store import EventStore
+from eventador.store import EventStore, RecordedEvent
 from eventador.store.snapshots import Snapshot
 
 __all__ = [
@@ -56,7 +55,7 @@ __all__ = [
     "StoredEventRecord",
 ]
 
-_SELECT_BATCH = 500  # notifications a subscription reads at a time
+_SELECT_BATCH = 500  # events a subscription reads at a time
 
 
 class StoredEventRecord(Event, event_type="StoredEvent"):
@@ -268,15 +267,9 @@ class EventadorApplicationRecorder(EventadorAggregateRecorder, ApplicationRecord
         to `stop`, of `topics` (all when empty). Decodes only what it returns (and, with
         `topics`, the events it passes over)."""
         first = 1 if start is None else start + (0 if inclusive_of_start else 1)
-        return self._notifications(max(first, 1), limit, stop, topics)[0]
-
-    def _notifications(
-        self, first: int, limit: int, stop: int | None, topics: Sequence[str]
-    ) -> tuple[list[Notification], int]:
-        """The notifications (as ``select_notifications``) and the last position looked at."""
         wanted = frozenset(topics)
         found: list[Notification] = []
-        scanned = first - 1
+        scanned = max(first, 1) - 1
         while len(found) < limit and (stop is None or scanned < stop):
             batch = list(
                 self.store.read_all(
@@ -285,19 +278,24 @@ class EventadorApplicationRecorder(EventadorAggregateRecorder, ApplicationRecord
             )
             if not batch:
                 break
-            for r in batch:
-                scanned = r.position
-                e = r.event
-                if isinstance(e, StoredEventRecord) and (not wanted or e.topic in wanted):
-                    found.append(
-                        Notification(
-                            id=r.position, originator_id=self._originator_id(r.stream_id),
-                            originator_version=e.originator_version, topic=e.topic, state=e.state,
-                        )
-                    )
+            scanned = batch[-1].position
+            for recorded in batch:
+                notification = self._notification(recorded, wanted)
+                if notification is not None:
+                    found.append(notification)
                     if len(found) == limit:
                         break
-        return found, scanned
+        return found
+
+    def _notification(self, recorded: RecordedEvent, topics: frozenset[str]) -> Notification | None:
+        """The event as a notification, or None when it is not of `topics` (if any)."""
+        e = recorded.event
+        if not isinstance(e, StoredEventRecord) or (topics and e.topic not in topics):
+            return None
+        return Notification(
+            id=recorded.position, originator_id=self._originator_id(recorded.stream_id),
+            originator_version=e.originator_version, topic=e.topic, state=e.state,
+        )
 
     def max_notification_id(self) -> int | None:
         """The newest notification id (the store's last visible position), or None when empty."""
@@ -309,25 +307,26 @@ class EventadorApplicationRecorder(EventadorAggregateRecorder, ApplicationRecord
 
 
 class EventadorSubscription(Subscription[EventadorApplicationRecorder]):
-    """Notifications after a point, then live: woken by the store when events become visible
-    (a thread blocked in ``next`` notices ``stop`` within 0.1 s)."""
+    """Notifications after a point, then live: the store's thread-side subscription, woken by
+    each append (no polling); ``stop()``, from any thread, ends it at once."""
 
     def __init__(
         self, recorder: EventadorApplicationRecorder, gt: int | None = None, topics: Sequence[str] = ()
     ) -> None:
         super().__init__(recorder=recorder, gt=gt, topics=topics)
-        self._ready: deque[Notification] = deque()
-        self._scanned = gt or 0
+        self._events = recorder.store.subscription(from_position=(gt or 0) + 1, batch_size=_SELECT_BATCH)
+        self._wanted = frozenset(topics)
+
+    def stop(self) -> None:
+        super().stop()
+        self._events.close()
 
     def __next__(self) -> Notification:
-        recorder = self._recorder
-        while not self._has_been_stopped:
-            if self._ready:
-                return self._ready.popleft()
-            found, self._scanned = recorder._notifications(self._scanned + 1, _SELECT_BATCH, None, self._topics)
-            self._ready.extend(found)
-            if not found:
-                recorder.store.wait_for_position(self._scanned + 1, timeout=0.1)
+        if not self._has_been_stopped:
+            for recorded in self._events:  # ends when stopped, or when the store closes
+                notification = self._recorder._notification(recorded, self._wanted)
+                if notification is not None:
+                    return notification
         raise StopIteration
 
 
