@@ -41,6 +41,7 @@ from eventador.actors import (
 )
 from eventador.aggregates import AggregateRoot, PersistentActor, Repository, SnapshotConfig, SnapshotWarning
 from eventador.clock import Clock, ManualClock, SystemClock
+from eventador.digits import Digits
 from eventador.errors import (
     ActorError,
     ActorNameInUseError,
@@ -141,6 +142,7 @@ __all__ = [
     "Convert",
     "CorruptionError",
     "DeadLetter",
+    "Digits",
     "Directive",
     "DiskFullError",
     "Drop",

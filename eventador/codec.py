@@ -42,6 +42,7 @@ from typing import Any, Union
 
 import cbor2
 
+from eventador.digits import Digits, declared_digits
 from eventador.errors import NestingError, SchemaError, SerializationError
 from eventador.messages import Event, TypeRegistry, UnknownEvent, text_flaw
 from eventador.upcasting import UpcasterRegistry
@@ -399,10 +400,13 @@ def _compile(cls: type) -> Schema:
     decimals: list[str] = []
     defaults: dict[str, Callable[[], Any]] = {}
     layout = []
+    digits = declared_digits(cls)
     for f in fields:
         tp = hints[f.name]
         path = f"{cls.__qualname__}.{f.name}"
         checker, expected, accepted = _checker_for(tp, path)
+        if f.name in digits:
+            checker, expected = _with_digits(checker, expected, tp, path, digits[f.name])
         checkers.append((f.name, checker, expected))
         if accepted is not None:
             accepts.append((f.name, accepted))
@@ -437,6 +441,14 @@ def _compile(cls: type) -> Schema:
 # (Their type checks are exact for datetime and timedelta, and test a Decimal is finite;
 # an Enum's values are fixed by its class. Containers and Any are walked.)
 _FLAT = frozenset({str, int, float, bool, bytes, type(None), Decimal, uuid.UUID, datetime, date, timedelta})
+
+
+def _with_digits(checker: Checker, expected: str, tp: Any, path: str, digits: Digits) -> tuple[Checker, str]:
+    """A Decimal field's type check that also tests its declared digits hold the value exactly."""
+    if unwrap_optional(tp)[0] is not Decimal:
+        raise SerializationError(path, tp, f"{digits!r} is for Decimal fields only")
+    holds = digits.holds
+    return (lambda v: checker(v) and (v is None or holds(v))), f"{expected} within {digits}"
 
 
 def _constant(value: Any) -> Callable[[], Any]:
@@ -610,6 +622,9 @@ def encode_event(event: Event) -> bytes:
             if scalar is value or not check(scalar):
                 path = f"{type(event).__qualname__}.{name}"
                 check_value(value, path)  # a Decimal NaN, nanoseconds: say so
+                digits = declared_digits(type(event)).get(name)
+                if digits is not None and isinstance(value, Decimal):
+                    raise SerializationError(path, value, digits.refusal(value))
                 hint = _NUMPY_HINTS.get(type(value).__name__, "") if _is_numpy_scalar(value) else ""
                 raise SerializationError(path, value, f"expected {expected}, got {type(value).__name__}{hint}")
             fixed = fixed or {}
@@ -658,6 +673,9 @@ def encode_events(events: list[Event]) -> list[bytes]:
         for name in schema.decimals:
             if not all(value is None or value.is_finite() for value in map(operator.itemgetter(name), values)):
                 raise SerializationError(name, None, "not finite")  # named below, event by event
+        for name, digits in declared_digits(cls).items():
+            if not all(value is None or digits.holds(value) for value in map(operator.itemgetter(name), values)):
+                raise SerializationError(name, None, "too many digits")  # named below, event by event
         for name, path in schema.walked:
             for value in map(operator.itemgetter(name), values):
                 if type(value) not in _LEAVES:

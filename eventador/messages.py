@@ -19,6 +19,7 @@ import dataclasses
 import html
 import inspect
 import threading
+import typing
 import warnings
 import weakref
 from collections.abc import Iterable, Iterator
@@ -143,11 +144,26 @@ def _required(f: dataclasses.Field[Any]) -> bool:
 
 def _type_text(annotation: Any) -> str:
     # Compared as text: a redefined cell may annotate with classes redefined too (new objects).
+    # Annotated's extras (SQL digits) do not change what old events read as: they are dropped.
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
     if isinstance(annotation, str):
-        return annotation
+        return _unannotated(annotation.strip())
     if isinstance(annotation, type):
         return annotation.__qualname__
     return repr(annotation).replace("typing.", "")
+
+
+def _unannotated(text: str) -> str:
+    """``Annotated[T, ...]`` written as text (postponed annotations) -> ``T``."""
+    for prefix in ("Annotated[", "typing.Annotated[", "t.Annotated["):
+        if text.startswith(prefix) and text.endswith("]"):
+            depth = 0
+            for i, char in enumerate(text[len(prefix) :], len(prefix)):
+                depth += 1 if char in "[(" else -1 if char in "])" else 0
+                if char == "," and depth == 0:
+                    return text[len(prefix) : i].strip()
+    return text
 
 
 def text_flaw(text: str) -> str | None:

@@ -6,7 +6,10 @@ module and nothing else of the command line.
 Tables are bounded as DuckDB's and sqlite-utils' are: at most ``TABLE_ROWS`` rows
 unless ``--limit`` says otherwise, then a line saying how many were left out.
 Cells print as people read them: ``NULL`` for a missing value, the decoded data for
-a payload (never ``bytearray(...)``).
+a payload (never ``bytearray(...)``). A DECIMAL prints with its exact digits in every
+format: in JSON as a number written with those digits (``json.loads(text,
+parse_float=Decimal)`` keeps them), never through a float; a Decimal inside a payload
+is a string, as in the ``events`` view's ``data``.
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ def print_frame(df: pd.DataFrame, fmt: str, limit: int | None = None) -> None:
             {str(k): _json_value(v, str(k)) for k, v in zip(shown.columns, row, strict=True)}
             for row in shown.itertuples(index=False, name=None)
         ]
-        print(json.dumps(records, ensure_ascii=False, default=str))
+        print(_json_text(records))
     elif fmt == "csv":
         cells = shown.astype(object).copy()
         for i, name in enumerate(cells.columns):
@@ -175,7 +178,7 @@ def _json_value(value: Any, column: str) -> Any:
     if hasattr(value, "item") and not isinstance(value, date):  # a NumPy scalar
         return _json_value(value.item(), column)
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        return value  # _json_text writes its digits
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     if isinstance(value, timedelta):
@@ -188,3 +191,18 @@ def _json_value(value: Any, column: str) -> Any:
         except Exception:  # not CBOR after all: show the bytes as text
             pass
     return _text(value, column, null="")
+
+
+def _json_text(records: list[dict[str, Any]]) -> str:
+    """`records` as JSON text, as ``json.dumps`` writes them, but a Decimal cell as a number
+    with its exact digits (``str`` of a finite Decimal is a valid JSON number: ``12.50``,
+    ``1E+30``). Inside a payload or a struct, a Decimal stays a string, as in ``events.data``."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, Decimal) and value.is_finite():
+            return str(value)
+        return json.dumps(value, ensure_ascii=False, default=str)
+
+    rows = ("{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {cell(v)}" for k, v in r.items()) + "}"
+            for r in records)
+    return "[" + ", ".join(rows) + "]"

@@ -1,7 +1,7 @@
 """The ``eventador`` command: a thin shell over the library.
 
 Each command opens a store and calls one public function. This module builds the
-parser from the command groups (``demo``, ``store``, ``projections``, ``queue``) and
+parser from the command groups (``demo``, ``store``, ``schema``, ``projections``, ``queue``) and
 runs the command asked for. Errors print one line and exit 1; usage errors exit 2.
 """
 
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from eventador import __version__
-from eventador.cli import demo, projections, queue, store
+from eventador.cli import demo, projections, queue, schema, store
 from eventador.cli.demo import DEMO_DIR
 from eventador.errors import EventadorError, StoreLockedError
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.add_parser(sub)
     store.add_parsers(sub)
+    schema.add_parser(sub)
     projections.add_parser(sub)
     queue.add_parsers(sub)
     return parser

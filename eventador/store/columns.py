@@ -4,6 +4,14 @@ The CBOR ``payload`` column is the truth (exact, schema-free). Beside it, every
 field of a registered event type gets a real typed column named
 ``"<Type>.<field>"``, so SQL aggregates run in DuckDB without a Python call
 per row; the typed views rename them back to plain field names.
+
+A Decimal field's column is DECIMAL(p, s): its declared ``Digits`` (which append
+checks), else ``DEFAULT_DIGITS``, DECIMAL(38, 12). A column keeps one type in every
+file (DuckDB reads the files as one table, and would round values to a common type),
+so declared digits other than the default name theirs: ``"<Type>.<field>:DECIMAL(18,2)"``.
+A value the column cannot hold exactly is never rounded: its typed cell is null and the
+exact digits go to a text column beside it, ``"<Type>.<field>:exact"`` (made only in
+files that need it), which the typed view turns into an error naming the field.
 """
 
 from __future__ import annotations
@@ -16,20 +24,29 @@ import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from eventador.codec import schema_of, unwrap_optional
+from eventador.digits import DEFAULT_DIGITS, Digits, declared_digits
+from eventador.errors import SerializationError
 from eventador.messages import Event, UnknownEvent
 
-__all__ = ["ENVELOPE", "arrow_type_for", "data_columns", "typed_columns", "uniform_array"]
+__all__ = [
+    "ENVELOPE",
+    "arrow_type_for",
+    "data_columns",
+    "decimal_column",
+    "exact_text_column",
+    "typed_columns",
+    "uniform_array",
+]
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
-DECIMAL = pa.decimal128(38, 12)
-_DECIMAL_QUANTUM = Decimal(1).scaleb(-12)
+DECIMAL = pa.decimal128(DEFAULT_DIGITS.precision, DEFAULT_DIGITS.scale)
 
 ENVELOPE = pa.schema(
     [
@@ -51,9 +68,9 @@ ENVELOPE = pa.schema(
 )
 
 
-def arrow_type_for(annotation: Any) -> tuple[pa.DataType, str]:
+def arrow_type_for(annotation: Any, digits: Digits | None = None) -> tuple[pa.DataType, str]:
     """The Arrow type of a typed column, and how values are prepared ("plain", "decimal",
-    "uuid", "enum", "json")."""
+    "uuid", "enum", "json"). A Decimal's column has the field's declared `digits`, if any."""
     inner, _ = unwrap_optional(annotation)
     origin = typing.get_origin(inner) or inner
     if origin is bool:
@@ -67,7 +84,7 @@ def arrow_type_for(annotation: Any) -> tuple[pa.DataType, str]:
     if origin is bytes:
         return pa.binary(), "plain"
     if origin is Decimal:
-        return DECIMAL, "decimal"
+        return (DECIMAL if digits is None else pa.decimal128(digits.precision, digits.scale)), "decimal"
     if origin is uuid.UUID:
         return pa.string(), "uuid"
     if origin is datetime:
@@ -86,12 +103,6 @@ def arrow_type_for(annotation: Any) -> tuple[pa.DataType, str]:
 def _prepare(kind: str, value: Any) -> Any:
     if value is None:
         return None
-    if kind == "decimal":
-        try:
-            return value.quantize(_DECIMAL_QUANTUM, rounding=ROUND_HALF_EVEN)
-        except InvalidOperation:
-            # Too many digits, or not finite: _to_array makes it NULL (with a warning); CBOR keeps it.
-            return value
     if kind == "uuid":
         return str(value)
     if kind == "micros":
@@ -124,12 +135,16 @@ def exact_columns(cls: type[Event]) -> dict[str, pa.DataType] | None:
     """Field -> Arrow type when every field's typed column holds its value exactly, else None.
 
     Then reading can build events from the typed columns and skip CBOR decoding.
-    Optional fields are excluded: a null might also stand for a value that did not fit.
+    Optional fields are excluded: a null might also stand for a value that did not fit,
+    and so are Decimals: a column gives them its own scale (``100.00`` for ``100``).
     """
     cached = cls.__dict__.get("__eventador_exact__", False)
     if cached is not False:
         return typing.cast("dict[str, pa.DataType] | None", cached)
-    schema = schema_of(cls)
+    try:
+        schema = schema_of(cls)
+    except SerializationError:
+        return None  # no event of a class the codec refuses is stored (append names the problem)
     plan: dict[str, pa.DataType] | None = {}
     for name in schema.names:
         arrow_type = _EXACT.get(schema.hints[name])
@@ -143,6 +158,22 @@ def exact_columns(cls: type[Event]) -> dict[str, pa.DataType] | None:
 
 def column_name(event_type: str, field: str) -> str:
     return f"{event_type}.{field}"
+
+
+EXACT_TEXT = ":exact"
+
+
+def exact_text_column(event_type: str, field: str) -> str:
+    """The text column beside a Decimal field's typed columns: the exact digits of the values
+    the typed column cannot hold (null in every other row)."""
+    return column_name(event_type, field) + EXACT_TEXT
+
+
+def decimal_column(event_type: str, field: str, digits: Digits) -> str:
+    """The typed column of a Decimal field of these digits: ``"<Type>.<field>"`` for the
+    default, ``"<Type>.<field>:DECIMAL(18,2)"`` for others (one name, one type)."""
+    name = column_name(event_type, field)
+    return name if digits == DEFAULT_DIGITS else f"{name}:DECIMAL({digits.precision},{digits.scale})"
 
 
 def typed_columns(
@@ -197,13 +228,12 @@ def data_columns(
         for key, values in data.items():
             full = uniform[key]
             if full is not None:
-                column = full if len(rows) == n else _masked(full, mine)
+                columns = {column_name(event_type, key): full if len(rows) == n else _masked(full, mine)}
             else:
                 if key not in objects:
                     objects[key] = _object_array(typing.cast(list[Any], values))
-                column = _scatter({key: _infer_array(objects[key][rows])}, rows, n)[key]
-            if column.null_count < n:
-                out[column_name(event_type, key)] = column
+                columns = _scatter(_inferred_column(event_type, key, objects[key][rows]), rows, n)
+            out.update((name, column) for name, column in columns.items() if column.null_count < n)
     return out
 
 
@@ -270,14 +300,30 @@ def _scatter(columns: dict[str, pa.Array], rows: np.ndarray, n: int) -> dict[str
 
 def _class_columns(event_type: str, cls: type[Event], events: list[Event | None]) -> dict[str, pa.Array]:
     schema = schema_of(cls)
+    declared = declared_digits(cls)
     out: dict[str, pa.Array] = {}
     for name in schema.names:
-        arrow_type, kind = arrow_type_for(schema.hints[name])
+        arrow_type, kind = arrow_type_for(schema.hints[name], declared.get(name))
+        if kind == "decimal":
+            values = [getattr(e, name, None) for e in events]
+            out.update(_decimal_columns(event_type, name, declared.get(name, DEFAULT_DIGITS), values))
+            continue
         if kind == "plain":
             values = [getattr(e, name, None) for e in events]
         else:
             values = [_prepare(kind, getattr(e, name, None)) for e in events]
         out[column_name(event_type, name)] = _to_array(values, arrow_type, column_name(event_type, name))
+    return out
+
+
+def _decimal_columns(event_type: str, field: str, digits: Digits, values: Sequence[Any]) -> dict[str, pa.Array]:
+    """A Decimal field's column of type `digits`, and its exact text column when some value
+    does not fit: one type per column name, whatever the values."""
+    fitted = digits.fitted_all(values)
+    out = {decimal_column(event_type, field, digits): pa.array(fitted, pa.decimal128(digits.precision, digits.scale))}
+    if fitted.count(None) > sum(v is None for v in values):  # rare: values that need more digits
+        texts = [str(v) if f is None and isinstance(v, Decimal) else None for v, f in zip(values, fitted, strict=True)]
+        out[exact_text_column(event_type, field)] = pa.array(texts, pa.string())
     return out
 
 
@@ -288,7 +334,20 @@ def _inferred_columns(event_type: str, events: list[Event | None]) -> dict[str, 
     keys: dict[str, None] = {}
     for data in datas:
         keys.update(dict.fromkeys(k for k in data if isinstance(k, str)))
-    return {column_name(event_type, key): _infer_array([d.get(key) for d in datas]) for key in keys}
+    out: dict[str, pa.Array] = {}
+    for key in keys:
+        out.update(_inferred_column(event_type, key, [d.get(key) for d in datas]))
+    return out
+
+
+def _inferred_column(event_type: str, key: str, values: Sequence[Any] | np.ndarray) -> dict[str, pa.Array]:
+    """The typed column of values of no declared type (``_infer_array``); decimals get the
+    default Decimal column (Arrow would size each file's type to its own values)."""
+    kinds = set(map(type, values)) - {type(None)}
+    if Decimal not in kinds or not kinds <= {Decimal, int}:
+        return {column_name(event_type, key): _infer_array(values)}
+    exact = [v if isinstance(v, Decimal) or v is None else Decimal(v) for v in values]  # ints beside decimals
+    return _decimal_columns(event_type, key, DEFAULT_DIGITS, exact)
 
 
 def _infer_array(values: Sequence[Any] | np.ndarray) -> pa.Array:

@@ -23,9 +23,10 @@ import duckdb
 import pyarrow as pa
 
 from eventador.codec import schema_of
+from eventador.digits import DEFAULT_DIGITS, declared_digits
 from eventador.errors import SerializationError
 from eventador.messages import Event
-from eventador.store.columns import ENVELOPE, arrow_type_for, column_name
+from eventador.store.columns import ENVELOPE, arrow_type_for, column_name, decimal_column, exact_text_column
 from eventador.store.sqlguard import STORE_TABLES, STORE_VIEWS
 
 __all__ = ["Sources", "SqlViews", "typed_view_name"]
@@ -69,6 +70,73 @@ def _duck_type(arrow_type: pa.DataType) -> str:
     if pa.types.is_decimal(arrow_type):
         return f"DECIMAL({arrow_type.precision}, {arrow_type.scale})"
     return _DUCK_TYPES.get(arrow_type, "VARCHAR")
+
+
+def _field_column(col: str) -> str:
+    """The ``"<Type>.<field>"`` a typed column belongs to (``"T.f:DECIMAL(18,2)"`` and
+    ``"T.f:exact"`` belong to ``"T.f"``; field names hold no ``:``)."""
+    head, _, rest = col.rpartition(".")
+    return f"{head}.{rest.partition(':')[0]}"
+
+
+def _stored_decimals(event_type: str, field: str, columns: dict[str, pa.DataType]) -> list[str]:
+    """The typed columns a field has in the sources: ``"<Type>.<field>"``, and one per other
+    digits it was declared with (``"<Type>.<field>:DECIMAL(18,2)"``)."""
+    base = column_name(event_type, field)
+    return [c for c in columns if c == base or c.startswith(base + ":DECIMAL(")]
+
+
+def _decimal_expr(event_type: str, field: str, target: str, sql_type: str, columns: dict[str, pa.DataType]) -> str:
+    """A Decimal field's value in its typed view, of `sql_type` (whose column is `target`):
+    exact, or an error when a query reads a row whose value `sql_type` cannot hold, never a
+    rounded number. Just the column when it is the field's only one (fast sums)."""
+    stored = _stored_decimals(event_type, field, columns)
+    text = exact_text_column(event_type, field)
+    if stored == [target] and text not in columns:
+        return f"CAST({quote(target)} AS {sql_type})"
+
+    def error(held: str, why: str) -> str:
+        where = f"{literal(f'{event_type}.{field} at position ')} || position || ' holds ' || CAST({held} AS VARCHAR)"
+        return f"error({where} || {literal(why)})"
+
+    whens = []
+    for col in sorted(stored, key=lambda c: c != target):  # the column of the digits declared now first
+        value = f"CAST({quote(col)} AS {sql_type})"
+        if col != target and pa.types.is_decimal(columns[col]):
+            # Stored under other digits: shown only if `sql_type` holds it exactly (there and back).
+            back = f"TRY_CAST(TRY_CAST({quote(col)} AS {sql_type}) AS {_duck_type(columns[col])})"
+            why = f", which {sql_type} (the digits declared now) cannot hold exactly"
+            value = f"CASE WHEN {back} = {quote(col)} THEN {value} ELSE {error(quote(col), why)} END"
+        whens.append(f"WHEN {quote(col)} IS NOT NULL THEN {value}")
+    if text in columns:
+        whens.append(f"WHEN {quote(text)} IS NOT NULL THEN {error(quote(text), _too_many_digits(field, sql_type))}")
+    if not whens:
+        return f"CAST(NULL AS {sql_type})"
+    return f"CASE {' '.join(whens)} ELSE CAST(NULL AS {sql_type}) END"
+
+
+def _too_many_digits(field: str, sql_type: str) -> str:
+    return (
+        f", which {sql_type} cannot hold exactly: its exact digits are in events.data->>'{field}' "
+        f"(and read_all); for events appended from now on, declare digits that hold such values, "
+        f"e.g. {field}: Annotated[Decimal, ev.Digits(38, 20)]"
+    )
+
+
+def _data_value(event_type: str, field: str, expr: str, columns: dict[str, pa.DataType]) -> str:
+    """A field's value in the ``events`` view's JSON. A Decimal is the JSON string of its exact
+    digits (DuckDB reads a JSON number as a double), from the text column beside its typed
+    columns when they could not hold it."""
+    text = exact_text_column(event_type, field)
+    parts = [quote(text)] if text in columns else []
+    parts += [
+        f"CAST({quote(c)} AS VARCHAR)"
+        for c in _stored_decimals(event_type, field, columns)
+        if pa.types.is_decimal(columns[c])
+    ]
+    if not parts:
+        return expr
+    return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
 
 
 def quote(identifier: str) -> str:
@@ -170,14 +238,17 @@ class SqlViews:
         typed = self._typed_fields(columns, classes)
         # Types with no stored event yet get empty views: binding hundreds of views over
         # the real tables would cost more than the queries (a notebook defines many classes).
+        stored = {_field_column(c) for c in columns if "." in c}  # "T.f:DECIMAL(18,2)" is a column of T.f
         present = {
-            t for t, fields in typed.items() if not fields or any(column_name(t, n) in columns for n, _, _ in fields)
+            t for t, fields in typed.items() if not fields or any(column_name(t, n) in stored for n, _, _ in fields)
         }
         data_cases = []
         for event_type, fields in typed.items():
             if event_type not in present:
                 continue
-            pairs = ", ".join(f"{literal(name)}, {expr}" for name, expr, _ in fields)
+            pairs = ", ".join(
+                f"{literal(name)}, {_data_value(event_type, name, expr, columns)}" for name, expr, _ in fields
+            )
             data_cases.append(f"WHEN {literal(event_type)} THEN json_object({pairs})")
         data = f"CASE event_type {' '.join(data_cases)} END" if data_cases else "CAST(NULL AS JSON)"
         metadata = "CAST(metadata_json AS JSON)" if "metadata_json" in columns else "CAST(NULL AS JSON)"
@@ -250,11 +321,15 @@ class SqlViews:
             except SerializationError:
                 continue  # a class no event of which can be stored has no view (append names the problem)
             fields = []
+            declared = declared_digits(cls)
             for name in schema.names:
-                arrow_type, kind = arrow_type_for(schema.hints[name])
+                arrow_type, kind = arrow_type_for(schema.hints[name], declared.get(name))
                 col = column_name(event_type, name)
                 sql_type = "JSON" if kind == "json" else "INTERVAL" if kind == "micros" else _duck_type(arrow_type)
-                if col not in columns:
+                if kind == "decimal":
+                    target = decimal_column(event_type, name, declared.get(name, DEFAULT_DIGITS))
+                    expr = _decimal_expr(event_type, name, target, sql_type, columns)
+                elif col not in columns:
                     expr = f"CAST(NULL AS {sql_type})"
                 elif kind == "micros":
                     expr = f"to_microseconds(CAST({quote(col)} AS BIGINT))"
@@ -263,13 +338,25 @@ class SqlViews:
                 fields.append((name, expr, sql_type))
             typed[event_type] = fields
         # Types this process has no class for still get views from the columns on disk.
+        seen: set[str] = set()
         for col, arrow_type in columns.items():
             if col in ENVELOPE.names or col == "metadata_json" or "." not in col:
                 continue
-            event_type, name = col.rsplit(".", 1)
-            if event_type in classes:
+            field_col = _field_column(col)
+            event_type, name = field_col.rsplit(".", 1)
+            if event_type in classes or field_col in seen:
                 continue
-            typed.setdefault(event_type, []).append((name, quote(col), _duck_type(arrow_type)))
+            seen.add(field_col)
+            stored = _stored_decimals(event_type, name, columns)
+            if col == field_col and not pa.types.is_decimal(arrow_type):
+                expr, sql_type = quote(col), _duck_type(arrow_type)
+            elif stored == [field_col] and exact_text_column(event_type, name) not in columns:
+                expr, sql_type = quote(col), _duck_type(arrow_type)  # as stored
+            else:  # a Decimal field with several columns, or values kept as exact text
+                target = field_col if field_col in columns else stored[0] if stored else field_col
+                sql_type = _duck_type(columns[target]) if target in columns else str(DEFAULT_DIGITS)
+                expr = _decimal_expr(event_type, name, target, sql_type, columns)
+            typed.setdefault(event_type, []).append((name, expr, sql_type))
         return typed
 
     def close(self) -> None:

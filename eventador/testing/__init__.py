@@ -8,6 +8,10 @@ One module per job (only the contract needs pytest; it is imported when first us
   (also ``.then_rejected(...)``, ``.then_state(...)``).
 - ``factories``: ``MemoryStoreFactory`` and ``DirectoryStoreFactory`` open the stores
   a contract test needs.
+- ``history``: ``assert_history_reads(store_copy, modules=[...])``, for a CI job run
+  against a copy of a real store: every stored event still decodes and upcasts under
+  today's classes (``check_history`` returns the report, ``history_report``;
+  ``eventador schema`` prints it).
 - ``contract``: ``StoreContract``, the behaviour every event store must have, run
   against any store a ``StoreFactory`` opens. Subclass it in a test module
   to check a store you built or changed::
@@ -31,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 from eventador.testing.clocks import ScriptedClock
 from eventador.testing.factories import DirectoryStoreFactory, MemoryStoreFactory, StoreFactory
+from eventador.testing.history import assert_history_reads, check_history
+from eventador.testing.history_report import HistoryReport
 from eventador.testing.scenario import AggregateScenario
 
 if TYPE_CHECKING:
@@ -39,10 +45,13 @@ if TYPE_CHECKING:
 __all__ = [
     "AggregateScenario",
     "DirectoryStoreFactory",
+    "HistoryReport",
     "MemoryStoreFactory",
     "ScriptedClock",
     "StoreContract",
     "StoreFactory",
+    "assert_history_reads",
+    "check_history",
 ]
 
 

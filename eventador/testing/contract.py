@@ -24,6 +24,7 @@ from eventador.errors import (
     InvalidInputError,
     ReadOnlyError,
     SerializationError,
+    SqlError,
     StoreClosedError,
 )
 from eventador.messages import Event, TypeRegistry, UnknownEvent
@@ -609,16 +610,19 @@ class StoreContract:
             ("acc-2", "Ann", "savings", _T0, ["new", "web"]),
         ]
 
-    def test_a_value_too_large_for_its_sql_column_reads_null_in_sql_and_exact_in_events(
+    def test_a_value_too_large_for_its_sql_column_fails_in_sql_and_reads_exact_in_events(
         self, store: EventStore
     ) -> None:
         huge = [Decimal("1E+40"), Decimal("123456789012345678901234567.5"), Decimal("0.1")]
-        with pytest.warns(UserWarning, match="do not fit"):
-            for amount in huge:
-                store.append("acc-1", [ContractDeposited(account_id="acc-1", amount=amount, rate=0.0)])
-            store.flush()
-            rows = store.sql(f'SELECT amount FROM "{ContractDeposited.event_type}" ORDER BY position').fetchall()
-        assert rows == [(None,), (None,), (Decimal("0.1"),)]
+        for amount in huge:
+            store.append("acc-1", [ContractDeposited(account_id="acc-1", amount=amount, rate=0.0)])
+        store.flush()
+        view = f'"{ContractDeposited.event_type}"'
+        with pytest.raises(SqlError, match=r"amount at position 1 holds 1E\+40, which DECIMAL\(38, 12\) cannot"):
+            store.sql(f"SELECT amount FROM {view} WHERE position = 1").fetchall()
+        assert store.sql(f"SELECT amount FROM {view} WHERE position = 3").fetchall() == [(Decimal("0.1"),)]
+        texts = store.sql("SELECT data->>'amount' FROM events ORDER BY position").fetchall()
+        assert [Decimal(t) for (t,) in texts] == huge
         amounts = [e.amount for r in store.read_all() if isinstance(e := r.event, ContractDeposited)]
         assert [str(a) for a in amounts] == [str(a) for a in huge]
         store.append("acc-1", [_withdrawn()])

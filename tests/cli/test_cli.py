@@ -196,6 +196,23 @@ def test_null_prints_as_null_and_integers_stay_integers(tmp_path: Path, capsys: 
     assert capsys.readouterr().out.splitlines() == ["i,s,f", "1,a,1.5", ",,"]
 
 
+def test_sql_prints_decimals_with_their_exact_digits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    amounts = [Decimal("12345678901234567.89"), Decimal("0.01")]  # a float has 17 digits: ...567.9 is lost
+    with ev.open_store(tmp_path / "s") as store:
+        store.append("acc-1", [Deposited(account_id="acc-1", amount=a) for a in amounts])
+    query = 'SELECT sum(amount) AS total, CAST(min(amount) AS DECIMAL(20, 2)) AS least FROM "test.Deposited"'
+    assert main(["sql", str(tmp_path / "s"), query, "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    assert '"total": 12345678901234567.900000000000, "least": 0.01' in out  # numbers, every digit
+    assert json.loads(out, parse_float=Decimal) == [
+        {"total": Decimal("12345678901234567.9"), "least": Decimal("0.01")}
+    ]
+    assert main(["sql", str(tmp_path / "s"), query, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["total,least", "12345678901234567.900000000000,0.01"]
+    assert main(["sql", str(tmp_path / "s"), query]) == 0
+    assert capsys.readouterr().out.split() == ["total", "least", "12345678901234567.900000000000", "0.01"]
+
+
 def test_payload_bytes_print_as_their_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     three_events(tmp_path / "s").close()
     query = "SELECT position, payload FROM events ORDER BY position LIMIT 1"
