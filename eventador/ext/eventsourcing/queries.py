@@ -1,9 +1,9 @@
 """What eventsourcing applications gain on eventador: SQL over their events, with each event
-class's state as typed columns, and the application as it was at a past time.
+class's state as typed columns, and the application as it was at a past time::
 
-    >>> views = create_topic_views(app)             # one live SQL view per event class
-    >>> store_of(app).sql("SELECT name, count(*) FROM Dog_TrickAdded GROUP BY 1")
-    >>> as_of(app, yesterday).repository.get(dog_id)   # the aggregate as it was then
+    create_topic_views(app)                         # one live SQL view per event class
+    store_of(app).sql("SELECT trick, count(*) FROM Dog_TrickAdded GROUP BY 1")
+    as_of(app, yesterday).repository.get(dog_id)   # the aggregate as it was then
 """
 
 from __future__ import annotations
