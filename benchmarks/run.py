@@ -180,6 +180,14 @@ def rows(s: Sizes) -> list[Row]:
             (Limit(">=", 20_000_000, unit="events/s"),),
             "sql",
         ),
+        Row(
+            f"the sum of 7 over {s.sql_events:,} events stored at schema version 1, the summed field "
+            "renamed since by an upcaster (events/s)",
+            "ev_sql_sum_renamed",
+            None,
+            (Limit(">=", 0.8, "ev_sql_sum", "the plain sum (7)"),),
+            "sql_renamed",
+        ),
     ]
 
 

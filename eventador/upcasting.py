@@ -208,7 +208,7 @@ class Convert(Step):
 
     def sql(self, fields: SqlFields) -> None:
         if self.sql_template is None:
-            fields.set(self.name, NeedsPython(f"Convert({self.name!r}) has no sql="))
+            fields.set(self.name, NeedsPython(f"Convert({self.name!r}) without sql="))
         else:
             fields.set(self.name, render(self.sql_template, fields))
 
@@ -388,10 +388,15 @@ class UpcasterRegistry:
             condition: str | None = None
             current_type, current_version = stored, version
             reaches = False
+            seen: set[tuple[str, int]] = set()
             for _ in range(_MAX_CHAIN):
                 up = self._by_key.get((current_type, current_version))
                 if up is None:
                     break
+                if (current_type, current_version) in seen:
+                    reaches = False  # a loop (Python raises for it), or a Split's branch back to itself
+                    break
+                seen.add((current_type, current_version))
                 for step in up.steps:
                     step.sql(fields)
                 if isinstance(up.to_type, Split):
@@ -558,17 +563,20 @@ def render(template: str, fields: SqlFields) -> SqlValue:
 def sql_literal(value: Any) -> str:
     """`value` as a SQL literal (the view casts it to the field's type).
 
+    Always a string literal (or NULL): DuckDB casts one to the type it meets, so
+    ``coalesce(column, literal)`` binds whatever type the stored column has.
+
     Raises:
         InvalidInputError: no SQL literal can hold the value.
     """
     if value is None:
         return "NULL"
     if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
+        return "'true'" if value else "'false'"
     if isinstance(value, enum.Enum):
         value = value.value
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return repr(value) if value == value and value not in (float("inf"), float("-inf")) else f"'{value}'"
+        return f"'{value!r}'" if value == value and value not in (float("inf"), float("-inf")) else f"'{value}'"
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
     if isinstance(value, decimal.Decimal | uuid.UUID):
@@ -576,7 +584,7 @@ def sql_literal(value: Any) -> str:
     if isinstance(value, dt.datetime | dt.date):
         return f"'{value.isoformat()}'"
     if isinstance(value, dt.timedelta):
-        return f"{(value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds}"
+        return f"'{(value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds}'"
     try:
         text = json.dumps(value)
     except (TypeError, ValueError):

@@ -38,7 +38,7 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], ev.Ev
 
 
 def _name(stem: str) -> str:
-    return f"up{next(_counter)}.{stem}"
+    return f"test_upcasting{next(_counter)}.{stem}"
 
 
 def deposited_v1(name: str) -> type[ev.Event]:

@@ -877,8 +877,28 @@ def empty_like(schema: pa.Schema) -> pa.Table:
 
 
 def unify(tables: list[pa.Table]) -> pa.Table:
-    """Concatenate tables whose typed columns differ (missing columns read as null)."""
-    return pa.concat_tables(tables, promote_options="default")
+    """Concatenate tables whose typed columns differ (missing columns read as null).
+
+    A column whose type changed between them (a field retyped by a new version of its
+    class) becomes text in all of them, exact, as DuckDB unites such Parquet files; the
+    typed views cast it back per version, and reads decode the CBOR payload.
+    """
+    try:
+        return pa.concat_tables(tables, promote_options="default")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    kinds: dict[str, set[pa.DataType]] = {}
+    for table in tables:
+        for field in table.schema:
+            kinds.setdefault(field.name, set()).add(field.type)
+    mixed = {name for name, found in kinds.items() if len(found - {pa.null()}) > 1}
+    as_text = []
+    for table in tables:
+        for name in mixed.intersection(table.column_names):
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, table.column(i).cast(pa.string()))
+        as_text.append(table)
+    return pa.concat_tables(as_text, promote_options="default")
 
 
 def describe(segment: Segment) -> dict[str, Any]:

@@ -4,7 +4,8 @@ The views read the Parquet files directly and the hot tier as a registered
 Arrow table, so unflushed events are included. A typed view renames the
 ``"<Type>.<field>"`` columns back to field names; a field whose column no file
 holds yet reads as a typed NULL, so a query over a new event type works before
-its first event is written.
+its first event is written. Each typed view shows its type's events of every stored
+schema version as today's class, upcasters applied in SQL (``store/typed_sql.py``).
 
 A typed view is named like its event type, unless that name is one of the store's
 own (``events``, a table of the store such as ``files``): then it is ``event_<type>``
@@ -17,19 +18,35 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import pyarrow as pa
 
-from eventador.codec import schema_of
-from eventador.digits import DEFAULT_DIGITS, declared_digits
+from eventador.digits import DEFAULT_DIGITS
 from eventador.errors import SerializationError
 from eventador.messages import Event
-from eventador.store.columns import ENVELOPE, arrow_type_for, column_name, decimal_column, exact_text_column
+from eventador.store.columns import ENVELOPE, column_name, exact_text_column
+from eventador.store.segments import unify
 from eventador.store.sqlguard import STORE_TABLES, STORE_VIEWS
+from eventador.store.stored_versions import stored_versions
+from eventador.store.typed_sql import (
+    COLUMNS_VERSION,
+    TypedField,
+    Versions,
+    columns_version,
+    data_value,
+    decimal_expr,
+    duck_type,
+    field_column,
+    literal,
+    quote,
+    stored_decimals,
+    typed_view,
+)
+from eventador.upcasting import Split, upcasters
 
-__all__ = ["Sources", "SqlViews", "typed_view_name"]
+__all__ = ["Sources", "SqlViews", "literal", "quote", "typed_view_name"]
 
 _RESERVED = frozenset(STORE_VIEWS) | frozenset(STORE_TABLES)
 _told: set[str] = set()  # the event types whose renamed view a warning has announced
@@ -54,97 +71,36 @@ _ENVELOPE = [
 _ENVELOPE_SELECT = ", ".join(expr if expr == name else f"{expr} AS {name}" for name, expr, _ in _ENVELOPE)
 
 
-_DUCK_TYPES = {
-    pa.string(): "VARCHAR",
-    pa.int64(): "BIGINT",
-    pa.float64(): "DOUBLE",
-    pa.bool_(): "BOOLEAN",
-    pa.binary(): "BLOB",
-    pa.date32(): "DATE",
-}
+def _stored_expr(
+    event_type: str, name: str, col: str, arrow_type: pa.DataType, columns: dict[str, pa.DataType]
+) -> tuple[str, str]:
+    """The SQL and SQL type of a field of a type with no class here, as stored: its column,
+    or for a Decimal field with several columns (or values kept as exact text) their exact value."""
+    base = column_name(event_type, name)
+    stored = stored_decimals(event_type, name, columns)
+    if col == base and not pa.types.is_decimal(arrow_type):
+        return quote(col), duck_type(arrow_type)
+    if stored == [base] and exact_text_column(event_type, name) not in columns:
+        return quote(base), duck_type(columns[base])
+    target = base if base in columns else stored[0] if stored else base
+    sql_type = duck_type(columns[target]) if target in columns else str(DEFAULT_DIGITS)
+    return decimal_expr(event_type, name, target, sql_type, columns), sql_type
 
 
-def _duck_type(arrow_type: pa.DataType) -> str:
-    if pa.types.is_timestamp(arrow_type):
-        return "TIMESTAMPTZ"
-    if pa.types.is_decimal(arrow_type):
-        return f"DECIMAL({arrow_type.precision}, {arrow_type.scale})"
-    return _DUCK_TYPES.get(arrow_type, "VARCHAR")
+class _View(NamedTuple):
+    fields: list[TypedField]
+    rows: str | None  # the condition on the rows of ``_all`` (+ ``_cv``); None: the rows of the type
+    present: bool  # some column the view reads exists: else it is made empty, when a query names it
+    versioned: bool = False  # the SQL reads ``_cv``
 
 
-def _field_column(col: str) -> str:
-    """The ``"<Type>.<field>"`` a typed column belongs to (``"T.f:DECIMAL(18,2)"`` and
-    ``"T.f:exact"`` belong to ``"T.f"``; field names hold no ``:``)."""
-    head, _, rest = col.rpartition(".")
-    return f"{head}.{rest.partition(':')[0]}"
-
-
-def _stored_decimals(event_type: str, field: str, columns: dict[str, pa.DataType]) -> list[str]:
-    """The typed columns a field has in the sources: ``"<Type>.<field>"``, and one per other
-    digits it was declared with (``"<Type>.<field>:DECIMAL(18,2)"``)."""
-    base = column_name(event_type, field)
-    return [c for c in columns if c == base or c.startswith(base + ":DECIMAL(")]
-
-
-def _decimal_expr(event_type: str, field: str, target: str, sql_type: str, columns: dict[str, pa.DataType]) -> str:
-    """A Decimal field's value in its typed view, of `sql_type` (whose column is `target`):
-    exact, or an error when a query reads a row whose value `sql_type` cannot hold, never a
-    rounded number. Just the column when it is the field's only one (fast sums)."""
-    stored = _stored_decimals(event_type, field, columns)
-    text = exact_text_column(event_type, field)
-    if stored == [target] and text not in columns:
-        return f"CAST({quote(target)} AS {sql_type})"
-
-    def error(held: str, why: str) -> str:
-        where = f"{literal(f'{event_type}.{field} at position ')} || position || ' holds ' || CAST({held} AS VARCHAR)"
-        return f"error({where} || {literal(why)})"
-
-    whens = []
-    for col in sorted(stored, key=lambda c: c != target):  # the column of the digits declared now first
-        value = f"CAST({quote(col)} AS {sql_type})"
-        if col != target and pa.types.is_decimal(columns[col]):
-            # Stored under other digits: shown only if `sql_type` holds it exactly (there and back).
-            back = f"TRY_CAST(TRY_CAST({quote(col)} AS {sql_type}) AS {_duck_type(columns[col])})"
-            why = f", which {sql_type} (the digits declared now) cannot hold exactly"
-            value = f"CASE WHEN {back} = {quote(col)} THEN {value} ELSE {error(quote(col), why)} END"
-        whens.append(f"WHEN {quote(col)} IS NOT NULL THEN {value}")
-    if text in columns:
-        whens.append(f"WHEN {quote(text)} IS NOT NULL THEN {error(quote(text), _too_many_digits(field, sql_type))}")
-    if not whens:
-        return f"CAST(NULL AS {sql_type})"
-    return f"CASE {' '.join(whens)} ELSE CAST(NULL AS {sql_type}) END"
-
-
-def _too_many_digits(field: str, sql_type: str) -> str:
-    return (
-        f", which {sql_type} cannot hold exactly: its exact digits are in events.data->>'{field}' "
-        f"(and read_all); for events appended from now on, declare digits that hold such values, "
-        f"e.g. {field}: Annotated[Decimal, ev.Digits(38, 20)]"
-    )
-
-
-def _data_value(event_type: str, field: str, expr: str, columns: dict[str, pa.DataType]) -> str:
-    """A field's value in the ``events`` view's JSON. A Decimal is the JSON string of its exact
-    digits (DuckDB reads a JSON number as a double), from the text column beside its typed
-    columns when they could not hold it."""
-    text = exact_text_column(event_type, field)
-    parts = [quote(text)] if text in columns else []
-    parts += [
-        f"CAST({quote(c)} AS VARCHAR)"
-        for c in _stored_decimals(event_type, field, columns)
-        if pa.types.is_decimal(columns[c])
-    ]
-    if not parts:
-        return expr
-    return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
-
-
-def quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+def _stored_field(column: str) -> tuple[str, str]:
+    """(event type, field) of a typed column ``"<type>.<field>"`` (or of a Decimal field's
+    ``"<type>.<field>:DECIMAL(18,2)"``, ``"<type>.<field>:exact"``); ("", "") for another column."""
+    if column in ENVELOPE.names or column == "metadata_json" or "." not in column:
+        return "", ""
+    event_type, name = field_column(column).rsplit(".", 1)
+    return event_type, name
 
 
 @dataclass(frozen=True)
@@ -183,11 +139,11 @@ class SqlViews:
         Types with no stored event get an empty view. Given the `query` about to run,
         only those it mentions are made (a process may define hundreds of event types,
         and each view costs about a millisecond to create); without it, all of them.
+        The views are made again when an upcaster is registered or removed.
         """
-        memory = None
-        if sources.tables:
-            memory = pa.concat_tables(list(sources.tables), promote_options="default")
+        memory = unify(list(sources.tables)) if sources.tables else None
         columns = self._columns(sources, memory)
+        versions = stored_versions(sources.hot, sources.tables, sources.files)
         shape = (
             sources.files,
             tuple(id(t) for t in sources.tables),
@@ -195,12 +151,15 @@ class SqlViews:
             frozenset(classes.items()),
             sources.position_limit,
             sources.occurred_limit,
+            upcasters.generation,
+            versions.uniform,
+            None if versions.by_type is None else tuple(sorted(versions.by_type.items())),
         )
         self.con.register("_hot", sources.hot)
         if memory is not None:
             self.con.register("_memory", memory)
         if shape != self._shape:
-            self._create(sources, memory is not None, columns, classes)
+            self._create(sources, memory is not None, columns, classes, versions)
             self._shape = shape
         self.make_empty_views(query)
 
@@ -216,7 +175,8 @@ class SqlViews:
         return found
 
     def _create(
-        self, sources: Sources, has_memory: bool, columns: dict[str, pa.DataType], classes: dict[str, type[Event]]
+        self, sources: Sources, has_memory: bool, columns: dict[str, pa.DataType], classes: dict[str, type[Event]],
+        versions: Versions,
     ) -> None:
         parts = ["SELECT * FROM _hot"]
         if has_memory:
@@ -235,32 +195,20 @@ class SqlViews:
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW _all AS SELECT * FROM ({union}){where}")
 
-        typed = self._typed_fields(columns, classes)
-        # Types with no stored event yet get empty views: binding hundreds of views over
-        # the real tables would cost more than the queries (a notebook defines many classes).
-        stored = {_field_column(c) for c in columns if "." in c}  # "T.f:DECIMAL(18,2)" is a column of T.f
-        present = {
-            t for t, fields in typed.items() if not fields or any(column_name(t, n) in stored for n, _, _ in fields)
-        }
-        data_cases = []
-        for event_type, fields in typed.items():
-            if event_type not in present:
-                continue
-            pairs = ", ".join(
-                f"{literal(name)}, {_data_value(event_type, name, expr, columns)}" for name, expr, _ in fields
-            )
-            data_cases.append(f"WHEN {literal(event_type)} THEN json_object({pairs})")
-        data = f"CASE event_type {' '.join(data_cases)} END" if data_cases else "CAST(NULL AS JSON)"
+        typed = self._typed_views(columns, classes, versions)
+        row_version = columns_version(columns)
         metadata = "CAST(metadata_json AS JSON)" if "metadata_json" in columns else "CAST(NULL AS JSON)"
+        schema_version = "coalesce(schema_version, 1)" if "schema_version" in columns else "1"
         self.con.execute(
-            f"CREATE OR REPLACE TEMP VIEW events AS SELECT {_ENVELOPE_SELECT}, {metadata} AS metadata, "
-            f"CAST({data} AS JSON) AS data, payload FROM _all"
+            f"CREATE OR REPLACE TEMP VIEW events AS SELECT {_ENVELOPE_SELECT}, "
+            f"CAST({schema_version} AS SMALLINT) AS schema_version, {metadata} AS metadata, "
+            f"CAST({self._data(typed, columns, classes, row_version)} AS JSON) AS data, payload FROM _all"
         )
         statements: list[str] = []  # run as one batch: one round trip for many views
         self._empty = {}
         taken = set(_RESERVED)
         view_names: dict[str, str] = {}
-        for event_type, fields in typed.items():
+        for event_type, (fields, rows, present, versioned) in typed.items():
             view = typed_view_name(event_type)
             if view.lower() in taken:
                 warnings.warn(f"no SQL view for event type {event_type!r}: the name {view!r} is taken", stacklevel=3)
@@ -275,19 +223,22 @@ class SqlViews:
             taken.add(view.lower())
             view_names[event_type] = view
             # A payload field named like an envelope column (say `version`) wins.
-            names = {name for name, _, _ in fields}
+            names = {f.name for f in fields}
             envelope = [e for e in _ENVELOPE if e[0] not in names and e[0] != "event_type"]
-            if event_type in present:
+            # Types with no stored event yet get empty views: binding hundreds of views over
+            # the real tables would cost more than the queries (a notebook defines many classes).
+            if present:
                 columns_sql = [expr if expr == name else f"{expr} AS {name}" for name, expr, _ in envelope]
-                columns_sql += [f"{expr} AS {quote(name)}" for name, expr, _ in fields]
+                columns_sql += [f"{f.expr} AS {quote(f.name)}" for f in fields]
                 select = ", ".join(columns_sql)
+                source = f"(SELECT *, {row_version} AS {COLUMNS_VERSION} FROM _all)" if versioned else "_all"
+                where = f"event_type = {literal(event_type)}" if rows is None else rows
                 statements.append(
-                    f"CREATE OR REPLACE TEMP VIEW {quote(view)} AS SELECT {select} "
-                    f"FROM _all WHERE event_type = {literal(event_type)}"
+                    f"CREATE OR REPLACE TEMP VIEW {quote(view)} AS SELECT {select} FROM {source} WHERE {where}"
                 )
             else:
                 columns_sql = [f"CAST(NULL AS {sql_type}) AS {quote(name)}" for name, _, sql_type in envelope]
-                columns_sql += [f"CAST(NULL AS {sql_type}) AS {quote(name)}" for name, _, sql_type in fields]
+                columns_sql += [f"CAST(NULL AS {f.sql_type}) AS {quote(f.name)}" for f in fields]
                 self._empty[view] = (
                     f"CREATE OR REPLACE TEMP VIEW {quote(view)} AS SELECT {', '.join(columns_sql)} LIMIT 0"
                 )
@@ -310,54 +261,61 @@ class SqlViews:
             self.con.execute(";\n".join(self._empty.pop(t) for t in wanted))
 
     @staticmethod
-    def _typed_fields(
-        columns: dict[str, pa.DataType], classes: dict[str, type[Event]]
-    ) -> dict[str, list[tuple[str, str, str]]]:
-        """Per event type: (field, SQL expression, SQL type) for each field."""
-        typed: dict[str, list[tuple[str, str, str]]] = {}
+    def _typed_views(
+        columns: dict[str, pa.DataType], classes: dict[str, type[Event]], versions: Versions
+    ) -> dict[str, _View]:
+        """The typed views to make, by event type."""
+        views: dict[str, _View] = {}
         for event_type, cls in classes.items():
             try:
-                schema = schema_of(cls)
+                view = typed_view(event_type, cls, columns, versions)
             except SerializationError:
                 continue  # a class no event of which can be stored has no view (append names the problem)
-            fields = []
-            declared = declared_digits(cls)
-            for name in schema.names:
-                arrow_type, kind = arrow_type_for(schema.hints[name], declared.get(name))
-                col = column_name(event_type, name)
-                sql_type = "JSON" if kind == "json" else "INTERVAL" if kind == "micros" else _duck_type(arrow_type)
-                if kind == "decimal":
-                    target = decimal_column(event_type, name, declared.get(name, DEFAULT_DIGITS))
-                    expr = _decimal_expr(event_type, name, target, sql_type, columns)
-                elif col not in columns:
-                    expr = f"CAST(NULL AS {sql_type})"
-                elif kind == "micros":
-                    expr = f"to_microseconds(CAST({quote(col)} AS BIGINT))"
-                else:
-                    expr = f"CAST({quote(col)} AS {sql_type})"
-                fields.append((name, expr, sql_type))
-            typed[event_type] = fields
-        # Types this process has no class for still get views from the columns on disk.
-        seen: set[str] = set()
+            views[event_type] = _View(view.fields, view.where, view.present, view.versioned)
+        # Types this process has no class for still get views from the columns on disk, as
+        # stored; but a type that upcasters rename or split away has none: its events show
+        # in the views of the types they become (and in ``events``, under the stored type).
+        moved = {u.event_type for u in upcasters if isinstance(u.to_type, Split) or u.to_type != u.event_type}
+        seen: set[tuple[str, str]] = set()
         for col, arrow_type in columns.items():
-            if col in ENVELOPE.names or col == "metadata_json" or "." not in col:
+            event_type, name = _stored_field(col)
+            if not event_type or event_type in classes or event_type in moved or (event_type, name) in seen:
                 continue
-            field_col = _field_column(col)
-            event_type, name = field_col.rsplit(".", 1)
-            if event_type in classes or field_col in seen:
-                continue
-            seen.add(field_col)
-            stored = _stored_decimals(event_type, name, columns)
-            if col == field_col and not pa.types.is_decimal(arrow_type):
-                expr, sql_type = quote(col), _duck_type(arrow_type)
-            elif stored == [field_col] and exact_text_column(event_type, name) not in columns:
-                expr, sql_type = quote(col), _duck_type(arrow_type)  # as stored
-            else:  # a Decimal field with several columns, or values kept as exact text
-                target = field_col if field_col in columns else stored[0] if stored else field_col
-                sql_type = _duck_type(columns[target]) if target in columns else str(DEFAULT_DIGITS)
-                expr = _decimal_expr(event_type, name, target, sql_type, columns)
-            typed.setdefault(event_type, []).append((name, expr, sql_type))
-        return typed
+            seen.add((event_type, name))
+            expr, sql_type = _stored_expr(event_type, name, col, arrow_type, columns)
+            views.setdefault(event_type, _View([], None, True)).fields.append(TypedField(name, expr, sql_type, expr))
+        return views
+
+    @staticmethod
+    def _data(
+        views: dict[str, _View], columns: dict[str, pa.DataType], classes: dict[str, type[Event]], versions: str
+    ) -> str:
+        """The SQL of ``events.data``: the fields the row's typed columns hold, as stored (no
+        upcaster applied): today's fields where they hold today's version (``columns_version``),
+        else every typed column of the stored type (null where that version had no such field)."""
+        stored: dict[str, list[str]] = {}
+        seen: set[tuple[str, str]] = set()
+        for col in columns:
+            event_type, name = _stored_field(col)
+            if event_type and (event_type, name) not in seen:
+                seen.add((event_type, name))
+                own = quote(col) if col == column_name(event_type, name) else "NULL"
+                stored.setdefault(event_type, []).append(
+                    f"{literal(name)}, {data_value(event_type, name, own, columns)}"
+                )
+        cases = []
+        for event_type, cls in classes.items():
+            view = views.get(event_type)
+            if view is not None and view.present and view.fields:
+                pairs = ", ".join(
+                    f"{literal(f.name)}, {data_value(event_type, f.name, f.own, columns)}" for f in view.fields
+                )
+                cases.append(
+                    f"WHEN event_type = {literal(event_type)} AND {versions} = {cls.schema_version} "
+                    f"THEN json_object({pairs})"
+                )
+        cases += [f"WHEN event_type = {literal(t)} THEN json_object({', '.join(p)})" for t, p in stored.items()]
+        return f"CASE {' '.join(cases)} END" if cases else "CAST(NULL AS JSON)"
 
     def close(self) -> None:
         self.con.close()
