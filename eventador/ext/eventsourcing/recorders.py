@@ -166,8 +166,12 @@ class EventadorAggregateRecorder(EventadorRecorder, AggregateRecorder):
         appends: list[tuple[str, list[Event], int]] = []
         new_streams: dict[str, int] = {}
         last: dict[str, int] = {}  # each originator's newest version planned
+        originator: object = None
+        stream_id = ""
         for s in stored_events:
-            stream_id = str(s.originator_id)
+            if s.originator_id is not originator:  # an aggregate's events share one id: str() it once
+                originator = s.originator_id
+                stream_id = str(originator)
             version = s.originator_version
             record = StoredEventRecord(topic=s.topic, originator_version=version, state=s.state)
             if stream_id in last:
