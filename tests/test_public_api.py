@@ -87,7 +87,11 @@ def test_notebooks_and_the_readme_import_public_names_from_ev_only() -> None:
     readme = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.DOTALL)
     sources = _notebook_cells() + [("README.md", block) for block in readme]
     assert len(sources) > 50
-    private = [(where, m) for where, code in sources for m in _imports(code) if m.startswith("eventador.")]
+    # eventador.ext.* are imported by their own path (an extra's bridge, named by the other library's settings).
+    private = [
+        (where, m) for where, code in sources for m in _imports(code)
+        if m.startswith("eventador.") and not m.startswith("eventador.ext.")
+    ]
     assert private == []
 
 
