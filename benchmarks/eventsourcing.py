@@ -108,6 +108,19 @@ def _stored(originator: UUID, version: int) -> StoredEvent:
     return StoredEvent(originator_id=originator, originator_version=version, topic="topic", state=b"state")
 
 
+def _peer_pragmas(root: Path) -> str:
+    """The durability the peer runs with, read from the library's own connection."""
+    with _recorder("peer", root / "pragmas") as recorder:
+        recorder.insert_events([_stored(uuid4(), 1)])
+        with recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
+            cursor.execute("PRAGMA journal_mode")
+            journal = cursor.fetchone()[0]
+            cursor.execute("PRAGMA synchronous")
+            sync = cursor.fetchone()[0]
+    level = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(sync, sync)
+    return f"SQLite journal_mode={journal}, synchronous={level}"
+
+
 def _concurrent_throughput(recorder: ApplicationRecorder) -> float:
     """eventsourcing's test_concurrent_throughput: events/s of 10 jobs of 50 events on 4 threads."""
     num_events_per_job, num_jobs, num_workers = 50, 10, 4
@@ -281,18 +294,19 @@ def _ratio(
 
 def run(quick: bool, *, reps: int | None = None) -> list[dict[str, Any]]:
     """The four scenarios, both sides; quick: small sizes, one repetition of the writes, nothing judged."""
-    write_reps = reps or (1 if quick else 9)
+    write_reps = reps or (1 if quick else 21)
     read_reps = reps or (2 if quick else 5)
     n = 10_000 if quick else 1_000_000
     out: list[dict[str, Any]] = []
     root = Path(tempfile.mkdtemp(prefix="ev-bench-eventsourcing-"))
     try:
+        pragmas = _peer_pragmas(root)
         log("  eventsourcing: test_concurrent_throughput, each side in turn, fresh stores, fsync")
         rates = _writes(root, _concurrent_throughput, write_reps)
         name = "test_concurrent_throughput: 4 threads, 10 jobs of insert_events(50 events), fsync"
         out += [
             result(name, rates["eventador"], "events/s"),
-            result(name, rates["peer"], "events/s", side="peer"),
+            result(name, rates["peer"], "events/s", side="peer", note=pragmas),
             _ratio(name, rates["eventador"], rates["peer"], "events/s", ">= 2", quick, 2.0),
         ]
         log("  eventsourcing: single inserts (test_performance), each side in turn, fresh stores, fsync")
@@ -300,7 +314,7 @@ def run(quick: bool, *, reps: int | None = None) -> list[dict[str, Any]]:
         name = "single inserts: insert_events(1 event of a new originator), fsync"
         out += [
             result(name, micros["eventador"], "µs"),
-            result(name, micros["peer"], "µs", side="peer"),
+            result(name, micros["peer"], "µs", side="peer", note=pragmas),
             _ratio(name, micros["eventador"], micros["peer"], "µs", ">= 1", quick, 1.0),
         ]
         out += _notifications(root, n, read_reps, quick)
