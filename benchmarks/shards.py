@@ -1,0 +1,132 @@
+"""Sharded writers (issue 19): appends per second from one shard to two, one process per shard.
+
+    python -m benchmarks.shards [--quick]
+
+``run(quick)`` returns one dict per measurement (see ``benchmarks/timetravel.py``). N
+single-event appends (120,000; quick: 4,000) of one event type to 1,000 streams, with
+``durability="batch"`` and a flush every 20,000 events per shard, written:
+
+1. by one process into a store of one shard;
+2. by two processes into a store of two shards (``ev.open_shard``), N/2 each, each to the
+   streams its shard holds;
+3. by two threads of one process into the same two shards (``ev.open_sharded``), for
+   comparison: the appends share one interpreter.
+
+Events/s is N over the time from the moment every writer is ready (stores open, events
+built) to the last one's last append. Budget: 2 over 1 at least 1.6x on 2 cores.
+Closing (the final flush) is not timed.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import eventador as ev  # noqa: E402
+from benchmarks.common import result  # noqa: E402
+
+ACCOUNTS = [f"acc-{i}" for i in range(1_000)]
+FLUSH_EVERY = 20_000
+
+
+class Deposited(ev.Event, event_type="bench.shards.Deposited"):
+    account: str
+    amount: float
+
+
+def _append(store: ev.ShardedStore, shard: int, n: int) -> None:
+    """`n` single-event appends to the streams of `shard`, round robin."""
+    streams = [a for a in ACCOUNTS if store.shard_of(a) == shard]
+    events = [(streams[i % len(streams)], Deposited(account=streams[i % len(streams)], amount=float(i))) for i in
+              range(n)]
+    append = store.append
+    for stream, event in events:
+        append(stream, event)
+
+
+def _worker(root: str, shard: int, n: int, ready: Any, go: Any, done: Any) -> None:
+    """One process: open its shard, get ready, append on the signal, report (start, end)."""
+    store = ev.open_shard(root, shard, durability="batch", flush_every=FLUSH_EVERY)
+    try:
+        ready.put(shard)
+        go.wait()
+        started = time.monotonic()
+        _append(store, shard, n)
+        done.put((started, time.monotonic()))
+    finally:
+        store.close()
+
+
+def _processes(root: Path, shards: int, n: int) -> float:
+    """Events/s of `shards` processes writing n/shards events each into their own shard."""
+    ev.open_sharded(root, shards=shards).close()
+    ctx = mp.get_context("spawn")
+    ready, done, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    workers = [ctx.Process(target=_worker, args=(str(root), s, n // shards, ready, go, done)) for s in range(shards)]
+    for w in workers:
+        w.start()
+    for _ in workers:
+        ready.get(timeout=120)
+    go.set()
+    spans = [done.get(timeout=600) for _ in workers]
+    for w in workers:
+        w.join(timeout=120)
+        if w.exitcode != 0:
+            raise RuntimeError(f"a shard writer exited with {w.exitcode}")
+    return (n // shards * shards) / (max(end for _, end in spans) - min(start for start, _ in spans))
+
+
+def _threads(root: Path, shards: int, n: int) -> float:
+    """Events/s of `shards` threads of this process, each writing its own shard."""
+    with ev.open_sharded(root, shards=shards, durability="batch", flush_every=FLUSH_EVERY) as store:
+        threads = [threading.Thread(target=_append, args=(store, s, n // shards)) for s in range(shards)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return (n // shards * shards) / (time.monotonic() - started)
+
+
+def run(quick: bool, *, reps: int | None = None) -> list[dict[str, Any]]:
+    """The three ways of writing, alternated per repetition; quick: 4,000 events, nothing judged."""
+    reps = reps or (1 if quick else 3)
+    n = 4_000 if quick else 120_000
+    one, two, threads = [], [], []
+    base = Path(tempfile.mkdtemp(prefix="ev-bench-shards-"))
+    try:
+        for rep in range(reps):
+            one.append(_processes(base / f"one-{rep}", 1, n))
+            two.append(_processes(base / f"two-{rep}", 2, n))
+            threads.append(_threads(base / f"threads-{rep}", 2, n))
+            for path in base.iterdir():
+                shutil.rmtree(path, ignore_errors=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    ratio = statistics.median(two) / statistics.median(one)
+    what = f"{n:,} single-event appends, durability batch"
+    return [
+        result(f"{what}: 1 shard, 1 process", one, "events/s"),
+        result(f"{what}: 2 shards, 2 processes", two, "events/s"),
+        result(f"{what}: 2 shards, 2 threads of 1 process", threads, "events/s"),
+        result(
+            "2 shards in 2 processes / 1 shard", [ratio], "x", ">= 1.6", passed=None if quick else ratio >= 1.6,
+            note=f"{statistics.median(two):,.0f} against {statistics.median(one):,.0f} events/s",
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    print(json.dumps(run("--quick" in sys.argv), indent=1, default=str))
