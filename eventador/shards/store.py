@@ -329,6 +329,8 @@ class ShardedStore:
         self._check_open()
         with self._sql_lock:
             stores = self._all_readers()
+            if not stores:
+                raise InvalidInputError(f"no shard of {self.root} has a store yet (their writers have not opened them)")
             sources = [store.sql_sources() for store in stores]
             views = self._sql_views()
             views.update(
