@@ -11,6 +11,7 @@ atomic append: events of different shards are ordered by ``recorded_at`` only.
 from __future__ import annotations
 
 import heapq
+import html
 import itertools
 import os
 import threading
@@ -462,6 +463,39 @@ class ShardedStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def info(self) -> dict[str, Any]:
+        """Per shard: its directory, whether this process writes it, its events and streams
+        (``EventStore.info`` of each shard that has a store), and the totals."""
+        shards = []
+        for shard in range(self.shards):
+            store = self._reader(shard)
+            found = {} if store is None else store.info()
+            shards.append({
+                "shard": shard, "path": str(self.layout.directories[shard]), "writable": shard in self.writable,
+                "events": found.get("events", 0), "streams": found.get("streams", 0), "bytes": found.get("bytes", 0),
+            })
+        return {
+            "root": str(self.root), "buckets": self.layout.buckets, "shards": shards,
+            "events": sum(s["events"] for s in shards), "streams": sum(s["streams"] for s in shards),
+        }
+
+    def _repr_html_(self) -> str:
+        if self._closed:
+            return f"<p>{html.escape(repr(self))}</p>"
+        info = self.info()
+        rows = "".join(
+            f"<tr><td>{s['shard']}</td><td><code>{html.escape(s['path'])}</code></td>"
+            f"<td>{'writes' if s['writable'] else 'reads'}</td><td style='text-align:right'>{s['streams']:,}</td>"
+            f"<td style='text-align:right'>{s['events']:,}</td></tr>"
+            for s in info["shards"]
+        )
+        return (
+            f"<div><b>ShardedStore</b> <code>{html.escape(info['root'])}</code>: {info['events']:,} events in "
+            f"{info['streams']:,} streams, {self.shards} shards, {info['buckets']} buckets"
+            f"<table><tr><th>shard</th><th>directory</th><th>this process</th><th>streams</th><th>events</th></tr>"
+            f"{rows}</table></div>"
+        )
 
     def __repr__(self) -> str:
         writes = ", ".join(map(str, sorted(self.writable))) or "none"

@@ -225,7 +225,29 @@ def test_errors_name_what_is_wrong(tmp_path: Path) -> None:
         with pytest.raises(ev.InvalidInputError, match="names no shard"):
             store.append_streams([], checkpoint=("upstream", 1))
         assert "2 shards, 256 buckets, writes 0, 1" in repr(store)
+        store.append("acc-1", [opened("acc-1")])
+        info = store.info()
+        assert (info["events"], info["streams"], info["shards"][store.shard_of("acc-1")]["events"]) == (1, 1, 1)
+        assert "<b>ShardedStore</b>" in store._repr_html_() and "1 events in 1 streams" in store._repr_html_()
     with pytest.raises(ev.InvalidInputError, match="writable names shards"):
         ev.open_sharded(tmp_path / "s", writable=[2])
     with pytest.raises(ev.StoreClosedError):
         store.read_stream("acc-1")
+
+
+def test_sql_of_a_read_only_sharded_store_reads_only_the_shards(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.csv"
+    outside.write_text("a\n1\n")
+    with ev.open_sharded(tmp_path / "s", shards=2) as store:
+        for stream in STREAMS[:6]:
+            store.append(stream, [opened(stream)])
+        store.flush()
+    with ev.open_sharded(tmp_path / "s", read_only=True) as reader:
+        assert reader.sql("SELECT count(*) FROM events").fetchall() == [(6,)]  # files of both shards
+        with pytest.raises(ev.SqlError):
+            reader.sql(f"SELECT * FROM read_csv('{outside}')").fetchall()
+        with pytest.raises(ev.SqlError):
+            reader.sql(f"COPY (SELECT 1) TO '{tmp_path / 'copy.csv'}'")
+        with pytest.raises(ev.ShardNotWritableError):
+            reader.append("acc-1", [opened("acc-1")])
+    assert not (tmp_path / "copy.csv").exists()
