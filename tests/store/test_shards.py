@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import random
 import signal
 import subprocess
 import sys
@@ -180,42 +181,80 @@ def _lines(stream: IO[str]) -> queue.Queue[str | None]:
     return found
 
 
+class _Writer:
+    """A child process writing one shard alone (tests/workers/shard_child.py); `acked`: each
+    stream's version after its last acknowledged append."""
+
+    def __init__(self, root: Path, shard: int) -> None:
+        self.child = subprocess.Popen(
+            [sys.executable, str(CHILD), "write", str(root), str(shard)], stdout=subprocess.PIPE, text=True, cwd=REPO
+        )
+        self.lines = _lines(self.child.stdout)  # type: ignore[arg-type]
+        self.acked: dict[str, int] = {}
+        assert self.lines.get(timeout=60) == "OPEN"
+
+    def read_acks(self, at_least: int) -> None:
+        """Wait until `at_least` more appends are acknowledged."""
+        deadline = time.monotonic() + 60
+        for _ in range(at_least):
+            line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, "the writer stopped"
+            ack = json.loads(line)
+            self.acked[ack["stream"]] = ack["version"]
+
+    def kill(self) -> None:
+        os.kill(self.child.pid, signal.SIGKILL)
+        self.child.wait()
+        self.child.stdout.close()  # type: ignore[union-attr]
+
+
+def _holds_every_acknowledged_append(root: Path, acked: dict[str, int]) -> None:
+    with ev.open_sharded(root, read_only=True) as store:
+        for stream, version in acked.items():
+            assert store.stream_version(stream) >= version, stream
+            assert [r.version for r in store.read_stream(stream)] == list(range(1, store.stream_version(stream) + 1))
+
+
 def test_a_second_writer_of_a_shard_is_refused_and_a_killed_writer_loses_nothing_acknowledged(
     tmp_path: Path,
 ) -> None:
     root = tmp_path / "s"
     ev.open_sharded(root, shards=2).close()
-    child = subprocess.Popen(
-        [sys.executable, str(CHILD), "write", str(root), "0"], stdout=subprocess.PIPE, text=True, cwd=REPO
-    )
-    acked: dict[str, int] = {}
+    writer = _Writer(root, 0)
     try:
-        lines = _lines(child.stdout)  # type: ignore[arg-type]
-        assert lines.get(timeout=60) == "OPEN"
         with pytest.raises(ev.ShardLockedError, match=r"shard 0 \(.*shard-0\) is open for writing by pid") as held:
             ev.open_shard(root, 0)
         assert held.value.shard == 0 and isinstance(held.value, ev.StoreLockedError)
         with ev.open_shard(root, 1) as other:  # the other shard is free: written here meanwhile
             b = next(s for s in STREAMS if other.shard_of(s) == 1)
             other.append(b, [opened(b)])
-        deadline = time.monotonic() + 60
-        while len(acked) < 5 or sum(acked.values()) < 40:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            assert line is not None, "the writer stopped"
-            ack = json.loads(line)
-            acked[ack["stream"]] = ack["version"]
+        writer.read_acks(30)
     finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-        child.stdout.close()  # type: ignore[union-attr]
+        writer.kill()
+    _holds_every_acknowledged_append(root, writer.acked)
     with ev.open_sharded(root) as store:
-        for stream, version in acked.items():
-            assert store.shard_of(stream) == 0
-            assert store.stream_version(stream) >= version
-            assert [r.version for r in store.read_stream(stream)] == list(range(1, store.stream_version(stream) + 1))
+        assert {store.shard_of(s) for s in writer.acked} == {0}
         assert store.stream_version(b) == 1
-        assert store.sql("SELECT sum(amount) > 0 FROM \"test.Deposited\"").fetchall() == [(True,)]
-        store.append(next(iter(acked)), [deposited("1.00")])  # writing goes on where it stopped
+        assert store.sql('SELECT sum(amount) > 0 FROM "test.Deposited"').fetchall() == [(True,)]
+        store.append(next(iter(writer.acked)), [deposited("1.00")])  # writing goes on where it stopped
+
+
+@pytest.mark.slow
+def test_both_shards_writers_killed_again_and_again_lose_nothing_acknowledged(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    ev.open_sharded(root, shards=2).close()
+    acked: dict[str, int] = {}
+    rng = random.Random(19)
+    for _ in range(10):
+        writers = [_Writer(root, 0), _Writer(root, 1)]
+        try:
+            for w in writers:
+                w.read_acks(rng.randrange(1, 60))
+        finally:
+            for w in writers:
+                w.kill()
+                acked.update(w.acked)
+        _holds_every_acknowledged_append(root, acked)
 
 
 def test_errors_name_what_is_wrong(tmp_path: Path) -> None:
