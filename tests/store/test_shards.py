@@ -290,3 +290,26 @@ def test_sql_of_a_read_only_sharded_store_reads_only_the_shards(tmp_path: Path) 
         with pytest.raises(ev.ShardNotWritableError):
             reader.append("acc-1", [opened("acc-1")])
     assert not (tmp_path / "copy.csv").exists()
+
+
+def test_threads_of_one_process_append_to_every_shard_at_once(tmp_path: Path) -> None:
+    with ev.open_sharded(tmp_path / "s", shards=2, durability="fsync") as store:
+        streams = STREAMS[:6]
+        assert {store.shard_of(s) for s in streams} == {0, 1}
+        failures: list[BaseException] = []
+
+        def write(stream: str) -> None:
+            try:
+                for version in range(25):
+                    store.append(stream, [deposited("1.00", stream)], expected_version=version)
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=write, args=(s,)) for s in streams]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert failures == []
+        assert [store.stream_version(s) for s in streams] == [25] * 6
+        assert store.sql('SELECT count(*), sum(amount) FROM "test.Deposited"').fetchall() == [(150, 150)]
