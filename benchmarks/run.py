@@ -45,7 +45,7 @@ from benchmarks.common import results_table as plain_table  # noqa: E402
 
 GROUPS = (  # run order
     "peer", "machine", "store", "actors", "aggregates", "projections", "queue", "timetravel", "xes", "schema",
-    "pages", "eventsourcing",
+    "pages", "eventsourcing", "shards",
 )
 # Groups whose module has run(quick) -> list of result dicts (name, value, unit, budget, ...).
 MODULE_GROUPS = {
@@ -58,6 +58,7 @@ MODULE_GROUPS = {
     "schema": "Schema evolution: old events through upcasters",
     "pages": "Pages of the log and the newest events of a stream",
     "eventsourcing": "eventsourcing applications on eventador beside its SQLite module",
+    "shards": "Sharded writers: one process per shard",
 }
 STORE_PARTS = ("writes", "reads", "sql")
 CACHE_DIR = ROOT / "benchmarks" / ".cache"

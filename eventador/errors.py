@@ -2,6 +2,8 @@
 
     EventadorError
     ├── InvalidInputError             an argument is wrong (also a ValueError)
+    │   ├── CrossShardError           one atomic append names streams of several shards
+    │   ├── ShardLayoutError          a sharded store's layout differs from the one asked for
     │   ├── EventLogColumnError       which column of an event log is the case, activity or time
     │   ├── EventLogRowError          a row of an event log cannot be imported (names row, column)
     │   └── SqlError                  a SQL query failed or was refused (also a duckdb.Error)
@@ -15,8 +17,10 @@
     │   ├── ConcurrencyError          expected_version did not match: reload, retry
     │   │   └── CheckpointConflict    a checkpoint did not move forward (processed already)
     │   ├── StoreLockedError          another process writes this directory
+    │   │   └── ShardLockedError      another process writes this shard of a sharded store
     │   ├── StoreClosedError          the store was closed
     │   ├── ReadOnlyError             a write on a read-only store
+    │   │   └── ShardNotWritableError a stream's shard is written by another process
     │   ├── CorruptionError           a file on disk is damaged (names file, offset)
     │   ├── DiskFullError             the disk filled while a file was written (names it)
     │   └── StorePermissionError      the store's directory is not writable (names the file)
@@ -253,6 +257,54 @@ def store_os_error(exc: BaseException, path: str | os.PathLike[str], doing: str,
 
 class SqlCorruptionError(CorruptionError, SqlError):
     """A SQL query met a damaged data file of the store; `path` names it."""
+
+
+# -- sharded stores ---------------------------------------------------------------
+
+
+class CrossShardError(InvalidInputError):
+    """One atomic append (``append_many``, ``append_streams``) names streams that live in
+    different shards; nothing was written. `shards` maps each shard to its streams there."""
+
+    def __init__(self, shards: dict[int, list[str]]) -> None:
+        parts = "; ".join(f"shard {s}: {', '.join(map(repr, ids))}" for s, ids in sorted(shards.items()))
+        super().__init__(
+            f"an atomic append cannot span shards ({parts}); nothing was written: append to each shard's "
+            "streams separately, or keep streams that change together in one shard"
+        )
+        self.shards = shards
+
+
+class ShardLayoutError(InvalidInputError):
+    """A sharded store's recorded layout (`path`, its ``shards.json``) is not the one asked
+    for, or cannot be read: a layout is fixed when the store is made."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+class ShardLockedError(StoreLockedError):
+    """Another process writes shard `shard` of a sharded store (`path` is its directory)."""
+
+    def __init__(self, shard: int, path: str, holder: str) -> None:
+        StoreError.__init__(
+            self,
+            f"shard {shard} ({path}) is open for writing by {holder}: each shard has one writer; "
+            "open it read-only, or stop that process",
+        )
+        self.shard, self.path, self.holder = shard, path, holder
+
+
+class ShardNotWritableError(ReadOnlyError):
+    """An append to `stream_id`, whose shard `shard` this process opened read-only."""
+
+    def __init__(self, stream_id: str, shard: int, root: str) -> None:
+        super().__init__(
+            f"stream {stream_id!r} lives in shard {shard} of {root}, which this process opened read-only; "
+            f"append through the process that writes it (ev.open_shard({root!r}, {shard}))"
+        )
+        self.stream_id, self.shard, self.root = stream_id, shard, root
 
 
 # -- actors ---------------------------------------------------------------------

@@ -30,6 +30,7 @@ def test_every_benchmark_runs_in_quick_mode() -> None:
         "### Reading XES beside pm4py",
         "### Pages of the log",
         "### eventsourcing applications on eventador",
+        "### Sharded writers",
     )
     for section in sections:
         assert section in report, f"missing {section!r} in the benchmark report"

@@ -6,6 +6,7 @@ at the store's events (its own, a view of the past's, a projection's).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -93,25 +94,31 @@ class Querying(StoreCore):
         views: SqlViews | None = None, query: str | None = None,
     ) -> SqlViews:
         classes = self.registry.classes()
-        files, tables, hot = self._arrow_sources(snap, classes)
+        sources = self.sql_sources(snap)
         if views is None:
             if self._views is None:
                 self._views = SqlViews(self._user_connection())
             views = self._views
         views.update(
-            Sources(
-                files=tuple(f.path for f in files),
-                schemas=tuple(f.schema() for f in files),
-                tables=tables,
-                hot=hot,
-                position_limit=position_limit,
-                occurred_limit=occurred_limit,
-            ),
+            dataclasses.replace(sources, position_limit=position_limit, occurred_limit=occurred_limit),
             classes,
             query=query,
         )
         self._live_views().install(views)
         return views
+
+    def sql_sources(self, state: StoreState | None = None) -> Sources:
+        """What the SQL views read of `state` (by default the store now): its Parquet files with
+        their schemas, and its visible hot rows as one Arrow table.
+
+        Part of the store's internal API: a sharded store unites several stores' sources
+        under one set of views. Costs the hot tier's conversion to Arrow.
+        """
+        snap = self.state() if state is None else state
+        files, tables, hot = self._arrow_sources(snap, self.registry.classes())
+        return Sources(
+            files=tuple(f.path for f in files), schemas=tuple(f.schema() for f in files), tables=tables, hot=hot
+        )
 
     # -- live SQL views (live_views.py) -----------------------------------------------
 

@@ -75,16 +75,17 @@ _LOCKOUT = frozenset({
 _ALLOW_HINT = "open the store with allow_external=True (eventador sql --allow-external) to lift this"
 
 
-def restrict(con: duckdb.DuckDBPyConnection, data_dir: Path | None) -> None:
+def restrict(con: duckdb.DuckDBPyConnection, data_dir: Path | Sequence[Path] | None) -> None:
     """Lock `con`'s (private, in-memory) database out of every file but the store's data files.
 
-    DuckDB still reads the Parquet files under `data_dir` (the views need them);
-    COPY, ATTACH, INSTALL, LOAD and every read_* of another path fail, and the
-    configuration is locked so that no statement can lift it.
+    DuckDB still reads the Parquet files under `data_dir` (the views need them; several
+    directories for a sharded store); COPY, ATTACH, INSTALL, LOAD and every read_* of
+    another path fail, and the configuration is locked so that no statement can lift it.
     """
     con.execute("SET TimeZone = 'UTC'")  # before the lock: the views print times in UTC
-    if data_dir is not None:
-        con.execute("SET allowed_directories = [?]", [str(data_dir.resolve()) + "/"])
+    dirs = [] if data_dir is None else [data_dir] if isinstance(data_dir, Path) else list(data_dir)
+    if dirs:
+        con.execute("SET allowed_directories = ?", [[str(d.resolve()) + "/" for d in dirs]])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
 
