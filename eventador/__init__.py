@@ -57,6 +57,7 @@ from eventador.errors import (
     EventLogColumnError,
     EventLogRowError,
     InvalidInputError,
+    LakeError,
     MessageError,
     MessageNotFoundError,
     NestingError,
@@ -112,6 +113,8 @@ from eventador.store import (
     repair_store,
 )
 from eventador.store.diff import StoreDiff
+from eventador.store.lake import LakeTarget
+from eventador.store.lake_reader import Lake, open_lake
 from eventador.testing.scenario import AggregateScenario
 from eventador.upcasting import Add, Convert, Drop, Rename, Split, Upcaster, upcaster, upcasters
 
@@ -155,6 +158,9 @@ __all__ = [
     "ExpectedVersion",
     "Failure",
     "InvalidInputError",
+    "Lake",
+    "LakeError",
+    "LakeTarget",
     "Lag",
     "Lease",
     "LiveView",
@@ -209,6 +215,7 @@ __all__ = [
     "explore",
     "list_projections",
     "list_sagas",
+    "open_lake",
     "open_store",
     "plot_events_per_day",
     "plot_timeline",
