@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -91,6 +92,21 @@ def _deltalake() -> Any:
     return deltalake
 
 
+_CAUSES = (  # what delta-rs's long error texts come down to
+    (("NoSuchBucket",), "the bucket does not exist"),
+    (("SignatureDoesNotMatch", "InvalidAccessKeyId", "403 Forbidden", "AccessDenied"), "the credentials were refused"),
+    (("Connection refused", "tcp connect", "dns error", "timed out", "error sending request"), "it cannot be reached"),
+)
+
+
+def reason(exc: BaseException) -> str:
+    """A short account of a deltalake / object-store failure: its cause first, then its text on one line."""
+    text = re.sub(r"\x1b\[[0-9;]*m|↳", "", str(exc))
+    text = " / ".join(line.strip() for line in text.splitlines() if line.strip())
+    causes = [cause for needles, cause in _CAUSES if any(n in text for n in needles)]
+    return f"{causes[0]} ({text})" if causes else text
+
+
 def table_schema(table: Any) -> pa.Schema:
     """A ``DeltaTable``'s schema as a pyarrow schema (deltalake hands out arro3's)."""
     return pa.schema(table.schema().to_arrow())
@@ -106,7 +122,7 @@ def load_table(uri: str, storage_options: dict[str, str]) -> Any:
     try:
         return deltalake.DeltaTable(uri, storage_options=storage_options_for(uri, storage_options))
     except Exception as exc:  # delta-rs raises its own (TableNotFoundError, OSError...) for every cause
-        raise LakeError(uri, str(exc)) from exc
+        raise LakeError(uri, reason(exc)) from exc
 
 
 class LakePublisher:
@@ -175,7 +191,7 @@ class LakePublisher:
                     )
             table = deltalake.DeltaTable(uri, storage_options=self._options)
         except Exception as exc:
-            raise LakeError(uri, f"cannot be reached or created: {exc}") from exc
+            raise LakeError(uri, f"cannot be opened or created: {reason(exc)}") from exc
         names = set(table_schema(table).names)
         if not set(LAKE_ENVELOPE.names) <= names:
             raise LakeError(uri, f"is a Delta table without eventador's columns ({sorted(names)})")
@@ -224,7 +240,7 @@ class LakePublisher:
         except LakeError:
             raise
         except Exception as exc:  # delta-rs's errors, an object store away, a file merged away
-            raise LakeError(self.target.uri, f"publishing positions {self.published + 1}-: {exc}") from exc
+            raise LakeError(self.target.uri, f"publishing from position {self.published + 1}: {reason(exc)}") from exc
         self.published = last
 
     def _rows(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -254,12 +270,12 @@ class LakePublisher:
         with self._lock:
             try:
                 self._table.update_incremental()
-                files = self._table.get_add_actions(flatten=True).to_pylist()
+                files = pa.table(self._table.get_add_actions(flatten=True)).to_pylist()
                 mine = [f for f in files if f.get(f"partition.{SHARD}") == self.target.shard]
                 if len(mine) >= COMPACT_FILES:
                     self._table.optimize.compact(partition_filters=[(SHARD, "=", self.target.shard)])
             except Exception as exc:
-                log.warning("lake %s: compaction failed, will retry: %s", self.target.uri, exc)
+                log.warning("lake %s: compaction failed, will retry: %s", self.target.uri, reason(exc))
 
     def _failed(self, exc: LakeError) -> None:
         if self.error is None:
