@@ -3,7 +3,7 @@
 ``sql`` runs DuckDB over the whole table (every shard) as the view ``events``, in the lake's
 schema (store/lake_schema.py). The store's reads (``read_stream``, ``read_all``,
 ``stream_version``, ``as_of`` by position, ``recorded_at`` or ``occurred_at``) and
-``Repository(lake, ...).get`` work on one shard's events, as the store that published them
+``Repository(lake.events, ...).get`` work on one shard's events, as the store that published them
 reads them: positions are a shard's own (there is no position across shards). They load the
 shard's envelope and CBOR payloads (not its typed columns) into memory once; ``refresh``
 loads what was published since. Delta's own time travel is by commit time, which is neither
@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import duckdb
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from eventador.errors import InvalidInputError, LakeError
@@ -77,6 +78,17 @@ class Lake:
         """The table's current files as a ``pyarrow.dataset.Dataset`` (what DuckDB and Dask read)."""
         return self.table.to_pyarrow_dataset()
 
+    def files(self) -> list[str]:
+        """The URIs of the table's current data files (for engines that read Parquet: Dask, Spark)."""
+        return list(self.table.file_uris())
+
+    def file_schema(self) -> pa.Schema:
+        """The columns of the table's data files, all of them (a file written before a typed column
+        existed lacks it): Dask's ``dataset={"schema": ...}`` unifies the files with it. The
+        partition column ``shard`` is in the files' paths (``shard=<name>/``), not in them."""
+        schema = table_schema(self.table)
+        return pa.schema([f for f in schema if f.name != SHARD])
+
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
         """DuckDB `query` over the view ``events``: every shard's events, in the lake's schema.
 
@@ -118,7 +130,8 @@ class Lake:
 
     @property
     def events(self) -> EventStore:
-        """The shard's events as a read-only in-memory store (loaded once; ``refresh`` loads anew)."""
+        """The shard's events as a read-only in-memory store (loaded once; ``refresh`` loads anew):
+        what ``Repository(lake.events, ...)`` and every other reader of a store take."""
         if self._events is None:
             self._events = self._load()
         return self._events
@@ -139,18 +152,6 @@ class Lake:
         store._install(_Recovered([segment] if n else [], heads, HotBuffer(n + 1), n, recorded, {}))
         store.read_only = True
         return store
-
-    @property
-    def registry(self) -> TypeRegistry:
-        return self.events.registry
-
-    @property
-    def snapshots(self) -> Any:
-        return self.events.snapshots
-
-    @property
-    def clock(self) -> Any:
-        return self.events.clock
 
     @property
     def last_position(self) -> int:
