@@ -67,7 +67,8 @@ def test_the_schema_is_stable_and_plain(tmp_path: Path) -> None:
         store.append("acc-x", [LakeDeposited(account="x", amount=1, fee=Decimal("1.5"), note="hi")], occurred_at=when)
     schema = pa.schema(DeltaTable(str(lake)).schema().to_arrow())
     typed = [name for name in schema.names if name not in LAKE_ENVELOPE.names]
-    assert sorted(typed) == sorted(lake_column_name("lake.Money.Deposited", f) for f in ("account", "amount", "fee", "note"))
+    fields = ("account", "amount", "fee", "note")
+    assert sorted(typed) == sorted(lake_column_name("lake.Money.Deposited", f) for f in fields)
     assert all("." not in name and ":" not in name for name in schema.names)
     assert schema.field("lake_Money_Deposited__fee").type == pa.float64()  # sums in every engine
     rows = ev.open_lake(lake).sql(
@@ -161,7 +162,8 @@ def test_a_later_value_of_another_type_keeps_the_columns_type(tmp_path: Path) ->
 def test_the_core_does_not_import_deltalake(tmp_path: Path) -> None:
     code = (
         "import sys, eventador as ev\n"
-        f"s = ev.open_store({str(tmp_path / 's')!r}); s.append('a', [ev.UnknownEvent(event_type='t', data={{}})]); s.close()\n"
+        f"s = ev.open_store({str(tmp_path / 's')!r})\n"
+        "s.append('a', [ev.UnknownEvent(event_type='t', data={})]); s.close()\n"
         "assert 'deltalake' not in sys.modules, 'deltalake imported'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=os.environ)

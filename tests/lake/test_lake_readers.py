@@ -61,7 +61,8 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
             account = f"acc-{i % 13}"
             if i < 13:
                 store.append(account, [ReaderOpened(owner=f"o{i}")], occurred_at=START - timedelta(days=1))
-            store.append(account, [ReaderCredited(amount=i, fee=Decimal("0.125"))], occurred_at=START + timedelta(hours=i))
+            when = START + timedelta(hours=i)
+            store.append(account, [ReaderCredited(amount=i, fee=Decimal("0.125"))], occurred_at=when)
         truth = {
             "count": store.sql("SELECT count(*) FROM events").fetchall()[0][0],
             "latest": dict(store.sql("SELECT stream_id, max(version) FROM events GROUP BY 1").fetchall()),
@@ -116,8 +117,8 @@ def test_engines_agree_with_store_sql(published: tuple[Path, dict[str, object]])
     assert tuple(float(x) for x in sums) == expected_sums
 
     # DuckDB over the table's Arrow dataset (its delta extension needs a download)
-    events = DeltaTable(str(uri)).to_pyarrow_dataset()
     con = duckdb.connect()
+    con.register("events", DeltaTable(str(uri)).to_pyarrow_dataset())
     assert con.sql("SELECT count(*) FROM events").fetchall()[0] == (truth["count"],)
     assert dict(con.sql("SELECT stream_id, max(version) FROM events GROUP BY 1").fetchall()) == truth["latest"]
     assert con.sql(f"SELECT sum({amount}), sum({fee}) FROM events").fetchall()[0] == expected_sums
