@@ -136,6 +136,8 @@ class LakePublisher:
         """The last position in the table (the watermark)."""
         self.error: LakeError | None = None
         """Why the last attempt failed (None: it did not)."""
+        self.last_seconds = 0.0
+        """How long the last publish that committed events took (reading, converting, committing)."""
         self._deltalake = _deltalake()
         self._options = storage_options_for(target.uri, target.storage_options)
         self._table: Any = None
@@ -226,6 +228,7 @@ class LakePublisher:
         segments = [s for s in self.store.state().segments if s.last_position > self.published]
         if not segments:
             return
+        started = time.perf_counter()
         try:
             if self.error is not None:  # a failed commit may have landed: read the watermark again
                 self._table.update_incremental()
@@ -242,6 +245,7 @@ class LakePublisher:
         except Exception as exc:  # delta-rs's errors, an object store away, a file merged away
             raise LakeError(self.target.uri, f"publishing from position {self.published + 1}: {reason(exc)}") from exc
         self.published = last
+        self.last_seconds = time.perf_counter() - started
 
     def _rows(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
         after = table.filter(pc.greater(table.column("position"), self.published))

@@ -11,7 +11,7 @@ import pytest
 from deltalake import DeltaTable
 
 import eventador as ev
-from tests.lake.conftest import WeedServer
+from eventador.testing.seaweed import WeedServer
 
 
 class S3Deposited(ev.Event, event_type="lake.s3.Deposited"):

@@ -12,7 +12,7 @@ import pytest
 from deltalake import DeltaTable
 
 import eventador as ev
-from tests.lake.conftest import WeedServer
+from eventador.testing.seaweed import WeedServer
 
 
 class OutageDeposited(ev.Event, event_type="lake.outage.Deposited"):
