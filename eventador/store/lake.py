@@ -57,13 +57,16 @@ class LakeTarget:
     ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``,
     ``AWS_ALLOW_HTTP``...). `shard`: this writer's partition value (one writer per shard).
     `max_lag`: seconds after which unflushed events are flushed (and so published); None: only
-    flushes by size and at closing.
+    flushes by size and at closing. `payload_json`: False leaves the ``payload_json`` column
+    null, for a publish about four times cheaper (the JSON costs a CBOR decode and a JSON
+    encode per event, in Python).
     """
 
     uri: str
     storage_options: dict[str, str] = field(default_factory=dict)
     shard: str = "main"
     max_lag: float | None = 60.0
+    payload_json: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.uri, str) or not self.uri:
@@ -249,7 +252,7 @@ class LakePublisher:
 
     def _rows(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
         after = table.filter(pc.greater(table.column("position"), self.published))
-        return to_lake(after, self.target.shard, schema)
+        return to_lake(after, self.target.shard, schema, payload_json=self.target.payload_json)
 
     def _commit(self, rows: pa.Table, last: int) -> None:
         deltalake = self._deltalake

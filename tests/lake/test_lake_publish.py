@@ -177,3 +177,11 @@ def test_recorded_times_survive_the_round_trip(tmp_path: Path) -> None:
         store.append("t", [LakeDeposited(account="t", amount=1, fee=Decimal(0))], occurred_at=when - timedelta(days=1))
         expected = store.read_stream("t")
     assert ev.open_lake(lake).read_stream("t") == expected
+
+
+def test_payload_json_can_be_left_out(tmp_path: Path) -> None:
+    lake = str(tmp_path / "lake")
+    with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(lake, payload_json=False)) as store:
+        fill(store, 3)
+    rows = ev.open_lake(lake).sql("SELECT payload_json, lake_Money_Deposited__amount FROM events ORDER BY 2").fetchall()
+    assert rows == [(None, 0), (None, 1), (None, 2)]
