@@ -3,7 +3,7 @@
 ``open_store(path, lake="s3://bucket/events")`` (or ``lake=LakeTarget(...)``) attaches a
 ``LakePublisher``. Each flush wakes its thread, which reads the events after the table's
 watermark from the store's data files, turns them into the lake's schema (store/lake_schema.py)
-and commits them to the table in one Delta commit: the new file's add action and an
+and commits each file's to the table in one Delta commit: the new file's add action and an
 application transaction (``txn``: app id ``eventador:<shard>``, version = the last position
 published). The add and the watermark land together or not at all, so a re-run (after a crash,
 a timeout whose commit did land, a reopen) publishes from the watermark and nothing twice.
@@ -228,27 +228,23 @@ class LakePublisher:
         return self.published
 
     def _publish(self) -> None:
+        """One commit per data file past the watermark (a backlog's memory stays one file's)."""
         segments = [s for s in self.store.state().segments if s.last_position > self.published]
         if not segments:
             return
-        started = time.perf_counter()
         try:
             if self.error is not None:  # a failed commit may have landed: read the watermark again
                 self._table.update_incremental()
                 self.published = self._watermark()
-                segments = [s for s in segments if s.last_position > self.published]
-                if not segments:
-                    return
-            schema = table_schema(self._table)
-            rows = [self._rows(segment.read_table(), schema) for segment in segments]
-            last = segments[-1].last_position
-            self._commit(pa.concat_tables(rows, promote_options="default"), last)
-        except LakeError:
-            raise
+            for segment in segments:
+                if segment.last_position <= self.published:
+                    continue
+                started = time.perf_counter()
+                self._commit(self._rows(segment.read_table(), table_schema(self._table)), segment.last_position)
+                self.published = segment.last_position
+                self.last_seconds = time.perf_counter() - started
         except Exception as exc:  # delta-rs's errors, an object store away, a file merged away
             raise LakeError(self.target.uri, f"publishing from position {self.published + 1}: {reason(exc)}") from exc
-        self.published = last
-        self.last_seconds = time.perf_counter() - started
 
     def _rows(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
         after = table.filter(pc.greater(table.column("position"), self.published))
