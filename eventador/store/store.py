@@ -97,6 +97,8 @@ class EventStore(Opening, Committing, Querying):
         allow_external: bool = False,
         lake: str | LakeTarget | None = None,
     ) -> None:
+        if lake is not None and (path is None or read_only):
+            raise InvalidInputError("only a store in a directory, opened for writing, publishes a lake")
         super().__init__(
             path, durability=durability, read_only=read_only, clock=clock, registry=registry,
             flush_every=flush_every, allow_external=allow_external,
@@ -120,8 +122,7 @@ class EventStore(Opening, Committing, Querying):
         """Start publishing to the lake (store/lake.py); a lake that cannot be reached closes the store."""
         from eventador.store.lake import LakePublisher, LakeTarget
 
-        if self.read_only or self._catalog is None or self.path is None:
-            raise InvalidInputError("only a store in a directory, opened for writing, publishes a lake")
+        assert self._catalog is not None
         target = lake if isinstance(lake, LakeTarget) else LakeTarget(lake)
         publisher = LakePublisher(self, target, self._catalog.store_id)
         try:

@@ -185,3 +185,25 @@ def test_payload_json_can_be_left_out(tmp_path: Path) -> None:
         fill(store, 3)
     rows = ev.open_lake(lake).sql("SELECT payload_json, lake_Money_Deposited__amount FROM events ORDER BY 2").fetchall()
     assert rows == [(None, 0), (None, 1), (None, 2)]
+
+
+def test_a_commit_that_landed_unseen_is_not_published_again(tmp_path: Path) -> None:
+    # A timeout after the object store took the commit: the publisher believes it failed.
+    lake = str(tmp_path / "lake")
+    with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(lake, max_lag=None)) as store:
+        assert store.lake is not None
+        fill(store, 6)
+        store.flush()
+        assert store.lake.sync() == 6
+        store.lake.published = 0  # what it knew before the commit
+        store.lake.error = ev.LakeError(lake, "timed out")
+        assert store.lake.sync() == 6  # the watermark, read again, says it is there
+    assert positions(lake) == list(range(1, 7))
+
+
+def test_only_a_writable_store_in_a_directory_publishes(tmp_path: Path) -> None:
+    with pytest.raises(ev.InvalidInputError, match="publishes a lake"):
+        ev.open_store(lake=str(tmp_path / "lake"))
+    ev.open_store(tmp_path / "s").close()
+    with pytest.raises(ev.InvalidInputError, match="publishes a lake"):
+        ev.open_store(tmp_path / "s", read_only=True, lake=str(tmp_path / "lake"))
