@@ -207,3 +207,39 @@ def test_only_a_writable_store_in_a_directory_publishes(tmp_path: Path) -> None:
     ev.open_store(tmp_path / "s").close()
     with pytest.raises(ev.InvalidInputError, match="publishes a lake"):
         ev.open_store(tmp_path / "s", read_only=True, lake=str(tmp_path / "lake"))
+
+
+class LakeOpened(ev.Event, event_type="lake.Money.Opened"):
+    owner: str
+
+
+def test_two_shards_publish_into_one_table_at_once(tmp_path: Path) -> None:
+    # Each adds its own typed columns: concurrent schema changes conflict, and are retried.
+    lake = str(tmp_path / "lake")
+    stores = [
+        ev.open_store(tmp_path / shard, lake=ev.LakeTarget(lake, shard=shard, max_lag=None), flush_every=1000)
+        for shard in ("a", "b")
+    ]
+    try:
+        for round_ in range(5):
+            fill(stores[0], 5, round_ * 5)
+            stores[1].append(f"o-{round_}", [LakeOpened(owner="x")])
+            for store in stores:
+                store.flush()  # both publishers' threads commit at once
+        for store in stores:
+            assert store.lake is not None
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    store.lake.sync()
+                    break
+                except ev.LakeError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+    finally:
+        for store in stores:
+            store.close()
+    lake_a, lake_b = ev.open_lake(lake, shard="a"), ev.open_lake(lake, shard="b")
+    assert lake_a.last_position == 25 and lake_b.last_position == 5
+    counts = lake_a.sql("SELECT shard, count(*), count(DISTINCT position) FROM events GROUP BY 1 ORDER BY 1")
+    assert counts.fetchall() == [("a", 25, 25), ("b", 5, 5)]
