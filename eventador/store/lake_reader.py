@@ -109,10 +109,18 @@ class Lake:
         self.close()
 
     def close(self) -> None:
-        """Let go of what reads loaded (the lake itself holds nothing open)."""
-        if self._con is not None:
-            self._con.close()
-        self._con, self._events = None, None
+        """Let go of what reads loaded (the lake itself holds nothing open); reads load it again."""
+        con, events, self._con, self._events = self._con, self._events, None, None
+        if con is not None:
+            con.close()
+        if events is not None:
+            events.close()
+
+    def __enter__(self) -> Lake:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- one shard, as the store reads it ---------------------------------------------------
 

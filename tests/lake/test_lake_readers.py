@@ -160,3 +160,6 @@ def test_refresh_sees_what_was_published_since(tmp_path: Path) -> None:
     lake.refresh()
     assert lake.last_position == 2 and lake.sql("SELECT count(*) FROM events").fetchall()[0] == (2,)
     assert pa.table(lake.dataset().to_table()).num_rows == 2
+    with lake:
+        assert [r.event.owner for r in lake.read_stream("x")] == ["a", "b"]  # type: ignore[attr-defined]
+    assert lake.stream_version("x") == 2  # closing let go of what was loaded; reads load it again
