@@ -45,7 +45,7 @@ from benchmarks.common import results_table as plain_table  # noqa: E402
 
 GROUPS = (  # run order
     "peer", "machine", "store", "actors", "aggregates", "projections", "queue", "timetravel", "xes", "schema",
-    "pages", "eventsourcing", "shards",
+    "pages", "eventsourcing", "shards", "lake",
 )
 # Groups whose module has run(quick) -> list of result dicts (name, value, unit, budget, ...).
 MODULE_GROUPS = {
@@ -59,6 +59,7 @@ MODULE_GROUPS = {
     "pages": "Pages of the log and the newest events of a stream",
     "eventsourcing": "eventsourcing applications on eventador beside its SQLite module",
     "shards": "Sharded writers: one process per shard",
+    "lake": "Publishing to the lake (Delta Lake, local and S3)",
 }
 STORE_PARTS = ("writes", "reads", "sql")
 CACHE_DIR = ROOT / "benchmarks" / ".cache"

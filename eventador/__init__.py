@@ -58,6 +58,7 @@ from eventador.errors import (
     EventLogColumnError,
     EventLogRowError,
     InvalidInputError,
+    LakeError,
     MessageError,
     MessageNotFoundError,
     NestingError,
@@ -117,6 +118,8 @@ from eventador.store import (
     repair_store,
 )
 from eventador.store.diff import StoreDiff
+from eventador.store.lake import LakeTarget
+from eventador.store.lake_reader import Lake, open_lake
 from eventador.testing.scenario import AggregateScenario
 from eventador.upcasting import Add, Convert, Drop, Rename, Split, Upcaster, upcaster, upcasters
 
@@ -162,6 +165,9 @@ __all__ = [
     "Failure",
     "InvalidInputError",
     "Lag",
+    "Lake",
+    "LakeError",
+    "LakeTarget",
     "Lease",
     "LiveView",
     "LocalActorSystem",
@@ -220,6 +226,7 @@ __all__ = [
     "explore",
     "list_projections",
     "list_sagas",
+    "open_lake",
     "open_shard",
     "open_sharded",
     "open_store",

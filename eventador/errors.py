@@ -227,6 +227,15 @@ class DiskFullError(StoreError):
         self.path, self.doing, self.advice = path, doing, advice
 
 
+class LakeError(StoreError):
+    """A lake table (``open_store(lake=...)``, ``open_lake``) cannot be reached, created or
+    written; `uri` names it. The store's own log keeps every acknowledged event."""
+
+    def __init__(self, uri: str, reason: str) -> None:
+        super().__init__(f"lake {uri}: {reason}")
+        self.uri, self.reason = uri, reason
+
+
 class StorePermissionError(StoreError):
     """The store needs to write `path` and may not (permissions, or a read-only file system)."""
 

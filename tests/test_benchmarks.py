@@ -31,6 +31,7 @@ def test_every_benchmark_runs_in_quick_mode() -> None:
         "### Pages of the log",
         "### eventsourcing applications on eventador",
         "### Sharded writers",
+        "### Publishing to the lake",
     )
     for section in sections:
         assert section in report, f"missing {section!r} in the benchmark report"

@@ -31,6 +31,7 @@ from eventador.store.subscription import Subscription
 
 if TYPE_CHECKING:
     from eventador.store.catalog import Catalog
+    from eventador.store.lake import LakePublisher
     from eventador.store.live_views import LiveViews
     from eventador.store.lock import DirectoryLock
     from eventador.store.pins import Pins
@@ -94,6 +95,8 @@ class StoreCore(Reader):
         self._lockfile: DirectoryLock | None = None
         self._views: SqlViews | None = None
         self._live: LiveViews | None = None  # live SQL views (live_views.py), loaded on first use
+        self.lake: LakePublisher | None = None
+        """The publisher of the store's lake table (``open_store(lake=...)``), else None."""
         self._changed = threading.Condition()
         self._visible_lock = threading.Lock()
         self._thread_waiters = 0  # threads in wait_for_position

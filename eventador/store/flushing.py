@@ -45,6 +45,7 @@ class Flushing(StoreCore):
         with self._flush_lock:
             pending = self._flush_holding_lock(only_if_full=only_if_full)
         if pending:
+            self._flushed()
             self._maybe_compact()
 
     def _flush_holding_lock(self, *, only_if_full: bool) -> bool:
@@ -117,7 +118,14 @@ class Flushing(StoreCore):
                 self._check_writable()
                 self._merge(self._segments[run.start : run.stop])
                 merges += 1
+        if merges and self.lake is not None:
+            self.lake.compact()
         return merges
+
+    def _flushed(self) -> None:
+        # New data files: the lake's publisher (store/lake.py) takes them in its own thread.
+        if self.lake is not None:
+            self.lake.flushed()
 
     def _merge(self, group: list[Segment]) -> None:
         table = sort_for_segment(unify([s.read_table() for s in group]))
@@ -189,6 +197,7 @@ class Flushing(StoreCore):
                 warnings.warn(f"imported, but readers see it after the next flush: {exc}", RuntimeWarning,
                               stacklevel=3)
         self._notify()
+        self._flushed()
         if written or len(self._segments) >= 4:
             self._maybe_compact()
         return len(streams)

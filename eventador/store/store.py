@@ -44,6 +44,7 @@ from eventador.store.wal import used_bytes
 
 if TYPE_CHECKING:
     from eventador.store.diff import StoreDiff
+    from eventador.store.lake import LakeTarget
 
 __all__ = ["EventStore", "open_store"]
 
@@ -57,6 +58,7 @@ def open_store(
     registry: TypeRegistry | None = None,
     flush_every: int = 100_000,
     allow_external: bool = False,
+    lake: str | LakeTarget | None = None,
 ) -> EventStore:
     """An event store in directory `path` (created if missing), or in memory when `path` is None.
 
@@ -66,14 +68,17 @@ def open_store(
     `allow_external`: let ``sql`` of a `read_only` store write its own scratch tables
     and read and write files outside the store (off: it only reads the store). A
     writable store's ``sql`` always may; neither may change the store's own tables.
+    `lake`: publish the flushed events as a Delta Lake table at this path or ``s3://`` URI
+    (or ``LakeTarget``: storage options, shard, max_lag); see ``eventador.store.lake``.
 
     Raises:
         StoreLockedError: another process has the directory open for writing.
         CorruptionError: a file of the store is damaged (the error names it).
+        LakeError: the lake cannot be reached, created or written (the store is closed again).
     """
     return EventStore(
         path, durability=durability, read_only=read_only, clock=clock, registry=registry, flush_every=flush_every,
-        allow_external=allow_external,
+        allow_external=allow_external, lake=lake,
     )
 
 
@@ -90,7 +95,10 @@ class EventStore(Opening, Committing, Querying):
         registry: TypeRegistry | None = None,
         flush_every: int = 100_000,
         allow_external: bool = False,
+        lake: str | LakeTarget | None = None,
     ) -> None:
+        if lake is not None and (path is None or read_only):
+            raise InvalidInputError("only a store in a directory, opened for writing, publishes a lake")
         super().__init__(
             path, durability=durability, read_only=read_only, clock=clock, registry=registry,
             flush_every=flush_every, allow_external=allow_external,
@@ -107,6 +115,22 @@ class EventStore(Opening, Committing, Querying):
             close_earlier_writer(self.path)
             self._open_writer()
             remember_writer(self.path, self)
+        if lake is not None:
+            self._attach_lake(lake)
+
+    def _attach_lake(self, lake: str | LakeTarget) -> None:
+        """Start publishing to the lake (store/lake.py); a lake that cannot be reached closes the store."""
+        from eventador.store.lake import LakePublisher, LakeTarget
+
+        assert self._catalog is not None
+        target = lake if isinstance(lake, LakeTarget) else LakeTarget(lake)
+        publisher = LakePublisher(self, target, self._catalog.store_id)
+        try:
+            publisher.open(self._segments[-1].last_position if self._segments else 0)
+        except BaseException:
+            self.close()
+            raise
+        self.lake = publisher
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, **options: Any) -> EventStore:
@@ -390,6 +414,9 @@ class EventStore(Opening, Committing, Querying):
                 self.flush()
         except BaseException as exc:  # a Ctrl-C too: let go of everything first
             failed = exc
+        lake, self.lake = self.lake, None
+        if lake is not None:
+            lake.close()  # publishes what is flushed (a lake that fails catches up at the next open)
         with self._lock:
             self._closed = True
         self._notify()

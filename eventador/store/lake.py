@@ -1,0 +1,325 @@
+"""Publishing a store's flushed events as a Delta Lake table (a local path or S3-compatible storage).
+
+``open_store(path, lake="s3://bucket/events")`` (or ``lake=LakeTarget(...)``) attaches a
+``LakePublisher``. Each flush wakes its thread, which reads the events after the table's
+watermark from the store's data files, turns them into the lake's schema (store/lake_schema.py)
+and commits each file's to the table in one Delta commit: the new file's add action and an
+application transaction (``txn``: app id ``eventador:<shard>``, version = the last position
+published). The add and the watermark land together or not at all, so a re-run (after a crash,
+a timeout whose commit did land, a reopen) publishes from the watermark and nothing twice.
+Opening publishes what the store flushed while no publisher ran (the catalog's files past the
+watermark). The store's compaction compacts the shard's lake files too: Delta's optimize,
+removes plus adds with ``dataChange=false``.
+
+The store never waits for the lake: its log and files are the record. A lake that fails (the
+object store away, a timeout) is retried by the thread with a growing delay; the table catches
+up when it returns. `max_lag` flushes the hot tier on a timer, so the table lags the log by at
+most about `max_lag` seconds (plus a publish) while the lake is reachable.
+
+deltalake is imported here only when a lake is configured (the ``eventador[lake]`` extra).
+delta-rs does not survive ``fork``: processes that publish must be started with ``spawn``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from eventador.errors import InvalidInputError, LakeError
+from eventador.store.lake_schema import LAKE_ENVELOPE, SHARD, to_lake
+
+if TYPE_CHECKING:
+    from eventador.store.store import EventStore
+
+__all__ = ["LakePublisher", "LakeTarget", "load_table", "storage_options_for", "table_schema"]
+
+log = logging.getLogger("eventador.lake")
+
+COMPACT_FILES = 8  # a shard's lake files before the store's compaction compacts them too
+_RETRY_FIRST, _RETRY_MAX = 0.5, 30.0  # seconds between publishing attempts while the lake fails
+# Defaults for object stores: an unreachable endpoint fails in seconds, not minutes.
+_QUICK = {"connect_timeout": "3s", "timeout": "30s", "max_retries": "2", "retry_timeout": "10s"}
+
+
+@dataclass(frozen=True)
+class LakeTarget:
+    """Where and how a store publishes its lake table.
+
+    `uri`: a local directory or ``s3://bucket/prefix``. `storage_options`: deltalake's (for S3:
+    ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``,
+    ``AWS_ALLOW_HTTP``...). `shard`: this writer's partition value (one writer per shard).
+    `max_lag`: seconds after which unflushed events are flushed (and so published); None: only
+    flushes by size and at closing. `payload_json`: False leaves the ``payload_json`` column
+    null, for a publish about four times cheaper (the JSON costs a CBOR decode and a JSON
+    encode per event, in Python).
+    """
+
+    uri: str
+    storage_options: dict[str, str] = field(default_factory=dict)
+    shard: str = "main"
+    max_lag: float | None = 60.0
+    payload_json: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.uri, str) or not self.uri:
+            raise InvalidInputError(f"a lake needs a URI (a path or s3://bucket/prefix), got {self.uri!r}")
+        if not isinstance(self.shard, str) or not self.shard or "/" in self.shard:
+            raise InvalidInputError(f"a lake shard is a non-empty name without '/', got {self.shard!r}")
+        if self.max_lag is not None and not self.max_lag > 0:
+            raise InvalidInputError(f"max_lag must be a positive number of seconds or None, got {self.max_lag!r}")
+
+    @property
+    def app_id(self) -> str:
+        """The application-transaction id whose version is the shard's last published position."""
+        return f"eventador:{self.shard}"
+
+
+def storage_options_for(uri: str, options: dict[str, str]) -> dict[str, str]:
+    """deltalake's storage options for `uri`: the caller's, and quick timeouts for object stores."""
+    return options if "://" not in uri or uri.startswith("file://") else {**_QUICK, **options}
+
+
+def _deltalake() -> Any:
+    try:
+        import deltalake
+    except ImportError as exc:
+        raise InvalidInputError("a lake needs deltalake: pip install 'eventador[lake]'") from exc
+    return deltalake
+
+
+_CAUSES = (  # what delta-rs's long error texts come down to
+    (("NoSuchBucket",), "the bucket does not exist"),
+    (("SignatureDoesNotMatch", "InvalidAccessKeyId", "403 Forbidden", "AccessDenied"), "the credentials were refused"),
+    (("Connection refused", "tcp connect", "dns error", "timed out", "error sending request"), "it cannot be reached"),
+)
+
+
+def reason(exc: BaseException) -> str:
+    """A short account of a deltalake / object-store failure: its cause first, then its text on one line."""
+    text = re.sub(r"\x1b\[[0-9;]*m|↳", "", str(exc))
+    text = " / ".join(line.strip() for line in text.splitlines() if line.strip())
+    causes = [cause for needles, cause in _CAUSES if any(n in text for n in needles)]
+    return f"{causes[0]} ({text})" if causes else text
+
+
+def table_schema(table: Any) -> pa.Schema:
+    """A ``DeltaTable``'s schema as a pyarrow schema (deltalake hands out arro3's)."""
+    return pa.schema(table.schema().to_arrow())
+
+
+def load_table(uri: str, storage_options: dict[str, str]) -> Any:
+    """The Delta table at `uri` (a ``deltalake.DeltaTable``).
+
+    Raises:
+        LakeError: there is no table, or it cannot be reached (names the URI and the cause).
+    """
+    deltalake = _deltalake()
+    try:
+        return deltalake.DeltaTable(uri, storage_options=storage_options_for(uri, storage_options))
+    except Exception as exc:  # delta-rs raises its own (TableNotFoundError, OSError...) for every cause
+        raise LakeError(uri, reason(exc)) from exc
+
+
+class LakePublisher:
+    """Publishes one store's flushed events into a lake table; see the module's doc."""
+
+    def __init__(self, store: EventStore, target: LakeTarget, store_id: str) -> None:
+        self.store = store
+        self.target = target
+        self.store_id = store_id
+        self.published = 0
+        """The last position in the table (the watermark)."""
+        self.error: LakeError | None = None
+        """Why the last attempt failed (None: it did not)."""
+        self.last_seconds = 0.0
+        """How long the last publish that committed events took (reading, converting, committing)."""
+        self._deltalake = _deltalake()
+        self._options = storage_options_for(target.uri, target.storage_options)
+        self._table: Any = None
+        self._lock = threading.Lock()  # one publish or compaction at a time
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._retry_at = 0.0
+        self._delay = _RETRY_FIRST
+        self._flushed_at = time.monotonic()
+        self._thread: threading.Thread | None = None
+        self._compact_wanted = False
+
+    # -- opening and closing --------------------------------------------------------------
+
+    def open(self, flushed: int) -> None:
+        """Reach the table (made if missing), read its watermark, and start publishing.
+
+        `flushed`: the store's last position in its data files.
+
+        Raises:
+            LakeError: the lake cannot be reached or created (bad URI, credentials, missing
+                bucket), or its shard holds positions past the store's (another store's shard).
+        """
+        self._table = self._open_table()
+        self.published = self._watermark()
+        if self.published > flushed:
+            raise LakeError(
+                self.target.uri,
+                f"shard {self.target.shard!r} already holds positions up to {self.published}, past this store's "
+                f"{flushed}: it is another store's shard (give this store its own shard)",
+            )
+        self._thread = threading.Thread(target=self._run, name=f"eventador-lake-{self.target.shard}", daemon=True)
+        self._thread.start()
+        self._wake.set()  # publish what the store flushed while no publisher ran
+
+    def close(self) -> None:
+        """Publish what is flushed (one attempt: a failing lake catches up at the next open), then stop."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        with contextlib.suppress(LakeError):
+            self.sync()
+
+    def _open_table(self) -> Any:
+        uri, deltalake = self.target.uri, self._deltalake
+        try:
+            if not deltalake.DeltaTable.is_deltatable(uri, storage_options=self._options):
+                with contextlib.suppress(Exception):  # another shard may create it first: loaded below
+                    deltalake.DeltaTable.create(
+                        uri, schema=LAKE_ENVELOPE, partition_by=[SHARD], storage_options=self._options,
+                        name="eventador events",
+                    )
+            table = deltalake.DeltaTable(uri, storage_options=self._options)
+        except Exception as exc:
+            raise LakeError(uri, f"cannot be opened or created: {reason(exc)}") from exc
+        names = set(table_schema(table).names)
+        if not set(LAKE_ENVELOPE.names) <= names:
+            raise LakeError(uri, f"is a Delta table without eventador's columns ({sorted(names)})")
+        return table
+
+    def _watermark(self) -> int:
+        return int(self._table.transaction_version(self.target.app_id) or 0)
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def flushed(self) -> None:
+        """The store wrote a data file: publish it soon (in the publisher's thread)."""
+        self._flushed_at = time.monotonic()
+        self._wake.set()
+
+    def sync(self) -> int:
+        """Publish every flushed event now, in this thread; returns the watermark.
+
+        Raises:
+            LakeError: the lake failed (the next attempt publishes from the watermark).
+        """
+        with self._lock:
+            try:
+                self._publish()
+            except LakeError as exc:
+                self._failed(exc)
+                raise
+            self._succeeded()
+        return self.published
+
+    def _publish(self) -> None:
+        """One commit per data file past the watermark (a backlog's memory stays one file's)."""
+        segments = [s for s in self.store.state().segments if s.last_position > self.published]
+        if not segments:
+            return
+        try:
+            if self.error is not None:  # a failed commit may have landed: read the watermark again
+                self._table.update_incremental()
+                self.published = self._watermark()
+            for segment in segments:
+                if segment.last_position <= self.published:
+                    continue
+                started = time.perf_counter()
+                self._commit(self._rows(segment.read_table(), table_schema(self._table)), segment.last_position)
+                self.published = segment.last_position
+                self.last_seconds = time.perf_counter() - started
+        except Exception as exc:  # delta-rs's errors, an object store away, a file merged away
+            raise LakeError(self.target.uri, f"publishing from position {self.published + 1}: {reason(exc)}") from exc
+
+    def _rows(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
+        after = table.filter(pc.greater(table.column("position"), self.published))
+        return to_lake(after, self.target.shard, schema, payload_json=self.target.payload_json)
+
+    def _commit(self, rows: pa.Table, last: int) -> None:
+        deltalake = self._deltalake
+        properties = deltalake.CommitProperties(
+            app_transactions=[deltalake.Transaction(self.target.app_id, last)],
+            custom_metadata={"eventador.store_id": self.store_id, "eventador.last_position": str(last)},
+        )
+        deltalake.write_deltalake(
+            self._table, rows, mode="append", partition_by=[SHARD], schema_mode="merge",
+            storage_options=self._options, commit_properties=properties,
+        )
+
+    def compact(self) -> None:
+        """The store merged files: merge this shard's small lake files too, soon (in the publisher's thread)."""
+        self._compact_wanted = True
+        self._wake.set()
+
+    def _compact(self) -> None:
+        """Merge this shard's small lake files, once there are `COMPACT_FILES`: Delta's optimize,
+        removes and adds without data change."""
+        self._compact_wanted = False
+        with self._lock:
+            try:
+                self._table.update_incremental()
+                files = pa.table(self._table.get_add_actions(flatten=True)).to_pylist()
+                mine = [f for f in files if f.get(f"partition.{SHARD}") == self.target.shard]
+                if len(mine) >= COMPACT_FILES:
+                    self._table.optimize.compact(partition_filters=[(SHARD, "=", self.target.shard)])
+            except Exception as exc:
+                log.warning("lake %s: compaction failed, will retry: %s", self.target.uri, reason(exc))
+
+    def _failed(self, exc: LakeError) -> None:
+        if self.error is None:
+            log.warning("lake %s: publishing failed, the store keeps every event and retries: %s", self.target.uri, exc)
+        self.error = exc
+        self._retry_at = time.monotonic() + self._delay
+        self._delay = min(self._delay * 2, _RETRY_MAX)
+
+    def _succeeded(self) -> None:
+        if self.error is not None:
+            log.warning("lake %s: publishing again, up to position %d", self.target.uri, self.published)
+        self.error = None
+        self._delay = _RETRY_FIRST
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        lag = self.target.max_lag
+        tick = min(lag / 4, 1.0) if lag is not None else 1.0
+        while not self._stop.is_set():
+            woken = self._wake.wait(tick)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if lag is not None and time.monotonic() - self._flushed_at >= lag:
+                self._flushed_at = time.monotonic()
+                self._flush_store()
+                continue  # the flush wakes us
+            if (woken or self.error is not None) and time.monotonic() >= self._retry_at:
+                with contextlib.suppress(LakeError):
+                    self.sync()
+                    if self._compact_wanted:
+                        self._compact()
+
+    def _flush_store(self) -> None:
+        try:
+            if self.store.last_position > self._flushed_position():
+                self.store.flush()
+        except Exception as exc:  # a closing store, a full disk: the next flush writes them
+            log.warning("lake %s: the timed flush failed: %s", self.target.uri, exc)
+
+    def _flushed_position(self) -> int:
+        segments = self.store.state().segments
+        return segments[-1].last_position if segments else 0

@@ -1,0 +1,245 @@
+"""Publishing a store's flushed events as a Delta Lake table on a local path (store/lake.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+import eventador as ev
+from eventador.store.lake_schema import LAKE_ENVELOPE, lake_column_name
+
+
+class LakeDeposited(ev.Event, event_type="lake.Money.Deposited"):
+    account: str
+    amount: int
+    fee: Decimal
+    note: str = ""
+
+
+def fill(store: ev.EventStore, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        store.append(f"acc-{i % 7}", [LakeDeposited(account=f"acc-{i % 7}", amount=i, fee=Decimal("0.25"))])
+
+
+def positions(uri: str | Path) -> list[int]:
+    table = pa.table(DeltaTable(str(uri)).to_pyarrow_dataset().to_table(columns=["position"]))
+    return sorted(table.column("position").to_pylist())
+
+
+def wait_for(check: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_each_flush_is_one_commit_with_the_watermark(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(lake), max_lag=None), flush_every=1000) as store:
+        assert store.lake is not None
+        for flush in range(3):
+            fill(store, 10, flush * 10)
+            store.flush()
+            store.lake.sync()
+        table = DeltaTable(str(lake))
+        assert table.version() == 3  # the table's creation, then one commit per flush
+        assert table.transaction_version("eventador:main") == 30
+        history = [h for h in table.history() if h["operation"] == "WRITE"]
+        assert [h["eventador.last_position"] for h in history] == ["30", "20", "10"]
+    assert positions(lake) == list(range(1, 31))
+
+
+def test_the_schema_is_stable_and_plain(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    when = datetime(2020, 1, 2, tzinfo=UTC)
+    with ev.open_store(tmp_path / "s", lake=str(lake)) as store:
+        fill(store, 5)
+        store.append("acc-x", [LakeDeposited(account="x", amount=1, fee=Decimal("1.5"), note="hi")], occurred_at=when)
+    schema = pa.schema(DeltaTable(str(lake)).schema().to_arrow())
+    typed = [name for name in schema.names if name not in LAKE_ENVELOPE.names]
+    fields = ("account", "amount", "fee", "note")
+    assert sorted(typed) == sorted(lake_column_name("lake.Money.Deposited", f) for f in fields)
+    assert all("." not in name and ":" not in name for name in schema.names)
+    assert schema.field("lake_Money_Deposited__fee").type == pa.float64()  # sums in every engine
+    rows = ev.open_lake(lake).sql(
+        "select occurred_at, recorded_at, payload_json, lake_Money_Deposited__fee from events order by position"
+    ).fetchall()
+    assert all(occurred is not None for occurred, *_ in rows)
+    assert rows[0][0] == rows[0][1] and rows[-1][0] == when
+    assert json.loads(rows[-1][2]) == {"account": "x", "amount": 1, "fee": "1.5", "note": "hi"}
+    assert sum(r[3] for r in rows) == pytest.approx(0.25 * 5 + 1.5)
+
+
+def test_reopening_publishes_the_difference_and_nothing_twice(tmp_path: Path) -> None:
+    lake = str(tmp_path / "lake")
+    with ev.open_store(tmp_path / "s", lake=lake) as store:
+        fill(store, 20)
+    version = DeltaTable(lake).version()
+    with ev.open_store(tmp_path / "s", lake=lake):
+        pass  # nothing new: no commit
+    assert DeltaTable(lake).version() == version
+    with ev.open_store(tmp_path / "s") as store:  # flushed with no publisher running
+        fill(store, 15, 20)
+    with ev.open_store(tmp_path / "s", lake=lake) as store:
+        assert store.lake is not None
+        assert store.lake.sync() == 35
+    assert positions(lake) == list(range(1, 36))
+
+
+def test_compaction_removes_and_adds_without_data_change(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(lake), max_lag=None), flush_every=1000) as store:
+        assert store.lake is not None
+        for flush in range(9):
+            fill(store, 4, flush * 4)
+            store.flush()
+            store.lake.sync()
+        # The store's own compaction (size-tiered, after the flushes) compacted the lake's 8 files.
+        wait_for(lambda: any(h["operation"] == "OPTIMIZE" for h in DeltaTable(str(lake)).history()))
+        assert len(DeltaTable(str(lake)).file_uris()) == 2  # the merged file, and the 9th flush's
+    table = DeltaTable(str(lake))
+    optimize = max(h["version"] for h in table.history() if h["operation"] == "OPTIMIZE")
+    actions = [json.loads(line) for line in (lake / "_delta_log" / f"{optimize:020d}.json").read_text().splitlines()]
+    changes = [a.get("add", a.get("remove")) for a in actions if "add" in a or "remove" in a]
+    assert len(changes) == 9 and all(c["dataChange"] is False for c in changes)  # 8 removes, 1 add
+    assert positions(lake) == list(range(1, 37))
+
+
+def test_max_lag_flushes_on_a_timer(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(lake), max_lag=0.2)) as store:
+        fill(store, 3)  # far below flush_every: only the timer flushes them
+        wait_for(lambda: positions(lake) == [1, 2, 3], timeout=5)
+
+
+def test_an_unusable_lake_is_refused_at_open_and_the_store_keeps_its_events(tmp_path: Path) -> None:
+    with ev.open_store(tmp_path / "s") as store:
+        fill(store, 4)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ev.LakeError, match=str(blocker / "lake")) as caught:
+        ev.open_store(tmp_path / "s", lake=str(blocker / "lake"))
+    assert isinstance(caught.value, ev.EventadorError) and caught.value.uri == str(blocker / "lake")
+    with ev.open_store(tmp_path / "s") as store:  # closed again: not locked, nothing lost
+        assert store.last_position == 4
+
+
+def test_a_second_store_may_not_take_a_shard_that_is_ahead_of_it(tmp_path: Path) -> None:
+    lake = str(tmp_path / "lake")
+    with ev.open_store(tmp_path / "a", lake=lake) as store:
+        fill(store, 5)
+    with pytest.raises(ev.LakeError, match="shard 'main' already holds positions up to 5"):
+        ev.open_store(tmp_path / "b", lake=lake)
+    with ev.open_store(tmp_path / "b", lake=ev.LakeTarget(lake, shard="b")) as store:
+        fill(store, 2)
+    assert sorted(p["shard"] for p in DeltaTable(lake).partitions()) == ["b", "main"]
+
+
+def test_a_later_value_of_another_type_keeps_the_columns_type(tmp_path: Path) -> None:
+    # Events without a class here get inferred columns: an int column first, text later.
+    lake = str(tmp_path / "lake")
+    registry = ev.TypeRegistry()
+    with ev.open_store(tmp_path / "s", lake=lake, registry=registry) as store:
+        store.append("x", [ev.UnknownEvent(event_type="free.Form", data={"n": 1})])
+        store.flush()
+        store.append("x", [ev.UnknownEvent(event_type="free.Form", data={"n": "one"})])
+    schema = pa.schema(DeltaTable(lake).schema().to_arrow())
+    assert schema.field("free_Form__n").type == pa.int64()
+    rows = ev.open_lake(lake).sql("select free_Form__n, payload_json from events order by position").fetchall()
+    assert rows == [(1, '{"n": 1}'), (None, '{"n": "one"}')]
+
+
+def test_the_core_does_not_import_deltalake(tmp_path: Path) -> None:
+    code = (
+        "import sys, eventador as ev\n"
+        f"s = ev.open_store({str(tmp_path / 's')!r})\n"
+        "s.append('a', [ev.UnknownEvent(event_type='t', data={})]); s.close()\n"
+        "assert 'deltalake' not in sys.modules, 'deltalake imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=os.environ)
+    assert done.returncode == 0, done.stderr
+
+
+def test_recorded_times_survive_the_round_trip(tmp_path: Path) -> None:
+    lake = str(tmp_path / "lake")
+    when = datetime(2021, 5, 1, tzinfo=UTC)
+    with ev.open_store(tmp_path / "s", lake=lake) as store:
+        store.append("t", [LakeDeposited(account="t", amount=1, fee=Decimal(0))], occurred_at=when - timedelta(days=1))
+        expected = store.read_stream("t")
+    assert ev.open_lake(lake).read_stream("t") == expected
+
+
+def test_payload_json_can_be_left_out(tmp_path: Path) -> None:
+    lake = str(tmp_path / "lake")
+    with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(lake, payload_json=False)) as store:
+        fill(store, 3)
+    rows = ev.open_lake(lake).sql("SELECT payload_json, lake_Money_Deposited__amount FROM events ORDER BY 2").fetchall()
+    assert rows == [(None, 0), (None, 1), (None, 2)]
+
+
+def test_a_commit_that_landed_unseen_is_not_published_again(tmp_path: Path) -> None:
+    # A timeout after the object store took the commit: the publisher believes it failed.
+    lake = str(tmp_path / "lake")
+    with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(lake, max_lag=None)) as store:
+        assert store.lake is not None
+        fill(store, 6)
+        store.flush()
+        assert store.lake.sync() == 6
+        store.lake.published = 0  # what it knew before the commit
+        store.lake.error = ev.LakeError(lake, "timed out")
+        assert store.lake.sync() == 6  # the watermark, read again, says it is there
+    assert positions(lake) == list(range(1, 7))
+
+
+def test_only_a_writable_store_in_a_directory_publishes(tmp_path: Path) -> None:
+    with pytest.raises(ev.InvalidInputError, match="publishes a lake"):
+        ev.open_store(lake=str(tmp_path / "lake"))
+    ev.open_store(tmp_path / "s").close()
+    with pytest.raises(ev.InvalidInputError, match="publishes a lake"):
+        ev.open_store(tmp_path / "s", read_only=True, lake=str(tmp_path / "lake"))
+
+
+class LakeOpened(ev.Event, event_type="lake.Money.Opened"):
+    owner: str
+
+
+def test_two_shards_publish_into_one_table_at_once(tmp_path: Path) -> None:
+    # Each adds its own typed columns: concurrent schema changes conflict, and are retried.
+    lake = str(tmp_path / "lake")
+    stores = [
+        ev.open_store(tmp_path / shard, lake=ev.LakeTarget(lake, shard=shard, max_lag=None), flush_every=1000)
+        for shard in ("a", "b")
+    ]
+    try:
+        for round_ in range(5):
+            fill(stores[0], 5, round_ * 5)
+            stores[1].append(f"o-{round_}", [LakeOpened(owner="x")])
+            for store in stores:
+                store.flush()  # both publishers' threads commit at once
+        for store in stores:
+            assert store.lake is not None
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    store.lake.sync()
+                    break
+                except ev.LakeError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+    finally:
+        for store in stores:
+            store.close()
+    lake_a, lake_b = ev.open_lake(lake, shard="a"), ev.open_lake(lake, shard="b")
+    assert lake_a.last_position == 25 and lake_b.last_position == 5
+    counts = lake_a.sql("SELECT shard, count(*), count(DISTINCT position) FROM events GROUP BY 1 ORDER BY 1")
+    assert counts.fetchall() == [("a", 25, 25), ("b", 5, 5)]

@@ -1,0 +1,165 @@
+"""Reading the lake without the store's writer: ``ev.open_lake`` and other engines (polars,
+DuckDB over the table's Arrow dataset, Dask over its file list) agree with ``store.sql``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import dask.dataframe as dd
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+import eventador as ev
+
+
+class ReaderDeposit(ev.Command):
+    amount: int
+
+
+class ReaderCredited(ev.Event, event_type="lake.reader.Credited"):
+    amount: int
+    fee: Decimal
+
+
+class ReaderOpened(ev.Event, event_type="lake.reader.Opened"):
+    owner: str
+
+
+class ReaderBalance(ev.State):
+    balance: int = 0
+
+
+class ReaderAccount(ev.AggregateRoot[ReaderBalance]):
+    @property
+    def initial_state(self) -> ReaderBalance:
+        return ReaderBalance()
+
+    def handle_command(self, state: ReaderBalance, command: ev.Command) -> list[ev.Event]:
+        assert isinstance(command, ReaderDeposit)
+        return [ReaderCredited(amount=command.amount, fee=Decimal("0.125"))]
+
+    def apply_event(self, state: ReaderBalance, event: ev.Event) -> ReaderBalance:
+        if isinstance(event, ReaderCredited):
+            return state.copy_with(balance=state.balance + event.amount)
+        return state
+
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    """A store with a published lake; and what store.sql says of it."""
+    root = tmp_path_factory.mktemp("readers")
+    with ev.open_store(root / "s", lake=str(root / "lake"), flush_every=97) as store:
+        for i in range(400):
+            account = f"acc-{i % 13}"
+            if i < 13:
+                store.append(account, [ReaderOpened(owner=f"o{i}")], occurred_at=START - timedelta(days=1))
+            when = START + timedelta(hours=i)
+            store.append(account, [ReaderCredited(amount=i, fee=Decimal("0.125"))], occurred_at=when)
+        truth = {
+            "count": store.sql("SELECT count(*) FROM events").fetchall()[0][0],
+            "latest": dict(store.sql("SELECT stream_id, max(version) FROM events GROUP BY 1").fetchall()),
+            "sums": store.sql('SELECT sum(amount), sum(fee) FROM "lake.reader.Credited"').fetchall()[0],
+            "acc-3": store.read_stream("acc-3"),
+            "all": list(store.read_all()),
+            "at-100": store.as_of(100).read_stream("acc-5"),
+            "recorded": store.as_of(store.read_all(from_position=200, limit=1).__next__().recorded_at),
+            "occurred": store.as_of(START + timedelta(hours=50), by="occurred_at").read_stream("acc-2"),
+            "state": ev.Repository(store, ReaderAccount).get("acc-4"),
+            "state-at": ev.Repository(store, ReaderAccount).get("acc-4", as_of=150),
+        }
+        truth["recorded"] = truth["recorded"].read_stream("acc-7")  # type: ignore[attr-defined]
+    return root / "lake", truth
+
+
+def test_open_lake_reads_as_the_store_does(published: tuple[Path, dict[str, object]]) -> None:
+    uri, truth = published
+    lake = ev.open_lake(uri)
+    assert lake.read_stream("acc-3") == truth["acc-3"]
+    assert list(lake.read_all()) == truth["all"]
+    assert lake.as_of(100).read_stream("acc-5") == truth["at-100"]
+    recorded_200 = next(iter(lake.read_all(from_position=200, limit=1))).recorded_at
+    assert lake.as_of(recorded_200).read_stream("acc-7") == truth["recorded"]
+    assert lake.as_of(START + timedelta(hours=50), by="occurred_at").read_stream("acc-2") == truth["occurred"]
+    assert lake.stream_version("acc-3") == truth["latest"]["acc-3"]  # type: ignore[index]
+    repository = ev.Repository(lake.events, ReaderAccount)
+    assert repository.get("acc-4") == truth["state"]
+    assert repository.get("acc-4", as_of=150) == truth["state-at"]
+    with pytest.raises(ev.ReadOnlyError):
+        lake.events.append("acc-1", [ReaderOpened(owner="x")])
+
+
+# Dask's groupby calls a pandas method pandas deprecates (not ours to change).
+@pytest.mark.filterwarnings("ignore:The inplace keyword")
+def test_engines_agree_with_store_sql(published: tuple[Path, dict[str, object]]) -> None:
+    uri, truth = published
+    amount, fee = "lake_reader_Credited__amount", "lake_reader_Credited__fee"
+    expected_sums = tuple(float(x) for x in truth["sums"])  # type: ignore[attr-defined]
+
+    lake = ev.open_lake(uri)
+    assert lake.sql("SELECT count(*) FROM events").fetchall()[0] == (truth["count"],)
+    assert dict(lake.sql("SELECT stream_id, max(version) FROM events GROUP BY 1").fetchall()) == truth["latest"]
+    assert lake.sql(f"SELECT sum({amount}), sum({fee}) FROM events").fetchall()[0] == expected_sums
+
+    # polars: pl.scan_delta(uri)
+    frame = pl.scan_delta(str(uri))
+    assert frame.select(pl.len()).collect().item() == truth["count"]
+    latest = frame.group_by("stream_id").agg(pl.col("version").max()).collect()
+    assert dict(zip(latest["stream_id"], latest["version"], strict=True)) == truth["latest"]
+    sums = frame.select(pl.col(amount).sum(), pl.col(fee).sum()).collect().row(0)
+    assert tuple(float(x) for x in sums) == expected_sums
+
+    # DuckDB over the table's Arrow dataset (its delta extension needs a download)
+    con = duckdb.connect()
+    con.register("events", DeltaTable(str(uri)).to_pyarrow_dataset())
+    assert con.sql("SELECT count(*) FROM events").fetchall()[0] == (truth["count"],)
+    assert dict(con.sql("SELECT stream_id, max(version) FROM events GROUP BY 1").fetchall()) == truth["latest"]
+    assert con.sql(f"SELECT sum({amount}), sum({fee}) FROM events").fetchall()[0] == expected_sums
+
+    # Dask over the file list (the files' columns differ: the table's schema unifies them)
+    frame_dd = dd.read_parquet(lake.files(), dataset={"schema": lake.file_schema()})
+    assert len(frame_dd) == truth["count"]
+    assert frame_dd.groupby("stream_id")["version"].max().compute().to_dict() == truth["latest"]
+    assert (frame_dd[amount].sum().compute(), frame_dd[fee].sum().compute()) == expected_sums
+
+
+def test_shards_are_read_one_at_a_time(tmp_path: Path) -> None:
+    lake = str(tmp_path / "lake")
+    for shard in ("a", "b"):
+        with ev.open_store(tmp_path / shard, lake=ev.LakeTarget(lake, shard=shard)) as store:
+            store.append(f"{shard}-1", [ReaderOpened(owner=shard)])
+    both = ev.open_lake(lake)
+    assert both.sql("SELECT shard, count(*) FROM events GROUP BY 1 ORDER BY 1").fetchall() == [("a", 1), ("b", 1)]
+    with pytest.raises(ev.InvalidInputError, match=r"holds shards \['a', 'b'\]"):
+        both.read_stream("a-1")
+    assert [r.event for r in ev.open_lake(lake, shard="b").read_stream("b-1")] == [ReaderOpened(owner="b")]
+
+
+def test_a_missing_lake_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ev.LakeError, match=str(tmp_path / "nothing")):
+        ev.open_lake(tmp_path / "nothing")
+
+
+def test_refresh_sees_what_was_published_since(tmp_path: Path) -> None:
+    lake_uri = str(tmp_path / "lake")
+    with ev.open_store(tmp_path / "s", lake=lake_uri) as store:
+        store.append("x", [ReaderOpened(owner="a")])
+        store.flush()
+        assert store.lake is not None
+        store.lake.sync()
+        lake = ev.open_lake(lake_uri)
+        assert lake.last_position == 1
+        store.append("x", [ReaderOpened(owner="b")])
+    lake.refresh()
+    assert lake.last_position == 2 and lake.sql("SELECT count(*) FROM events").fetchall()[0] == (2,)
+    assert pa.table(lake.dataset().to_table()).num_rows == 2
+    with lake:
+        assert [r.event.owner for r in lake.read_stream("x")] == ["a", "b"]  # type: ignore[attr-defined]
+    assert lake.stream_version("x") == 2  # closing let go of what was loaded; reads load it again
