@@ -45,7 +45,7 @@ from benchmarks.common import results_table as plain_table  # noqa: E402
 
 GROUPS = (  # run order
     "peer", "machine", "store", "actors", "aggregates", "projections", "queue", "timetravel", "xes", "schema",
-    "pages",
+    "pages", "fleet",
 )
 # Groups whose module has run(quick) -> list of result dicts (name, value, unit, budget, ...).
 MODULE_GROUPS = {
@@ -57,6 +57,7 @@ MODULE_GROUPS = {
     "xes": "Reading XES beside pm4py",
     "schema": "Schema evolution: old events through upcasters",
     "pages": "Pages of the log and the newest events of a stream",
+    "fleet": "Fleet-wide replays on Dask",
 }
 STORE_PARTS = ("writes", "reads", "sql")
 CACHE_DIR = ROOT / "benchmarks" / ".cache"

@@ -29,6 +29,7 @@ def test_every_benchmark_runs_in_quick_mode() -> None:
         "### Time travel",
         "### Reading XES beside pm4py",
         "### Pages of the log",
+        "### Fleet-wide replays on Dask",
     )
     for section in sections:
         assert section in report, f"missing {section!r} in the benchmark report"
