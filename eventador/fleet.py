@@ -247,9 +247,11 @@ def _pinned(source: PastView) -> Iterator[tuple[tuple[str, ...], pa.Table | None
         else:
             raise StoreError("the store's files kept changing (compactions) while a fleet run listed them")
         flushed = max((s.last_position for s in segments), default=0)
-        tail = source.sql("SELECT * FROM _all WHERE position > ? ORDER BY stream_id, version", [flushed])
-        table = _arrow(tail.arrow())
-        yield tuple(str(s.path) for s in segments), (table if table.num_rows else None)
+        table = None
+        if snap.visible > flushed:
+            tail = source.sql("SELECT * FROM _all WHERE position > ? ORDER BY stream_id, version", [flushed])
+            table = _arrow(tail.arrow())
+        yield tuple(str(s.path) for s in segments), (table if table is not None and table.num_rows else None)
     finally:
         pins.release()
 

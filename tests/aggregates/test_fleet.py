@@ -22,6 +22,7 @@ import pytest
 
 import eventador as ev
 from eventador import ManualClock, Repository
+from eventador.aggregates.snapshots import encode_snapshot
 from eventador.fleet import FleetProjection, bucket_of
 from tests.support.aggregate_domain import (
     BankAccountAggregate,
@@ -117,6 +118,21 @@ def test_states_as_of_a_point_equal_the_local_run(
     pd.testing.assert_frame_equal(ev.fleet.states(repo, client, as_of=points[point], by=by, buckets=3), expected)
     if point == "occurred":
         assert list(expected.index) == ["l-old"]
+
+
+def test_states_start_from_the_snapshots_as_the_local_run_does(tmp_path: Path, client: Any) -> None:
+    """A snapshot is trusted, not checked against the events: one saved with another balance
+    shows in both answers, so the tasks fold from the snapshots they were given."""
+    with ev.open_store(tmp_path / "store", durability="none", flush_every=7) as store:
+        repo = Repository(store, Ledger)
+        for i in range(80):  # 40 events each: streams of 32 or more look for a snapshot
+            repo.execute(f"s-{i % 2}", Post(amount=Decimal(1)))
+        state = repo.get("s-0", as_of=store.last_position)
+        odd = encode_snapshot("s-0", state.version, state.copy_with(balance=Decimal(1000)), taken_at=T0)
+        store.snapshots.save(odd)
+        expected = repo.states()
+        assert expected.loc["s-0", "balance"] == 1000 and expected.loc["s-1", "balance"] == 40
+        pd.testing.assert_frame_equal(ev.fleet.states(repo, client, buckets=2), expected)
 
 
 def test_states_without_a_cluster_run_the_same_tasks_here(bank: tuple[ev.EventStore, dict[str, Any]]) -> None:
@@ -286,3 +302,13 @@ def test_classes_defined_in_a_notebooks_main_module_reach_the_workers(tmp_path: 
 @pytest.mark.slow
 def test_a_local_cluster_started_in_a_notebook_replays_its_classes(tmp_path: Path) -> None:
     _run_notebook(tmp_path)
+
+
+def test_importing_eventador_and_its_fleet_module_imports_no_dask() -> None:
+    probe = (
+        "import eventador, eventador.fleet, sys\n"
+        "print(sorted(m for m in ('dask', 'distributed') if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-1] == "[]"
