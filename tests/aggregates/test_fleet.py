@@ -300,8 +300,17 @@ def test_classes_defined_in_a_notebooks_main_module_reach_the_workers(tmp_path: 
 
 
 @pytest.mark.slow
-def test_a_local_cluster_started_in_a_notebook_replays_its_classes(tmp_path: Path) -> None:
-    _run_notebook(tmp_path)
+def test_a_local_cluster_started_in_a_jupyter_kernel_replays_its_classes(tmp_path: Path) -> None:
+    """The same cell in a real Jupyter kernel, which starts its own LocalCluster (2 worker processes)."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    cell = NOTEBOOK.replace('if __name__ == "__main__":', "if True:").replace("len(sys.argv) > 2", "False")
+    cell = cell.replace("sys.argv[1]", repr(str(tmp_path / "store")))
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
+    resources = {"metadata": {"path": str(REPO)}}  # the kernel's directory: eventador imports from there
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3", resources=resources).execute()
+    printed = "".join(o.get("text", "") for o in notebook.cells[0].outputs if o.get("name") == "stdout")
+    assert printed.split()[-2:] == ["same", str(sum(range(45)))]
 
 
 def test_importing_eventador_and_its_fleet_module_imports_no_dask() -> None:
