@@ -284,8 +284,10 @@ def _states_task(task: _StatesTask) -> list[list[Any]]:
     reads = task.reads
     classes = reads.classes
     query = replay.EVENTS_AFTER.format(wanted=replay.typed_columns(classes), source="src")
-    with _connection(reads) as con:
-        table = _fetch(con, query, [reads.stream_ids, reads.afters]) if reads.stream_ids else None
+    table = None
+    if reads.stream_ids:
+        with _connection(reads) as con:
+            table = _fetch(con, query, [reads.stream_ids, reads.afters])
     aggregate_class = task.aggregate_class
 
     def new(stream_id: str) -> AggregateRoot[Any]:

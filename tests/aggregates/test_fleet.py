@@ -152,6 +152,15 @@ def test_a_store_in_memory_is_sent_whole_as_its_tail(client: Any) -> None:
     pd.testing.assert_frame_equal(ev.fleet.states(repo, client), repo.states())
 
 
+def test_an_empty_store_and_empty_buckets_give_the_local_answer(client: Any) -> None:
+    store = ev.open_store()
+    repo = Repository(store, Ledger)
+    pd.testing.assert_frame_equal(ev.fleet.states(repo, client, buckets=3), repo.states())
+    assert ev.fleet.rebuild(PostedPerStream(), store, client) == {}
+    repo.execute("only", Post(amount=Decimal(2)))  # one stream, seven buckets: six are empty
+    pd.testing.assert_frame_equal(ev.fleet.states(repo, client, buckets=7), repo.states())
+
+
 class PostedPerStream(FleetProjection[dict[str, tuple[int, Decimal]], dict[str, tuple[int, Decimal]]]):
     """Events and posted amounts per stream (positions checked to rise within a stream)."""
 
