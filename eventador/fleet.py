@@ -16,7 +16,7 @@ see the store's directory at the same path (one machine, or a shared file system
 
 Classes travel with the tasks, pickled by cloudpickle: those of an importable module by
 reference (the workers import it), those defined in a notebook or script (``__main__``)
-by value. Upcasters are not sent: a worker has those its imports register.
+by value. So do the driver's upcasters, registered in each worker before it decodes.
 dask and distributed are an extra (``pip install eventador[fleet]``), imported only here,
 when a function runs.
 
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 from eventador.aggregates import AggregateRoot, Repository, replay
-from eventador.codec import make_decoder
+from eventador.codec import Decoder, make_decoder
 from eventador.errors import InvalidInputError, StoreError
 from eventador.messages import Event, State, TypeRegistry
 from eventador.store.checksums import verify_once
@@ -46,6 +46,7 @@ from eventador.store.pins import Pins
 from eventador.store.records import RecordedEvent
 from eventador.store.segments import RECORD_COLUMNS, FileSegment, to_records
 from eventador.store.views import literal
+from eventador.upcasting import Upcaster, upcasters
 
 if TYPE_CHECKING:
     import duckdb
@@ -111,6 +112,7 @@ class _Reads:
     position: int
     occurred_before: datetime | None
     classes: dict[str, type[Event]]
+    upcasters: tuple[Upcaster, ...]  # the driver's: a worker decodes old events as the driver does
     stream_ids: list[str]
     afters: list[int]  # per stream: the version after which its events are read
 
@@ -265,7 +267,9 @@ def _reads(
         import pyarrow.compute as pc
 
         tail = tail.filter(pc.is_in(tail.column("stream_id"), value_set=pa.array(ids, pa.string())))
-    return _Reads(files, tail, source.position, source.occurred_before, store.registry.classes(), ids, afters)
+    return _Reads(
+        files, tail, source.position, source.occurred_before, store.registry.classes(), tuple(upcasters), ids, afters
+    )
 
 
 def _run(client: Any, function: Callable[[Any], T], tasks: list[Any]) -> list[T]:
@@ -296,7 +300,7 @@ def _states_task(task: _StatesTask) -> list[list[Any]]:
 
     finals: dict[str, Any] = {sid: value for sid, (value, _) in task.starts.items()}
     if table is not None:
-        finals = replay.fold_streams(new, table, make_decoder(_registry(classes)), classes, task.starts)
+        finals = replay.fold_streams(new, table, _decoder(reads), classes, task.starts)
     return replay.state_rows(task.state_type, reads.stream_ids, finals)
 
 
@@ -312,7 +316,7 @@ def _projection_task(task: _ProjectionTask) -> Any:
     if reads.stream_ids:
         with _connection(reads) as con:
             table = _fetch(con, query, [reads.stream_ids])
-        records = to_records(table, make_decoder(_registry(classes)), classes)
+        records = to_records(table, _decoder(reads), classes)
     return task.projection.fold(records)
 
 
@@ -345,11 +349,20 @@ def _connection(reads: _Reads) -> Iterator[duckdb.DuckDBPyConnection]:
         con.close()
 
 
-def _registry(classes: dict[str, type[Event]]) -> TypeRegistry:
+def _decoder(reads: _Reads) -> Decoder:
+    """A decoder of the driver's classes, with the driver's upcasters registered in this
+    process (the typed-column reads consult the process's registry): one that differs
+    from the driver's for the same (type, version) is replaced."""
+    for upcaster in reads.upcasters:
+        existing = upcasters.get(upcaster.event_type, upcaster.from_version)
+        if existing is not upcaster:
+            if existing is not None:
+                upcasters.remove(upcaster.event_type, upcaster.from_version)
+            upcasters.register(upcaster)
     registry = TypeRegistry()
-    for name, cls in classes.items():
+    for name, cls in reads.classes.items():
         registry.register(cls, name)
-    return registry
+    return make_decoder(registry)
 
 
 def _fetch(con: duckdb.DuckDBPyConnection, query: str, params: list[Any]) -> pa.Table:

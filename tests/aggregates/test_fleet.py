@@ -161,6 +161,58 @@ def test_an_empty_store_and_empty_buckets_give_the_local_answer(client: Any) -> 
     pd.testing.assert_frame_equal(ev.fleet.states(repo, client, buckets=7), repo.states())
 
 
+def test_old_events_read_through_the_drivers_upcasters_on_the_workers(tmp_path: Path, client: Any) -> None:
+    """Version 1 events flushed before version 2 and its upcaster existed: the workers decode
+    them only through the upcaster the driver registered (their imports register none)."""
+    name = "fleet.Renamed"
+
+    def version_1() -> Any:
+        class Renamed(ev.Event, event_type=name):  # the same module and name: a redefinition
+            account_id: str
+            amount: int
+
+        return Renamed
+
+    def version_2() -> Any:
+        class Renamed(ev.Event, event_type=name, version=2):
+            account: str
+            amount: int
+
+        return Renamed
+
+    Old = version_1()
+    with ev.open_store(tmp_path / "store", durability="none") as store:
+        for i in range(40):
+            store.append(f"r-{i % 4}", [Old(account_id=f"r-{i % 4}", amount=i)], stream_type="fleet.Summer")
+        store.flush()
+
+        New = version_2()
+
+        class Sum(ev.State):
+            total: int = 0
+            accounts: frozenset[str] = frozenset()
+
+        class Summer(ev.AggregateRoot[Sum]):
+            aggregate_type = "fleet.Summer"
+
+            @property
+            def initial_state(self) -> Sum:
+                return Sum()
+
+            def apply_event(self, state: Sum, event: ev.Event) -> Sum:
+                assert isinstance(event, New)
+                return state.copy_with(total=state.total + event.amount, accounts=state.accounts | {event.account})
+
+        ev.upcaster(name, 1, ev.Rename("account_id", "account"))
+        try:
+            repo = Repository(store, Summer)
+            expected = repo.states()
+            assert expected.loc["r-1", "accounts"] == frozenset({"r-1"})
+            pd.testing.assert_frame_equal(ev.fleet.states(repo, client, buckets=2), expected)
+        finally:
+            ev.upcasters.remove(name)
+
+
 class PostedPerStream(FleetProjection[dict[str, tuple[int, Decimal]], dict[str, tuple[int, Decimal]]]):
     """Events and posted amounts per stream (positions checked to rise within a stream)."""
 
