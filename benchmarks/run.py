@@ -45,7 +45,7 @@ from benchmarks.common import results_table as plain_table  # noqa: E402
 
 GROUPS = (  # run order
     "peer", "machine", "store", "actors", "aggregates", "projections", "queue", "timetravel", "xes", "schema",
-    "pages", "eventsourcing", "shards", "lake",
+    "pages", "eventsourcing", "shards", "lake", "fleet",
 )
 # Groups whose module has run(quick) -> list of result dicts (name, value, unit, budget, ...).
 MODULE_GROUPS = {
@@ -60,6 +60,7 @@ MODULE_GROUPS = {
     "eventsourcing": "eventsourcing applications on eventador beside its SQLite module",
     "shards": "Sharded writers: one process per shard",
     "lake": "Publishing to the lake (Delta Lake, local and S3)",
+    "fleet": "Fleet-wide replays on Dask",
 }
 STORE_PARTS = ("writes", "reads", "sql")
 CACHE_DIR = ROOT / "benchmarks" / ".cache"

@@ -244,6 +244,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # ev.demo (a demo bank) is imported when first used: its event classes would
     # otherwise claim their type names ("bank.AccountOpened", ...) in every program.
-    if name == "demo":
-        return importlib.import_module("eventador.demo")
+    # ev.fleet (Dask) is imported when first used too.
+    if name in ("demo", "fleet"):
+        return importlib.import_module(f"eventador.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,6 +32,7 @@ def test_every_benchmark_runs_in_quick_mode() -> None:
         "### eventsourcing applications on eventador",
         "### Sharded writers",
         "### Publishing to the lake",
+        "### Fleet-wide replays on Dask",
     )
     for section in sections:
         assert section in report, f"missing {section!r} in the benchmark report"

@@ -16,20 +16,17 @@ import time
 import warnings
 from collections import OrderedDict
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from eventador.aggregates import recovery
+from eventador.aggregates import recovery, replay
 from eventador.aggregates.recovery import as_events, load_stream, stamp, usable_snapshot, warn_unusable
 from eventador.aggregates.root import AggregateRoot, fold
-from eventador.aggregates.snapshots import SnapshotWarning, encode_snapshot, snapshot_decoder
+from eventador.aggregates.snapshots import SnapshotWarning, encode_snapshot
 from eventador.codec import make_decoder
 from eventador.errors import ConcurrencyError, InvalidInputError, SerializationError
 from eventador.messages import Command, State, redefinitions
 from eventador.store import EventStore
-from eventador.store.columns import column_name, exact_columns
 from eventador.store.records import micros_to_datetime
-from eventador.store.segments import paused_gc, to_events
-from eventador.store.views import literal
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -219,101 +216,37 @@ class Repository(Generic[S]):
             )
         return pd.DataFrame(rows, columns=envelope + columns)
 
-    def states(self, *, as_of: int | datetime | None = None) -> pd.DataFrame:
+    def states(
+        self, *, as_of: int | datetime | None = None, by: Literal["recorded_at", "occurred_at"] = "recorded_at"
+    ) -> pd.DataFrame:
         """Returns a DataFrame with one row per aggregate of this type (index: aggregate_id).
 
         The aggregates are the streams with an event recorded under stream type
         ``aggregate_class.aggregate_type``; all of a stream's events are folded, as in
-        ``get``. Computed in bulk: one SQL query for the stream heads, the newest usable
-        snapshot of each stream long enough to have one, then one SQL query for the
-        events after those snapshots, decoded and folded per stream. `as_of`: a position
-        or aware datetime, as in ``get``. Imports pandas.
+        ``get``. Computed in bulk (``eventador/aggregates/replay.py``): one SQL query for
+        the stream heads, the newest usable snapshot of each stream long enough to have
+        one, then one SQL query for the events after those snapshots, decoded and folded
+        per stream. `as_of`: a position or aware datetime, as in ``get``; `by`: what a
+        datetime is compared with, as in ``store.as_of``. ``ev.fleet.states(repo, client)``
+        computes the same on a Dask cluster. Imports pandas.
 
         Raises:
-            InvalidInputError: `as_of` is a naive datetime or not a position.
+            InvalidInputError: `as_of` is a naive datetime or not a position, or `by` is unknown.
 
         >>> repo.states()["balance"].to_dict()
         {'acc-0': 2640.0}
         """
-        import pandas as pd
-
         store = self.store
-        source: Any = store.as_of(as_of) if as_of is not None else store.as_of(store.last_position)
-        kind = self.aggregate_class.aggregate_type
-        # A stream is one of these aggregates if any of its events says so: its first events
-        # may have been appended without a stream type (store.append), and they count too.
-        heads = source.sql(
-            "SELECT stream_id, max(version) FROM events GROUP BY stream_id "
-            "HAVING bool_or(stream_type = ?) ORDER BY stream_id",
-            [kind],
-        ).fetchall()
-        probe = self._new("_")
-        state_type = type(probe.initial_state)
-        starts: dict[str, tuple[Any, int]] = {}
-        problems: list[str] = []
-        snapshot_version = self.aggregate_class.snapshot_version
-        long_enough = {sid: head for sid, head in heads if head >= recovery.SNAPSHOT_LOOKUP_MIN}
-        decode_snapshot = snapshot_decoder(state_type, snapshot_version=snapshot_version)
-        candidates = store.snapshots.newest(long_enough)
-        with paused_gc():
-            for stream_id, candidate in candidates.items():
-                try:
-                    starts[stream_id] = (decode_snapshot(candidate), candidate.version)
-                except SerializationError:  # rare: look for an older usable one, and say why
-                    snapshot, value, found = usable_snapshot(
-                        store.snapshots, stream_id, long_enough[stream_id], state_type, snapshot_version, newest=False
-                    )
-                    problems.extend(found)
-                    if snapshot is not None:
-                        starts[stream_id] = (value, snapshot.version)
-        if problems:
-            warn_unusable(f"{len(problems)} {kind} aggregates", problems)
-        # From _all, with the typed columns of the known classes: events are built from
-        # those columns (no CBOR decoding) wherever they hold the values exactly.
+        found = replay.plan(store, self.aggregate_class, as_of, by)
         classes = store.registry.classes()
-        typed = [column_name(t, f) for t, cls in classes.items() for f in (exact_columns(cls) or {})]
-        # COLUMNS(...) takes those of the typed columns that exist (a type may have no events
-        # yet), and stream_type, so that it never comes out empty (DuckDB refuses that).
-        wanted = "[" + ", ".join(literal(c) for c in ["stream_type", *typed]) + "]"
-        selected = (
-            "a.stream_id, a.version, a.event_type, a.payload, epoch_us(coalesce(a.occurred_at, a.recorded_at)), "
-            "a.schema_version, "
-            f"COLUMNS(lambda c: list_contains({wanted}, c))"
-        )
-        query = (
-            f"SELECT {selected} FROM _all a "
-            "JOIN (SELECT unnest(?::VARCHAR[]) AS sid, unnest(?::BIGINT[]) AS after) s ON a.stream_id = s.sid "
-            "WHERE a.version > s.after ORDER BY a.stream_id, a.version"
-        )
-        afters = [starts[sid][1] if sid in starts else 0 for sid, _ in heads]
-        table = source.sql(query, [[sid for sid, _ in heads], afters]).arrow()
+        query = replay.EVENTS_AFTER.format(wanted=replay.typed_columns(classes), source="_all")
+        table = found.source.sql(query, [[sid for sid, _ in found.heads], [found.after(sid) for sid, _ in found.heads]])
+        table = table.arrow()
         if hasattr(table, "read_all"):  # newer DuckDB hands back a RecordBatchReader
             table = table.read_all()
-        events = to_events(table, make_decoder(store.registry), classes)
-        stream_ids, versions, occurred = (table.column(i).to_pylist() for i in (0, 1, 4))
-        finals: dict[str, S] = {sid: value for sid, (value, _) in starts.items()}
-        total = len(events)
-        start = 0
-        with paused_gc():  # states are values: a fold of 100,000 events makes no cycles
-            while start < total:
-                stream_id = stream_ids[start]
-                stop = start + 1
-                while stop < total and stream_ids[stop] == stream_id:
-                    stop += 1
-                aggregate = self._new(stream_id)
-                first = finals.get(stream_id)
-                state = aggregate.initial_state if first is None else first
-                before_last, after = fold(aggregate, state, events[start:stop])
-                when = micros_to_datetime(occurred[stop - 1])
-                finals[stream_id] = stamp(before_last, after, versions[stop - 1], when)
-                start = stop
-        names = [f.name for f in dataclasses.fields(state_type)]
-        order = [stream_id for stream_id, _ in heads]
-        frame = pd.DataFrame(
-            [[getattr(finals[sid], n) for n in names] for sid in order], columns=names, index=pd.Index(order)
-        )
-        frame.index.name = "aggregate_id"
-        return frame
+        finals = replay.fold_streams(self._new, table, make_decoder(store.registry), classes, found.starts)
+        order = [sid for sid, _ in found.heads]
+        return replay.state_frame(found.state_type, order, replay.state_rows(found.state_type, order, finals))
 
     def evict(self, aggregate_id: str | None = None) -> None:
         """Returns nothing; forgets the cached state of one aggregate (or of all)."""
