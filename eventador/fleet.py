@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +40,7 @@ from eventador.aggregates import AggregateRoot, Repository, replay
 from eventador.codec import Decoder, make_decoder
 from eventador.errors import InvalidInputError, StoreError
 from eventador.messages import Event, State, TypeRegistry
+from eventador.shards.layout import bucket_of  # the routing of shards: a stream is in one bucket everywhere
 from eventador.store.checksums import verify_once
 from eventador.store.pins import Pins
 from eventador.store.records import RecordedEvent
@@ -61,12 +61,6 @@ __all__ = ["FleetProjection", "bucket_of", "rebuild", "states"]
 P = TypeVar("P")
 R = TypeVar("R")
 T = TypeVar("T")
-
-
-def bucket_of(stream_id: str, buckets: int) -> int:
-    """The bucket of `stream_id` among `buckets`: CRC-32 of its UTF-8 bytes modulo `buckets`
-    (the same in every process and Python version, unlike ``hash``)."""
-    return zlib.crc32(stream_id.encode()) % buckets
 
 
 class FleetProjection(Generic[P, R]):
