@@ -80,6 +80,11 @@ class Repository(Generic[S]):
             raise InvalidInputError(f"Repository needs an ev.AggregateRoot subclass, got {aggregate_class!r}")
         if cache_size < 0 or max_retries < 0:
             raise InvalidInputError("cache_size and max_retries must be 0 or more")
+        if hasattr(store, "shard_of"):  # a ShardedStore (a layer above: named by what it has)
+            raise InvalidInputError(
+                f"Repository needs one store; for a sharded store use store.repository({aggregate_class.__name__}), "
+                "which sends each aggregate to its shard"
+            )
         self.store = store
         self.aggregate_class = aggregate_class
         self.cache_size = cache_size

@@ -313,3 +313,9 @@ def test_threads_of_one_process_append_to_every_shard_at_once(tmp_path: Path) ->
         assert failures == []
         assert [store.stream_version(s) for s in streams] == [25] * 6
         assert store.sql('SELECT count(*), sum(amount) FROM "test.Deposited"').fetchall() == [(150, 150)]
+
+
+def test_a_plain_repository_over_a_sharded_store_is_refused_naming_the_way(tmp_path: Path) -> None:
+    with ev.open_sharded(tmp_path / "bank", shards=2) as bank:
+        with pytest.raises(ev.InvalidInputError, match=r"store.repository\(BankAccountAggregate\)"):
+            ev.Repository(bank, BankAccountAggregate)  # type: ignore[arg-type]
