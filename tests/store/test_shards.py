@@ -316,6 +316,8 @@ def test_threads_of_one_process_append_to_every_shard_at_once(tmp_path: Path) ->
 
 
 def test_a_plain_repository_over_a_sharded_store_is_refused_naming_the_way(tmp_path: Path) -> None:
-    with ev.open_sharded(tmp_path / "bank", shards=2) as bank:
-        with pytest.raises(ev.InvalidInputError, match=r"store.repository\(BankAccountAggregate\)"):
-            ev.Repository(bank, BankAccountAggregate)  # type: ignore[arg-type]
+    with (
+        ev.open_sharded(tmp_path / "bank", shards=2) as bank,
+        pytest.raises(ev.InvalidInputError, match=r"store.repository\(BankAccountAggregate\)"),
+    ):
+        ev.Repository(bank, BankAccountAggregate)  # type: ignore[arg-type]
