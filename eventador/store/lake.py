@@ -248,7 +248,10 @@ class LakePublisher:
 
     def _rows(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
         after = table.filter(pc.greater(table.column("position"), self.published))
-        return to_lake(after, self.target.shard, schema, payload_json=self.target.payload_json)
+        return to_lake(
+            after, self.target.shard, schema, payload_json=self.target.payload_json,
+            classes=self.store.registry.classes(),
+        )
 
     def _commit(self, rows: pa.Table, last: int) -> None:
         deltalake = self._deltalake
