@@ -58,8 +58,8 @@ class LakeTarget:
     ``AWS_ALLOW_HTTP``...). `shard`: this writer's partition value (one writer per shard).
     `max_lag`: seconds after which unflushed events are flushed (and so published); None: only
     flushes by size and at closing. `payload_json`: False leaves the ``payload_json`` column
-    null, for a publish about four times cheaper (the JSON costs a CBOR decode and a JSON
-    encode per event, in Python).
+    null (it is built from the typed columns in DuckDB where they hold the payload, else from
+    a CBOR decode and a JSON encode per event, in Python: store/lake_json.py).
     """
 
     uri: str

@@ -6,7 +6,8 @@ Engines other than eventador read the table, so its schema is stable and plain:
 * the envelope (``LAKE_ENVELOPE``): ``shard`` (the partition: one writer's events), then the
   store's envelope columns, with ``occurred_at`` never null (the store's null means "same as
   ``recorded_at``") and ``event_id`` as plain binary; ``payload`` (CBOR, exact) and
-  ``payload_json`` (the same as JSON text, values JSON has no type for as text);
+  ``payload_json`` (the same as JSON text, values JSON has no type for as text; built from the
+  typed columns where they hold the payload, store/lake_json.py);
 * typed columns, one per event field, named ``<type>__<field>`` with every character outside
   ``[A-Za-z0-9_]`` made ``_`` (``bank.MoneyDeposited`` field ``amount`` ->
   ``bank_MoneyDeposited__amount``): dotted names break Spark and Iceberg. Decimal fields are
