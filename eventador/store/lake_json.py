@@ -58,6 +58,8 @@ def payload_json(table: pa.Table, classes: dict[str, type[Event]]) -> pa.Array:
     con.register("_rows", table.select(needed))
     try:
         built = con.sql(f"SELECT CASE {' '.join(cases)} END AS j FROM _rows").to_arrow_table().column("j")
+    except duckdb.Error:  # a value DuckDB refuses (a NaN in nested JSON text): never stall the lake
+        return _decoded(table.column("payload"))
     finally:
         con.unregister("_rows")
     built = built.combine_chunks() if isinstance(built, pa.ChunkedArray) else built
@@ -144,7 +146,11 @@ def _json_as_payload(hint: object) -> bool:
     inner, _ = unwrap_optional(hint)
     origin = typing.get_origin(inner) or inner
     if dataclasses.is_dataclass(origin) and isinstance(origin, type):
-        return all(_json_as_payload(h) for h in typing.get_type_hints(origin).values())
+        try:
+            hints = typing.get_type_hints(origin)
+        except Exception:  # a forward reference that does not resolve here
+            return False
+        return all(_json_as_payload(h) for h in hints.values())
     args = typing.get_args(inner)
     if origin in _CONTAINERS:
         return bool(args) and all(a is Ellipsis or _json_as_payload(a) for a in args)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pyarrow.parquet as pq
 
@@ -33,6 +33,7 @@ class JsonEverything(ev.Event, event_type="lake.json.Everything"):
     at: datetime
     id: uuid.UUID
     price: Decimal
+    fee: Annotated[Decimal, ev.Digits(18, 2)]
     tags: list[str]
     point: JsonPoint
     weights: dict[str, Decimal]
@@ -72,7 +73,8 @@ def test_payload_json_from_columns_holds_the_decoded_payloads(tmp_path: Path) ->
         JsonEverything(
             flag=i % 2 == 0, count=i - 3, ratio=i / 3, name=f"n\u00e9{i}\"'", day=date(2024, 1, 1 + i),
             at=datetime(2024, 5, 1, 12, 0, i, i * 1000 if i % 2 else 0, tzinfo=UTC if i % 3 else tz),
-            id=uuid.UUID(int=i), price=Decimal("1.50") * i - Decimal("2.125"), tags=["a", f"b{i}"],
+            id=uuid.UUID(int=i), price=Decimal("1.50") * i - Decimal("2.125"), fee=Decimal("1E+2") - Decimal("0.5") * i,
+            tags=["a", f"b{i}"],
             point=JsonPoint(i, "p"), weights={"w": Decimal("0.10")}, maybe=None if i % 2 else i,
         )
         for i in range(6)
