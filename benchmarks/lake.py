@@ -8,7 +8,7 @@ flushes of N events each (50,000; quick: 2,000) in 1,000 streams, events with an
 Decimal and a text field. Each flush is timed (``store.flush()``, durability "fsync"), and
 so is the publish that follows it in the publisher's thread (reading the new file, turning
 it into the lake's schema with ``payload_json``, the Delta commit: ``lake.last_seconds``).
-Each also without ``payload_json`` (``LakeTarget(payload_json=False)``), its largest cost.
+Each also without ``payload_json`` (``LakeTarget(payload_json=False)``), to show what it costs.
 Budget: publishing at most 10% of the flush time (median of the flushes), with and without S3.
 """
 

@@ -58,8 +58,8 @@ class LakeTarget:
     ``AWS_ALLOW_HTTP``...). `shard`: this writer's partition value (one writer per shard).
     `max_lag`: seconds after which unflushed events are flushed (and so published); None: only
     flushes by size and at closing. `payload_json`: False leaves the ``payload_json`` column
-    null, for a publish about four times cheaper (the JSON costs a CBOR decode and a JSON
-    encode per event, in Python).
+    null (it is built from the typed columns in DuckDB where they hold the payload, else from
+    a CBOR decode and a JSON encode per event, in Python: store/lake_json.py).
     """
 
     uri: str
@@ -248,7 +248,10 @@ class LakePublisher:
 
     def _rows(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
         after = table.filter(pc.greater(table.column("position"), self.published))
-        return to_lake(after, self.target.shard, schema, payload_json=self.target.payload_json)
+        return to_lake(
+            after, self.target.shard, schema, payload_json=self.target.payload_json,
+            classes=self.store.registry.classes(),
+        )
 
     def _commit(self, rows: pa.Table, last: int) -> None:
         deltalake = self._deltalake

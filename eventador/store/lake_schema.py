@@ -6,7 +6,8 @@ Engines other than eventador read the table, so its schema is stable and plain:
 * the envelope (``LAKE_ENVELOPE``): ``shard`` (the partition: one writer's events), then the
   store's envelope columns, with ``occurred_at`` never null (the store's null means "same as
   ``recorded_at``") and ``event_id`` as plain binary; ``payload`` (CBOR, exact) and
-  ``payload_json`` (the same as JSON text, values JSON has no type for as text);
+  ``payload_json`` (the same as JSON text, values JSON has no type for as text; built from the
+  typed columns where they hold the payload, store/lake_json.py);
 * typed columns, one per event field, named ``<type>__<field>`` with every character outside
   ``[A-Za-z0-9_]`` made ``_`` (``bank.MoneyDeposited`` field ``amount`` ->
   ``bank_MoneyDeposited__amount``): dotted names break Spark and Iceberg. Decimal fields are
@@ -19,14 +20,17 @@ Engines other than eventador read the table, so its schema is stable and plain:
 
 from __future__ import annotations
 
-import json
 import re
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from eventador.codec import decode_value
 from eventador.store.columns import ENVELOPE, EXACT_TEXT
+from eventador.store.lake_json import payload_json as build_payload_json
+
+if TYPE_CHECKING:
+    from eventador.messages import Event
 
 __all__ = ["LAKE_ENVELOPE", "SHARD", "lake_column_name", "to_lake", "to_store_layout"]
 
@@ -72,19 +76,17 @@ def _lake_type(arrow_type: pa.DataType) -> pa.DataType | None:
     return arrow_type if any(is_type(arrow_type) for is_type in plain) else None
 
 
-def _payload_json(payloads: pa.ChunkedArray | pa.Array) -> pa.Array:
-    # One encoder for every row: json.dumps(default=...) would build one per call (twice the time).
-    encode = json.JSONEncoder(default=str).encode
-    return pa.array([None if raw is None else encode(decode_value(raw)) for raw in payloads.to_pylist()], pa.string())
-
-
-def to_lake(table: pa.Table, shard: str, published: pa.Schema | None = None, *, payload_json: bool = True) -> pa.Table:
+def to_lake(
+    table: pa.Table, shard: str, published: pa.Schema | None = None, *, payload_json: bool = True,
+    classes: dict[str, type[Event]] | None = None,
+) -> pa.Table:
     """The store's rows `table` (its data file's layout) in the lake's schema, for shard `shard`.
 
     `published`: the table's schema so far; a typed column it has keeps its type (cast when
     the values fit, else dropped from these rows: ``payload_json`` holds them).
-    `payload_json`: False leaves that column null (it costs most of a publish: a CBOR decode
-    and a JSON encode per event, in Python).
+    `payload_json`: False leaves that column null. `classes`: the event classes by type, whose
+    typed columns give most rows' ``payload_json`` in one vectorised pass (store/lake_json.py);
+    other rows' is decoded from the CBOR payload in Python.
     """
     n = table.num_rows
     recorded = table.column("recorded_at").cast(_TIMESTAMP)
@@ -93,7 +95,7 @@ def to_lake(table: pa.Table, shard: str, published: pa.Schema | None = None, *, 
         SHARD: pa.repeat(pa.scalar(shard, pa.string()), n),
         "occurred_at": pc.coalesce(occurred, recorded),
         "recorded_at": recorded,
-        "payload_json": _payload_json(table.column("payload")) if payload_json else pa.nulls(n, pa.string()),
+        "payload_json": build_payload_json(table, classes or {}) if payload_json else pa.nulls(n, pa.string()),
     }
     names, columns = list(LAKE_ENVELOPE.names), []
     for field in LAKE_ENVELOPE:
