@@ -14,8 +14,19 @@ import pytest
 
 from eventador import EventStore
 from eventador.testing import DirectoryStoreFactory, MemoryStoreFactory, StoreFactory
+from eventador.upcasting import upcasters
 
 STORE_KINDS = ["memory", "memory-tiny-flush", "disk", "disk-tiny-flush"]
+
+
+@pytest.fixture(autouse=True)
+def _forget_upcasters() -> Iterator[None]:
+    """Upcasters are process-wide: those a test registers are removed after it."""
+    before = {(u.event_type, u.from_version) for u in upcasters}
+    yield
+    for u in list(upcasters):
+        if (u.event_type, u.from_version) not in before:
+            upcasters.remove(u.event_type, u.from_version)
 
 
 def make_factory(kind: str, directory: Path) -> StoreFactory:

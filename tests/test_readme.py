@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from eventador.upcasting import upcasters
-
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -29,10 +27,4 @@ def test_readme_example_runs(index: int, tmp_path: Path, monkeypatch: pytest.Mon
     # A real module: dataclasses and typing look classes' modules up in sys.modules.
     module = types.ModuleType(f"readme_example_{index}")
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    before = {(u.event_type, u.from_version) for u in upcasters}
-    try:
-        exec(compile(code, f"README.md example {index + 1}", "exec"), module.__dict__)
-    finally:  # upcasters are process-wide: an example's stay with it
-        for u in list(upcasters):
-            if (u.event_type, u.from_version) not in before:
-                upcasters.remove(u.event_type, u.from_version)
+    exec(compile(code, f"README.md example {index + 1}", "exec"), module.__dict__)  # its upcasters: conftest

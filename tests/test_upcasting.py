@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,19 +14,10 @@ import pytest
 import eventador as ev
 from eventador.codec import decode_value
 from eventador.queue.manager import decode_message, encode_message
-from eventador.upcasting import upcasters
 
-# Each test makes its own types (unique names) and the upcasters it registers are removed after it.
+# Each test makes its own types (unique names); tests/conftest.py removes the upcasters it registers.
 _counter = iter(range(1_000_000))
 
-
-@pytest.fixture(autouse=True)
-def _forget_upcasters() -> Iterator[None]:
-    before = {(u.event_type, u.from_version) for u in upcasters}
-    yield
-    for u in list(upcasters):
-        if (u.event_type, u.from_version) not in before:
-            upcasters.remove(u.event_type, u.from_version)
 
 
 @pytest.fixture(params=["memory", "disk"])

@@ -6,24 +6,14 @@ decoded (no typed column can stand in for it), so its calls are the decodes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import eventador as ev
-from eventador.upcasting import upcasters
 
 _names = iter(range(1_000_000))
 
-
-@pytest.fixture(autouse=True)
-def _forget_upcasters() -> Iterator[None]:
-    before = {(u.event_type, u.from_version) for u in upcasters}
-    yield
-    for u in list(upcasters):
-        if (u.event_type, u.from_version) not in before:
-            upcasters.remove(u.event_type, u.from_version)
 
 
 def _ticked_v1(name: str) -> type[ev.Event]:
