@@ -266,13 +266,6 @@ class Upcaster:
             raise TypeError(f"Split chose {to_type!r}, not an event type name")
         return to_type, self.to_version, data
 
-    @property
-    def sql_ready(self) -> bool:
-        """True when every step is expressed in SQL too."""
-        return not any(
-            isinstance(s, _Function) or (isinstance(s, Convert) and s.sql_template is None) for s in self.steps
-        )
-
     def __repr__(self) -> str:
         target = self.to_type if isinstance(self.to_type, str) else "Split(...)"
         steps = len(self.steps)
