@@ -262,8 +262,25 @@ def _reads(
 
         tail = tail.filter(pc.is_in(tail.column("stream_id"), value_set=pa.array(ids, pa.string())))
     return _Reads(
-        files, tail, source.position, source.occurred_before, store.registry.classes(), tuple(upcasters), ids, afters
+        files, tail, source.position, source.occurred_before, _stored_classes(source, store), tuple(upcasters), ids,
+        afters,
     )
+
+
+def _stored_classes(source: PastView, store: EventStore) -> dict[str, type[Event]]:
+    """The classes of the event types stored (and of those upcasters turn them into): all a
+    task decodes. Not the whole registry: a process may define classes (in a function, say)
+    that a worker could not unpickle, and would never need."""
+    stored = {row[0] for row in source.sql("SELECT DISTINCT event_type FROM _all").fetchall()}
+    chains = [u for u in upcasters]
+    if any(not isinstance(u.to_type, str) for u in chains if u.event_type in stored):
+        return store.registry.classes()  # a Split may lead to any type
+    wanted, grown = set(stored), True
+    while grown:
+        targets = {u.to_type for u in chains if u.event_type in wanted and isinstance(u.to_type, str)}
+        grown = not targets <= wanted
+        wanted |= targets
+    return {name: cls for name, cls in store.registry.classes().items() if name in wanted}
 
 
 def _run(client: Any, function: Callable[[Any], T], tasks: list[Any]) -> list[T]:

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -104,6 +105,20 @@ def test_states_on_the_cluster_equal_the_local_run(
         assert len(expected) > 10
         pd.testing.assert_frame_equal(ev.fleet.states(repo, client, buckets=buckets), expected)
     assert ev.fleet.states(Repository(store, Ledger), client).loc["l-tail-only", "balance"] == 9  # the tail counts
+
+
+def test_classes_the_store_does_not_hold_are_not_sent_to_the_workers(
+    bank: tuple[ev.EventStore, dict[str, Any]], client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A class of a module the workers cannot import (made here, at run time): pickled by
+    # reference, it would fail on every worker, though no stored event is of its type.
+    nowhere = types.ModuleType("fleet_test_nowhere")
+    monkeypatch.setitem(sys.modules, nowhere.__name__, nowhere)
+    exec("import eventador as ev\nclass Elsewhere(ev.Event, event_type='fleet.test.Elsewhere'):\n    x: int\n",
+         nowhere.__dict__)
+    store, _ = bank
+    repo = Repository(store, Ledger)
+    pd.testing.assert_frame_equal(ev.fleet.states(repo, client), repo.states())
 
 
 @pytest.mark.parametrize("point", ["position", "recorded", "occurred"])
