@@ -24,7 +24,9 @@ repetition has a fresh database / store, and the two sides take turns.
 4. ``repository.get`` of an aggregate of 1,000 events, no snapshots, warm. ms per get.
    Budget: ours at least 3x faster. Beside it, unjudged: the recorder's ``select_events``
    of those events alone (what the persistence module does; the rest, turning stored
-   events into domain events and folding them, is eventsourcing's own on both sides).
+   events into domain events and folding them, is eventsourcing's own on both sides), and
+   the same get in eventsourcing's in-memory (POPO) recorder: no storage at all, the floor
+   that no backend can go under.
 """
 
 from __future__ import annotations
@@ -277,6 +279,7 @@ def _repository_get(root: Path, size: int, reps: int, quick: bool) -> list[dict[
         for app in apps.values():
             app.close()
     name = f"repository.get of an aggregate of {size:,} events, no snapshots, warm"
+    memory = _memory_get(size, reps)
     select = f"of which the recorder's select_events of its {size:,} stored events"
     ours_get, ours_select = statistics.median(gets["eventador"]), statistics.median(selects["eventador"])
     ceiling = statistics.median(gets["peer"]) / (ours_get - ours_select)
@@ -287,10 +290,34 @@ def _repository_get(root: Path, size: int, reps: int, quick: bool) -> list[dict[
             name, gets["eventador"], gets["peer"], "ms", ">= 3", quick, 3.0,
             also=f"; were select_events free, at most {ceiling:.2f}x: the rest is eventsourcing's mapper and fold",
         ),
+        result(
+            f"{name}, in eventsourcing's own memory (POPO) recorder", memory, "ms", side="peer",
+            note="no storage at all: what no backend can beat",
+        ),
         result(select, selects["eventador"], "ms"),
         result(select, selects["peer"], "ms", side="peer"),
         _ratio(select, selects["eventador"], selects["peer"], "ms", "", quick, None),
     ]
+
+
+def _memory_get(size: int, reps: int) -> list[float]:
+    """ms of repository.get of the same aggregate in eventsourcing's in-memory recorder: the
+    mapper's decoding and the fold alone, the floor under every backend."""
+    app = Counters(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    try:
+        counter = Counter(name="c")
+        for i in range(1, size):
+            counter.add(i, "x")
+        app.save(counter)
+        app.repository.get(counter.id)  # warm
+        times = []
+        for _ in range(reps):
+            t0 = perf()
+            app.repository.get(counter.id)
+            times.append((perf() - t0) * 1e3)
+        return times
+    finally:
+        app.close()
 
 
 def _ratio(
