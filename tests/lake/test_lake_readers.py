@@ -1,11 +1,13 @@
 """Reading the lake without the store's writer: ``ev.open_lake`` and other engines (polars,
-DuckDB over the table's Arrow dataset, Dask over its file list) agree with ``store.sql``."""
+DuckDB over the table's Arrow dataset, Dask over its file list, and in a slow test Spark over
+its file list) agree with ``store.sql``."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from shutil import which
 
 import dask.dataframe as dd
 import duckdb
@@ -148,6 +150,52 @@ def test_engines_agree_with_store_sql(published: tuple[Path, dict[str, object]])
     assert (frame_dd[AMOUNT].sum().compute(), frame_dd[FEE].sum().compute()) == expected_sums
     assert frame_dd[REASON].count().compute() == truth["closed"]
     assert frame_dd["shard"].value_counts().compute().to_dict() == {"main": truth["count"]}
+
+
+# pyspark warns of the pandas version at import (not ours to change).
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
+def test_spark_agrees_with_store_sql(
+    published: tuple[Path, dict[str, object]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spark without Delta's jars (they come from Maven): the table's Parquet files from the
+    file list, as docs/scaling.md and README.md show it."""
+    pytest.importorskip("pyspark", reason="the Spark reader test needs pyspark (the eventador[spark] extra)")
+    if which("java") is None:
+        pytest.skip("the Spark reader test needs Java 17 or later on the PATH")
+    from pyspark.sql import SparkSession
+
+    uri, truth = published
+    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")  # no network: bind and resolve on loopback only
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .appName("eventador-lake-test")
+        .config("spark.driver.memory", "512m")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.local.dir", str(tmp_path / "spark-local"))
+        .config("spark.sql.warehouse.dir", str(tmp_path / "spark-warehouse"))
+        .getOrCreate()
+    )
+    try:
+        lake = ev.open_lake(uri)
+        # the documented one-liner: every file's columns merged, `shard` from the paths under basePath
+        spark.read.options(mergeSchema="true", basePath=lake.uri).parquet(*lake.files()).createOrReplaceTempView(
+            "events"
+        )
+        assert spark.sql("SELECT count(*) FROM events").collect()[0][0] == truth["count"]
+        latest = spark.sql("SELECT stream_id, max(version) FROM events GROUP BY 1").collect()
+        assert {row[0]: row[1] for row in latest} == truth["latest"]
+        sums = spark.sql(f"SELECT sum({AMOUNT}), sum({FEE}) FROM events").collect()[0]
+        assert (sums[0], sums[1]) == tuple(float(x) for x in truth["sums"])  # type: ignore[attr-defined]
+        # only the last file has the Closed column: without mergeSchema Spark takes one file's columns
+        assert spark.sql(f"SELECT count({REASON}) FROM events").collect()[0][0] == truth["closed"]
+        shards = spark.sql("SELECT shard, count(*) FROM events GROUP BY 1").collect()
+        assert [(row[0], row[1]) for row in shards] == [("main", truth["count"])]
+    finally:
+        spark.stop()
 
 
 def test_shards_are_read_one_at_a_time(tmp_path: Path) -> None:
