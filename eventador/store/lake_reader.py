@@ -84,8 +84,9 @@ class Lake:
 
     def file_schema(self) -> pa.Schema:
         """The columns of the table's data files, all of them (a file written before a typed column
-        existed lacks it): Dask's ``dataset={"schema": ...}`` unifies the files with it. The
-        partition column ``shard`` is in the files' paths (``shard=<name>/``), not in them."""
+        existed lacks it). The partition column ``shard`` is in the files' paths
+        (``shard=<name>/``), not in them. Dask needs the table's schema and that partition
+        (``lake.dataset().schema``, README.md): given this schema alone it fails on such a file."""
         schema = table_schema(self.table)
         return pa.schema([f for f in schema if f.name != SHARD])
 

@@ -1,11 +1,13 @@
 """Reading the lake without the store's writer: ``ev.open_lake`` and other engines (polars,
-DuckDB over the table's Arrow dataset, Dask over its file list) agree with ``store.sql``."""
+DuckDB over the table's Arrow dataset, Dask over its file list, and in a slow test Spark over
+its file list) agree with ``store.sql``."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from shutil import which
 
 import dask.dataframe as dd
 import duckdb
@@ -30,6 +32,10 @@ class ReaderOpened(ev.Event, event_type="lake.reader.Opened"):
     owner: str
 
 
+class ReaderClosed(ev.Event, event_type="lake.reader.Closed"):
+    reason: str
+
+
 class ReaderBalance(ev.State):
     balance: int = 0
 
@@ -50,6 +56,8 @@ class ReaderAccount(ev.AggregateRoot[ReaderBalance]):
 
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
+# the typed columns engines read (decimals as DOUBLE)
+AMOUNT, FEE, REASON = "lake_reader_Credited__amount", "lake_reader_Credited__fee", "lake_reader_Closed__reason"
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +71,12 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
                 store.append(account, [ReaderOpened(owner=f"o{i}")], occurred_at=START - timedelta(days=1))
             when = START + timedelta(hours=i)
             store.append(account, [ReaderCredited(amount=i, fee=Decimal("0.125"))], occurred_at=when)
+        store.append("acc-0", [ReaderClosed(reason="moved")])  # a type the last file alone has a column for
         truth = {
             "count": store.sql("SELECT count(*) FROM events").fetchall()[0][0],
             "latest": dict(store.sql("SELECT stream_id, max(version) FROM events GROUP BY 1").fetchall()),
             "sums": store.sql('SELECT sum(amount), sum(fee) FROM "lake.reader.Credited"').fetchall()[0],
+            "closed": store.sql('SELECT count(reason) FROM "lake.reader.Closed"').fetchall()[0][0],
             "acc-3": store.read_stream("acc-3"),
             "all": list(store.read_all()),
             "at-100": store.as_of(100).read_stream("acc-5"),
@@ -76,6 +86,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
             "state-at": ev.Repository(store, ReaderAccount).get("acc-4", as_of=150),
         }
         truth["recorded"] = truth["recorded"].read_stream("acc-7")  # type: ignore[attr-defined]
+    assert truth["closed"] == 1
     return root / "lake", truth
 
 
@@ -100,34 +111,91 @@ def test_open_lake_reads_as_the_store_does(published: tuple[Path, dict[str, obje
 @pytest.mark.filterwarnings("ignore:The inplace keyword")
 def test_engines_agree_with_store_sql(published: tuple[Path, dict[str, object]]) -> None:
     uri, truth = published
-    amount, fee = "lake_reader_Credited__amount", "lake_reader_Credited__fee"
     expected_sums = tuple(float(x) for x in truth["sums"])  # type: ignore[attr-defined]
 
     lake = ev.open_lake(uri)
     assert lake.sql("SELECT count(*) FROM events").fetchall()[0] == (truth["count"],)
     assert dict(lake.sql("SELECT stream_id, max(version) FROM events GROUP BY 1").fetchall()) == truth["latest"]
-    assert lake.sql(f"SELECT sum({amount}), sum({fee}) FROM events").fetchall()[0] == expected_sums
+    assert lake.sql(f"SELECT sum({AMOUNT}), sum({FEE}) FROM events").fetchall()[0] == expected_sums
+    assert lake.sql(f"SELECT count({REASON}) FROM events").fetchall()[0] == (truth["closed"],)
 
     # polars: pl.scan_delta(uri)
     frame = pl.scan_delta(str(uri))
     assert frame.select(pl.len()).collect().item() == truth["count"]
     latest = frame.group_by("stream_id").agg(pl.col("version").max()).collect()
     assert dict(zip(latest["stream_id"], latest["version"], strict=True)) == truth["latest"]
-    sums = frame.select(pl.col(amount).sum(), pl.col(fee).sum()).collect().row(0)
+    sums = frame.select(pl.col(AMOUNT).sum(), pl.col(FEE).sum()).collect().row(0)
     assert tuple(float(x) for x in sums) == expected_sums
+    assert frame.select(pl.col(REASON).count()).collect().item() == truth["closed"]
 
     # DuckDB over the table's Arrow dataset (its delta extension needs a download)
     con = duckdb.connect()
     con.register("events", DeltaTable(str(uri)).to_pyarrow_dataset())
     assert con.sql("SELECT count(*) FROM events").fetchall()[0] == (truth["count"],)
     assert dict(con.sql("SELECT stream_id, max(version) FROM events GROUP BY 1").fetchall()) == truth["latest"]
-    assert con.sql(f"SELECT sum({amount}), sum({fee}) FROM events").fetchall()[0] == expected_sums
+    assert con.sql(f"SELECT sum({AMOUNT}), sum({FEE}) FROM events").fetchall()[0] == expected_sums
+    assert con.sql(f"SELECT count({REASON}) FROM events").fetchall()[0] == (truth["closed"],)
 
-    # Dask over the file list (the files' columns differ: the table's schema unifies them)
-    frame_dd = dd.read_parquet(lake.files(), dataset={"schema": lake.file_schema()})
+    # Dask over the file list, as README.md shows it: the files' columns differ (the first lacks the
+    # Closed column), so it needs the table's schema, and `shard` from the paths as a Hive partition
+    frame_dd = dd.read_parquet(
+        lake.files(),
+        dataset={
+            "schema": lake.dataset().schema,
+            "partitioning": {"flavor": "hive", "schema": pa.schema({"shard": pa.string()})},
+        },
+    )
     assert len(frame_dd) == truth["count"]
     assert frame_dd.groupby("stream_id")["version"].max().compute().to_dict() == truth["latest"]
-    assert (frame_dd[amount].sum().compute(), frame_dd[fee].sum().compute()) == expected_sums
+    assert (frame_dd[AMOUNT].sum().compute(), frame_dd[FEE].sum().compute()) == expected_sums
+    assert frame_dd[REASON].count().compute() == truth["closed"]
+    assert frame_dd["shard"].value_counts().compute().to_dict() == {"main": truth["count"]}
+
+
+# pyspark warns of the pandas version at import (not ours to change).
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
+def test_spark_agrees_with_store_sql(
+    published: tuple[Path, dict[str, object]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spark without Delta's jars (they come from Maven): the table's Parquet files from the
+    file list, as docs/scaling.md and README.md show it."""
+    pytest.importorskip("pyspark", reason="the Spark reader test needs pyspark (the eventador[spark] extra)")
+    if which("java") is None:
+        pytest.skip("the Spark reader test needs Java 17 or later on the PATH")
+    from pyspark.sql import SparkSession
+
+    uri, truth = published
+    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")  # no network: bind and resolve on loopback only
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .appName("eventador-lake-test")
+        .config("spark.driver.memory", "512m")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.local.dir", str(tmp_path / "spark-local"))
+        .config("spark.sql.warehouse.dir", str(tmp_path / "spark-warehouse"))
+        .getOrCreate()
+    )
+    try:
+        lake = ev.open_lake(uri)
+        # the documented one-liner: every file's columns merged, `shard` from the paths under basePath
+        spark.read.options(mergeSchema="true", basePath=lake.uri).parquet(*lake.files()).createOrReplaceTempView(
+            "events"
+        )
+        assert spark.sql("SELECT count(*) FROM events").collect()[0][0] == truth["count"]
+        latest = spark.sql("SELECT stream_id, max(version) FROM events GROUP BY 1").collect()
+        assert {row[0]: row[1] for row in latest} == truth["latest"]
+        sums = spark.sql(f"SELECT sum({AMOUNT}), sum({FEE}) FROM events").collect()[0]
+        assert (sums[0], sums[1]) == tuple(float(x) for x in truth["sums"])  # type: ignore[attr-defined]
+        # only the last file has the Closed column: without mergeSchema Spark takes one file's columns
+        assert spark.sql(f"SELECT count({REASON}) FROM events").collect()[0][0] == truth["closed"]
+        shards = spark.sql("SELECT shard, count(*) FROM events GROUP BY 1").collect()
+        assert [(row[0], row[1]) for row in shards] == [("main", truth["count"])]
+    finally:
+        spark.stop()
 
 
 def test_shards_are_read_one_at_a_time(tmp_path: Path) -> None:
