@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from eventador.clock import Clock, SystemClock
-from eventador.errors import InvalidInputError, ReadOnlyError, StoreClosedError
+from eventador.errors import CorruptionError, InvalidInputError, ReadOnlyError, StoreClosedError
 from eventador.messages import Event, TypeRegistry
 from eventador.messages import registry as default_registry
 from eventador.store.buffer import HotBuffer
@@ -31,6 +31,7 @@ from eventador.store.subscription import Subscription
 
 if TYPE_CHECKING:
     from eventador.store.catalog import Catalog
+    from eventador.store.coldtier import ColdTier
     from eventador.store.lake import LakePublisher
     from eventador.store.live_views import LiveViews
     from eventador.store.lock import DirectoryLock
@@ -95,6 +96,8 @@ class StoreCore(Reader):
         self._lockfile: DirectoryLock | None = None
         self._views: SqlViews | None = None
         self._live: LiveViews | None = None  # live SQL views (live_views.py), loaded on first use
+        self._cold: ColdTier | None = None  # the data files' copies in object storage (store/coldtier.py)
+        self._evict_fetched = False  # whether opening drops again what it fetched (a bounded local tier)
         self.lake: LakePublisher | None = None
         """The publisher of the store's lake table (``open_store(lake=...)``), else None."""
         self._changed = threading.Condition()
@@ -103,6 +106,22 @@ class StoreCore(Reader):
         self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self.snapshots = SnapshotStore(None, read_only=read_only)
         """Snapshots of streams: ``save``, ``latest``, ``list``, ``prune``, ``delete``."""
+
+    def _fetcher(self) -> Callable[[Path], None] | None:
+        """How a data file of this store is fetched back when evicted (None: it never is)."""
+        return self._fetch if self._cold is not None and not self.read_only else None
+
+    def _fetch(self, path: Path) -> None:
+        """Fetch data file `path` from the cold tier, where the catalog says its copy is.
+
+        Raises:
+            CorruptionError: the file is missing and the catalog records no copy of it.
+            LakeError: the cold tier cannot be reached or lacks the copy (names the URI and the file).
+        """
+        catalog, cold = self._catalog, self._cold
+        if catalog is None or cold is None or path.name not in catalog.uploaded():
+            raise CorruptionError(str(path), "missing, and the catalog records no copy of it in the lake's cold tier")
+        cold.fetch(path)
 
     @property
     def _data_dir(self) -> Path:

@@ -1,0 +1,220 @@
+"""The Parquet tier in object storage (``LakeTarget(local_bytes=...)``): data files uploaded beside
+the lake table, evicted locally, fetched again on a read. A real SeaweedFS server (its own where a
+test kills it), real files, and a real writer process killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import eventador as ev
+from eventador.store.catalog import read_manifest
+from eventador.store.pins import Pins
+from eventador.store.segments import FileSegment
+from eventador.testing.seaweed import WeedServer
+
+CHILD = Path(__file__).resolve().parents[1] / "workers" / "coldtier_child.py"
+
+
+class ColdDeposited(ev.Event, event_type="lake.cold.Deposited"):
+    amount: int
+
+
+class ColdDeposit(ev.Command):
+    amount: int
+
+
+class ColdBalance(ev.State):
+    balance: int = 0
+
+
+class ColdAccount(ev.AggregateRoot[ColdBalance]):
+    @property
+    def initial_state(self) -> ColdBalance:
+        return ColdBalance()
+
+    def handle_command(self, state: ColdBalance, command: ev.Command) -> list[ev.Event]:
+        assert isinstance(command, ColdDeposit)
+        return [ColdDeposited(amount=command.amount)]
+
+    def apply_event(self, state: ColdBalance, event: ev.Event) -> ColdBalance:
+        assert isinstance(event, ColdDeposited)
+        return state.copy_with(balance=state.balance + event.amount)
+
+
+def fill(store: ev.EventStore, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        store.append(f"acc-{i % 5}", [ColdDeposited(amount=i)])
+
+
+def files(store: ev.EventStore) -> list[FileSegment]:
+    return [s for s in store.state().segments if isinstance(s, FileSegment)]
+
+
+def local(store: ev.EventStore) -> list[str]:
+    """The data files the catalog names that are on the local disk."""
+    return [s.path.name for s in files(store) if s.path.exists()]
+
+
+def answers(store: ev.EventStore) -> dict[str, Any]:
+    """What every read path says of the store."""
+    past = store.as_of(150)
+    return {
+        "stream": store.read_stream("acc-3"),
+        "all": list(store.read_all()),
+        "sql": store.sql(
+            'SELECT stream_id, count(*), sum(amount) FROM "lake.cold.Deposited" GROUP BY 1 ORDER BY 1'
+        ).fetchall(),
+        "state": ev.Repository(store, ColdAccount).get("acc-4"),
+        "state-at": ev.Repository(store, ColdAccount).get("acc-4", as_of=150),
+        "past": past.read_stream("acc-2"),
+        "past-sql": past.sql("SELECT count(*), max(position) FROM events").fetchall(),
+    }
+
+
+def test_a_store_without_local_files_answers_as_one_that_kept_them(
+    tmp_path: Path, s3_lake: tuple[str, dict[str, str]]
+) -> None:
+    uri, options = s3_lake
+    kept = ev.LakeTarget(uri, storage_options=options, max_lag=None)
+    with ev.open_store(tmp_path / "s", lake=kept, flush_every=60) as store:
+        fill(store, 400)
+        store.flush()
+        truth = answers(store)
+        names = [s.path.name for s in files(store)]
+    cold = ev.LakeTarget(uri, storage_options=options, max_lag=None, local_bytes=0)
+    with ev.open_store(tmp_path / "s", lake=cold) as store:
+        assert store.lake is not None
+        store.lake.sync()
+        assert local(store) == []  # every file uploaded, then evicted
+        assert set(read_manifest(tmp_path / "s").uploaded) == set(names)
+        assert answers(store) == truth  # each read path fetched what it needed
+    with ev.open_store(tmp_path / "s", lake=cold) as store:  # opening fetches, checks and drops each file
+        assert store.lake is not None
+        store.lake.sync()
+        assert local(store) == []
+        assert answers(store) == truth
+        fill(store, 10, 400)  # and the store goes on
+    with ev.open_store(tmp_path / "s", lake=cold) as store:
+        assert store.last_position == 410
+
+
+def test_evicted_files_need_the_lake_to_open(tmp_path: Path) -> None:
+    target = ev.LakeTarget(str(tmp_path / "lake"), max_lag=None, local_bytes=0)
+    with ev.open_store(tmp_path / "s", lake=target, flush_every=40) as store:
+        fill(store, 100)
+    assert not list((tmp_path / "s" / "data").glob("*.parquet"))
+    copies = sorted(p.name for p in (tmp_path / "lake" / "_eventador" / "main").glob("*.parquet"))
+    assert copies and set(copies) <= set(read_manifest(tmp_path / "s").uploaded)
+    with pytest.raises(ev.CorruptionError, match="evicted: its copy is in the cold tier"):
+        ev.open_store(tmp_path / "s")
+    with pytest.raises(ev.CorruptionError, match="evicted to the cold tier"):
+        ev.repair_store(tmp_path / "s")
+    with ev.open_store(tmp_path / "s", lake=str(tmp_path / "lake")) as store:  # no local_bytes: fetched, kept
+        assert [r.event.amount for r in store.read_stream("acc-1")] == list(range(1, 100, 5))
+    assert len(list((tmp_path / "s" / "data").glob("*.parquet"))) == len(copies)
+
+
+def test_a_file_a_reader_pins_or_a_sql_relation_reads_is_not_evicted(tmp_path: Path) -> None:
+    target = ev.LakeTarget(str(tmp_path / "lake"), max_lag=None, local_bytes=0)
+    with ev.open_store(tmp_path / "s", lake=target, flush_every=10**6) as store:
+        assert store.lake is not None
+        fill(store, 50)
+        store.flush()
+        (segment,) = files(store)
+        pins = Pins()  # as a fleet run and a read-only opener hold the files they read
+        pins.pin(segment.path)
+        store.lake.sync()
+        assert segment.path.name in read_manifest(tmp_path / "s").uploaded  # uploaded, but kept
+        assert segment.path.exists()
+        pins.release()
+        with ev.open_store(tmp_path / "s", read_only=True) as reader:  # pins every file it reads
+            store.lake.sync()
+            assert segment.path.exists()
+            assert len(list(reader.read_all())) == 50
+        store.lake.sync()
+        assert not segment.path.exists()
+        relation = store.sql('SELECT sum(amount) FROM "lake.cold.Deposited"')  # fetched, and held while it may run
+        store.lake.sync()
+        assert segment.path.exists()
+        assert relation.fetchall() == [(sum(range(50)),)]
+
+
+@pytest.fixture
+def own_weed(tmp_path_factory: pytest.TempPathFactory) -> WeedServer:
+    server = WeedServer(tmp_path_factory.mktemp("weed-cold"))
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.skip(f"this test kills a real SeaweedFS server of its own, which did not start: {exc}")
+    yield server  # type: ignore[misc]
+    server.kill()
+
+
+def test_the_object_store_away_before_an_upload_and_at_a_fetch(tmp_path: Path, own_weed: WeedServer) -> None:
+    uri, options = f"s3://{own_weed.bucket()}/events", own_weed.storage_options
+    target = ev.LakeTarget(uri, storage_options=options, max_lag=None, local_bytes=0)
+    with ev.open_store(tmp_path / "s", lake=target, flush_every=10**6, durability="none") as store:
+        assert store.lake is not None
+        fill(store, 30)
+        store.flush()
+        store.lake.sync()
+        (first,) = files(store)
+        assert not first.path.exists()
+        own_weed.kill()
+        fill(store, 30, 30)  # appends go on locally
+        store.flush()
+        with pytest.raises(ev.LakeError, match=uri):
+            store.lake.sync()
+        second = files(store)[1]
+        assert second.path.exists()  # not uploaded: never evicted
+        assert second.path.name not in read_manifest(tmp_path / "s").uploaded
+        with pytest.raises(ev.LakeError, match=f"lake {uri}: cannot fetch data file {first.path.name}"):
+            store.read_stream("acc-1")  # its first events are only in the object store
+        own_weed.start()
+        store.lake.sync()  # the upload resumes
+        assert local(store) == []
+        assert [e.event.amount for e in store.read_stream("acc-1")] == list(range(1, 60, 5))
+
+
+@pytest.mark.parametrize("rounds", [1, pytest.param(4, marks=pytest.mark.slow)])
+def test_a_writer_killed_mid_upload_or_eviction_loses_nothing_acknowledged(
+    tmp_path: Path, s3_lake: tuple[str, dict[str, str]], rounds: int
+) -> None:
+    uri, options = s3_lake
+    acknowledged: dict[str, int] = {}
+    for round_ in range(rounds):
+        child = subprocess.Popen(
+            [sys.executable, str(CHILD), str(tmp_path / "s"), uri, json.dumps(options)],
+            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "OPEN", "the child did not open the store"
+        deadline = time.monotonic() + 1.0 + round_ * 0.7
+        while time.monotonic() < deadline:
+            line = child.stdout.readline()
+            if not line:
+                break
+            append = json.loads(line)
+            acknowledged[append["stream"]] = append["version"]
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+    target = ev.LakeTarget(uri, storage_options=options, max_lag=None, local_bytes=0)
+    with ev.open_store(tmp_path / "s", lake=target) as store:
+        assert store.lake is not None
+        for stream, version in acknowledged.items():
+            assert store.stream_version(stream) >= version
+            assert [r.version for r in store.read_stream(stream)] == list(range(1, store.stream_version(stream) + 1))
+        assert len(list(store.read_all())) == store.last_position
+        store.lake.sync()
+        assert local(store) == []
+        assert store.verify().ok  # evicted files are not missing ones
