@@ -260,9 +260,9 @@ class Catalog:
         with self._lock:
             return {str(name) for (name,) in self.db.execute(f"SELECT name FROM {UPLOADED}").fetchall()}
 
-    def mark_uploaded(self, name: str) -> None:
-        """Record that the cold tier holds data file `name` (if the catalog still names it), and
-        write the manifest: once this returns, the local copy may go.
+    def mark_uploaded(self, name: str) -> bool:
+        """Record that the cold tier holds data file `name`, and write the manifest: once this
+        returns True, the local copy may go. False: the catalog no longer names the file.
 
         Raises:
             StoreError: the catalog or the manifest could not be written.
@@ -272,9 +272,13 @@ class Catalog:
                 self.db.execute(
                     f"INSERT OR IGNORE INTO {UPLOADED} SELECT name FROM files WHERE name = ?", [name]
                 )
+                row = self.db.execute(f"SELECT count(*) FROM {UPLOADED} WHERE name = ?", [name]).fetchone()
             except duckdb.Error as exc:
                 raise store_os_error(exc, self.where, "update the catalog") from exc
-        self.write_manifest()
+            if not row or not row[0]:
+                return False
+            self.write_manifest()
+        return True
 
     def checkpoints(self) -> dict[str, int]:
         """The checkpoints recorded here (those of retired log segments, and any later ones a flush saw)."""

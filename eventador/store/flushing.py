@@ -285,8 +285,8 @@ class Flushing(StoreCore):
                 cold.upload(segment.path)
             except FileNotFoundError:
                 continue  # merged away meanwhile: no longer the catalog's
-            catalog.mark_uploaded(name)  # durable (a DuckDB commit and the manifest) before any delete
-            uploaded.add(name)
+            if catalog.mark_uploaded(name):  # durable (a DuckDB commit and the manifest) before any delete
+                uploaded.add(name)
         local = [s for s in files if s.path.exists()]
         total = sum(s.bytes for s in local)
         for segment in sorted(local, key=lambda s: s.last_used):

@@ -131,12 +131,12 @@ def test_a_file_a_reader_pins_or_a_sql_relation_reads_is_not_evicted(tmp_path: P
         store.flush()
         (segment,) = files(store)
         pins = Pins()  # as a fleet run and a read-only opener hold the files they read
-        pins.pin(segment.path)
+        pin(segment, pins)
         store.lake.sync()
         assert segment.path.name in read_manifest(tmp_path / "s").uploaded  # uploaded, but kept
         assert segment.path.exists()
-        pins.release()
         with ev.open_store(tmp_path / "s", read_only=True) as reader:  # pins every file it reads
+            pins.release()
             store.lake.sync()
             assert segment.path.exists()
             assert len(list(reader.read_all())) == 50
@@ -146,6 +146,19 @@ def test_a_file_a_reader_pins_or_a_sql_relation_reads_is_not_evicted(tmp_path: P
         store.lake.sync()
         assert segment.path.exists()
         assert relation.fetchall() == [(sum(range(50)),)]
+
+
+def pin(segment: FileSegment, pins: Pins) -> None:
+    """Pin the segment's file as a fleet run does: fetched first, again if the publisher's thread
+    evicted it before the pin took hold."""
+    for _ in range(50):
+        segment.ensure_local()
+        try:
+            pins.pin(segment.path)
+            return
+        except FileNotFoundError:
+            continue
+    raise AssertionError("the file kept vanishing")
 
 
 @pytest.fixture
@@ -218,3 +231,14 @@ def test_a_writer_killed_mid_upload_or_eviction_loses_nothing_acknowledged(
         store.lake.sync()
         assert local(store) == []
         assert store.verify().ok  # evicted files are not missing ones
+
+
+def test_a_missing_file_never_uploaded_is_still_corruption(tmp_path: Path) -> None:
+    with ev.open_store(tmp_path / "s", flush_every=10**6) as store:
+        fill(store, 50)
+        store.flush()
+        (segment,) = files(store)
+    segment.path.unlink()
+    target = ev.LakeTarget(str(tmp_path / "lake"), max_lag=None, local_bytes=0)
+    with pytest.raises(ev.CorruptionError, match="listed in the catalog but missing"):
+        ev.open_store(tmp_path / "s", lake=target)
