@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from eventador.clock import Clock, SystemClock
-from eventador.errors import CorruptionError, InvalidInputError, ReadOnlyError, StoreClosedError
+from eventador.errors import InvalidInputError, ReadOnlyError, StoreClosedError
 from eventador.messages import Event, TypeRegistry
 from eventador.messages import registry as default_registry
 from eventador.store.buffer import HotBuffer
@@ -108,20 +108,8 @@ class StoreCore(Reader):
         """Snapshots of streams: ``save``, ``latest``, ``list``, ``prune``, ``delete``."""
 
     def _fetcher(self) -> Callable[[Path], None] | None:
-        """How a data file of this store is fetched back when evicted (None: it never is)."""
-        return self._fetch if self._cold is not None and not self.read_only else None
-
-    def _fetch(self, path: Path) -> None:
-        """Fetch data file `path` from the cold tier, where the catalog says its copy is.
-
-        Raises:
-            CorruptionError: the file is missing and the catalog records no copy of it.
-            LakeError: the cold tier cannot be reached or lacks the copy (names the URI and the file).
-        """
-        catalog, cold = self._catalog, self._cold
-        if catalog is None or cold is None or path.name not in catalog.uploaded():
-            raise CorruptionError(str(path), "missing, and the catalog records no copy of it in the lake's cold tier")
-        cold.fetch(path)
+        """How an evicted data file of this store is fetched back (None: none ever is)."""
+        return self._cold.fetch if self._cold is not None and not self.read_only else None
 
     @property
     def _data_dir(self) -> Path:

@@ -287,12 +287,13 @@ class Flushing(StoreCore):
                 continue  # merged away meanwhile: no longer the catalog's
             if catalog.mark_uploaded(name):  # durable (a DuckDB commit and the manifest) before any delete
                 uploaded.add(name)
+                segment.uploaded = True
         local = [s for s in files if s.path.exists()]
         total = sum(s.bytes for s in local)
         for segment in sorted(local, key=lambda s: s.last_used):
             if total <= local_bytes:
                 break
-            if segment.path.name in uploaded and segment.evict(remove_unless_pinned):
+            if segment.uploaded and segment.path.name in uploaded and segment.evict(remove_unless_pinned):
                 total -= segment.bytes
 
     def _publish(self) -> None:

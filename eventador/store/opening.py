@@ -289,6 +289,7 @@ class Opening(Flushing):
                     "names in the catalog what the remaining files hold"
                 )
             segment = FileSegment(path, e.first_position, e.last_position, e.rows, fetch)
+            segment.uploaded = e.name in uploaded
             facts = FileFacts.from_schema(segment.schema())
             problem = facts.disagreement(e, store_id) if facts is not None else None
             if problem is None and not self.read_only and segment.size != e.bytes:

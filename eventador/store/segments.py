@@ -611,6 +611,8 @@ class FileSegment(Segment):
         self._lock = threading.Lock()
         self._token = column_cache.token()
         self._fetch = fetch
+        self.uploaded = False
+        """Whether the cold tier holds a copy (the catalog said so): only then is the file evicted or fetched."""
         self.fetched = False
         """Whether this process fetched the file from the cold tier (since the last ``evict``)."""
         self.last_used = 0.0
@@ -619,10 +621,12 @@ class FileSegment(Segment):
         """Until when a SQL relation may read the file by name (``time.monotonic``): it is not evicted before."""
         self._file: pq.ParquetFile | None = None
         self._grouped: pq.ParquetFile | None = None
-        file, _ = self._handles()
+        self.bytes = 0
+        file, _ = self._handles(uploaded=fetch is not None and not path.exists())
         meta = self._meta = file.metadata
         self.bytes = os.path.getsize(path)
         """The file's size (kept: the file may be evicted)."""
+        self._facts = (file.schema_arrow.metadata or {}).get(b"eventador")
         if meta.num_rows != rows:
             raise CorruptionError(str(path), f"holds {meta.num_rows} events, the catalog says {rows}")
         if rows != last_position - first_position + 1:
@@ -677,19 +681,24 @@ class FileSegment(Segment):
     def size(self) -> int:
         return self.bytes
 
-    def _handles(self) -> tuple[pq.ParquetFile, pq.ParquetFile]:
+    def _handles(self, *, uploaded: bool = False) -> tuple[pq.ParquetFile, pq.ParquetFile]:
         """The file opened twice (plain, and with text as dictionaries), fetched first if it was
-        evicted; for a caller holding the segment's lock (or constructing it).
+        evicted; for a caller holding the segment's lock (or constructing it: `uploaded`, the
+        catalog records a copy of a file that is not here).
 
         Raises:
-            CorruptionError: the file is missing (and not in a cold tier), damaged or unreadable.
+            CorruptionError: the file is missing (and not in a cold tier), damaged, unreadable,
+                or a fetched copy is not the file this segment was (its size or its facts).
             LakeError: it is in the cold tier, which cannot be reached.
         """
         self.last_used = time.monotonic()
         if self._file is not None and self._grouped is not None:
             return self._file, self._grouped
         path = self.path
-        if self._fetch is not None and not path.exists():
+        self.uploaded = self.uploaded or uploaded
+        fetching = self._fetch is not None and self.uploaded and not path.exists()
+        if fetching:
+            assert self._fetch is not None
             self._fetch(path)  # downloads and checks it (the choke point of every read: store/coldtier.py)
             self.fetched = True
         verify_once(path)  # before anything reads it: DuckDB checks no page checksum, pyarrow no footer
@@ -707,6 +716,13 @@ class FileSegment(Segment):
             )
         except (OSError, pa.ArrowException) as exc:
             raise CorruptionError(str(path), f"unreadable Parquet file: {exc}") from exc
+        if fetching and self.bytes:  # fetched again: the same file, not one of another store or range
+            facts = (file.schema_arrow.metadata or {}).get(b"eventador")
+            if os.path.getsize(path) != self.bytes or facts != self._facts:
+                grouped.close()
+                file.close()
+                path.unlink(missing_ok=True)
+                raise CorruptionError(str(path), "the copy fetched from the lake's cold tier is another file")
         self._file, self._grouped = file, grouped
         return file, grouped
 
@@ -719,9 +735,9 @@ class FileSegment(Segment):
 
     def evict(self, remove: Callable[[Path], bool]) -> bool:
         """Close the file's handles and delete it locally with `remove` (which may refuse: a
-        reader pins it); True when it is gone. Only for a file with a copy in the cold tier."""
+        reader pins it); True when it is gone. Never a file without a copy in the cold tier."""
         with holding(self._lock):
-            if self.sql_until > time.monotonic():
+            if not self.uploaded or self.sql_until > time.monotonic():
                 return False
             self._close_handles()
             gone = remove(self.path)

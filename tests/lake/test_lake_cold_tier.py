@@ -242,3 +242,46 @@ def test_a_missing_file_never_uploaded_is_still_corruption(tmp_path: Path) -> No
     target = ev.LakeTarget(str(tmp_path / "lake"), max_lag=None, local_bytes=0)
     with pytest.raises(ev.CorruptionError, match="listed in the catalog but missing"):
         ev.open_store(tmp_path / "s", lake=target)
+
+
+def test_a_read_begun_before_a_merge_of_evicted_files_reads_on(tmp_path: Path) -> None:
+    target = ev.LakeTarget(str(tmp_path / "lake"), max_lag=None, local_bytes=0)
+    with ev.open_store(tmp_path / "s", lake=target, flush_every=10**6) as store:
+        assert store.lake is not None
+        for round_ in range(3):
+            fill(store, 1000, round_ * 1000)
+            store.flush()
+        store.lake.sync()
+        assert local(store) == []
+        reading = store.read_all()  # its files are the three evicted ones
+        first = [next(reading) for _ in range(10)]
+        assert store.compact() == 1  # fetches the three, merges them into one
+        store.lake.sync()
+        assert local(store) == []  # the merged file uploaded and evicted in turn
+        rest = list(reading)  # the merged-away files, fetched again from their copies
+        assert [r.position for r in first + rest] == list(range(1, 3001))
+
+
+def test_a_fetched_copy_that_is_not_the_file_is_refused(tmp_path: Path) -> None:
+    target = ev.LakeTarget(str(tmp_path / "lake"), max_lag=None, local_bytes=0)
+    copies = tmp_path / "lake" / "_eventador" / "main"
+    with ev.open_store(tmp_path / "s", lake=target, flush_every=10**6) as store:
+        assert store.lake is not None
+        fill(store, 100)
+        store.flush()
+        fill(store, 50, 100)
+        store.flush()
+        store.lake.sync()
+        first, second = files(store)
+        original = (copies / first.path.name).read_bytes()
+        damaged = bytearray(original)
+        damaged[len(damaged) // 3] ^= 0x40
+        (copies / first.path.name).write_bytes(damaged)
+        with pytest.raises(ev.CorruptionError, match="checksum"):
+            store.read_stream("acc-1")
+        assert not first.path.exists()  # a damaged copy is not kept
+        (copies / first.path.name).write_bytes((copies / second.path.name).read_bytes())  # another file, sound
+        with pytest.raises(ev.CorruptionError, match="is another file"):
+            store.read_stream("acc-1")
+        (copies / first.path.name).write_bytes(original)
+        assert len(store.read_stream("acc-1")) == 30
