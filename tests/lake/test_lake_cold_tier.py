@@ -183,6 +183,7 @@ def test_a_writer_killed_mid_upload_or_eviction_loses_nothing_acknowledged(
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
         child.stdout.close()
+    assert read_manifest(tmp_path / "s").uploaded  # the child was uploading and evicting when killed
     target = ev.LakeTarget(uri, storage_options=options, max_lag=None, local_bytes=0)
     with ev.open_store(tmp_path / "s", lake=target) as store:
         assert store.lake is not None
