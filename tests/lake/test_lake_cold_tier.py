@@ -248,3 +248,20 @@ def test_a_fetched_copy_that_is_not_the_file_is_refused(tmp_path: Path) -> None:
             store.read_stream("acc-1")
         (copies / first.path.name).write_bytes(original)
         assert len(store.read_stream("acc-1")) == 30
+
+
+def test_a_fleet_run_fetches_and_pins_evicted_files(tmp_path: Path) -> None:
+    from eventador import fleet
+
+    target = ev.LakeTarget(str(tmp_path / "lake"), max_lag=None, local_bytes=0)
+    with ev.open_store(tmp_path / "s", lake=target, flush_every=10**6, durability="none") as store:
+        assert store.lake is not None
+        for round_ in range(2):
+            fill(store, 100, round_ * 100)
+            store.flush()
+        expected = ev.Repository(store, ColdAccount).states()
+    with ev.open_store(tmp_path / "s", lake=target, flush_every=10**6, durability="none") as store:
+        assert store.lake is not None
+        store.lake.sync()  # (the SQL above kept its files a while)
+        assert local(store) == []
+        assert fleet.states(ev.Repository(store, ColdAccount), None, buckets=3).equals(expected)
