@@ -729,6 +729,8 @@ class FileSegment(Segment):
     def ensure_local(self, hold_for: float = 0.0) -> None:
         """Fetch the file if it was evicted, for readers that open it by name (DuckDB, pins);
         `hold_for`: seconds it is then kept from eviction (a SQL relation runs when read)."""
+        if self._fetch is None:
+            return  # no cold tier: never evicted
         with holding(self._lock):
             self.sql_until = max(self.sql_until, time.monotonic() + hold_for)
             self._handles()
