@@ -265,3 +265,25 @@ def test_a_fleet_run_fetches_and_pins_evicted_files(tmp_path: Path) -> None:
         store.lake.sync()  # (the SQL above kept its files a while)
         assert local(store) == []
         assert fleet.states(ev.Repository(store, ColdAccount), None, buckets=3).equals(expected)
+
+
+def test_a_bounded_local_tier_keeps_the_most_recently_read_files(tmp_path: Path) -> None:
+    kept = ev.LakeTarget(str(tmp_path / "lake"), max_lag=None)
+    with ev.open_store(tmp_path / "s", lake=kept, flush_every=10**6, durability="none") as store:
+        for round_ in range(3):
+            fill(store, 200, round_ * 200)
+            store.flush()
+        sizes = {s.path.name: s.bytes for s in files(store)}
+    first, second, third = sizes
+    bound = sum(sizes.values()) - min(sizes.values())  # room for any two of them, not for three
+    target = ev.LakeTarget(str(tmp_path / "lake"), max_lag=None, local_bytes=bound)
+    with ev.open_store(tmp_path / "s", lake=target) as store:
+        assert store.lake is not None
+        segments = {s.path.name: s for s in files(store)}
+        for name in (third, first, second):  # read in this order: the third is the least recently read
+            segments[name].read_table()
+        store.lake.sync()
+        assert sorted(local(store)) == sorted([first, second])
+        segments[third].read_table()  # fetched: now the first is the least recently read
+        store.lake.sync()
+        assert sorted(local(store)) == sorted([second, third])
