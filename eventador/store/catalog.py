@@ -326,7 +326,6 @@ class Catalog:
             self.db.execute("BEGIN")
             if removed is None:
                 self.db.execute("DELETE FROM files")
-            if removed is None:
                 self.db.execute(f"DELETE FROM {UPLOADED}")
             for name in removed or []:
                 self.db.execute("DELETE FROM files WHERE name = ?", [name])

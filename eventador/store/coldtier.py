@@ -30,7 +30,7 @@ from eventador.errors import CorruptionError, LakeError
 from eventador.store.checksums import verify_file
 from eventador.store.wal import fsync_directory
 
-__all__ = ["FETCH_PREFIX", "ColdTier"]
+__all__ = ["FETCH_PREFIX", "ColdTier", "supports"]
 
 FETCH_PREFIX = ".tmp-fetch-"  # a download in progress in data/ (removed on opening, as every .tmp-*)
 _CHUNK = 4 << 20
@@ -114,6 +114,11 @@ class ColdTier:
         return info.size if info.type == pafs.FileType.File else None
 
 
+def supports(uri: str) -> bool:
+    """Whether a cold tier can live at lake `uri` (a local path or ``s3://``)."""
+    return urlparse(uri).scheme in ("", "file", "s3", "s3a")
+
+
 def _copy_durably(path: Path, temp: Path, final: Path) -> None:
     """`path` copied to `final` on the local disk: a temporary name, fsync, rename, fsync."""
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +150,7 @@ def _filesystem(uri: str, options: dict[str, str]) -> tuple[pafs.FileSystem, str
         return pafs.S3FileSystem(**{k: v for k, v in kwargs.items() if v is not None}), (
             f"{parsed.netloc}{parsed.path}".rstrip("/")
         )
-    if parsed.scheme not in ("", "file"):
+    if not supports(uri):
         raise LakeError(uri, f"a cold tier (local_bytes) needs a local path or s3:// URI, not {parsed.scheme}://")
     root = parsed.path if parsed.scheme == "file" else uri
     return pafs.LocalFileSystem(), str(Path(root).absolute())

@@ -124,10 +124,12 @@ class EventStore(Opening, Committing, Querying):
         """Where evicted data files are fetched from (store/coldtier.py): set before opening,
         which may need them. Without ``local_bytes`` no file is evicted, but those evicted
         before are still fetched."""
-        from eventador.store.coldtier import ColdTier
+        from eventador.store.coldtier import ColdTier, supports
         from eventador.store.lake import LakeTarget
 
         target = lake if isinstance(lake, LakeTarget) else LakeTarget(lake)
+        if target.local_bytes is None and not supports(target.uri):
+            return  # nothing was ever evicted there
         self._cold = ColdTier(target.uri, target.storage_options, target.shard)
         self._evict_fetched = target.local_bytes is not None
 

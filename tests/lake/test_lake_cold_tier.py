@@ -291,3 +291,10 @@ def test_a_bounded_local_tier_keeps_the_most_recently_read_files(tmp_path: Path)
         segments[third].read_table()  # fetched: now the first is the least recently read
         store.lake.sync()
         assert sorted(local(store)) == sorted([second, third])
+
+
+def test_a_cold_tier_where_it_cannot_live_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(ev.LakeError, match=r"lake gs://bucket/events: a cold tier .* not gs://"):
+        ev.open_store(tmp_path / "s", lake=ev.LakeTarget("gs://bucket/events", local_bytes=0))
+    with pytest.raises(ev.InvalidInputError, match="local_bytes must be"):
+        ev.LakeTarget(str(tmp_path / "lake"), local_bytes=-1)
