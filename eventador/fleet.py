@@ -235,6 +235,7 @@ def _pinned(source: PastView) -> Iterator[tuple[tuple[str, ...], pa.Table | None
             segments = [s for s in snap.segments if isinstance(s, FileSegment) and s.first_position <= snap.visible]
             try:
                 for segment in segments:
+                    segment.ensure_local()  # an evicted file is fetched (store/coldtier.py), then pinned
                     pins.pin(segment.path)
             except FileNotFoundError:  # merged away meanwhile: the next state names the new file
                 pins.release()

@@ -46,6 +46,7 @@ __all__ = [
 MANIFEST = "manifest.json"
 CHECKPOINTS = "store_checkpoints"  # the checkpoints of the log segments already retired (and later ones)
 CATALOG = "catalog.duckdb"
+UPLOADED = "uploaded_files"
 FILE_FORMAT = 1  # the layout of the data files' own description (and of their columns)
 _FACTS_KEY = b"eventador"
 
@@ -220,6 +221,9 @@ class Catalog:
             """
         )
         self.db.execute("CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+        # The data files whose copies are in the cold tier (store/coldtier.py): only these may
+        # be missing from data/. A name stays while the files table names it.
+        self.db.execute(f"CREATE TABLE IF NOT EXISTS {UPLOADED} (name VARCHAR PRIMARY KEY)")
         self.db.execute(
             f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS} (name VARCHAR PRIMARY KEY, position BIGINT NOT NULL)"
         )
@@ -250,6 +254,31 @@ class Catalog:
             except duckdb.Error as exc:
                 raise CorruptionError(self.where, f"cannot read the catalog: {exc}") from exc
         return [FileEntry(*row) for row in rows]
+
+    def uploaded(self) -> set[str]:
+        """The names of the data files whose copies are in the cold tier."""
+        with self._lock:
+            return {str(name) for (name,) in self.db.execute(f"SELECT name FROM {UPLOADED}").fetchall()}
+
+    def mark_uploaded(self, name: str) -> bool:
+        """Record that the cold tier holds data file `name`, and write the manifest: once this
+        returns True, the local copy may go. False: the catalog no longer names the file.
+
+        Raises:
+            StoreError: the catalog or the manifest could not be written.
+        """
+        with self._lock:
+            try:
+                self.db.execute(
+                    f"INSERT OR IGNORE INTO {UPLOADED} SELECT name FROM files WHERE name = ?", [name]
+                )
+                row = self.db.execute(f"SELECT count(*) FROM {UPLOADED} WHERE name = ?", [name]).fetchone()
+            except duckdb.Error as exc:
+                raise store_os_error(exc, self.where, "update the catalog") from exc
+            if not row or not row[0]:
+                return False
+            self.write_manifest()
+        return True
 
     def checkpoints(self) -> dict[str, int]:
         """The checkpoints recorded here (those of retired log segments, and any later ones a flush saw)."""
@@ -297,8 +326,10 @@ class Catalog:
             self.db.execute("BEGIN")
             if removed is None:
                 self.db.execute("DELETE FROM files")
+                self.db.execute(f"DELETE FROM {UPLOADED}")
             for name in removed or []:
                 self.db.execute("DELETE FROM files WHERE name = ?", [name])
+                self.db.execute(f"DELETE FROM {UPLOADED} WHERE name = ?", [name])
             for e in added:
                 self.db.execute(
                     "INSERT INTO files (name, first_position, last_position, rows, bytes) VALUES (?, ?, ?, ?, ?)",
@@ -335,6 +366,10 @@ class Catalog:
     def write_manifest(self) -> None:
         if self.directory is None:
             return
+        with self._lock:  # the writer's threads (a flush, the lake's publisher) write one at a time
+            self._write_manifest(self.directory)
+
+    def _write_manifest(self, directory: Path) -> None:
         entries = [_entry_dict(e) for e in self.files()]
         manifest = {
             "format": 2,
@@ -343,16 +378,17 @@ class Catalog:
             "log_required": self.log_required,
             "files": entries,
             "checkpoints": self.checkpoints(),
+            "uploaded": sorted(self.uploaded()),
         }
         body = json.dumps(manifest, indent=1).encode()
-        temp = self.directory / f".tmp-{MANIFEST}"
+        temp = directory / f".tmp-{MANIFEST}"
         try:
             with open(temp, "wb") as f:
                 f.write(body)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(temp, self.directory / MANIFEST)
-            fsync_directory(self.directory)
+            os.replace(temp, directory / MANIFEST)
+            fsync_directory(directory)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 temp.unlink(missing_ok=True)
@@ -440,6 +476,7 @@ class Manifest:
     log_required: bool
     files: tuple[FileEntry, ...]
     checkpoints: tuple[tuple[str, int], ...] = ()  # (name, position), by name
+    uploaded: frozenset[str] = frozenset()  # the files with copies in the cold tier (they may be evicted)
 
 
 def read_manifest(directory: Path) -> Manifest:
@@ -457,6 +494,7 @@ def read_manifest(directory: Path) -> Manifest:
             bool(data.get("log_required", False)),
             tuple(FileEntry(**e) for e in data["files"]),
             tuple(sorted((str(name), int(position)) for name, position in data.get("checkpoints", {}).items())),
+            frozenset(str(name) for name in data.get("uploaded", [])),
         )
     except FileNotFoundError:
         raise CorruptionError(
@@ -491,6 +529,7 @@ def read_catalog(directory: Path) -> Manifest:
                 db.execute(f"SELECT name, position FROM {CHECKPOINTS} ORDER BY name").fetchall()
                 if table_exists(db, CHECKPOINTS) else []
             )
+            uploaded = db.execute(f"SELECT name FROM {UPLOADED}").fetchall() if table_exists(db, UPLOADED) else []
         finally:
             db.close()
     except duckdb.Error as exc:
@@ -501,4 +540,5 @@ def read_catalog(directory: Path) -> Manifest:
         meta.get("log_required") == "1",
         tuple(FileEntry(*row) for row in rows),
         tuple((str(name), int(position)) for name, position in checkpoints),
+        frozenset(str(name) for (name,) in uploaded),
     )

@@ -31,6 +31,7 @@ from eventador.store.subscription import Subscription
 
 if TYPE_CHECKING:
     from eventador.store.catalog import Catalog
+    from eventador.store.coldtier import ColdTier
     from eventador.store.lake import LakePublisher
     from eventador.store.live_views import LiveViews
     from eventador.store.lock import DirectoryLock
@@ -95,6 +96,8 @@ class StoreCore(Reader):
         self._lockfile: DirectoryLock | None = None
         self._views: SqlViews | None = None
         self._live: LiveViews | None = None  # live SQL views (live_views.py), loaded on first use
+        self._cold: ColdTier | None = None  # the data files' copies in object storage (store/coldtier.py)
+        self._evict_fetched = False  # whether opening drops again what it fetched (a bounded local tier)
         self.lake: LakePublisher | None = None
         """The publisher of the store's lake table (``open_store(lake=...)``), else None."""
         self._changed = threading.Condition()
@@ -103,6 +106,10 @@ class StoreCore(Reader):
         self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self.snapshots = SnapshotStore(None, read_only=read_only)
         """Snapshots of streams: ``save``, ``latest``, ``list``, ``prune``, ``delete``."""
+
+    def _fetcher(self) -> Callable[[Path], None] | None:
+        """How an evicted data file of this store is fetched back (None: none ever is)."""
+        return self._cold.fetch if self._cold is not None and not self.read_only else None
 
     @property
     def _data_dir(self) -> Path:

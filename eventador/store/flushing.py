@@ -257,7 +257,44 @@ class Flushing(StoreCore):
                 final.unlink(missing_ok=True)
             raise store_os_error(exc, final, "move a new Parquet file into place at") from exc
         remember(final)  # sealed from these bytes: its new name (and change time) need no second read
-        return FileSegment(final, first, last, table.num_rows)
+        return FileSegment(final, first, last, table.num_rows, self._fetcher())
+
+    def offload_files(self, published: int, local_bytes: int) -> None:
+        """Upload to the cold tier the data files whose events are all at or below position
+        `published` (the lake holds them), then delete local copies of uploaded files, least
+        recently read first, until the local ones take at most `local_bytes`.
+
+        A file goes only after the catalog (and manifest) durably record its copy, and never
+        while a reader pins it or a SQL relation may still read it. Part of the store's
+        internal API: the lake's publisher calls it after each publish.
+
+        Raises:
+            LakeError: an upload failed (nothing uploaded since is deleted; the next call goes on).
+            StoreError: the catalog could not record an upload.
+        """
+        catalog, cold = self._catalog, self._cold
+        if catalog is None or cold is None:
+            return
+        uploaded = catalog.uploaded()
+        files = [s for s in self.state().segments if isinstance(s, FileSegment)]
+        for segment in files:
+            name = segment.path.name
+            if name in uploaded or segment.last_position > published:
+                continue
+            try:
+                cold.upload(segment.path)
+            except FileNotFoundError:
+                continue  # merged away meanwhile: no longer the catalog's
+            if catalog.mark_uploaded(name):  # durable (a DuckDB commit and the manifest) before any delete
+                uploaded.add(name)
+                segment.uploaded = True
+        local = [s for s in files if s.path.exists()]
+        total = sum(s.bytes for s in local)
+        for segment in sorted(local, key=lambda s: s.last_used):
+            if total <= local_bytes:
+                break
+            if segment.uploaded and segment.path.name in uploaded and segment.evict(remove_unless_pinned):
+                total -= segment.bytes
 
     def _publish(self) -> None:
         """Rewrite manifest.json, the list of files read-only openers load, after the catalog changed.

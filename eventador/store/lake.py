@@ -60,6 +60,9 @@ class LakeTarget:
     flushes by size and at closing. `payload_json`: False leaves the ``payload_json`` column
     null (it is built from the typed columns in DuckDB where they hold the payload, else from
     a CBOR decode and a JSON encode per event, in Python: store/lake_json.py).
+    `local_bytes`: None keeps every data file on the local disk; a number makes the local
+    ``data/`` folder a cache of at most that many bytes of them (0: none), the files living in
+    object storage beside the table once it holds their events (store/coldtier.py).
     """
 
     uri: str
@@ -67,6 +70,7 @@ class LakeTarget:
     shard: str = "main"
     max_lag: float | None = 60.0
     payload_json: bool = True
+    local_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.uri, str) or not self.uri:
@@ -75,6 +79,10 @@ class LakeTarget:
             raise InvalidInputError(f"a lake shard is a non-empty name without '/', got {self.shard!r}")
         if self.max_lag is not None and not self.max_lag > 0:
             raise InvalidInputError(f"max_lag must be a positive number of seconds or None, got {self.max_lag!r}")
+        if self.local_bytes is not None and (
+            isinstance(self.local_bytes, bool) or not isinstance(self.local_bytes, int) or self.local_bytes < 0
+        ):
+            raise InvalidInputError(f"local_bytes must be a number of bytes >= 0 or None, got {self.local_bytes!r}")
 
     @property
     def app_id(self) -> str:
@@ -221,6 +229,8 @@ class LakePublisher:
         with self._lock:
             try:
                 self._publish()
+                if self.target.local_bytes is not None:
+                    self.store.offload_files(self.published, self.target.local_bytes)
             except LakeError as exc:
                 self._failed(exc)
                 raise

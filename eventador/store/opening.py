@@ -195,7 +195,13 @@ class Opening(Flushing):
                 fresh = read_manifest(self.path)
                 if (fresh == manifest and now - unchanged_since > _READER_PATIENCE) or now - started > 60:
                     if isinstance(exc, FileNotFoundError):
-                        raise CorruptionError(str(exc.filename or self.path), "missing") from exc
+                        missing = Path(exc.filename or self.path)
+                        if missing.name in manifest.uploaded:
+                            raise CorruptionError(
+                                str(missing), "evicted to the cold tier of the store's lake: a read-only opener "
+                                "reads local files only (ev.open_lake reads the lake's table)",
+                            ) from exc
+                        raise CorruptionError(str(missing), "missing") from exc
                     raise
                 if fresh != manifest:
                     manifest, unchanged_since = fresh, now
@@ -226,15 +232,19 @@ class Opening(Flushing):
         """
         segments = self._open_files(entries, store_id)
         heads: dict[str, int] = {}
+        last_recorded = 0
         for segment in segments:
             heads.update(self._file_heads(segment))
+            last_recorded = max(last_recorded, segment.max_recorded_us())
+            if self._evict_fetched and isinstance(segment, FileSegment) and segment.fetched:
+                segment.evict(remove_unless_pinned)  # a bounded local tier: read again on demand
         end = entries[-1].last_position if entries else 0
         log = self._check_log(log_segment)
         buffer = HotBuffer(end + 1)
         checkpoints = dict(checkpoints)
-        visible, last_recorded = self._replay_wal(buffer, heads, checkpoints, log, repair=repair)
         # recorded_at never goes back, also across a reopen with everything flushed.
-        last_recorded = max([last_recorded, *(s.max_recorded_us() for s in segments)])
+        visible, logged = self._replay_wal(buffer, heads, checkpoints, log, repair=repair)
+        last_recorded = max(last_recorded, logged)
         return _Recovered(segments, heads, buffer, visible, last_recorded, checkpoints)
 
     def _install(self, recovered: _Recovered) -> None:
@@ -251,6 +261,8 @@ class Opening(Flushing):
     def _open_files(self, entries: list[FileEntry], store_id: str | None) -> list[Segment]:
         """The data files `entries` name, checked against them (and pinned, by a reader)."""
         opened = {s.path.name: s for s in self._segments if isinstance(s, FileSegment)}
+        fetch = self._fetcher()
+        uploaded = self._catalog.uploaded() if self._catalog is not None else set()
         segments: list[Segment] = []
         expected = 1
         for e in entries:
@@ -266,12 +278,18 @@ class Opening(Flushing):
                 continue
             if self._pins is not None:
                 self._pins.pin(path)
-            elif not path.exists():
+            elif not path.exists() and e.name in uploaded and fetch is None:
+                raise CorruptionError(
+                    str(path), "evicted: its copy is in the cold tier of the store's lake; open the store with the "
+                    "same lake= to fetch it (never `eventador repair`, which would drop its events)"
+                )
+            elif not path.exists() and e.name not in uploaded:
                 raise CorruptionError(
                     str(path), f"listed in the catalog but missing; `eventador repair {self.path}` "
                     "names in the catalog what the remaining files hold"
                 )
-            segment = FileSegment(path, e.first_position, e.last_position, e.rows)
+            segment = FileSegment(path, e.first_position, e.last_position, e.rows, fetch)
+            segment.uploaded = e.name in uploaded
             facts = FileFacts.from_schema(segment.schema())
             problem = facts.disagreement(e, store_id) if facts is not None else None
             if problem is None and not self.read_only and segment.size != e.bytes:

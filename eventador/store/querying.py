@@ -16,7 +16,7 @@ import duckdb
 from eventador.store.core import StoreCore
 from eventador.store.live_views import LiveView, LiveViews
 from eventador.store.reads import StoreState, run_sql
-from eventador.store.segments import FileSegment
+from eventador.store.segments import SQL_HOLD_SECONDS, FileSegment
 from eventador.store.sqlguard import SqlRelation, check_query, fixed_names, restrict
 from eventador.store.views import Sources, SqlViews
 
@@ -116,6 +116,8 @@ class Querying(StoreCore):
         """
         snap = self.state() if state is None else state
         files, tables, hot = self._arrow_sources(snap, self.registry.classes())
+        for f in files:  # DuckDB reads them by name: evicted ones are fetched, and kept while a relation may run
+            f.ensure_local(hold_for=SQL_HOLD_SECONDS)
         return Sources(
             files=tuple(f.path for f in files), schemas=tuple(f.schema() for f in files), tables=tables, hot=hot
         )

@@ -162,12 +162,28 @@ class _Plan:
 def _plan(directory: Path) -> _Plan:
     plan = _Plan()
     catalog = _readable_catalog(directory, plan)
+    _refuse_evicted(directory, catalog)
     sources = _data_files(directory, catalog, plan)
     facts = _described_files(directory, sources, catalog, plan)
     end = _chain(facts, sources, plan)
     plan.last_position = _check_log(directory / "wal", end, catalog, plan)
     _plan_catalog(directory, catalog, plan)
     return plan
+
+
+def _refuse_evicted(directory: Path, catalog: Manifest | None) -> None:
+    """Raises CorruptionError when files the catalog names are evicted to the lake's cold tier:
+    a catalog rebuilt from the local files would drop their events."""
+    evicted = sorted(
+        name for name in (catalog.uploaded if catalog else ()) if not (directory / "data" / name).exists()
+    )
+    if evicted:
+        raise CorruptionError(
+            str(directory / CATALOG),
+            f"names {len(evicted)} data file(s) evicted to the cold tier of the store's lake (first: {evicted[0]}); "
+            "repair rebuilds from local files only: open the store with its lake= (and no local_bytes) to fetch "
+            "them back first; nothing was changed",
+        )
 
 
 def _readable_catalog(directory: Path, plan: _Plan) -> Manifest | None:

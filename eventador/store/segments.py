@@ -16,6 +16,7 @@ import gc
 import itertools
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ from eventador.upcasting import ColumnSource, column_plan, upcasters
 
 __all__ = ["FileSegment", "MemorySegment", "Segment", "sort_for_segment", "to_events", "to_records", "write_segment"]
 
+SQL_HOLD_SECONDS = 60.0  # an evicted file fetched for SQL stays so long: a relation reads it by name when run
 ROW_GROUP_ROWS = 4096  # small: reading one stream decodes 4,096 rows, not more; DuckDB scans lose ~10%
 RECORD_COLUMNS = [
     "stream_id",
@@ -592,36 +594,47 @@ class MemorySegment(Segment):
 
 
 class FileSegment(Segment):
-    """One Parquet file of the store."""
+    """One Parquet file of the store.
 
-    def __init__(self, path: Path, first_position: int, last_position: int, rows: int) -> None:
+    With a cold tier (store/coldtier.py) the file may be evicted from the local disk once a
+    copy is in object storage: its footer's facts stay in memory, its handles are closed
+    (``evict``), and the next read fetches it again (``_handles``, the one way a read reaches
+    the file's bytes).
+    """
+
+    def __init__(
+        self, path: Path, first_position: int, last_position: int, rows: int,
+        fetch: Callable[[Path], None] | None = None,
+    ) -> None:
         self.path = path
         self.first_position, self.last_position, self.rows = first_position, last_position, rows
         self._lock = threading.Lock()
         self._token = column_cache.token()
-        verify_once(path)  # before anything reads it: DuckDB checks no page checksum, pyarrow no footer
-        try:
-            # No pre-buffering: on a local disk it only adds a copy (it halves the cost of small reads).
-            self._file = pq.ParquetFile(path, page_checksum_verification=True, pre_buffer=False)
-            meta = self._file.metadata
-        except (OSError, pa.ArrowException) as exc:
-            raise CorruptionError(str(path), f"unreadable Parquet file: {exc}") from exc
+        self._fetch = fetch
+        self.uploaded = False
+        """Whether the cold tier holds a copy (the catalog said so): only then is the file evicted or fetched."""
+        self.fetched = False
+        """Whether this process fetched the file from the cold tier (since the last ``evict``)."""
+        self.last_used = 0.0
+        """When the file was last read (``time.monotonic``): eviction takes the least recently used first."""
+        self.sql_until = 0.0
+        """Until when a SQL relation may read the file by name (``time.monotonic``): it is not evicted before."""
+        self._file: pq.ParquetFile | None = None
+        self._grouped: pq.ParquetFile | None = None
+        self.bytes = 0
+        file, _ = self._handles(uploaded=fetch is not None and not path.exists())
+        meta = self._meta = file.metadata
+        self.bytes = os.path.getsize(path)
+        """The file's size (kept: the file may be evicted)."""
+        self._facts = (file.schema_arrow.metadata or {}).get(b"eventador")
         if meta.num_rows != rows:
             raise CorruptionError(str(path), f"holds {meta.num_rows} events, the catalog says {rows}")
         if rows != last_position - first_position + 1:
             raise CorruptionError(
                 str(path), f"the catalog says it holds {rows} events at positions {first_position}-{last_position}"
             )
-        arrow_schema = self._schema = self._file.schema_arrow
-        # Row-group reads (a stream's rows) take text as dictionaries: a row group holds
-        # a few distinct ids, types and values, and building its 4,096 strings per column,
-        # to keep a quarter of them, cost a third of the read. The same footer, parsed once.
-        texts = [f.name for f in arrow_schema if pa.types.is_string(f.type)]
-        self._texts = frozenset(texts)
-        self._grouped = pq.ParquetFile(
-            path, metadata=meta, read_dictionary=texts, page_checksum_verification=True, pre_buffer=False
-        )
-        self._grouped_schema = self._grouped.schema_arrow
+        arrow_schema = self._schema = file.schema_arrow
+        self._grouped_schema = self._handles()[1].schema_arrow
         self._null_columns: dict[int, frozenset[str]] = {}
         # The first row of each row group, and one past the last.
         self._group_starts = np.cumsum([0, *(meta.row_group(g).num_rows for g in range(meta.num_row_groups))])
@@ -666,12 +679,84 @@ class FileSegment(Segment):
 
     @property
     def size(self) -> int:
-        return os.path.getsize(self.path)
+        return self.bytes
+
+    def _handles(self, *, uploaded: bool = False) -> tuple[pq.ParquetFile, pq.ParquetFile]:
+        """The file opened twice (plain, and with text as dictionaries), fetched first if it was
+        evicted; for a caller holding the segment's lock (or constructing it: `uploaded`, the
+        catalog records a copy of a file that is not here).
+
+        Raises:
+            CorruptionError: the file is missing (and not in a cold tier), damaged, unreadable,
+                or a fetched copy is not the file this segment was (its size or its facts).
+            LakeError: it is in the cold tier, which cannot be reached.
+        """
+        self.last_used = time.monotonic()
+        if self._file is not None and self._grouped is not None:
+            return self._file, self._grouped
+        path = self.path
+        self.uploaded = self.uploaded or uploaded
+        fetching = self._fetch is not None and self.uploaded and not path.exists()
+        if fetching:
+            assert self._fetch is not None
+            self._fetch(path)  # downloads and checks it (the choke point of every read: store/coldtier.py)
+            self.fetched = True
+        verify_once(path)  # before anything reads it: DuckDB checks no page checksum, pyarrow no footer
+        try:
+            # No pre-buffering: on a local disk it only adds a copy (it halves the cost of small reads).
+            file = pq.ParquetFile(path, page_checksum_verification=True, pre_buffer=False)
+            # Row-group reads (a stream's rows) take text as dictionaries: a row group holds
+            # a few distinct ids, types and values, and building its 4,096 strings per column,
+            # to keep a quarter of them, cost a third of the read. The same footer, parsed once.
+            texts = [f.name for f in file.schema_arrow if pa.types.is_string(f.type)]
+            self._texts = frozenset(texts)
+            grouped = pq.ParquetFile(
+                path, metadata=file.metadata, read_dictionary=texts, page_checksum_verification=True,
+                pre_buffer=False,
+            )
+        except (OSError, pa.ArrowException) as exc:
+            raise CorruptionError(str(path), f"unreadable Parquet file: {exc}") from exc
+        if fetching and self.bytes:  # fetched again: the same file, not one of another store or range
+            facts = (file.schema_arrow.metadata or {}).get(b"eventador")
+            if os.path.getsize(path) != self.bytes or facts != self._facts:
+                grouped.close()
+                file.close()
+                path.unlink(missing_ok=True)
+                raise CorruptionError(str(path), "the copy fetched from the lake's cold tier is another file")
+        self._file, self._grouped = file, grouped
+        return file, grouped
+
+    def ensure_local(self, hold_for: float = 0.0) -> None:
+        """Fetch the file if it was evicted, for readers that open it by name (DuckDB, pins);
+        `hold_for`: seconds it is then kept from eviction (a SQL relation runs when read)."""
+        if self._fetch is None:
+            return  # no cold tier: never evicted
+        with holding(self._lock):
+            self.sql_until = max(self.sql_until, time.monotonic() + hold_for)
+            self._handles()
+
+    def evict(self, remove: Callable[[Path], bool]) -> bool:
+        """Close the file's handles and delete it locally with `remove` (which may refuse: a
+        reader pins it); True when it is gone. Never a file without a copy in the cold tier."""
+        with holding(self._lock):
+            if not self.uploaded or self.sql_until > time.monotonic():
+                return False
+            self._close_handles()
+            gone = remove(self.path)
+            self.fetched = self.fetched and not gone
+            return gone
+
+    def _close_handles(self) -> None:
+        file, grouped, self._file, self._grouped = self._file, self._grouped, None, None
+        if grouped is not None:
+            grouped.close()
+        if file is not None:
+            file.close()
 
     def last_position_recorded_by(self, us: int) -> int:
         """As ``Segment``'s, reading only the row groups whose recorded_at statistics
         straddle `us` (a row group all before it answers from its position statistics)."""
-        meta = self._file.metadata
+        meta = self._meta
         schema = self._schema
         recorded, position = schema.get_field_index("recorded_at"), schema.get_field_index("position")
         best = 0
@@ -719,9 +804,10 @@ class FileSegment(Segment):
             with holding(self._lock):
                 if groups is None or columns is None:
                     needs_disk()
+                    file = self._handles()[0]
                     if groups is None:
-                        return self._file.read(columns=columns)
-                    return self._file.read_row_groups(groups, columns=columns)
+                        return file.read(columns=columns)
+                    return file.read_row_groups(groups, columns=columns)
                 return pa.concat_tables([self._read_group(g, columns) for g in groups])
         except (OSError, pa.ArrowException) as exc:
             raise CorruptionError(str(self.path), f"cannot read: {exc}") from exc
@@ -740,14 +826,16 @@ class FileSegment(Segment):
         if missing:
             nulls = self._all_null(group)
             decode = [c for c in missing if c not in nulls]
-            source, schema = (self._file, self._schema) if plain else (self._grouped, self._grouped_schema)
+            schema = self._schema if plain else self._grouped_schema
             read: dict[str, pa.ChunkedArray] = {}
             if decode:
                 needs_disk()
+                file, grouped = self._handles()
+                source = file if plain else grouped
                 # One thread: for a few KB of pages, waking the pool costs more than it saves.
                 table = source.read_row_groups([group], columns=decode, use_threads=False)
                 read.update(zip(table.column_names, table.columns, strict=True))
-            rows = self._file.metadata.row_group(group).num_rows
+            rows = self._meta.row_group(group).num_rows
             for c in missing:
                 if c in nulls:
                     read[c] = pa.chunked_array([pa.nulls(rows, schema.field(c).type)])
@@ -800,7 +888,7 @@ class FileSegment(Segment):
         """The columns holding only nulls in `group`, from its statistics (read once)."""
         nulls = self._null_columns.get(group)
         if nulls is None:
-            meta = self._file.metadata.row_group(group)
+            meta = self._meta.row_group(group)
             names = []
             flat = meta.num_columns == len(self._schema.names)  # else leaves and fields do not pair up
             for i, name in enumerate(self._schema.names if flat else []):
@@ -812,8 +900,8 @@ class FileSegment(Segment):
 
     def close(self) -> None:
         column_cache.forget(self._token)
-        self._grouped.close()
-        self._file.close()
+        with holding(self._lock):
+            self._close_handles()
 
 
 def write_segment(

@@ -109,6 +109,8 @@ class EventStore(Opening, Committing, Querying):
             self._catalog = Catalog(None)
             self.snapshots = SnapshotStore(self._catalog)
             return
+        if lake is not None:
+            self._attach_cold_tier(lake)
         if read_only:
             self._load_read_only()
         else:
@@ -117,6 +119,19 @@ class EventStore(Opening, Committing, Querying):
             remember_writer(self.path, self)
         if lake is not None:
             self._attach_lake(lake)
+
+    def _attach_cold_tier(self, lake: str | LakeTarget) -> None:
+        """Where evicted data files are fetched from (store/coldtier.py): set before opening,
+        which may need them. Without ``local_bytes`` no file is evicted, but those evicted
+        before are still fetched."""
+        from eventador.store.coldtier import ColdTier, supports
+        from eventador.store.lake import LakeTarget
+
+        target = lake if isinstance(lake, LakeTarget) else LakeTarget(lake)
+        if target.local_bytes is None and not supports(target.uri):
+            return  # nothing was ever evicted there
+        self._cold = ColdTier(target.uri, target.storage_options, target.shard)
+        self._evict_fetched = target.local_bytes is not None
 
     def _attach_lake(self, lake: str | LakeTarget) -> None:
         """Start publishing to the lake (store/lake.py); a lake that cannot be reached closes the store."""

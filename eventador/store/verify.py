@@ -77,8 +77,8 @@ def verify_store(directory: Path, *, entries: list[FileEntry] | None = None, liv
     unsealed: list[str] = []
     if entries is None:
         entries = _catalog_entries(directory, problems)
-    _compare_manifest(directory, entries, problems)
-    files = _check_files(directory, entries or [], problems, unsealed)
+    evicted = _compare_manifest(directory, entries, problems)
+    files = _check_files(directory, entries or [], problems, unsealed, evicted)
     frames = _check_log(directory / "wal", problems, live=live)
     aside = sorted(str(p) for p in (directory / "wal").glob("*.wal.tail-*"))
     return VerifyReport(str(directory), files, frames, tuple(problems), tuple(unsealed), tuple(aside))
@@ -105,20 +105,26 @@ def _catalog_entries(directory: Path, problems: list[CorruptionError]) -> list[F
     return [FileEntry(*row) for row in rows]
 
 
-def _compare_manifest(directory: Path, entries: list[FileEntry] | None, problems: list[CorruptionError]) -> None:
+def _compare_manifest(
+    directory: Path, entries: list[FileEntry] | None, problems: list[CorruptionError]
+) -> frozenset[str]:
+    """Returns the files the manifest says have copies in the lake's cold tier (they may be evicted)."""
     try:
         published = read_manifest(directory)
     except CorruptionError as exc:
         problems.append(exc)
-        return
+        return frozenset()
     if entries is not None and list(published.files) != entries:
         problems.append(CorruptionError(str(directory / MANIFEST), "does not list the files the catalog names"))
+    return published.uploaded
 
 
 def _check_files(
-    directory: Path, entries: list[FileEntry], problems: list[CorruptionError], unsealed: list[str]
+    directory: Path, entries: list[FileEntry], problems: list[CorruptionError], unsealed: list[str],
+    evicted: frozenset[str] = frozenset(),
 ) -> int:
-    """Every file the catalog names, and any other Parquet file in ``data/``."""
+    """Every file the catalog names (but those evicted to the cold tier: checked when fetched),
+    and any other Parquet file in ``data/``."""
     data = directory / "data"
     named = {e.name for e in entries}
     checked = 0
@@ -129,7 +135,8 @@ def _check_files(
             problems.append(CorruptionError(str(path), f"starts at position {e.first_position}, expected {expected}"))
         expected = e.last_position + 1
         if not path.exists():
-            problems.append(CorruptionError(str(path), "named by the catalog but missing"))
+            if e.name not in evicted:
+                problems.append(CorruptionError(str(path), "named by the catalog but missing"))
             continue
         checked += 1
         try:
