@@ -1,18 +1,24 @@
 """Fleet-wide work on a Dask cluster: every aggregate's state, and projections built per bucket.
 
-Streams are routed to ``buckets`` by a stable hash of their id (``bucket_of``: CRC-32 of
-the UTF-8 id, modulo the number of buckets), and each bucket is one task: no shuffle, since
-a stream's events never leave their bucket. The driver (this process) finds the streams
-and their snapshots (``eventador/aggregates/replay.py``, as ``Repository.states`` does)
-and sends each task only what it needs to read the events itself: the paths of the
-store's flushed Parquet files (pinned for the run, so a compaction cannot remove them),
-the point to cut at (a position, and a time for ``by="occurred_at"``), its streams with
-the version to fold from, and the bucket's share of the unflushed tail as an Arrow table
-(the tail is at most ``flush_every`` events; flushing first would need the writer and
-would change the store). A task checks each file's checksum once per worker process,
-reads the files and its tail with DuckDB (the query ``Repository.states`` runs over
-``_all``), decodes and folds its streams, and returns plain rows. So the workers must
-see the store's directory at the same path (one machine, or a shared file system).
+The streams, in the order the store's SQL sorts their ids, are cut into ``buckets``
+contiguous runs with about as many events to read each, and each bucket is one task: no
+shuffle, since a stream's events never leave their bucket. Runs, not a hash (the shards'
+``bucket_of``): the store's Parquet files are sorted by (stream id, version), so a run of
+ids lies in few row groups, and a task's ``stream_id BETWEEN first AND last`` lets DuckDB
+skip the others by their statistics (a hash bucket is spread over every row group, and
+each task read all of them). The answer does not depend on the split. The driver (this
+process) finds the streams and their snapshots (``eventador/aggregates/replay.py``, as
+``Repository.states`` does) and sends each task only what it needs to read the events
+itself: the paths of the store's flushed Parquet files (pinned for the run, so a
+compaction cannot remove them), the point to cut at (a position, and a time for
+``by="occurred_at"``), its streams with the version to fold from, and the bucket's share
+of the unflushed tail as an Arrow table (the tail is at most ``flush_every`` events;
+flushing first would need the writer and would change the store). A task checks each
+file's checksum once per worker process, reads its range of the files and its tail with
+DuckDB (the query ``Repository.states`` runs over ``_all``), decodes and folds its
+streams, and returns plain rows, boxed so that Dask pickles them in one piece. So the
+workers must see the store's directory at the same path (one machine, or a shared file
+system).
 
 Classes travel with the tasks, pickled by cloudpickle: those of an importable module by
 reference (the workers import it), those defined in a notebook or script (``__main__``)
@@ -137,8 +143,9 @@ def states(
     """Returns ``repo.states(as_of=as_of, by=by)``, computed by one task per bucket on `client`.
 
     `client`: a running ``distributed.Client``, or None to run the buckets here one after
-    another (the same tasks, no cluster). `buckets`: how many parts the streams are split
-    into (default: the cluster's worker threads; 1 without a cluster). The driver runs the
+    another (the same tasks, no cluster). `buckets`: how many runs of stream ids the streams
+    are cut into, with about as many events each (default: the cluster's worker threads; 1
+    without a cluster); the answer is the same for any number. The driver runs the
     heads query and loads snapshots; the tasks read, decode and fold.
 
     Raises:
