@@ -17,7 +17,7 @@ The two answers must be identical (values and index). Budget: the cluster at lea
 fast as one process (the issue's probe: 4.0-4.3 s against 2.65 s for 1.5M events). Two
 worker processes can only beat one where the machine has a core to spare: the note gives
 the load average (other programs' runnable processes) around the turns. Measured on the
-shared 2 cores: 1.56x at a load of 2.0-2.4, median 1.21x over 8 runs at 2.0-3.7 (hash
+shared 2 cores: 1.56x at a load of 2.0-2.4, median 1.17x over 10 runs at 2.0-3.7 (hash
 buckets: 0.87x); docs/fleet.md has the table.
 """
 
