@@ -8,14 +8,17 @@ events) in Parquet files (imported in bulk, then flushed), no snapshots. Taking 
 
 1. ``Repository.states()`` in this process: heads, one query, decode and fold.
 2. ``ev.fleet.states(repo, client)`` on a ``distributed.LocalCluster`` of 2 worker processes
-   with one thread each: one task per bucket (2 buckets), each reading the store's files
-   itself. The cluster is started and warmed up (each worker has imported eventador and
-   checked the files' checksums) before the turns.
+   with one thread each: one task per bucket (2 buckets, each a run of 5,000 stream ids),
+   each reading its row groups of the store's files itself. The cluster is started and
+   warmed up (each worker has imported eventador and checked the files' checksums) before
+   the turns.
 
 The two answers must be identical (values and index). Budget: the cluster at least 1.4x as
 fast as one process (the issue's probe: 4.0-4.3 s against 2.65 s for 1.5M events). Two
 worker processes can only beat one where the machine has a core to spare: the note gives
-the load average (other programs' runnable processes) around the turns.
+the load average (other programs' runnable processes) around the turns. Measured on the
+shared 2 cores: 1.56x at a load of 2.0-2.4, median 1.17x over 10 runs at 2.0-3.7 (hash
+buckets: 0.87x); docs/fleet.md has the table.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from typing import IO
 import pytest
 
 import eventador as ev
+from eventador.shards import bucket_of
 from tests.support.aggregate_domain import BankAccountAggregate, DepositMoneyCommand, OpenAccountCommand
 from tests.support.domain import deposited, opened, withdrawn
 
@@ -42,6 +43,11 @@ def test_a_child_process_routes_every_stream_to_the_same_shard(tmp_path: Path) -
         env={**os.environ, "PYTHONHASHSEED": "12345"},  # a different str hash: routing must not use it
     )
     assert json.loads(done.stdout) == here
+
+
+def test_buckets_are_a_stable_hash_of_the_stream_id() -> None:
+    assert [bucket_of(f"acc-{i}", 4) for i in range(6)] == [3, 1, 3, 1, 2, 0]  # crc32, pinned: routing never changes
+    assert {bucket_of(f"s{i}", 3) for i in range(100)} == {0, 1, 2}
 
 
 def test_the_layout_is_fixed_when_the_store_is_made(tmp_path: Path) -> None:
