@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from eventador.errors import InvalidInputError, LakeError
+from eventador.store.lake_files import write_file
 from eventador.store.lake_schema import LAKE_ENVELOPE, SHARD, to_lake
 
 if TYPE_CHECKING:
@@ -152,6 +153,8 @@ class LakePublisher:
         self._flushed_at = time.monotonic()
         self._thread: threading.Thread | None = None
         self._compact_wanted = False
+        self._offered: tuple[int, int, pa.Table] | None = None
+        self._files: Any = None  # deltalake's file system handler of the table, made at the first file
 
     # -- opening and closing --------------------------------------------------------------
 
@@ -227,6 +230,12 @@ class LakePublisher:
             self._succeeded()
         return self.published
 
+    def offer(self, first: int, last: int, rows: pa.Table) -> None:
+        """The rows of the data file of positions `first`..`last` the store just wrote: their
+        publish takes them from memory instead of reading the file back (only the latest is
+        kept; a backlog, or a file merged since, is read)."""
+        self._offered = (first, last, rows)
+
     def _publish(self) -> None:
         """One commit per data file past the watermark (a backlog's memory stays one file's)."""
         segments = [s for s in self.store.state().segments if s.last_position > self.published]
@@ -240,9 +249,16 @@ class LakePublisher:
                 if segment.last_position <= self.published:
                     continue
                 started = time.perf_counter()
-                self._commit(self._rows(segment.read_table(), table_schema(self._table)), segment.last_position)
+                offered = self._offered
+                if offered is not None and offered[:2] == (segment.first_position, segment.last_position):
+                    table = offered[2]
+                else:
+                    table = segment.read_table()
+                self._commit(self._rows(table, table_schema(self._table)), segment.last_position)
                 self.published = segment.last_position
                 self.last_seconds = time.perf_counter() - started
+                if offered is not None and offered[1] <= self.published:
+                    self._offered = None
         except Exception as exc:  # delta-rs's errors, an object store away, a file merged away
             raise LakeError(self.target.uri, f"publishing from position {self.published + 1}: {reason(exc)}") from exc
 
@@ -254,15 +270,28 @@ class LakePublisher:
         )
 
     def _commit(self, rows: pa.Table, last: int) -> None:
+        """`rows` and the watermark `last` in one Delta commit."""
         deltalake = self._deltalake
         properties = deltalake.CommitProperties(
             app_transactions=[deltalake.Transaction(self.target.app_id, last)],
             custom_metadata={"eventador.store_id": self.store_id, "eventador.last_position": str(last)},
         )
-        deltalake.write_deltalake(
-            self._table, rows, mode="append", partition_by=[SHARD], schema_mode="merge",
-            storage_options=self._options, commit_properties=properties,
+        schema = table_schema(self._table)
+        if not set(rows.column_names) <= set(schema.names):  # a new type's columns: delta-rs merges the schema
+            deltalake.write_deltalake(
+                self._table, rows, mode="append", partition_by=[SHARD], schema_mode="merge",
+                storage_options=self._options, commit_properties=properties,
+            )
+            return
+        if self._files is None:
+            from deltalake._internal import DeltaFileSystemHandler
+
+            self._files = DeltaFileSystemHandler(self.target.uri, self._options)
+        add = write_file(self._files, rows, self.target.shard)
+        self._table.create_write_transaction(
+            [add], mode="append", schema=schema, partition_by=[SHARD], commit_properties=properties,
         )
+        self._table.update_incremental()  # else the next commit, from this snapshot, conflicts with this one
 
     def compact(self) -> None:
         """The store merged files: merge this shard's small lake files too, soon (in the publisher's thread)."""
