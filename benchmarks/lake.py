@@ -18,6 +18,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from benchmarks.common import log, perf, result  # noqa: E402
 
 BUDGET = 0.10
 STREAMS = 1_000
+WRITER_FLUSHES = 10  # the writer's run, with a lake and without
 
 
 class BenchLakeDeposited(ev.Event, event_type="bench.lake.Deposited"):
@@ -39,17 +41,21 @@ class BenchLakeDeposited(ev.Event, event_type="bench.lake.Deposited"):
     note: str
 
 
+def _batches(n: int, flushes: int) -> list[list[tuple[str, list[ev.Event]]]]:
+    """The events of each flush: n each in `STREAMS` streams."""
+    def event(i: int) -> ev.Event:
+        return BenchLakeDeposited(amount=i, fee=Decimal("0.25"), note="n")
+
+    return [[(f"acc-{i % STREAMS}", [event(i)]) for i in range(f * n, (f + 1) * n)] for f in range(flushes)]
+
+
 def _flushes(path: Path, target: ev.LakeTarget, n: int, flushes: int) -> tuple[list[float], list[float]]:
     """(flush seconds, publish seconds) of each flush."""
     flush_s, publish_s = [], []
     with ev.open_store(path, lake=target, flush_every=10 * n) as store:
         lake = store.lake
         assert lake is not None
-        for f in range(flushes):
-            events = [
-                (f"acc-{i % STREAMS}", [BenchLakeDeposited(amount=i, fee=Decimal("0.25"), note="n")])
-                for i in range(f * n, (f + 1) * n)
-            ]
+        for events in _batches(n, flushes):
             store.append_many(events)
             t0 = perf()
             store.flush()
@@ -57,6 +63,42 @@ def _flushes(path: Path, target: ev.LakeTarget, n: int, flushes: int) -> tuple[l
             lake.sync()  # waits for the thread's publish of this flush (or does it)
             publish_s.append(lake.last_seconds)
     return flush_s, publish_s
+
+
+def _writer_seconds(path: Path, target: ev.LakeTarget | None, batches: list[list[tuple[str, list[ev.Event]]]]) -> float:
+    """Seconds of the writer's appends and flushes of `batches`, and (with a lake) of the
+    ``sync`` that waits for the last publish."""
+    n = len(batches[0])
+    with ev.open_store(path, lake=target, flush_every=10 * n) as store:
+        t0 = perf()
+        for events in batches:
+            store.append_many(events)
+            store.flush()
+        if store.lake is not None:
+            store.lake.sync()
+        return perf() - t0
+
+
+def _slowdown(
+    name: str, root: Path, target: Callable[[int], ev.LakeTarget], n: int, flushes: int, reps: int, quick: bool,
+) -> list[dict[str, Any]]:
+    """The writer with a lake against the writer without one, taking turns (medians)."""
+    batches = _batches(n, flushes)
+    plain, lake = [], []
+    for rep in range(reps):
+        plain.append(_writer_seconds(root / f"writer-{rep}", None, batches))
+        lake.append(_writer_seconds(root / f"writer-lake-{rep}", target(rep), batches))
+    slowdown = statistics.median(lake) / statistics.median(plain) - 1
+    events = n * flushes
+    return [
+        result(f"writer, no lake (beside the {name}): {flushes} flushes of {n:,} events", [events / s for s in plain],
+               "events/s"),
+        result(f"writer, {name}", [events / s for s in lake], "events/s"),
+        result(
+            f"writer's slowdown, {name}", [(w / p - 1) * 100 for w, p in zip(lake, plain, strict=True)], "%",
+            f"<= {BUDGET:.0%}", passed=None if quick else slowdown <= BUDGET, value=slowdown * 100,
+        ),
+    ]
 
 
 def _measure(name: str, path: Path, target: ev.LakeTarget, n: int, flushes: int, quick: bool) -> list[dict[str, Any]]:
@@ -77,6 +119,7 @@ def run(quick: bool, *, reps: int | None = None) -> list[dict[str, Any]]:
     """Local and S3 lakes; quick: 2,000 events a flush, nothing judged."""
     n = 2_000 if quick else 50_000
     flushes = reps or (3 if quick else 5)
+    turns = 2 if quick else 3
     out: list[dict[str, Any]] = []
     root = Path(tempfile.mkdtemp(prefix="ev-bench-lake-"))
     try:
@@ -84,6 +127,10 @@ def run(quick: bool, *, reps: int | None = None) -> list[dict[str, Any]]:
         out += _measure("local lake", root / "local", target, n, flushes, quick)
         plain = ev.LakeTarget(str(root / "lake-plain"), max_lag=None, payload_json=False)
         out += _measure("local lake, no payload_json", root / "local-plain", plain, n, flushes, quick)
+        out += _slowdown(
+            "local lake", root, lambda rep: ev.LakeTarget(str(root / f"lake-writer-{rep}"), max_lag=None),
+            n, WRITER_FLUSHES, turns, quick,
+        )
         from eventador.testing.seaweed import WeedServer
 
         server = WeedServer(root)
@@ -93,12 +140,19 @@ def run(quick: bool, *, reps: int | None = None) -> list[dict[str, Any]]:
             log(f"  S3: skipped, the SeaweedFS server did not start: {exc}")
             return out
         try:
-            for name, with_json in (("S3 lake (SeaweedFS)", True), ("S3 lake, no payload_json", False)):
-                s3 = ev.LakeTarget(
-                    f"s3://{server.bucket()}/events", storage_options=server.storage_options, max_lag=None,
+            bucket = server.bucket()
+
+            def s3(prefix: str, *, with_json: bool = True) -> ev.LakeTarget:
+                return ev.LakeTarget(
+                    f"s3://{bucket}/{prefix}", storage_options=server.storage_options, max_lag=None,
                     payload_json=with_json,
                 )
-                out += _measure(name, root / f"s3-{with_json}", s3, n, flushes, quick)
+
+            for name, with_json in (("S3 lake (SeaweedFS)", True), ("S3 lake, no payload_json", False)):
+                out += _measure(name, root / f"s3-{with_json}", s3(f"events-{with_json}", with_json=with_json),
+                                n, flushes, quick)
+            out += _slowdown("S3 lake (SeaweedFS)", root, lambda rep: s3(f"writer-{rep}"), n, WRITER_FLUSHES,
+                             turns, quick)
         finally:
             server.kill()
     finally:
