@@ -1,15 +1,15 @@
 """Publishing a store's flushed events as a Delta Lake table (a local path or S3-compatible storage).
 
 ``open_store(path, lake="s3://bucket/events")`` (or ``lake=LakeTarget(...)``) attaches a
-``LakePublisher``. Each flush wakes its thread, which reads the events after the table's
-watermark from the store's data files, turns them into the lake's schema (store/lake_schema.py)
-and commits each file's to the table in one Delta commit: the new file's add action and an
-application transaction (``txn``: app id ``eventador:<shard>``, version = the last position
-published). The add and the watermark land together or not at all, so a re-run (after a crash,
-a timeout whose commit did land, a reopen) publishes from the watermark and nothing twice.
-Opening publishes what the store flushed while no publisher ran (the catalog's files past the
-watermark). The store's compaction compacts the shard's lake files too: Delta's optimize,
-removes plus adds with ``dataChange=false``.
+``LakePublisher``. Each flush hands it the new file's rows and wakes its thread, which turns
+the events after the table's watermark into the lake's schema (store/lake_schema.py), writes
+them as a Parquet file (store/lake_files.py) and commits each store file's in one Delta
+commit: the new file's add action and an application transaction (``txn``: app id
+``eventador:<shard>``, version = the last position published). The add and the watermark land
+together or not at all, so a re-run (after a crash, a timeout whose commit did land, a reopen)
+publishes from the watermark and nothing twice. Opening publishes what the store flushed while
+no publisher ran (the catalog's files past the watermark, read back). The store's compaction
+compacts the shard's lake files too: Delta's optimize, removes plus adds with ``dataChange=false``.
 
 The store never waits for the lake: its log and files are the record. A lake that fails (the
 object store away, a timeout) is retried by the thread with a growing delay; the table catches
@@ -254,7 +254,10 @@ class LakePublisher:
                     table = offered[2]
                 else:
                     table = segment.read_table()
-                self._commit(self._rows(table, table_schema(self._table)), segment.last_position)
+                if segment.first_position <= self.published:  # partly published (a file merged since)
+                    table = table.filter(pc.greater(table.column("position"), self.published))
+                schema = table_schema(self._table)
+                self._commit(self._rows(table, schema), schema, segment.last_position)
                 self.published = segment.last_position
                 self.last_seconds = time.perf_counter() - started
                 if offered is not None and offered[1] <= self.published:
@@ -263,20 +266,18 @@ class LakePublisher:
             raise LakeError(self.target.uri, f"publishing from position {self.published + 1}: {reason(exc)}") from exc
 
     def _rows(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
-        after = table.filter(pc.greater(table.column("position"), self.published))
         return to_lake(
-            after, self.target.shard, schema, payload_json=self.target.payload_json,
+            table, self.target.shard, schema, payload_json=self.target.payload_json,
             classes=self.store.registry.classes(),
         )
 
-    def _commit(self, rows: pa.Table, last: int) -> None:
-        """`rows` and the watermark `last` in one Delta commit."""
+    def _commit(self, rows: pa.Table, schema: pa.Schema, last: int) -> None:
+        """`rows` and the watermark `last` in one Delta commit (`schema`: the table's)."""
         deltalake = self._deltalake
         properties = deltalake.CommitProperties(
             app_transactions=[deltalake.Transaction(self.target.app_id, last)],
             custom_metadata={"eventador.store_id": self.store_id, "eventador.last_position": str(last)},
         )
-        schema = table_schema(self._table)
         if not set(rows.column_names) <= set(schema.names):  # a new type's columns: delta-rs merges the schema
             deltalake.write_deltalake(
                 self._table, rows, mode="append", partition_by=[SHARD], schema_mode="merge",
