@@ -64,11 +64,12 @@ def payload_json(table: pa.Table, classes: dict[str, type[Event]]) -> pa.Array:
         if cls is None or fields is None:
             continue
         mask = _rows(table, event_type, cls.schema_version, fields)
-        if pc.any(mask).as_py():
-            rows = table.select([f.column for f in fields]).filter(mask)
-            texts = _objects(rows, fields)
+        chosen, every = pc.sum(mask).as_py() or 0, len(mask)
+        if chosen:
+            rows = table.select([f.column for f in fields])
             # A value whose text is not the payload's (a tiny Decimal, a NaN in nested JSON) stays null here.
-            built = pc.replace_with_mask(built, mask, texts.combine_chunks().cast(pa.string()))
+            texts = _objects(rows if chosen == every else rows.filter(mask), fields).combine_chunks()
+            built = texts if chosen == every else pc.replace_with_mask(built, mask, texts)
     missing = pc.and_(pc.is_null(built), pc.is_valid(table.column("payload")))
     if not pc.any(missing).as_py():
         return built
