@@ -119,7 +119,7 @@ def run(quick: bool, *, reps: int | None = None) -> list[dict[str, Any]]:
     """Local and S3 lakes; quick: 2,000 events a flush, nothing judged."""
     n = 2_000 if quick else 50_000
     flushes = reps or (3 if quick else 5)
-    turns = 2 if quick else 3
+    turns, writer_flushes = (1, 3) if quick else (3, WRITER_FLUSHES)
     out: list[dict[str, Any]] = []
     root = Path(tempfile.mkdtemp(prefix="ev-bench-lake-"))
     try:
@@ -129,7 +129,7 @@ def run(quick: bool, *, reps: int | None = None) -> list[dict[str, Any]]:
         out += _measure("local lake, no payload_json", root / "local-plain", plain, n, flushes, quick)
         out += _slowdown(
             "local lake", root, lambda rep: ev.LakeTarget(str(root / f"lake-writer-{rep}"), max_lag=None),
-            n, WRITER_FLUSHES, turns, quick,
+            n, writer_flushes, turns, quick,
         )
         from eventador.testing.seaweed import WeedServer
 
@@ -151,7 +151,7 @@ def run(quick: bool, *, reps: int | None = None) -> list[dict[str, Any]]:
             for name, with_json in (("S3 lake (SeaweedFS)", True), ("S3 lake, no payload_json", False)):
                 out += _measure(name, root / f"s3-{with_json}", s3(f"events-{with_json}", with_json=with_json),
                                 n, flushes, quick)
-            out += _slowdown("S3 lake (SeaweedFS)", root, lambda rep: s3(f"writer-{rep}"), n, WRITER_FLUSHES,
+            out += _slowdown("S3 lake (SeaweedFS)", root, lambda rep: s3(f"writer-{rep}"), n, writer_flushes,
                              turns, quick)
         finally:
             server.kill()
