@@ -59,7 +59,7 @@ class LakeTarget:
     ``AWS_ALLOW_HTTP``...). `shard`: this writer's partition value (one writer per shard).
     `max_lag`: seconds after which unflushed events are flushed (and so published); None: only
     flushes by size and at closing. `payload_json`: False leaves the ``payload_json`` column
-    null (it is built from the typed columns in DuckDB where they hold the payload, else from
+    null (it is built from the typed columns with Arrow compute where they hold the payload, else from
     a CBOR decode and a JSON encode per event, in Python: store/lake_json.py).
     """
 
