@@ -24,7 +24,9 @@ the file written by pyarrow and committed as an add action), medians (min-max) o
 publish / flush, local 38% (30-50) -> 18% (11-49), local without payload_json 23% (17-49)
 -> 11% (8-28), S3 42% (38-87) -> 24% (18-73), S3 without 33% (28-68) -> 22% (19-42); the
 writer's slowdown, local 13% (10-19) -> 5% (5-20), S3 25% (20-50) -> 22% (21-30) (the
-SeaweedFS server shares the 2 cores). Under heavier load (4-8) the figures move by half.
+SeaweedFS server shares the 2 cores). A repeat at load 2.8-3.5: 41% -> 16% (8-50), 70% (16-144)
+-> 8% (4-41), 49% (46-107) -> 28% (24-67), 32% (25-59) -> 23% (17-55); slowdown local 18% ->
+1% (-6-8), S3 31% -> -2% (-4-0). Under heavier load (4-8) the figures move by half.
 """
 
 from __future__ import annotations
