@@ -87,6 +87,8 @@ class Flushing(StoreCore):
         with self._lock:
             self._segments.append(segment)
             self._frozen.remove(buffer)
+        if self.lake is not None:  # its publish takes the rows from memory, not from the file
+            self.lake.offer(segment.first_position, segment.last_position, table)
 
     def compact(self, *, max_rows: int = 2_000_000, min_files: int = 2) -> int:
         """Merge runs of adjacent segments smaller than `max_rows` into one; returns merges done.

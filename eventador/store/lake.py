@@ -1,15 +1,15 @@
 """Publishing a store's flushed events as a Delta Lake table (a local path or S3-compatible storage).
 
 ``open_store(path, lake="s3://bucket/events")`` (or ``lake=LakeTarget(...)``) attaches a
-``LakePublisher``. Each flush wakes its thread, which reads the events after the table's
-watermark from the store's data files, turns them into the lake's schema (store/lake_schema.py)
-and commits each file's to the table in one Delta commit: the new file's add action and an
-application transaction (``txn``: app id ``eventador:<shard>``, version = the last position
-published). The add and the watermark land together or not at all, so a re-run (after a crash,
-a timeout whose commit did land, a reopen) publishes from the watermark and nothing twice.
-Opening publishes what the store flushed while no publisher ran (the catalog's files past the
-watermark). The store's compaction compacts the shard's lake files too: Delta's optimize,
-removes plus adds with ``dataChange=false``.
+``LakePublisher``. Each flush hands it the new file's rows and wakes its thread, which turns
+the events after the table's watermark into the lake's schema (store/lake_schema.py), writes
+them as a Parquet file (store/lake_files.py) and commits each store file's in one Delta
+commit: the new file's add action and an application transaction (``txn``: app id
+``eventador:<shard>``, version = the last position published). The add and the watermark land
+together or not at all, so a re-run (after a crash, a timeout whose commit did land, a reopen)
+publishes from the watermark and nothing twice. Opening publishes what the store flushed while
+no publisher ran (the catalog's files past the watermark, read back). The store's compaction
+compacts the shard's lake files too: Delta's optimize, removes plus adds with ``dataChange=false``.
 
 The store never waits for the lake: its log and files are the record. A lake that fails (the
 object store away, a timeout) is retried by the thread with a growing delay; the table catches
@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from eventador.errors import InvalidInputError, LakeError
+from eventador.store.lake_files import write_file
 from eventador.store.lake_schema import LAKE_ENVELOPE, SHARD, to_lake
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class LakeTarget:
     ``AWS_ALLOW_HTTP``...). `shard`: this writer's partition value (one writer per shard).
     `max_lag`: seconds after which unflushed events are flushed (and so published); None: only
     flushes by size and at closing. `payload_json`: False leaves the ``payload_json`` column
-    null (it is built from the typed columns in DuckDB where they hold the payload, else from
+    null (it is built from the typed columns with Arrow compute where they hold the payload, else from
     a CBOR decode and a JSON encode per event, in Python: store/lake_json.py).
     `local_bytes`: None keeps every data file on the local disk; a number makes the local
     ``data/`` folder a cache of at most that many bytes of them (0: none), the files living in
@@ -160,6 +161,8 @@ class LakePublisher:
         self._flushed_at = time.monotonic()
         self._thread: threading.Thread | None = None
         self._compact_wanted = False
+        self._offered: tuple[int, int, pa.Table] | None = None
+        self._files: Any = None  # deltalake's file system handler of the table, made at the first file
 
     # -- opening and closing --------------------------------------------------------------
 
@@ -237,6 +240,12 @@ class LakePublisher:
             self._succeeded()
         return self.published
 
+    def offer(self, first: int, last: int, rows: pa.Table) -> None:
+        """The rows of the data file of positions `first`..`last` the store just wrote: their
+        publish takes them from memory instead of reading the file back (only the latest is
+        kept; a backlog, or a file merged since, is read)."""
+        self._offered = (first, last, rows)
+
     def _publish(self) -> None:
         """One commit per data file past the watermark (a backlog's memory stays one file's)."""
         segments = [s for s in self.store.state().segments if s.last_position > self.published]
@@ -250,29 +259,50 @@ class LakePublisher:
                 if segment.last_position <= self.published:
                     continue
                 started = time.perf_counter()
-                self._commit(self._rows(segment.read_table(), table_schema(self._table)), segment.last_position)
+                offered = self._offered
+                if offered is not None and offered[:2] == (segment.first_position, segment.last_position):
+                    table = offered[2]
+                else:
+                    table = segment.read_table()
+                if segment.first_position <= self.published:  # partly published (a file merged since)
+                    table = table.filter(pc.greater(table.column("position"), self.published))
+                schema = table_schema(self._table)
+                self._commit(self._rows(table, schema), schema, segment.last_position)
                 self.published = segment.last_position
                 self.last_seconds = time.perf_counter() - started
+                if offered is not None and offered[1] <= self.published:
+                    self._offered = None
         except Exception as exc:  # delta-rs's errors, an object store away, a file merged away
             raise LakeError(self.target.uri, f"publishing from position {self.published + 1}: {reason(exc)}") from exc
 
     def _rows(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
-        after = table.filter(pc.greater(table.column("position"), self.published))
         return to_lake(
-            after, self.target.shard, schema, payload_json=self.target.payload_json,
+            table, self.target.shard, schema, payload_json=self.target.payload_json,
             classes=self.store.registry.classes(),
         )
 
-    def _commit(self, rows: pa.Table, last: int) -> None:
+    def _commit(self, rows: pa.Table, schema: pa.Schema, last: int) -> None:
+        """`rows` and the watermark `last` in one Delta commit (`schema`: the table's)."""
         deltalake = self._deltalake
         properties = deltalake.CommitProperties(
             app_transactions=[deltalake.Transaction(self.target.app_id, last)],
             custom_metadata={"eventador.store_id": self.store_id, "eventador.last_position": str(last)},
         )
-        deltalake.write_deltalake(
-            self._table, rows, mode="append", partition_by=[SHARD], schema_mode="merge",
-            storage_options=self._options, commit_properties=properties,
+        if not set(rows.column_names) <= set(schema.names):  # a new type's columns: delta-rs merges the schema
+            deltalake.write_deltalake(
+                self._table, rows, mode="append", partition_by=[SHARD], schema_mode="merge",
+                storage_options=self._options, commit_properties=properties,
+            )
+            return
+        if self._files is None:
+            from deltalake._internal import DeltaFileSystemHandler
+
+            self._files = DeltaFileSystemHandler(self.target.uri, self._options)
+        add = write_file(self._files, rows, self.target.shard)
+        self._table.create_write_transaction(
+            [add], mode="append", schema=schema, partition_by=[SHARD], commit_properties=properties,
         )
+        self._table.update_incremental()  # else the next commit, from this snapshot, conflicts with this one
 
     def compact(self) -> None:
         """The store merged files: merge this shard's small lake files too, soon (in the publisher's thread)."""

@@ -1,16 +1,17 @@
-"""The lake's ``payload_json`` column, built in DuckDB from a data file's typed columns.
+"""The lake's ``payload_json`` column, built with Arrow compute from a data file's typed columns.
 
 Decoding each event's CBOR and encoding it as JSON in Python costs about 5 µs an event (most
 of a publish). The typed columns of a data file already hold the fields, so most rows' JSON is
-one vectorised ``json_object`` per event type. A row takes that path only when its columns
-give the same JSON values as its payload:
+a few vectorised text operations per event type (each field's text, joined between the keys).
+A row takes that path only when its columns give the same JSON values as its payload:
 
 * its type has a class here, whose fields are exactly the type's columns in the file, and the
   row's payload and columns both hold the class's version (no upcaster between them);
 * every field's column is not null (a null may be a None or a value that did not fit) and
-  of a kind whose JSON is the payload's: booleans, integers, finite floats, text, UUIDs,
-  dates, UTC times, Decimals (their exact value; the column's trailing zeros are trimmed, so
-  ``1.50`` reads ``1.5``) and nested values of those (the column holds their JSON already).
+  of a kind whose JSON is the payload's: booleans, integers, finite floats, text (without
+  control characters), UUIDs, dates, UTC times, Decimals (their exact value; the column's
+  trailing zeros are trimmed, so ``1.50`` reads ``1.5``) and nested values of those (the
+  column holds their JSON already, used where it has no NaN or Infinity).
 
 Other rows (types with no class, whose columns are inferred per file; bytes, enums, sets,
 durations; None values; undecoded rows) are decoded in Python, as before.
@@ -20,13 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import typing
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -35,51 +34,51 @@ from eventador.digits import DEFAULT_DIGITS, declared_digits
 from eventador.errors import SerializationError
 from eventador.messages import Event
 from eventador.store.columns import arrow_type_for, decimal_column
-from eventador.store.typed_sql import columns_version, field_column, literal, quote
+from eventador.store.typed_sql import field_column
 
 __all__ = ["payload_json"]
 
 _LEAVES = (str, int, float, bool, Decimal, datetime, date, uuid.UUID, type(None))
 _CONTAINERS = (list, tuple, dict)
-_UNREAD = frozenset({"payload", "metadata", "metadata_json", "event_id", "stream_id", "stream_type"})
-_local = threading.local()  # each publisher thread's DuckDB connection
+_NULL = pa.scalar(None, pa.string())
+
+
+@dataclasses.dataclass(frozen=True)
+class _Field:
+    """One field of a type whose column gives its JSON value: its key and its column."""
+
+    name: str
+    column: str
+    kind: str  # "plain", "decimal", "uuid" or "json" (arrow_type_for's)
+    arrow_type: pa.DataType
 
 
 def payload_json(table: pa.Table, classes: dict[str, type[Event]]) -> pa.Array:
     """The JSON text of each row's payload of `table` (a data file's rows): from the typed
     columns where they hold it (see the module's doc), from the CBOR payload elsewhere."""
     columns = {f.name: f.type for f in table.schema}
-    present = pc.unique(table.column("event_type")).to_pylist()
-    cases = [case for t in present if t in classes and (case := _case(t, classes[t], columns)) is not None]
-    if not cases:
-        return _decoded(table.column("payload"))
-    con = _connection()
-    needed = [c for c in table.column_names if c not in _UNREAD]  # Arrow hands DuckDB every column it is given
-    con.register("_rows", table.select(needed))
-    try:
-        built = con.sql(f"SELECT CASE {' '.join(cases)} END AS j FROM _rows").to_arrow_table().column("j")
-    except duckdb.Error:  # a value DuckDB refuses (a NaN in nested JSON text): never stall the lake
-        return _decoded(table.column("payload"))
-    finally:
-        con.unregister("_rows")
-    built = built.combine_chunks() if isinstance(built, pa.ChunkedArray) else built
+    built = pa.nulls(table.num_rows, pa.string())
+    for event_type in pc.unique(table.column("event_type")).to_pylist():
+        cls = classes.get(event_type)
+        fields = _fields(event_type, cls, columns) if cls is not None else None
+        if cls is None or fields is None:
+            continue
+        mask = _rows(table, event_type, cls.schema_version, fields)
+        chosen, every = pc.sum(mask).as_py() or 0, len(mask)
+        if chosen:
+            rows = table.select([f.column for f in fields])
+            # A value whose text is not the payload's (a tiny Decimal, a NaN in nested JSON) stays null here.
+            texts = _objects(rows if chosen == every else rows.filter(mask), fields).combine_chunks()
+            built = texts if chosen == every else pc.replace_with_mask(built, mask, texts)
     missing = pc.and_(pc.is_null(built), pc.is_valid(table.column("payload")))
     if not pc.any(missing).as_py():
-        return built.cast(pa.string())
-    rows = pc.indices_nonzero(missing)
-    texts = built.to_pylist()
-    for i, text in zip(rows.to_pylist(), _decoded(table.column("payload").take(rows)).to_pylist(), strict=True):
-        texts[i] = text
-    return pa.array(texts, pa.string())
-
-
-def _connection() -> duckdb.DuckDBPyConnection:
-    """This thread's DuckDB connection (opening one costs about 15 ms: more than a query)."""
-    con: duckdb.DuckDBPyConnection | None = getattr(_local, "con", None)
-    if con is None:
-        con = _local.con = duckdb.connect(config={"threads": 1})
-        con.execute("SET TimeZone = 'UTC'")  # times print in UTC, as the payload's do
-    return con
+        return built
+    rows_missing = pc.indices_nonzero(missing)
+    texts_all = built.to_pylist()
+    decoded = _decoded(table.column("payload").take(rows_missing)).to_pylist()
+    for i, text in zip(rows_missing.to_pylist(), decoded, strict=True):
+        texts_all[i] = text
+    return pa.array(texts_all, pa.string())
 
 
 def _decoded(payloads: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -89,9 +88,9 @@ def _decoded(payloads: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pa.array([None if raw is None else encode(decode_value(raw)) for raw in payloads.to_pylist()], pa.string())
 
 
-def _case(event_type: str, cls: type[Event], columns: dict[str, pa.DataType]) -> str | None:
-    """The ``WHEN ... THEN json_object(...)`` of `event_type`'s rows whose columns give their
-    JSON, or None when no row of it can (a field of another kind, columns of another class)."""
+def _fields(event_type: str, cls: type[Event], columns: dict[str, pa.DataType]) -> list[_Field] | None:
+    """The fields of `event_type` and their columns, when its columns give its rows' JSON; None
+    when no row of it can (a field of another kind, columns of another class)."""
     try:
         schema = schema_of(cls)
     except SerializationError:
@@ -100,7 +99,7 @@ def _case(event_type: str, cls: type[Event], columns: dict[str, pa.DataType]) ->
     if stored != set(schema.names):
         return None
     digits = declared_digits(cls)
-    pairs, conditions = [], []
+    fields = []
     for name in schema.names:
         hint = schema.hints[name]
         arrow_type, kind = arrow_type_for(hint, digits.get(name))
@@ -108,35 +107,79 @@ def _case(event_type: str, cls: type[Event], columns: dict[str, pa.DataType]) ->
         column = column or f"{event_type}.{name}"
         if column not in columns or columns[column] != arrow_type:
             return None
-        value = _value(quote(column), kind, unwrap_optional(hint)[0], arrow_type)
-        if value is None:
+        if kind == "json" and not _json_as_payload(unwrap_optional(hint)[0]):
             return None
-        pairs.append(f"{literal(name)}, {value}")
-        conditions.append(f"{quote(column)} IS NOT NULL")
-        if pa.types.is_floating(arrow_type):
-            conditions.append(f"isfinite({quote(column)})")
-    version = cls.schema_version
-    rows = [f"event_type = {literal(event_type)}", f"coalesce(schema_version, 1) = {version}"]
-    rows.append(f"{columns_version(columns)} = {version}")
-    return f"WHEN {' AND '.join(rows + conditions)} THEN json_object({', '.join(pairs)})"
+        if kind not in ("plain", "decimal", "uuid", "json") or pa.types.is_binary(arrow_type):
+            return None  # enums, durations; bytes print as Python's repr
+        fields.append(_Field(name, column, kind, arrow_type))
+    return fields
 
 
-def _value(column: str, kind: str, hint: object, arrow_type: pa.DataType) -> str | None:
-    """The SQL of a field's JSON value from its column, or None when it is not the payload's."""
-    if kind == "decimal":  # the exact value's text: the column's scale adds trailing zeros
-        text = f"CAST({column} AS VARCHAR)"
-        return f"CASE WHEN contains({text}, '.') THEN rtrim(rtrim({text}, '0'), '.') ELSE {text} END"
+def _rows(table: pa.Table, event_type: str, version: int, fields: list[_Field]) -> pa.Array:
+    """Which rows of `table` are `event_type`'s of `version`, with every field's column set."""
+    one, names = pa.scalar(1, pa.int16()), table.column_names
+    stored = [table.column(c) for c in ("columns_version", "schema_version") if c in names]
+    payload_version = pc.coalesce(table.column("schema_version"), one) if "schema_version" in names else one
+    conditions = [
+        pc.equal(table.column("event_type"), event_type),
+        pc.equal(payload_version, version),
+        pc.equal(pc.coalesce(*stored, one) if stored else one, version),
+    ]
+    for field in fields:
+        column = table.column(field.column)
+        conditions.append(pc.is_valid(column))
+        if pa.types.is_floating(field.arrow_type):
+            conditions.append(pc.is_finite(column))
+        elif field.kind == "plain" and pa.types.is_string(field.arrow_type):
+            conditions.append(pc.utf8_is_printable(column))  # no control characters (JSON escapes them)
+    mask = conditions[0]
+    for condition in conditions[1:]:
+        mask = pc.and_(mask, condition)
+    mask = pc.fill_null(mask, False)
+    return mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
+
+
+def _objects(rows: pa.Table, fields: list[_Field]) -> pa.ChunkedArray:
+    """Each row's JSON object, from its fields' columns (null where a value's text is not its JSON)."""
+    parts: list[object] = []
+    pending = "{"  # the text between two values: keys, quotes, commas
+    for field in fields:
+        text, quoted = _value(rows.column(field.column), field)
+        parts += [pending + json.dumps(field.name) + (':"' if quoted else ":"), text]
+        pending = '",' if quoted else ","
+    parts.append(pending[:-1] + "}")
+    return pc.binary_join_element_wise(*parts, "")  # one pass for the whole object
+
+
+def _value(column: pa.ChunkedArray, field: _Field) -> tuple[pa.ChunkedArray, bool]:
+    """A field's JSON value from its column: its text, and whether JSON quotes it (a string)."""
+    kind, arrow_type = field.kind, field.arrow_type
+    if kind == "decimal":  # the exact value's text, without the column's trailing zeros
+        text = column.cast(pa.string())
+        if arrow_type.scale > 0:
+            text = pc.utf8_rtrim(pc.utf8_rtrim(text, "0"), ".")
+            # Arrow writes small values with an exponent (0E-12, 1E-7): zero is "0"; others are decoded.
+            exponent = pc.match_substring(text, "E")
+            if pc.any(exponent).as_py():
+                text = pc.if_else(pc.equal(column, pa.scalar(0, arrow_type)), "0", text)
+                text = pc.if_else(pc.match_substring(text, "E"), _NULL, text)
+        return text, True
     if kind == "uuid":
-        return column
-    if kind == "json":
-        return f"CAST({column} AS JSON)" if _json_as_payload(hint) else None
-    if kind != "plain" or pa.types.is_binary(arrow_type):
-        return None  # bytes print as Python's repr
+        return column, True
+    if kind == "json":  # the column's JSON text; NaN and Infinity are not JSON
+        return pc.if_else(pc.match_substring_regex(column, "NaN|Infinity"), _NULL, column), False
+    if pa.types.is_string(arrow_type):
+        return pc.replace_substring(pc.replace_substring(column, "\\", "\\\\"), '"', '\\"'), True
     if pa.types.is_timestamp(arrow_type):  # as Python's str of a UTC time
-        seconds = f"strftime({column}, '%Y-%m-%d %H:%M:%S')"
-        micros = f"CASE WHEN microsecond({column}) % 1000000 = 0 THEN '' ELSE strftime({column}, '.%f') END"
-        return f"{seconds} || {micros} || '+00:00'"
-    return column
+        text = pc.strftime(column, format="%Y-%m-%d %H:%M:%S")
+        return pc.binary_join_element_wise(pc.replace_substring_regex(text, r"\.000000$", ""), "+00:00", ""), True
+    if pa.types.is_date32(arrow_type):
+        return column.cast(pa.string()), True
+    text = column.cast(pa.string())
+    if pa.types.is_floating(arrow_type):  # Arrow writes 1.0 as "1": a float stays a float in JSON
+        whole = pc.match_substring_regex(text, r"^-?[0-9]+$")
+        text = pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text)
+    return text, False
 
 
 def _json_as_payload(hint: object) -> bool:

@@ -112,3 +112,29 @@ def test_the_lake_table_holds_payload_json_of_every_row(tmp_path: Path) -> None:
     texts = dict(zip(rows.column("position").to_pylist(), rows.column("payload_json").to_pylist(), strict=True))
     assert json.loads(texts[2]) == {"n": 2}
     assert json.loads(texts[1])["members"] == "set()"
+
+
+class JsonEdges(ev.Event, event_type="lake.json.Edges"):
+    amount: Decimal
+    ratio: float
+    note: str
+    extra: dict[str, float]
+
+
+def test_values_whose_column_text_is_not_their_json_are_decoded(tmp_path: Path) -> None:
+    events = [
+        JsonEdges(amount=Decimal(0), ratio=2.0, note='q"\\', extra={"a": 1.5}),  # from the columns
+        JsonEdges(amount=Decimal("1E-7"), ratio=0.5, note="n", extra={}),  # Arrow writes 1E-7
+        JsonEdges(amount=Decimal(1), ratio=0.5, note="two\nlines", extra={}),  # a control character
+        JsonEdges(amount=Decimal(1), ratio=0.5, note="n", extra={"a": float("nan")}),  # NaN is not JSON
+    ]
+    with ev.open_store(tmp_path / "s") as store:
+        for i, event in enumerate(events):
+            store.append(f"s-{i}", [event])
+        store.flush()
+        table = pq.read_table(store.state().segments[-1].path)
+        built = payload_json(table, store.registry.classes()).to_pylist()
+    old = [old_payload_json(raw) for raw in table.column("payload").to_pylist()]
+    assert json.loads(built[0]) == {"amount": "0", "ratio": 2.0, "note": 'q"\\', "extra": {"a": 1.5}}
+    assert isinstance(json.loads(built[0])["ratio"], float)  # Arrow's text of 2.0 is "2"
+    assert built[1:] == old[1:]

@@ -12,11 +12,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
 
 import eventador as ev
 from eventador.store.lake_schema import LAKE_ENVELOPE, lake_column_name
+from eventador.store.segments import FileSegment
 
 
 class LakeDeposited(ev.Event, event_type="lake.Money.Deposited"):
@@ -243,3 +245,80 @@ def test_two_shards_publish_into_one_table_at_once(tmp_path: Path) -> None:
     assert lake_a.last_position == 25 and lake_b.last_position == 5
     counts = lake_a.sql("SELECT shard, count(*), count(DISTINCT position) FROM events GROUP BY 1 ORDER BY 1")
     assert counts.fetchall() == [("a", 25, 25), ("b", 5, 5)]
+
+
+def test_a_flush_hands_its_rows_to_the_publisher_which_publishes_what_reading_the_file_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    read_table = FileSegment.read_table
+
+    def counted(segment: FileSegment) -> pa.Table:
+        reads.append(segment.path.name)
+        return read_table(segment)
+
+    monkeypatch.setattr(FileSegment, "read_table", counted)
+    handed, read = tmp_path / "handed", tmp_path / "read"
+    with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(handed), max_lag=None), flush_every=1000) as store:
+        assert store.lake is not None
+        for flush in range(3):
+            fill(store, 10, flush * 10)
+            store.flush()
+            store.lake.sync()
+    assert reads == []  # each publish took its flush's rows from memory
+    with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(read), max_lag=None)) as store:
+        assert store.lake is not None
+        assert store.lake.sync() == 30  # a backlog: read from the files
+    assert len(reads) == 3
+
+    def rows(lake: Path) -> pa.Table:
+        return pa.table(DeltaTable(str(lake)).to_pyarrow_dataset().to_table()).sort_by("position")
+
+    assert rows(handed).equals(rows(read))
+
+
+def test_a_failed_commit_is_retried_with_a_new_file_and_nothing_twice(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(lake), max_lag=None), flush_every=1000) as store:
+        assert store.lake is not None
+        fill(store, 10)
+        store.flush()
+        store.lake.sync()
+        blocker = lake / "_delta_log" / f"{DeltaTable(str(lake)).version() + 1:020d}.json"
+        blocker.mkdir()  # the next commit cannot be written: its file is, first
+        fill(store, 10, 10)
+        store.flush()
+        with pytest.raises(ev.LakeError, match="publishing from position 11"):
+            store.lake.sync()
+        blocker.rmdir()
+        assert store.lake.sync() == 20
+    assert positions(lake) == list(range(1, 21))
+    written = {p.relative_to(lake).as_posix() for p in lake.rglob("*.parquet")}
+    committed = set(pa.table(DeltaTable(str(lake)).get_add_actions()).column("path").to_pylist())
+    assert len(committed) == 2 and committed < written  # the failed commits' files: written, never in the table
+
+
+def test_each_file_carries_the_statistics_readers_skip_files_by(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    when = datetime(2021, 5, 1, 12, 0, 0, 1500, tzinfo=UTC)
+    with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(lake), max_lag=None), flush_every=1000) as store:
+        assert store.lake is not None
+        fill(store, 3)
+        store.flush()
+        store.lake.sync()  # the first file adds the type's columns: delta-rs writes it
+        fill(store, 4, 3)
+        store.append("late", [LakeDeposited(account="late", amount=-5, fee=Decimal("2.5"))], occurred_at=when)
+        store.flush()
+        store.lake.sync()
+    actions = pa.table(DeltaTable(str(lake)).get_add_actions(flatten=True)).sort_by("min.position").to_pylist()
+    ours = actions[1]
+    assert ours["num_records"] == 5 and (ours["min.position"], ours["max.position"]) == (4, 8)
+    assert ours["min.stream_id"] == "acc-3" and ours["max.stream_id"] == "late"
+    assert ours["min.lake_Money_Deposited__amount"] == -5 and ours["max.lake_Money_Deposited__amount"] == 6
+    assert ours["min.lake_Money_Deposited__fee"] == 0.25 and ours["max.lake_Money_Deposited__fee"] == 2.5
+    assert ours["null_count.stream_type"] == 5 and ours["null_count.position"] == 0
+    # Times widened to the millisecond: the minimum down, the maximum up.
+    assert ours["min.occurred_at"] == datetime(2021, 5, 1, 12, 0, 0, 1000, tzinfo=UTC)
+    assert ours["max.recorded_at"] >= max(r["max.recorded_at"] for r in actions[:1])
+    dataset = DeltaTable(str(lake)).to_pyarrow_dataset()  # its fragments carry the statistics as guarantees
+    assert dataset.to_table(filter=pc.field("position") > 3).num_rows == 5
