@@ -31,6 +31,7 @@ SeaweedFS server shares the 2 cores). A repeat at load 2.8-3.5: 41% -> 16% (8-50
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import sys
@@ -96,18 +97,36 @@ def _writer_seconds(path: Path, target: ev.LakeTarget | None, batches: list[list
         return perf() - t0
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) process `pid` has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _slowdown(
     name: str, root: Path, target: Callable[[int], ev.LakeTarget], n: int, flushes: int, reps: int, quick: bool,
+    server_pid: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The writer with a lake against the writer without one, taking turns (medians)."""
+    """The writer with a lake against the writer without one, taking turns (medians); with
+    `server_pid`, also the CPU the object store's server spent meanwhile on this machine's cores."""
     batches = _batches(n, flushes)
-    plain, lake = [], []
+    plain, lake, server = [], [], []
     for rep in range(reps):
         plain.append(_writer_seconds(root / f"writer-{rep}", None, batches))
+        before = _cpu_seconds(server_pid) if server_pid else 0.0
         lake.append(_writer_seconds(root / f"writer-lake-{rep}", target(rep), batches))
+        if server_pid:
+            server.append((_cpu_seconds(server_pid) - before) / lake[-1] * 100)
     slowdown = statistics.median(lake) / statistics.median(plain) - 1
     events = n * flushes
+    extra = [
+        result(
+            f"the S3 server's own CPU meanwhile, {name}", server, "% of the writer's time",
+            note="the object store runs on the writer's 2 cores here (elsewhere in a deployment)",
+        )
+    ] if server else []
     return [
+        *extra,
         result(f"writer, no lake (beside the {name}): {flushes} flushes of {n:,} events", [events / s for s in plain],
                "events/s"),
         result(f"writer, {name}", [events / s for s in lake], "events/s"),
@@ -169,7 +188,7 @@ def run(quick: bool, *, reps: int | None = None) -> list[dict[str, Any]]:
                 out += _measure(name, root / f"s3-{with_json}", s3(f"events-{with_json}", with_json=with_json),
                                 n, flushes, quick)
             out += _slowdown("S3 lake (SeaweedFS)", root, lambda rep: s3(f"writer-{rep}"), n, writer_flushes,
-                             turns, quick)
+                             turns, quick, server_pid=server.process.pid if server.process else None)
         finally:
             server.kill()
     finally:
