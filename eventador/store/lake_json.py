@@ -40,7 +40,6 @@ __all__ = ["payload_json"]
 
 _LEAVES = (str, int, float, bool, Decimal, datetime, date, uuid.UUID, type(None))
 _CONTAINERS = (list, tuple, dict)
-_NULL = pa.scalar(None, pa.string())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,12 +161,12 @@ def _value(column: pa.ChunkedArray, field: _Field) -> tuple[pa.ChunkedArray, boo
             exponent = pc.match_substring(text, "E")
             if pc.any(exponent).as_py():
                 text = pc.if_else(pc.equal(column, pa.scalar(0, arrow_type)), "0", text)
-                text = pc.if_else(pc.match_substring(text, "E"), _NULL, text)
+                text = pc.if_else(pc.match_substring(text, "E"), pa.scalar(None, pa.string()), text)
         return text, True
     if kind == "uuid":
         return column, True
     if kind == "json":  # the column's JSON text; NaN and Infinity are not JSON
-        return pc.if_else(pc.match_substring_regex(column, "NaN|Infinity"), _NULL, column), False
+        return pc.if_else(pc.match_substring_regex(column, "NaN|Infinity"), pa.scalar(None, pa.string()), column), False
     if pa.types.is_string(arrow_type):
         return pc.replace_substring(pc.replace_substring(column, "\\", "\\\\"), '"', '\\"'), True
     if pa.types.is_timestamp(arrow_type):  # as Python's str of a UTC time
