@@ -180,6 +180,8 @@ class EventadorAggregateRecorder(EventadorRecorder, AggregateRecorder):
     def _plan(self, stored_events: Sequence[StoredEvent]) -> tuple[list[tuple[str, list[Event], int]], dict[str, int]]:
         """The appends for `stored_events` (a run of one originator's events each, with the
         stream version it must be at) and the first versions of streams they begin."""
+        if not isinstance(stored_events, list):
+            stored_events = list(stored_events)  # read more than once below
         records = StoredEventRecord._of(stored_events)
         if records and self._one_run(stored_events):  # an aggregate's events: no step per event
             stream_id = str(stored_events[0].originator_id)
