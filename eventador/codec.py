@@ -27,9 +27,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
-import functools
 import hashlib
 import importlib
+import io
 import operator
 import sys
 import types
@@ -103,7 +103,6 @@ def _tag_hook(first: Any, second: Any) -> Any:
     return tag
 
 
-_dumps = functools.partial(cbor2.dumps, default=_default)  # one C call per row, no Python frame
 _instance_dict = operator.attrgetter("__dict__")
 
 
@@ -660,15 +659,12 @@ def encode_events(events: list[Event]) -> list[bytes]:
         return [encode_event(e) for e in events]
     schema = schema_of(cls)
     values = list(map(_instance_dict, events))
-    if schema.accepts:
-        # The checked fields' values as columns (one tuple per field), all in C loops.
-        rows = map(operator.itemgetter(*(name for name, _ in schema.accepts)), values)
-        columns = zip(*rows, strict=True) if len(schema.accepts) > 1 else [tuple(rows)]
-        for (_, accepted), column in zip(schema.accepts, columns, strict=False):
-            if not set(map(type, column)).issubset(accepted):
-                # A wrong type, or a subclass (bool in an int field, a NumPy or pandas scalar):
-                # event by event, which converts what it can and names the first bad value.
-                return [encode_event(e) for e in events]
+    for name, accepted in schema.accepts:
+        # The set of types of a checked field's values, in C loops (a column at a time).
+        if not set(map(type, map(operator.itemgetter(name), values))).issubset(accepted):
+            # A wrong type, or a subclass (bool in an int field, a NumPy or pandas scalar):
+            # event by event, which converts what it can and names the first bad value.
+            return [encode_event(e) for e in events]
     try:
         for name in schema.decimals:
             if not all(value is None or value.is_finite() for value in map(operator.itemgetter(name), values)):
@@ -680,9 +676,15 @@ def encode_events(events: list[Event]) -> list[bytes]:
             for value in map(operator.itemgetter(name), values):
                 if type(value) not in _LEAVES:
                     check_value(value, path)
-        return list(map(_dumps, values))
+        return _encode_each(values)
     except Exception:
         return [encode_event(e) for e in events]  # raises, naming the first bad value
+
+
+def _encode_each(values: list[dict[str, Any]]) -> list[bytes]:
+    """``cbor2.dumps`` of each value, the same bytes, by one encoder for all, in one C loop
+    (a ``dumps`` call makes a new encoder, which costs more than encoding a small event)."""
+    return list(map(cbor2.CBOREncoder(io.BytesIO(), default=_default).encode_to_bytes, values))
 
 
 def decode_event(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
 import os
 import random
+import struct
 import sys
 from array import array
 from collections.abc import Sequence
@@ -56,6 +58,10 @@ class PreparedAppend:
     logged: bytes
 
 
+_event_type = operator.attrgetter("event_type")
+_schema_version = operator.attrgetter("schema_version")
+
+
 def micros_or_none(when: object) -> int | None:
     if when is None:
         return None
@@ -99,7 +105,18 @@ def _repeated(n: int) -> tuple[int, int]:
 def split_ids(ids: bytes) -> list[bytes]:
     if len(ids) == 16:  # one event, the common append: no copy
         return [ids]
+    if len(ids) <= 16 * _SPLIT_IN_ONE_CALL:
+        return list(_splitter(len(ids) // 16).unpack(ids))
     return [ids[i : i + 16] for i in range(0, len(ids), 16)]
+
+
+_SPLIT_IN_ONE_CALL = 1024  # ids a cached Struct cuts (its size grows with them)
+
+
+@functools.lru_cache(maxsize=32)
+def _splitter(n: int) -> struct.Struct:
+    """Cuts n ids end to end into n bytes objects in one C call (a slice each costs 3x more)."""
+    return struct.Struct("16s" * n)
 
 
 def check_new_stream_id(stream_id: object) -> None:
@@ -189,7 +206,7 @@ def prepare_append(
     check_new_stream_id(stream_id)
     check_expected(expected_version)
     payloads = encode_events(batch)
-    types = [e.event_type for e in batch]
+    types = list(map(_event_type, batch))
     meta = None
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
@@ -205,7 +222,7 @@ def prepare_append(
         if not isinstance(stream_type, str):
             raise InvalidInputError(f"stream_type must be a str, got {stream_type!r}")
         check_text(stream_type, "stream_type")
-    versions = [e.schema_version for e in batch]
+    versions = list(map(_schema_version, batch))
     ids = new_event_ids(len(batch))
     record = encode_columns(types, ids, occurred, payloads, versions) if logged else b""
     return PreparedAppend(

@@ -19,10 +19,13 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.system import MultiThreadedRunner, ProcessApplication, SingleThreadedRunner, System
 
+from eventador.codec import encode_event
+from eventador.errors import SerializationError
 from eventador.ext.eventsourcing import (
     EventadorApplicationRecorder,
     EventadorFactory,
     EventadorProcessRecorder,
+    StoredEventRecord,
     as_of,
     create_topic_views,
     store_of,
@@ -105,6 +108,39 @@ def test_one_insert_may_come_back_to_an_originator(school: DogSchool) -> None:
     ids = school.recorder.insert_events([stored(a, 1), stored(b, 1), stored(a, 2)])
     assert ids == [1, 2, 3]
     assert [e.originator_version for e in school.recorder.select_events(a)] == [1, 2]
+
+
+def test_inserted_events_are_stored_as_the_codec_encodes_them(tmp_path: Path) -> None:
+    """insert_events makes its records without __init__ and encodes a batch at once: the
+    bytes stored, in the hot tier and in the log read back, are encode_event's."""
+    env = {"PERSISTENCE_MODULE": MODULE, "EVENTADOR_PATH": str(tmp_path)}
+    a, b = uuid4(), uuid4()
+    batches = [
+        [StoredEvent(originator_id=a, originator_version=v, topic=f"t{v % 3}", state=bytes(v)) for v in range(50)],
+        [stored(b, 1), stored(a, 50), stored(b, 2)],  # several originators: event by event
+        [stored(str(b), 3), stored(str(b), 4)],  # equal ids, not the same object
+        [stored(uuid4(), 1, topic="é" * 30)],
+    ]
+    expected = [
+        encode_event(StoredEventRecord(topic=s.topic, originator_version=s.originator_version, state=s.state))
+        for batch in batches
+        for s in batch
+    ]
+    query = "SELECT payload FROM events ORDER BY position"
+    with DogSchool(env=env) as app:
+        for batch in batches:
+            app.recorder.insert_events(batch)
+        assert [p for (p,) in store_of(app).sql(query).fetchall()] == expected
+    with DogSchool(env=env) as app:
+        assert [p for (p,) in store_of(app).sql(query).fetchall()] == expected
+
+
+def test_a_bad_field_of_a_stored_event_is_named_and_nothing_is_written(school: DogSchool) -> None:
+    originator = uuid4()
+    bad = StoredEvent(originator_id=originator, originator_version=2, topic="t", state="{}")  # type: ignore[arg-type]
+    with pytest.raises(SerializationError, match=r"StoredEventRecord\.state"):
+        school.recorder.insert_events([stored(originator, 1), bad, stored(originator, 3)])
+    assert school.recorder.max_notification_id() is None
 
 
 def test_text_originator_ids_read_back_as_text(env: dict[str, str]) -> None:
