@@ -20,15 +20,11 @@ ratio of the median times minus one. Budget: at most 10%. With S3 the SeaweedFS 
 on the same 2 cores: its own CPU during the writer's turns is reported beside (a share of the
 writer's time), since in a deployment the object store's CPU is not the writer's.
 
-Measured on the 2 shared cores, load average 3.3-3.7 (before: reading the file back, DuckDB's
-payload_json, ``write_deltalake``; after: rows from memory, payload_json with Arrow compute,
-the file written by pyarrow and committed as an add action), medians (min-max) of 5 flushes:
-publish / flush, local 38% (30-50) -> 18% (11-49), local without payload_json 23% (17-49)
--> 11% (8-28), S3 42% (38-87) -> 24% (18-73), S3 without 33% (28-68) -> 22% (19-42); the
-writer's slowdown, local 13% (10-19) -> 5% (5-20), S3 25% (20-50) -> 22% (21-30) (the
-SeaweedFS server shares the 2 cores). A repeat at load 2.8-3.5: 41% -> 16% (8-50), 70% (16-144)
--> 8% (4-41), 49% (46-107) -> 28% (24-67), 32% (25-59) -> 23% (17-55); slowdown local 18% ->
-1% (-6-8), S3 31% -> -2% (-4-0). Under heavier load (4-8) the figures move by half.
+Measured on a quiet machine (load average 0.9-1.4, 2026-12-06), medians: publish / flush
+local 15.6%, local without payload_json 9.6%, S3 29.8%, S3 without 22.3% (before the
+publish wrote its own file and took the rows from memory: 38%, 23%, 42%, 33%); the writer's
+slowdown local -2.4%, S3 7.8%, with the SeaweedFS server's own CPU at 7.6% of the writer's
+time on the same cores.
 """
 
 from __future__ import annotations
