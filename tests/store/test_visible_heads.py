@@ -40,7 +40,9 @@ def test_a_reader_finds_every_event_that_stream_version_counts(tmp_path: Path) -
 
     def read(k: int) -> None:
         try:
-            while not done.is_set():
+            # Stops at the first shortfalls: a reader spinning on a broken head must fail the
+            # test, not fill the memory while the writers go on.
+            while not done.is_set() and len(short) + len(streams_short) < 20:
                 for stream_id in streams:
                     version = store.stream_version(stream_id)
                     found = store.read_stream(stream_id)
@@ -57,15 +59,17 @@ def test_a_reader_finds_every_event_that_stream_version_counts(tmp_path: Path) -
         except BaseException as exc:
             failures.append(exc)
 
-    readers = [threading.Thread(target=read, args=(k,)) for k in range(READERS)]
-    writers = [threading.Thread(target=write, args=(s,)) for s in streams]
+    readers = [threading.Thread(target=read, args=(k,), daemon=True) for k in range(READERS)]
+    writers = [threading.Thread(target=write, args=(s,), daemon=True) for s in streams]
     for t in readers + writers:
         t.start()
     for t in writers:
-        t.join()
+        t.join(timeout=60)
+    stuck = [t.name for t in writers if t.is_alive()]
     done.set()
     for t in readers:
-        t.join()
+        t.join(timeout=60)
+    assert not stuck, f"writers still appending after 60 s: {stuck}"
     assert not failures
     assert not short, f"stream_version counted events read_stream did not find: {short[:5]}"
     assert not streams_short, f"the store counted streams readers did not see: {streams_short[:5]}"
