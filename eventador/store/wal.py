@@ -35,13 +35,6 @@ When the round is durable the leader releases the appenders it covered and hands
 the lead to one appender whose frame came too late for it, which starts the next
 round at once: one thread wakes between two fsyncs, not a crowd racing for a
 shared lock. Eight writers share a few fsyncs instead of queueing for eight.
-
-Before it writes, a leader gathers: when the last round had company (appenders it
-covered, or that waited for the next), it waits until as many frames are queued, for
-at most half a recent fsync (PostgreSQL's ``commit_delay`` does the same). Without it
-the appenders a round releases come back just after the next round has begun, and the
-rounds alternate between halves of them: four threads shared two per fsync, not four.
-A lone appender never waits.
 """
 
 from __future__ import annotations
@@ -49,7 +42,6 @@ from __future__ import annotations
 import os
 import struct
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -71,7 +63,6 @@ _MIN_SEGMENT_BYTES = 16 << 10
 _MAX_SEGMENT_BYTES = 64 << 20
 _FIRST_SEGMENT_BYTES = 1 << 20  # at most, before any frame was seen
 _GUESSED_EVENT_BYTES = 64  # per event, before any frame was seen: a small event (a bigger one rolls sooner)
-_MAX_GATHER_SECONDS = 0.002  # the longest a leader waits for company (half a slow fsync)
 _REOPEN = "reopen the store (close it and open it again): every acknowledged event is kept"
 SECTOR = 512  # the smallest unit a disk writes whole
 
@@ -245,9 +236,6 @@ class WriteAheadLog:
         self._mutex = threading.Lock()  # guards the queue, the waiters and who leads
         self._leading: _Waiter | None = None  # the appender holding the lead, if any
         self._waiters: list[_Waiter] = []
-        self._arrived = threading.Condition(self._mutex)  # a frame was queued (a gathering leader waits on it)
-        self._company = 1  # appenders in or waiting after the last round: frames a leader gathers
-        self._fsync_seconds = 0.0  # a moving average of the rounds' fdatasync time
         self._file_lock = threading.Lock()  # guards the fd, its offset and capacity
         self._queue: list[bytes] = []
         self._queued = 0  # log sequence number (bytes) of the last queued frame
@@ -344,7 +332,6 @@ class WriteAheadLog:
                 self._queue.append(framed)
                 self._queued += len(framed)
                 self._queued_upto = max(self._queued_upto, upto)
-                self._arrived.notify()
                 return self._queued
         with self._file_lock:
             try:
@@ -434,7 +421,6 @@ class WriteAheadLog:
                     if self._synced < lsn:  # released because the round failed
                         self._raise_if_failed()
                     return
-            self._gather()
             self._lead()
         except BaseException:
             # Interrupted (Ctrl-C) at any point: give up the place in the queue, or the
@@ -442,19 +428,6 @@ class WriteAheadLog:
             # nor hang. Once a round has begun, the round hands the lead on itself.
             self._abandon(me)
             raise
-
-    def _gather(self) -> None:
-        """Wait (briefly, see the module's doc) until as many frames are queued as the last
-        round had appenders."""
-        if self._company <= 1:
-            return
-        deadline = time.monotonic() + min(self._fsync_seconds / 2, _MAX_GATHER_SECONDS)
-        with self._arrived:
-            while len(self._queue) < self._company and self._failed is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                self._arrived.wait(left)
 
     def _lead(self) -> None:
         """One round: write everything queued, fsync, release those it covered, pass the lead on."""
@@ -469,9 +442,7 @@ class WriteAheadLog:
                         self._write(b"".join(queue), upto)
                     target, fd = self._written, self._fd
                 if fd >= 0:
-                    started = time.perf_counter()
                     interrupted = _fdatasync_through_interrupts(fd)
-                    self._fsync_seconds += (time.perf_counter() - started - self._fsync_seconds) / 8
                     self.syncs += 1
         except BaseException as exc:
             # Failed, or interrupted at a point that leaves it unknown whether the queue
@@ -489,7 +460,6 @@ class WriteAheadLog:
                 self._synced = target
                 done = [w for w in self._waiters if w.lsn <= target]
                 self._waiters = [w for w in self._waiters if w.lsn > target]
-                self._company = 1 + len(done) + len(self._waiters)
                 successor = self._next_leader()
             for w in done:
                 w.lock.release()

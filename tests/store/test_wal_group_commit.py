@@ -329,38 +329,3 @@ def _interrupt_sync(directory: Path, path: str, event: str, line: int) -> bool:
     assert wal._synced == wal._queued
     wal.close()
     return fired.is_set()
-
-
-def test_a_round_gathers_every_busy_appender_not_alternate_halves(tmp_path: Path) -> None:
-    """Four threads appending back to back share each fsync four ways (about), not two: a
-    leader waits briefly for the appenders the last round released (the commit delay)."""
-    threads, per = 4, 100
-    with ev.open_store(tmp_path / "store", durability="fsync") as store:
-        wal = store._wal
-        assert wal is not None
-        start = threading.Barrier(threads)
-
-        def writer(t: int) -> None:
-            start.wait()
-            for i in range(1, per + 1):
-                store.append(f"g-{t}", [Tick(n=i)], expected_version=i - 1)
-
-        before = wal.syncs
-        workers = [threading.Thread(target=writer, args=(t,), daemon=True) for t in range(threads)]
-        for th in workers:
-            th.start()
-        for th in workers:
-            th.join(timeout=120)
-            assert not th.is_alive()
-        shared = threads * per / (wal.syncs - before)
-    assert shared >= 3.0, f"{shared:.2f} appends per fsync: the rounds did not gather the busy appenders"
-
-
-def test_a_lone_appender_never_waits_for_company(tmp_path: Path) -> None:
-    """One thread's appends each take one round of their own, with no gathering delay."""
-    with ev.open_store(tmp_path / "store", durability="fsync") as store:
-        wal = store._wal
-        assert wal is not None
-        for i in range(1, 21):
-            store.append("solo", [Tick(n=i)], expected_version=i - 1)
-        assert wal._company == 1
