@@ -90,13 +90,8 @@ class ColdTier:
         remote = f"{self.base}/{path.name}"
         temp = path.with_name(f"{FETCH_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}.part")
         try:
-            with self.fs.open_input_stream(remote) as source, open(temp, "wb") as sink:
-                while chunk := source.read(_CHUNK):
-                    sink.write(chunk)
-                sink.flush()
-                os.fsync(sink.fileno())
-            os.replace(temp, path)
-            fsync_directory(path.parent)
+            with self.fs.open_input_stream(remote) as source:
+                _write_durably(source, temp, path)
         except (OSError, pa.ArrowException) as exc:
             temp.unlink(missing_ok=True)
             cause = "it is not there" if isinstance(exc, FileNotFoundError) else str(exc)
@@ -120,9 +115,16 @@ def supports(uri: str) -> bool:
 
 
 def _copy_durably(path: Path, temp: Path, final: Path) -> None:
-    """`path` copied to `final` on the local disk: a temporary name, fsync, rename, fsync."""
+    """`path` copied to `final` on the local disk (see ``_write_durably``)."""
+    with open(path, "rb") as source:
+        _write_durably(source, temp, final)
+
+
+def _write_durably(source: Any, temp: Path, final: Path) -> None:
+    """The bytes of `source` (a readable stream) written to `final`: a temporary name, fsync,
+    rename, fsync of the folder, so `final` only ever holds a whole file."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "rb") as source, open(temp, "wb") as sink:
+    with open(temp, "wb") as sink:
         while chunk := source.read(_CHUNK):
             sink.write(chunk)
         sink.flush()
