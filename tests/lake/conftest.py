@@ -31,3 +31,17 @@ def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
 def s3_lake(weed: WeedServer) -> tuple[str, dict[str, str]]:
     """A lake URI in a new bucket of the session's server, and its storage options."""
     return f"s3://{weed.bucket()}/events", weed.storage_options
+
+
+@pytest.fixture
+def own_weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
+    """A SeaweedFS server of the test's own, which the test may kill (the session's stays up)."""
+    server = WeedServer(tmp_path_factory.mktemp("weed-own"))
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.skip(f"this test kills a real SeaweedFS server of its own, which did not start: {exc}")
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -14,17 +14,6 @@ from eventador.testing.seaweed import WeedServer
 from tests.lake.test_lake_cold_tier import files, fill, local
 
 
-@pytest.fixture
-def own_weed(tmp_path_factory: pytest.TempPathFactory) -> WeedServer:
-    server = WeedServer(tmp_path_factory.mktemp("weed-cold"))
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.skip(f"this test kills a real SeaweedFS server of its own, which did not start: {exc}")
-    yield server  # type: ignore[misc]
-    server.kill()
-
-
 def test_the_object_store_away_before_an_upload_and_at_a_fetch(tmp_path: Path, own_weed: WeedServer) -> None:
     uri, options = f"s3://{own_weed.bucket()}/events", own_weed.storage_options
     target = ev.LakeTarget(uri, storage_options=options, max_lag=None, local_bytes=0)

@@ -29,17 +29,6 @@ def positions(uri: str, options: dict[str, str]) -> list[int]:
     return sorted(pa.table(dataset.to_table(columns=["position"])).column("position").to_pylist())
 
 
-@pytest.fixture
-def own_weed(tmp_path_factory: pytest.TempPathFactory) -> WeedServer:
-    server = WeedServer(tmp_path_factory.mktemp("weed-killed"))
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.skip(f"this test kills a real SeaweedFS server of its own, which did not start: {exc}")
-    yield server  # type: ignore[misc]
-    server.kill()
-
-
 def test_the_object_store_going_away_mid_publish(tmp_path: Path, own_weed: WeedServer) -> None:
     uri, options = f"s3://{own_weed.bucket()}/events", own_weed.storage_options
     target = ev.LakeTarget(uri, storage_options=options, max_lag=None)
