@@ -171,6 +171,12 @@ class StoreCore(Reader):
         """The position of the newest visible event (0 for an empty store)."""
         return self._visible
 
+    @property
+    def fsyncs(self) -> int:
+        """fsyncs of the log since the store was opened (0 without a log): appends divided by
+        fsyncs tells how well concurrent appends share them. A counter read, no query."""
+        return self._wal.syncs if self._wal is not None else 0
+
     def state(self) -> StoreState:
         """The files, hot buffers and visible position, taken together under the store's lock.
 

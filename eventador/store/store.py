@@ -382,7 +382,7 @@ class EventStore(Opening, Committing, Querying):
             "hot_events": sum(visible_rows(b, snap) for b in snap.buffers),
             "bytes": size,
             "views": [view.name for view in self.views()],
-            "fsyncs": self._wal.syncs if self._wal is not None else 0,
+            "fsyncs": self.fsyncs,
             "log_bytes": self._wal.logged_bytes if self._wal is not None else 0,
         }
 

@@ -72,7 +72,7 @@ def test_threads_share_fsyncs_and_see_their_append_on_return(tmp_path: Path) -> 
             th.join(timeout=120)
             assert not th.is_alive()
         syncs = wal.syncs - before
-        assert store.info()["fsyncs"] == wal.syncs  # what users see of it
+        assert store.fsyncs == store.info()["fsyncs"] == wal.syncs  # what users see of it
         assert problems == []
         assert store.last_position == WRITERS * per
         assert syncs < WRITERS * per, f"{syncs} fsyncs for {WRITERS * per} appends: none shared"
