@@ -17,7 +17,7 @@ from eventador.codec import make_decoder
 from eventador.errors import InvalidInputError, StoreError, store_os_error
 from eventador.store.buffer import HotBuffer
 from eventador.store.bulk import NewStreams
-from eventador.store.catalog import FileEntry, FileFacts
+from eventador.store.catalog import ColdSummary, FileEntry, FileFacts
 from eventador.store.checksums import remember
 from eventador.store.compaction import full_merge, tiered_merge
 from eventador.store.core import StoreCore
@@ -287,7 +287,8 @@ class Flushing(StoreCore):
                 cold.upload(segment.path)
             except FileNotFoundError:
                 continue  # merged away meanwhile: no longer the catalog's
-            if catalog.mark_uploaded(name):  # durable (a DuckDB commit and the manifest) before any delete
+            summary = self._summary(segment)
+            if catalog.mark_uploaded(name, summary):  # durable (a DuckDB commit and the manifest) before any delete
                 uploaded.add(name)
                 segment.uploaded = True
         local = [s for s in files if s.path.exists()]
@@ -297,6 +298,24 @@ class Flushing(StoreCore):
                 break
             if segment.uploaded and segment.path.name in uploaded and segment.evict(remove_unless_pinned):
                 total -= segment.bytes
+
+    def _file_heads(self, segment: Segment, *, keep: bool = True) -> dict[str, int]:
+        """Each stream's newest version in one file (read once per file, unless not `keep`:
+        files never change). Opening keeps them for a reader's refresh; it also drops those of
+        files gone (``_install``)."""
+        name = segment.path.name if isinstance(segment, FileSegment) else None
+        heads = self._heads_of.get(name) if name is not None else None
+        if heads is None:
+            table = segment.heads()
+            ids, versions = table.column("stream_id").to_pylist(), table.column("version_max").to_pylist()
+            heads = dict(zip(ids, versions, strict=True))
+            if name is not None and keep:
+                self._heads_of[name] = heads
+        return heads
+
+    def _summary(self, segment: FileSegment) -> ColdSummary:
+        """What opening needs of `segment` once it may be evicted (read from its local file)."""
+        return ColdSummary(self._file_heads(segment, keep=False), segment.max_recorded_us())
 
     def _publish(self) -> None:
         """Rewrite manifest.json, the list of files read-only openers load, after the catalog changed.

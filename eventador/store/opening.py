@@ -26,7 +26,7 @@ from eventador.store.catalog import CATALOG, Catalog, FileEntry, FileFacts, hold
 from eventador.store.flushing import TRASH_SECONDS, Flushing
 from eventador.store.lock import DirectoryLock
 from eventador.store.pins import Pins, remove_unless_pinned
-from eventador.store.segments import FileSegment, Segment
+from eventador.store.segments import EvictedFile, FileSegment, Segment
 from eventador.store.snapshots import SnapshotStore
 from eventador.store.wal import WriteAheadLog, fsync_directory, scan_segment
 
@@ -67,6 +67,7 @@ class Opening(Flushing):
             recovered, leftovers = self._recover_beside_unnamed(entries, catalog)
             self._install(recovered)
             self._discard(leftovers)
+            self._summarize_uploaded(catalog)
             existing = WriteAheadLog.segments(self._wal_dir)
             first = max(existing[-1][0] if existing else 0, catalog.log_segment) + 1
             self._wal = WriteAheadLog(
@@ -158,6 +159,16 @@ class Opening(Flushing):
             f"{end} that no other file and no log segment holds; `eventador repair {self.path}` rebuilds "
             "the catalog from the files",
         )
+
+    def _summarize_uploaded(self, catalog: Catalog) -> None:
+        """Record what opening needs of uploaded files that have it not recorded (an older version
+        uploaded them): this opening fetched them, the next ones will not."""
+        missing = catalog.unsummarized()
+        if missing:
+            catalog.record_summaries({
+                s.path.name: self._summary(s) for s in self._segments
+                if isinstance(s, FileSegment) and s.path.name in missing
+            })
 
     def _discard(self, paths: list[Path]) -> None:
         """Delete data files whose events other files or the log hold; those a reader still
@@ -263,6 +274,7 @@ class Opening(Flushing):
         opened = {s.path.name: s for s in self._segments if isinstance(s, FileSegment)}
         fetch = self._fetcher()
         uploaded = self._catalog.uploaded() if self._catalog is not None else set()
+        summaries = self._catalog.summaries() if self._catalog is not None and fetch is not None else {}
         segments: list[Segment] = []
         expected = 1
         for e in entries:
@@ -276,8 +288,17 @@ class Opening(Flushing):
             ):
                 segments.append(segment)
                 continue
+            summary = summaries.get(e.name)
             if self._pins is not None:
                 self._pins.pin(path)
+            elif summary is not None and not path.exists():  # evicted: opened from the catalog, fetched when read
+                segment = FileSegment(
+                    path, e.first_position, e.last_position, e.rows, fetch,
+                    evicted=EvictedFile(e.bytes, store_id, summary.max_recorded_us),
+                )
+                self._heads_of[e.name] = summary.heads
+                segments.append(segment)
+                continue
             elif not path.exists() and e.name in uploaded and fetch is None:
                 raise CorruptionError(
                     str(path), "evicted: its copy is in the cold tier of the store's lake; open the store with the "
@@ -301,18 +322,6 @@ class Opening(Flushing):
                 )
             segments.append(segment)
         return segments
-
-    def _file_heads(self, segment: Segment) -> dict[str, int]:
-        """Each stream's newest version in one file (read once per file: files never change)."""
-        name = segment.path.name if isinstance(segment, FileSegment) else None
-        heads = self._heads_of.get(name) if name is not None else None
-        if heads is None:
-            table = segment.heads()
-            ids, versions = table.column("stream_id").to_pylist(), table.column("version_max").to_pylist()
-            heads = dict(zip(ids, versions, strict=True))
-            if name is not None:
-                self._heads_of[name] = heads
-        return heads
 
     def _check_log(self, required: int) -> list[tuple[int, Path]]:
         """Segment `required` of the log is there (0: any). A segment missing between two
