@@ -291,12 +291,18 @@ class Flushing(StoreCore):
             if catalog.mark_uploaded(name, summary):  # durable (a DuckDB commit and the manifest) before any delete
                 uploaded.add(name)
                 segment.uploaded = True
+        self._evict_down_to(files, local_bytes)
+
+    @staticmethod
+    def _evict_down_to(files: list[FileSegment], local_bytes: int) -> None:
+        """Delete local copies of the uploaded `files`, least recently read first, until the local
+        ones take at most `local_bytes` (never one a reader pins or a SQL relation may read)."""
         local = [s for s in files if s.path.exists()]
         total = sum(s.bytes for s in local)
         for segment in sorted(local, key=lambda s: s.last_used):
             if total <= local_bytes:
                 break
-            if segment.uploaded and segment.path.name in uploaded and segment.evict(remove_unless_pinned):
+            if segment.uploaded and segment.evict(remove_unless_pinned):
                 total -= segment.bytes
 
     def _file_heads(self, segment: Segment, *, keep: bool = True) -> dict[str, int]:

@@ -12,6 +12,7 @@ instead, again on ``refresh``. Closing lets go of each thing held, even when ano
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,7 +114,9 @@ class Opening(Flushing):
         unnamed = self._unnamed_files({e.name for e in entries}, catalog.store_id)
         required = catalog.log_segment if catalog.log_required else 0
         try:
-            recovered = self._recover(entries, catalog.store_id, required, catalog.checkpoints(), repair=True)
+            recovered = self._recover(
+                entries, catalog.store_id, required, catalog.checkpoints(), catalog.uploaded(), repair=True
+            )
         except CorruptionError as exc:
             # A log that does not follow the catalog's files, beside files it does not name:
             # the catalog is the stale one.
@@ -196,8 +199,8 @@ class Opening(Flushing):
         while True:
             try:
                 recovered = self._recover(
-                    list(manifest.files), manifest.store_id,
-                    manifest.log_segment if manifest.log_required else 0, dict(manifest.checkpoints), repair=False,
+                    list(manifest.files), manifest.store_id, manifest.log_segment if manifest.log_required else 0,
+                    dict(manifest.checkpoints), manifest.uploaded, repair=False,
                 )
                 break
             except (FileNotFoundError, CorruptionError) as exc:
@@ -209,8 +212,8 @@ class Opening(Flushing):
                         missing = Path(exc.filename or self.path)
                         if missing.name in manifest.uploaded:
                             raise CorruptionError(
-                                str(missing), "evicted to the cold tier of the store's lake: a read-only opener "
-                                "reads local files only (ev.open_lake reads the lake's table)",
+                                str(missing), "evicted to the cold tier of the store's lake: open the store "
+                                "read-only with its writer's lake= to fetch it (or ev.open_lake for the lake's table)",
                             ) from exc
                         raise CorruptionError(str(missing), "missing") from exc
                     raise
@@ -220,6 +223,10 @@ class Opening(Flushing):
                     time.sleep(0.002)
         self._install(recovered)
         self._pins.keep_only(s.path for s in recovered.segments if isinstance(s, FileSegment))
+        cache = self._cache_dir
+        if cache is not None and self._local_bytes is not None:  # its own fetched files, within the bound
+            fetched = [s for s in recovered.segments if isinstance(s, FileSegment) and s.path.parent == cache]
+            self._evict_down_to(fetched, self._local_bytes)
 
     def refresh(self) -> None:
         """Read-only stores: load what the writer has added since opening (or the last refresh)."""
@@ -230,24 +237,25 @@ class Opening(Flushing):
             self._load_read_only()
 
     def _recover(
-        self, entries: list[FileEntry], store_id: str | None, log_segment: int, checkpoints: dict[str, int], *,
-        repair: bool,
+        self, entries: list[FileEntry], store_id: str | None, log_segment: int, checkpoints: dict[str, int],
+        uploaded: set[str] | frozenset[str], *, repair: bool,
     ) -> _Recovered:
         """The state the files `entries` and the log after them hold; `log_segment`: the segment
         the log must reach (0: none); `checkpoints`: those the catalog (or manifest) recorded,
-        which the log's move forward. Files already open are used again (a reader's refresh).
+        which the log's move forward; `uploaded`: the files with copies in the cold tier. Files
+        already open are used again (a reader's refresh).
 
         Raises:
             CorruptionError: a file or log segment is missing, damaged, or disagrees with the catalog.
             FileNotFoundError: (read-only) a file vanished: the writer merged it away meanwhile.
         """
-        segments = self._open_files(entries, store_id)
+        segments = self._open_files(entries, store_id, uploaded)
         heads: dict[str, int] = {}
         last_recorded = 0
         for segment in segments:
             heads.update(self._file_heads(segment))
             last_recorded = max(last_recorded, segment.max_recorded_us())
-            if self._evict_fetched and isinstance(segment, FileSegment) and segment.fetched:
+            if self._local_bytes is not None and isinstance(segment, FileSegment) and segment.fetched:
                 segment.evict(remove_unless_pinned)  # a bounded local tier: read again on demand
         end = entries[-1].last_position if entries else 0
         log = self._check_log(log_segment)
@@ -269,11 +277,13 @@ class Opening(Flushing):
         names = {s.path.name for s in recovered.segments if isinstance(s, FileSegment)}
         self._heads_of = {name: heads for name, heads in self._heads_of.items() if name in names}
 
-    def _open_files(self, entries: list[FileEntry], store_id: str | None) -> list[Segment]:
-        """The data files `entries` name, checked against them (and pinned, by a reader)."""
+    def _open_files(
+        self, entries: list[FileEntry], store_id: str | None, uploaded: set[str] | frozenset[str]
+    ) -> list[Segment]:
+        """The data files `entries` name, checked against them (and pinned, by a reader: one
+        evicted meanwhile is fetched into the reader's own folder, never into ``data/``)."""
         opened = {s.path.name: s for s in self._segments if isinstance(s, FileSegment)}
         fetch = self._fetcher()
-        uploaded = self._catalog.uploaded() if self._catalog is not None else set()
         summaries = self._catalog.summaries() if self._catalog is not None and fetch is not None else {}
         segments: list[Segment] = []
         expected = 1
@@ -289,8 +299,15 @@ class Opening(Flushing):
                 segments.append(segment)
                 continue
             summary = summaries.get(e.name)
+            fetch_into = fetch
             if self._pins is not None:
-                self._pins.pin(path)
+                try:
+                    self._pins.pin(path)
+                    fetch_into = None  # pinned: it stays, and a reader never writes into the writer's data/
+                except FileNotFoundError:
+                    if self._cache_dir is None or e.name not in uploaded:
+                        raise
+                    path = self._cache_dir / e.name
             elif summary is not None and not path.exists():  # evicted: opened from the catalog, fetched when read
                 segment = FileSegment(
                     path, e.first_position, e.last_position, e.rows, fetch,
@@ -309,7 +326,7 @@ class Opening(Flushing):
                     str(path), f"listed in the catalog but missing; `eventador repair {self.path}` "
                     "names in the catalog what the remaining files hold"
                 )
-            segment = FileSegment(path, e.first_position, e.last_position, e.rows, fetch)
+            segment = FileSegment(path, e.first_position, e.last_position, e.rows, fetch_into)
             segment.uploaded = e.name in uploaded
             facts = FileFacts.from_schema(segment.schema())
             problem = facts.disagreement(e, store_id) if facts is not None else None
@@ -428,6 +445,9 @@ class Opening(Flushing):
             held.append(("let go of the files read from", pins.release))
         held.append(("delete merged-away files of", lambda: self._empty_trash(everything=True)))
         held.extend(("close a file of", s.close) for s in self._segments if isinstance(s, FileSegment))
+        cache, self._cache_dir = self._cache_dir, None
+        if cache is not None:
+            held.append(("remove the fetched files of", lambda: shutil.rmtree(cache, ignore_errors=True)))
         if catalog is not None:
             held.append(("close the catalog of", catalog.close))
         lockfile, self._lockfile = self._lockfile, None
