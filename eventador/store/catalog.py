@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ CHECKPOINTS = "store_checkpoints"  # the checkpoints of the log segments already
 CATALOG = "catalog.duckdb"
 UPLOADED = "uploaded_files"
 UPLOADED_HEADS = "uploaded_heads"  # each uploaded file's stream heads, so that opening need not fetch it
+DISCARDED = "discarded_copies"  # copies in the cold tier of files merged away: deleted after a grace period
 FILE_FORMAT = 1  # the layout of the data files' own description (and of their columns)
 _FACTS_KEY = b"eventador"
 
@@ -242,6 +244,12 @@ class Catalog:
             f"CREATE TABLE IF NOT EXISTS {UPLOADED_HEADS} "
             "(name VARCHAR NOT NULL, stream_id VARCHAR NOT NULL, version BIGINT NOT NULL)"
         )
+        # A file's name moves from uploaded_files to here in the transaction that forgets the file,
+        # so a copy is always named by one of the two: never lost track of, and deleted (after a
+        # grace period: readers begun before may still fetch it) only once no file of that name is listed.
+        self.db.execute(
+            f"CREATE TABLE IF NOT EXISTS {DISCARDED} (name VARCHAR PRIMARY KEY, discarded_at DOUBLE NOT NULL)"
+        )
         self.db.execute(
             f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS} (name VARCHAR PRIMARY KEY, position BIGINT NOT NULL)"
         )
@@ -347,6 +355,29 @@ class Catalog:
             rows = self.db.execute(f"SELECT name FROM {UPLOADED} WHERE max_recorded_us IS NULL").fetchall()
         return {str(name) for (name,) in rows}
 
+    def discarded(self, before: float) -> list[str]:
+        """The copies in the cold tier of files forgotten (merged away) at or before `before`
+        (seconds since the epoch), and not named by a listed file again: those to delete."""
+        with self._lock:
+            rows = self.db.execute(
+                f"SELECT name FROM {DISCARDED} WHERE discarded_at <= ? AND name NOT IN (SELECT name FROM files) "
+                "ORDER BY name",
+                [before],
+            ).fetchall()
+        return [str(name) for (name,) in rows]
+
+    def forget_discarded(self, names: list[str]) -> None:
+        """The copies `names` are deleted from the cold tier: stop tracking them.
+
+        Raises:
+            StoreError: the catalog could not be written (they are deleted again next time).
+        """
+        with self._lock:
+            try:
+                self.db.execute(f"DELETE FROM {DISCARDED} WHERE name IN (SELECT unnest(?::VARCHAR[]))", [names])
+            except duckdb.Error as exc:
+                raise store_os_error(exc, self.where, "update the catalog") from exc
+
     def summaries(self) -> dict[str, ColdSummary]:
         """What opening needs of each uploaded file that has it recorded (``ColdSummary``), by name."""
         with self._lock:
@@ -371,16 +402,17 @@ class Catalog:
 
     def replace(
         self, added: list[FileEntry], removed: list[str], *, log_segment: int | None = None, log_required: bool = True,
-        checkpoints: dict[str, int] | None = None,
+        checkpoints: dict[str, int] | None = None, now: float | None = None,
     ) -> None:
         """Record new files and forget replaced ones (and where the log goes on, and the
-        `checkpoints` the log holds), in one transaction.
+        `checkpoints` the log holds), in one transaction. The copies in the cold tier of
+        forgotten files are recorded as discarded at `now` (seconds since the epoch; None: now).
 
         The manifest is not rewritten: the caller does so once the files are in place.
         """
         with self._lock:
             self._transaction(
-                added, removed, log_segment=log_segment, log_required=log_required, checkpoints=checkpoints
+                added, removed, log_segment=log_segment, log_required=log_required, checkpoints=checkpoints, now=now
             )
 
     def rebuild(
@@ -405,18 +437,26 @@ class Catalog:
     def _transaction(
         self, added: list[FileEntry], removed: list[str] | None, *, log_segment: int | None,
         log_required: bool = True, store_id: str | None = None, checkpoints: dict[str, int] | None = None,
+        now: float | None = None,
     ) -> None:
+        discarded_at = time.time() if now is None else now
         try:
             self.db.execute("BEGIN")
             if removed is None:
+                self.db.execute(f"INSERT OR IGNORE INTO {DISCARDED} SELECT name, ? FROM {UPLOADED}", [discarded_at])
                 self.db.execute("DELETE FROM files")
                 self.db.execute(f"DELETE FROM {UPLOADED}")
                 self.db.execute(f"DELETE FROM {UPLOADED_HEADS}")
             for name in removed or []:
+                self.db.execute(
+                    f"INSERT OR IGNORE INTO {DISCARDED} SELECT name, ? FROM {UPLOADED} WHERE name = ?",
+                    [discarded_at, name],
+                )
                 self.db.execute("DELETE FROM files WHERE name = ?", [name])
                 self.db.execute(f"DELETE FROM {UPLOADED} WHERE name = ?", [name])
                 self.db.execute(f"DELETE FROM {UPLOADED_HEADS} WHERE name = ?", [name])
             for e in added:
+                self.db.execute(f"DELETE FROM {DISCARDED} WHERE name = ?", [e.name])  # listed again: its copy stays
                 self.db.execute(
                     "INSERT INTO files (name, first_position, last_position, rows, bytes) VALUES (?, ?, ?, ?, ?)",
                     [e.name, e.first_position, e.last_position, e.rows, e.bytes],

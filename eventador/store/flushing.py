@@ -26,9 +26,10 @@ from eventador.store.records import datetime_to_micros
 from eventador.store.segments import FileSegment, MemorySegment, Segment, sort_for_segment, unify, write_segment
 from eventador.store.wal import fsync_directory
 
-__all__ = ["TRASH_SECONDS", "Flushing"]
+__all__ = ["COPY_GRACE_SECONDS", "TRASH_SECONDS", "Flushing"]
 
 TRASH_SECONDS = 60.0  # merged-away files outlive the merge so long (and while a reader pins them)
+COPY_GRACE_SECONDS = 3600.0  # and their copies in the cold tier so long: reads begun before may still fetch them
 
 
 class Flushing(StoreCore):
@@ -243,7 +244,7 @@ class Flushing(StoreCore):
         try:
             catalog.replace(
                 [entry], [e.name for e in old], log_segment=self._log_segment, log_required=self._log_required,
-                checkpoints=self._flushed_checkpoints,
+                checkpoints=self._flushed_checkpoints, now=self.clock.now().timestamp(),
             )
         except StoreError:
             pending.path.unlink(missing_ok=True)
@@ -264,14 +265,15 @@ class Flushing(StoreCore):
     def offload_files(self, published: int, local_bytes: int) -> None:
         """Upload to the cold tier the data files whose events are all at or below position
         `published` (the lake holds them), then delete local copies of uploaded files, least
-        recently read first, until the local ones take at most `local_bytes`.
+        recently read first, until the local ones take at most `local_bytes`; and delete the
+        copies of files merged away ``COPY_GRACE_SECONDS`` ago (store/coldtier.py).
 
         A file goes only after the catalog (and manifest) durably record its copy, and never
         while a reader pins it or a SQL relation may still read it. Part of the store's
         internal API: the lake's publisher calls it after each publish.
 
         Raises:
-            LakeError: an upload failed (nothing uploaded since is deleted; the next call goes on).
+            LakeError: an upload or a deletion failed (nothing uploaded since is deleted; the next call goes on).
             StoreError: the catalog could not record an upload.
         """
         catalog, cold = self._catalog, self._cold
@@ -291,7 +293,14 @@ class Flushing(StoreCore):
             if catalog.mark_uploaded(name, summary):  # durable (a DuckDB commit and the manifest) before any delete
                 uploaded.add(name)
                 segment.uploaded = True
+            else:  # merged away meanwhile: no reader ever knew of this copy
+                cold.delete(name)
         self._evict_down_to(files, local_bytes)
+        due = catalog.discarded(self.clock.now().timestamp() - COPY_GRACE_SECONDS)
+        for name in due:
+            cold.delete(name)
+        if due:
+            catalog.forget_discarded(due)
 
     @staticmethod
     def _evict_down_to(files: list[FileSegment], local_bytes: int) -> None:
