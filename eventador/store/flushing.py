@@ -10,6 +10,7 @@ import contextlib
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -17,7 +18,7 @@ from eventador.codec import make_decoder
 from eventador.errors import InvalidInputError, StoreError, store_os_error
 from eventador.store.buffer import HotBuffer
 from eventador.store.bulk import NewStreams
-from eventador.store.catalog import ColdSummary, FileEntry, FileFacts
+from eventador.store.catalog import Catalog, ColdSummary, FileEntry, FileFacts
 from eventador.store.checksums import remember
 from eventador.store.compaction import full_merge, tiered_merge
 from eventador.store.core import StoreCore
@@ -25,6 +26,9 @@ from eventador.store.pins import remove_unless_pinned
 from eventador.store.records import datetime_to_micros
 from eventador.store.segments import FileSegment, MemorySegment, Segment, sort_for_segment, unify, write_segment
 from eventador.store.wal import fsync_directory
+
+if TYPE_CHECKING:
+    from eventador.store.coldtier import ColdTier
 
 __all__ = ["COPY_GRACE_SECONDS", "TRASH_SECONDS", "Flushing"]
 
@@ -262,11 +266,12 @@ class Flushing(StoreCore):
         remember(final)  # sealed from these bytes: its new name (and change time) need no second read
         return FileSegment(final, first, last, table.num_rows, self._fetcher())
 
-    def offload_files(self, published: int, local_bytes: int) -> None:
+    def offload_files(self, published: int, local_bytes: int | None) -> None:
         """Upload to the cold tier the data files whose events are all at or below position
         `published` (the lake holds them), then delete local copies of uploaded files, least
-        recently read first, until the local ones take at most `local_bytes`; and delete the
-        copies of files merged away ``COPY_GRACE_SECONDS`` ago (store/coldtier.py).
+        recently read first, until the local ones take at most `local_bytes` (None: neither,
+        every file stays local); and delete the copies of files merged away
+        ``COPY_GRACE_SECONDS`` ago (store/coldtier.py).
 
         A file goes only after the catalog (and manifest) durably record its copy, and never
         while a reader pins it or a SQL relation may still read it. Part of the store's
@@ -279,6 +284,15 @@ class Flushing(StoreCore):
         catalog, cold = self._catalog, self._cold
         if catalog is None or cold is None:
             return
+        if local_bytes is not None:
+            self._offload(catalog, cold, published, local_bytes)
+        due = catalog.discarded(self.clock.now().timestamp() - COPY_GRACE_SECONDS)
+        for name in due:
+            cold.delete(name)
+        if due:
+            catalog.forget_discarded(due)
+
+    def _offload(self, catalog: Catalog, cold: ColdTier, published: int, local_bytes: int) -> None:
         uploaded = catalog.uploaded()
         files = [s for s in self.state().segments if isinstance(s, FileSegment)]
         for segment in files:
@@ -296,11 +310,6 @@ class Flushing(StoreCore):
             else:  # merged away meanwhile: no reader ever knew of this copy
                 cold.delete(name)
         self._evict_down_to(files, local_bytes)
-        due = catalog.discarded(self.clock.now().timestamp() - COPY_GRACE_SECONDS)
-        for name in due:
-            cold.delete(name)
-        if due:
-            catalog.forget_discarded(due)
 
     @staticmethod
     def _evict_down_to(files: list[FileSegment], local_bytes: int) -> None:

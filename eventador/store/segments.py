@@ -661,6 +661,7 @@ class FileSegment(Segment):
     def _ready(self) -> None:
         """The footer read (the file fetched if it must be, for a file opened evicted)."""
         if not self._footer_read:
+            needs_disk()
             with holding(self._lock):
                 self._handles()
 

@@ -86,7 +86,8 @@ def test_the_record_outlives_a_restart_and_a_deletion_cut_short(tmp_path: Path) 
     # not yet forgotten (as by a crash between the two).
     (Path(target.uri) / "_eventador" / "main" / old[0]).unlink()
     later = ev.ManualClock(datetime(2026, 3, 1, 1, 0, 1, tzinfo=UTC))
-    with ev.open_store(tmp_path / "s", lake=target, clock=later) as store:
+    keeping = ev.LakeTarget(target.uri, max_lag=None)  # (and opened without local_bytes this time)
+    with ev.open_store(tmp_path / "s", lake=keeping, clock=later) as store:
         assert store.lake is not None
         store.lake.sync()
         assert len(copies(target)) == 1
