@@ -40,8 +40,8 @@ from eventador.store.snapshots import Snapshot
 from eventador.store.wal import WriteAheadLog, fsync_directory
 
 __all__ = [
-    "Catalog", "ColdSummary", "FileEntry", "FileFacts", "Manifest", "holds_store", "read_catalog", "read_facts",
-    "read_manifest", "table_exists",
+    "SUMMARIES", "Catalog", "ColdSummary", "FileEntry", "FileFacts", "Manifest", "holds_store", "read_catalog",
+    "read_facts", "read_manifest", "table_exists",
 ]
 
 MANIFEST = "manifest.json"
@@ -49,6 +49,7 @@ CHECKPOINTS = "store_checkpoints"  # the checkpoints of the log segments already
 CATALOG = "catalog.duckdb"
 UPLOADED = "uploaded_files"
 UPLOADED_HEADS = "uploaded_heads"  # each uploaded file's stream heads, so that opening need not fetch it
+SUMMARIES = "summaries"  # the folder of the uploaded files' summaries, for read-only openers (ColdSummary.write)
 DISCARDED = "discarded_copies"  # copies in the cold tier of files merged away: deleted after a grace period
 FILE_FORMAT = 1  # the layout of the data files' own description (and of their columns)
 _FACTS_KEY = b"eventador"
@@ -117,10 +118,46 @@ class FileFacts:
 class ColdSummary:
     """What opening needs of a data file that may be evicted to the cold tier, kept in the
     catalog from its upload on: each stream's newest version in it, and its newest recorded_at
-    (µs since the epoch). The rest (positions, rows, bytes) is the file's catalog entry."""
+    (µs since the epoch). The rest (positions, rows, bytes) is the file's catalog entry.
+
+    Read-only openers cannot open the catalog: the writer also leaves a copy of each in
+    ``summaries/<file name>`` (``write``), which they read instead of fetching the file.
+    """
 
     heads: dict[str, int]
     max_recorded_us: int
+
+    def write(self, path: Path) -> None:
+        """Write this summary to `path`, whole or not at all (a temporary name, then renamed;
+        not fsynced: a reader that finds it missing or damaged fetches the file instead).
+
+        Raises:
+            OSError: it could not be written.
+        """
+        table = pa.table({
+            "stream_id": pa.array(list(self.heads), pa.string()),
+            "version": pa.array(list(self.heads.values()), pa.int64()),
+        }).replace_schema_metadata({"max_recorded_us": str(self.max_recorded_us)})
+        path.parent.mkdir(exist_ok=True)
+        temp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+            os.replace(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    @staticmethod
+    def read(path: Path) -> ColdSummary | None:
+        """The summary written to `path`; None when it is missing or unreadable."""
+        try:
+            with pa.memory_map(str(path)) as source:
+                table = pa.ipc.open_file(source).read_all()
+            recorded = int((table.schema.metadata or {})[b"max_recorded_us"])
+            ids, versions = table.column("stream_id").to_pylist(), table.column("version").to_pylist()
+            return ColdSummary(dict(zip(ids, versions, strict=True)), recorded)
+        except (OSError, KeyError, ValueError, pa.ArrowException):
+            return None
 
 
 def read_facts(path: Path) -> FileFacts:

@@ -24,6 +24,7 @@ from eventador.errors import InvalidInputError, ReadOnlyError, StoreClosedError
 from eventador.messages import Event, TypeRegistry
 from eventador.messages import registry as default_registry
 from eventador.store.buffer import HotBuffer
+from eventador.store.catalog import SUMMARIES
 from eventador.store.reads import READ_BATCH, Reader, StoreState, check_stream_id, type_names
 from eventador.store.records import RecordedEvent
 from eventador.store.snapshots import SnapshotStore
@@ -121,6 +122,12 @@ class StoreCore(Reader):
     def _wal_dir(self) -> Path:
         assert self.path is not None
         return self.path / "wal"
+
+    @property
+    def _summaries_dir(self) -> Path:
+        # The uploaded files' summaries, for read-only openers (catalog.ColdSummary).
+        assert self.path is not None
+        return self.path / SUMMARIES
 
     @property
     def _pending_dir(self) -> Path:

@@ -289,6 +289,7 @@ class Flushing(StoreCore):
         due = catalog.discarded(self.clock.now().timestamp() - COPY_GRACE_SECONDS)
         for name in due:
             cold.delete(name)
+            self._drop_summary(name)
         if due:
             catalog.forget_discarded(due)
 
@@ -304,11 +305,13 @@ class Flushing(StoreCore):
             except FileNotFoundError:
                 continue  # merged away meanwhile: no longer the catalog's
             summary = self._summary(segment)
+            self._leave_summary(name, summary)  # before the manifest says "uploaded": readers look for it then
             if catalog.mark_uploaded(name, summary):  # durable (a DuckDB commit and the manifest) before any delete
                 uploaded.add(name)
                 segment.uploaded = True
             else:  # merged away meanwhile: no reader ever knew of this copy
                 cold.delete(name)
+                self._drop_summary(name)
         self._evict_down_to(files, local_bytes)
 
     @staticmethod
@@ -340,6 +343,15 @@ class Flushing(StoreCore):
     def _summary(self, segment: FileSegment) -> ColdSummary:
         """What opening needs of `segment` once it may be evicted (read from its local file)."""
         return ColdSummary(self._file_heads(segment, keep=False), segment.max_recorded_us())
+
+    def _leave_summary(self, name: str, summary: ColdSummary) -> None:
+        """Leave `summary` of uploaded file `name` in ``summaries/``, where read-only openers
+        look (they cannot open the catalog); one that cannot be written costs them a fetch."""
+        with contextlib.suppress(OSError):
+            summary.write(self._summaries_dir / name)
+
+    def _drop_summary(self, name: str) -> None:
+        (self._summaries_dir / name).unlink(missing_ok=True)
 
     def _publish(self) -> None:
         """Rewrite manifest.json, the list of files read-only openers load, after the catalog changed.

@@ -23,7 +23,16 @@ import cbor2
 from eventador.errors import CorruptionError, InvalidInputError, StoreError, store_os_error
 from eventador.store.appends import decode_columns, frame_records
 from eventador.store.buffer import HotBuffer
-from eventador.store.catalog import CATALOG, Catalog, FileEntry, FileFacts, holds_store, read_facts, read_manifest
+from eventador.store.catalog import (
+    CATALOG,
+    Catalog,
+    ColdSummary,
+    FileEntry,
+    FileFacts,
+    holds_store,
+    read_facts,
+    read_manifest,
+)
 from eventador.store.flushing import TRASH_SECONDS, Flushing
 from eventador.store.lock import DirectoryLock
 from eventador.store.pins import Pins, remove_unless_pinned
@@ -165,13 +174,20 @@ class Opening(Flushing):
 
     def _summarize_uploaded(self, catalog: Catalog) -> None:
         """Record what opening needs of uploaded files that have it not recorded (an older version
-        uploaded them): this opening fetched them, the next ones will not."""
+        uploaded them): this opening fetched them, the next ones will not. And leave each
+        uploaded file's summary in ``summaries/`` for readers (deleting those of no copy)."""
+        files = {s.path.name: s for s in self._segments if isinstance(s, FileSegment)}
         missing = catalog.unsummarized()
         if missing:
-            catalog.record_summaries({
-                s.path.name: self._summary(s) for s in self._segments
-                if isinstance(s, FileSegment) and s.path.name in missing
-            })
+            catalog.record_summaries({name: self._summary(files[name]) for name in missing if name in files})
+        folder = self._summaries_dir
+        left = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+        uploaded = catalog.uploaded()
+        for name in sorted(uploaded - left):
+            if name in files:
+                self._leave_summary(name, self._summary(files[name]))
+        for name in left - uploaded - set(catalog.discarded(float("inf"))):  # (a reader may use those meanwhile)
+            (folder / name).unlink(missing_ok=True)
 
     def _discard(self, paths: list[Path]) -> None:
         """Delete data files whose events other files or the log hold; those a reader still
@@ -308,20 +324,22 @@ class Opening(Flushing):
                     if self._cache_dir is None or e.name not in uploaded:
                         raise
                     path = self._cache_dir / e.name
-            elif summary is not None and not path.exists():  # evicted: opened from the catalog, fetched when read
+                    summary = None if path.exists() else ColdSummary.read(self._summaries_dir / e.name)
+            if fetch_into is not None and summary is not None and not path.exists():
+                # Evicted: opened from its catalog entry and summary, fetched when a read needs it.
                 segment = FileSegment(
-                    path, e.first_position, e.last_position, e.rows, fetch,
+                    path, e.first_position, e.last_position, e.rows, fetch_into,
                     evicted=EvictedFile(e.bytes, store_id, summary.max_recorded_us),
                 )
                 self._heads_of[e.name] = summary.heads
                 segments.append(segment)
                 continue
-            elif not path.exists() and e.name in uploaded and fetch is None:
+            if self._pins is None and not path.exists() and e.name in uploaded and fetch is None:
                 raise CorruptionError(
                     str(path), "evicted: its copy is in the cold tier of the store's lake; open the store with the "
                     "same lake= to fetch it (never `eventador repair`, which would drop its events)"
                 )
-            elif not path.exists() and e.name not in uploaded:
+            if self._pins is None and not path.exists() and e.name not in uploaded:
                 raise CorruptionError(
                     str(path), f"listed in the catalog but missing; `eventador repair {self.path}` "
                     "names in the catalog what the remaining files hold"

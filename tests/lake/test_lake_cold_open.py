@@ -5,18 +5,15 @@ server): opening still succeeds, and only reads fetch once the copies are back."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import pyarrow.fs as pafs
 import pytest
 
 import eventador as ev
-from eventador.store.coldtier import ColdTier
 from eventador.store.segments import FileSegment
+from tests.support.coldtier import hidden
 
 
 class OpenDeposited(ev.Event, event_type="lake.coldopen.Deposited"):
@@ -30,21 +27,6 @@ def fill(store: ev.EventStore, n: int, start: int = 0) -> None:
 
 def local(store: ev.EventStore) -> list[str]:
     return [s.path.name for s in store.state().segments if isinstance(s, FileSegment) and s.path.exists()]
-
-
-@contextmanager
-def hidden(target: ev.LakeTarget) -> Iterator[None]:
-    """Every copy in the cold tier moved aside for the block (a fetch meanwhile fails)."""
-    cold = ColdTier(target.uri, target.storage_options, target.shard)
-    copies = [c.path for c in cold.fs.get_file_info(pafs.FileSelector(cold.base)) if c.path.endswith(".parquet")]
-    assert copies
-    for path in copies:
-        cold.fs.move(path, f"{path}.hidden")
-    try:
-        yield
-    finally:
-        for path in copies:
-            cold.fs.move(f"{path}.hidden", path)
 
 
 def build(path: Path, target: ev.LakeTarget, files: int = 4) -> dict[str, object]:

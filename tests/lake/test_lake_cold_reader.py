@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 import eventador as ev
+from eventador.store.catalog import read_manifest
 from eventador.store.segments import FileSegment
+from tests.support.coldtier import hidden
 
 
 class ReaderDeposited(ev.Event, event_type="lake.coldreader.Deposited"):
@@ -117,3 +119,28 @@ def test_a_reader_fetches_from_s3(tmp_path: Path, s3_lake: tuple[str, dict[str, 
         with ev.open_store(tmp_path / "s", read_only=True, lake=target) as reader:
             assert answers(reader) == truth
             assert data_files(tmp_path / "s") == []
+
+
+def test_a_reader_opens_without_downloading_evicted_files(tmp_path: Path) -> None:
+    target = ev.LakeTarget(str(tmp_path / "lake"), max_lag=None, local_bytes=0)
+    with ev.open_store(tmp_path / "s", lake=target, flush_every=10**6, durability="none") as writer:
+        for round_ in range(3):
+            fill(writer, 60, round_ * 60)
+            writer.flush()
+        truth = answers(writer)
+    summaries = tmp_path / "s" / "summaries"
+    with ev.open_store(tmp_path / "s", lake=target) as writer:
+        assert writer.lake is not None
+        writer.lake.sync()
+        assert sorted(p.name for p in summaries.iterdir()) == sorted(read_manifest(tmp_path / "s").uploaded)
+        with hidden(target), ev.open_store(tmp_path / "s", read_only=True, lake=target) as reader:
+            # Opened from the writer's summaries: nothing fetched (the copies are not even there).
+            assert [reader.stream_version(f"acc-{i}") for i in range(5)] == truth["versions"]
+            assert reader.last_position == 180
+            with pytest.raises(ev.LakeError, match="cannot fetch"):
+                reader.read_stream("acc-3")
+        with ev.open_store(tmp_path / "s", read_only=True, lake=target) as reader:
+            assert answers(reader) == truth  # the copies are back: reads fetch them
+        (summaries / sorted(read_manifest(tmp_path / "s").uploaded)[0]).write_bytes(b"damaged")
+        with ev.open_store(tmp_path / "s", read_only=True, lake=target) as reader:
+            assert answers(reader) == truth  # a damaged summary costs a fetch, nothing more
