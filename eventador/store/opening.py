@@ -317,14 +317,8 @@ class Opening(Flushing):
             summary = summaries.get(e.name)
             fetch_into = fetch
             if self._pins is not None:
-                try:
-                    self._pins.pin(path)
-                    fetch_into = None  # pinned: it stays, and a reader never writes into the writer's data/
-                except FileNotFoundError:
-                    if self._cache_dir is None or e.name not in uploaded:
-                        raise
-                    path = self._cache_dir / e.name
-                    summary = None if path.exists() else ColdSummary.read(self._summaries_dir / e.name)
+                path, summary = self._pin_or_place(path, uploaded=e.name in uploaded)
+                fetch_into = fetch if path.parent == self._cache_dir else None  # never into the writer's data/
             if fetch_into is not None and summary is not None and not path.exists():
                 # Evicted: opened from its catalog entry and summary, fetched when a read needs it.
                 segment = FileSegment(
@@ -357,6 +351,24 @@ class Opening(Flushing):
                 )
             segments.append(segment)
         return segments
+
+    def _pin_or_place(self, path: Path, *, uploaded: bool) -> tuple[Path, ColdSummary | None]:
+        """A reader's hold on data file `path`: pinned where it is (it stays), or, evicted, the
+        place in the reader's own folder to fetch it into, with the writer's summary of it if
+        there is one (None: opening fetches it).
+
+        Raises:
+            FileNotFoundError: it is gone and has no copy (merged away since the manifest).
+        """
+        assert self._pins is not None
+        try:
+            self._pins.pin(path)
+            return path, None
+        except FileNotFoundError:
+            if self._cache_dir is None or not uploaded:
+                raise
+        place = self._cache_dir / path.name
+        return place, None if place.exists() else ColdSummary.read(self._summaries_dir / path.name)
 
     def _check_log(self, required: int) -> list[tuple[int, Path]]:
         """Segment `required` of the log is there (0: any). A segment missing between two
