@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +40,17 @@ from eventador.store.snapshots import Snapshot
 from eventador.store.wal import WriteAheadLog, fsync_directory
 
 __all__ = [
-    "Catalog", "FileEntry", "FileFacts", "Manifest", "holds_store", "read_catalog", "read_facts", "read_manifest",
-    "table_exists",
+    "SUMMARIES", "Catalog", "ColdSummary", "FileEntry", "FileFacts", "Manifest", "holds_store", "read_catalog",
+    "read_facts", "read_manifest", "table_exists",
 ]
 
 MANIFEST = "manifest.json"
 CHECKPOINTS = "store_checkpoints"  # the checkpoints of the log segments already retired (and later ones)
 CATALOG = "catalog.duckdb"
 UPLOADED = "uploaded_files"
+UPLOADED_HEADS = "uploaded_heads"  # each uploaded file's stream heads, so that opening need not fetch it
+SUMMARIES = "summaries"  # the folder of the uploaded files' summaries, for read-only openers (ColdSummary.write)
+DISCARDED = "discarded_copies"  # copies in the cold tier of files merged away: deleted after a grace period
 FILE_FORMAT = 1  # the layout of the data files' own description (and of their columns)
 _FACTS_KEY = b"eventador"
 
@@ -108,6 +112,52 @@ class FileFacts:
                 f"the catalog says {entry.first_position}-{entry.last_position} ({entry.rows} events)"
             )
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class ColdSummary:
+    """What opening needs of a data file that may be evicted to the cold tier, kept in the
+    catalog from its upload on: each stream's newest version in it, and its newest recorded_at
+    (µs since the epoch). The rest (positions, rows, bytes) is the file's catalog entry.
+
+    Read-only openers cannot open the catalog: the writer also leaves a copy of each in
+    ``summaries/<file name>`` (``write``), which they read instead of fetching the file.
+    """
+
+    heads: dict[str, int]
+    max_recorded_us: int
+
+    def write(self, path: Path) -> None:
+        """Write this summary to `path`, whole or not at all (a temporary name, then renamed;
+        not fsynced: a reader that finds it missing or damaged fetches the file instead).
+
+        Raises:
+            OSError: it could not be written.
+        """
+        table = pa.table({
+            "stream_id": pa.array(list(self.heads), pa.string()),
+            "version": pa.array(list(self.heads.values()), pa.int64()),
+        }).replace_schema_metadata({"max_recorded_us": str(self.max_recorded_us)})
+        path.parent.mkdir(exist_ok=True)
+        temp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+            os.replace(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    @staticmethod
+    def read(path: Path) -> ColdSummary | None:
+        """The summary written to `path`; None when it is missing or unreadable."""
+        try:
+            with pa.memory_map(str(path)) as source:
+                table = pa.ipc.open_file(source).read_all()
+            recorded = int((table.schema.metadata or {})[b"max_recorded_us"])
+            ids, versions = table.column("stream_id").to_pylist(), table.column("version").to_pylist()
+            return ColdSummary(dict(zip(ids, versions, strict=True)), recorded)
+        except (OSError, KeyError, ValueError, pa.ArrowException):
+            return None
 
 
 def read_facts(path: Path) -> FileFacts:
@@ -222,8 +272,21 @@ class Catalog:
         )
         self.db.execute("CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
         # The data files whose copies are in the cold tier (store/coldtier.py): only these may
-        # be missing from data/. A name stays while the files table names it.
+        # be missing from data/. A name stays while the files table names it. With each, what
+        # opening needs of it (ColdSummary; null max_recorded_us: uploaded by a version that
+        # kept none, so opening fetches it once and records it).
         self.db.execute(f"CREATE TABLE IF NOT EXISTS {UPLOADED} (name VARCHAR PRIMARY KEY)")
+        self.db.execute(f"ALTER TABLE {UPLOADED} ADD COLUMN IF NOT EXISTS max_recorded_us BIGINT")
+        self.db.execute(
+            f"CREATE TABLE IF NOT EXISTS {UPLOADED_HEADS} "
+            "(name VARCHAR NOT NULL, stream_id VARCHAR NOT NULL, version BIGINT NOT NULL)"
+        )
+        # A file's name moves from uploaded_files to here in the transaction that forgets the file,
+        # so a copy is always named by one of the two: never lost track of, and deleted (after a
+        # grace period: readers begun before may still fetch it) only once no file of that name is listed.
+        self.db.execute(
+            f"CREATE TABLE IF NOT EXISTS {DISCARDED} (name VARCHAR PRIMARY KEY, discarded_at DOUBLE NOT NULL)"
+        )
         self.db.execute(
             f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS} (name VARCHAR PRIMARY KEY, position BIGINT NOT NULL)"
         )
@@ -260,25 +323,114 @@ class Catalog:
         with self._lock:
             return {str(name) for (name,) in self.db.execute(f"SELECT name FROM {UPLOADED}").fetchall()}
 
-    def mark_uploaded(self, name: str) -> bool:
-        """Record that the cold tier holds data file `name`, and write the manifest: once this
-        returns True, the local copy may go. False: the catalog no longer names the file.
+    def mark_uploaded(self, name: str, summary: ColdSummary) -> bool:
+        """Record that the cold tier holds data file `name`, with what opening needs of it
+        (`summary`), in one transaction, and write the manifest: once this returns True, the
+        local copy may go. False: the catalog no longer names the file.
 
         Raises:
             StoreError: the catalog or the manifest could not be written.
         """
         with self._lock:
             try:
+                self.db.execute("BEGIN")
                 self.db.execute(
-                    f"INSERT OR IGNORE INTO {UPLOADED} SELECT name FROM files WHERE name = ?", [name]
+                    f"INSERT OR IGNORE INTO {UPLOADED} (name) SELECT name FROM files WHERE name = ?", [name]
                 )
                 row = self.db.execute(f"SELECT count(*) FROM {UPLOADED} WHERE name = ?", [name]).fetchone()
+                if row and row[0]:
+                    self._record_summary(name, summary)
+                self.db.execute("COMMIT")
             except duckdb.Error as exc:
+                with contextlib.suppress(duckdb.Error):
+                    self.db.execute("ROLLBACK")
                 raise store_os_error(exc, self.where, "update the catalog") from exc
             if not row or not row[0]:
                 return False
             self.write_manifest()
         return True
+
+    def record_summaries(self, summaries: dict[str, ColdSummary]) -> None:
+        """Keep `summaries` of uploaded files that have none (uploaded by an older version), in one
+        transaction; names no longer uploaded are passed over.
+
+        Raises:
+            StoreError: the catalog could not be written.
+        """
+        with self._lock:
+            try:
+                self.db.execute("BEGIN")
+                for name, summary in summaries.items():
+                    self._record_summary(name, summary)
+                self.db.execute("COMMIT")
+            except duckdb.Error as exc:
+                with contextlib.suppress(duckdb.Error):
+                    self.db.execute("ROLLBACK")
+                raise store_os_error(exc, self.where, "update the catalog") from exc
+
+    def _record_summary(self, name: str, summary: ColdSummary) -> None:
+        """(Inside a transaction.) Keep `summary` with uploaded file `name`, if it is uploaded."""
+        updated = self.db.execute(
+            f"UPDATE {UPLOADED} SET max_recorded_us = ? WHERE name = ?", [summary.max_recorded_us, name]
+        ).fetchone()
+        if not updated or not updated[0]:
+            return
+        self.db.execute(f"DELETE FROM {UPLOADED_HEADS} WHERE name = ?", [name])
+        heads = pa.table({
+            "stream_id": pa.array(list(summary.heads), pa.string()),
+            "version": pa.array(list(summary.heads.values()), pa.int64()),
+        })
+        self.db.register("_heads", heads)
+        try:
+            self.db.execute(f"INSERT INTO {UPLOADED_HEADS} SELECT ?, stream_id, version FROM _heads", [name])
+        finally:
+            self.db.unregister("_heads")
+
+    def unsummarized(self) -> set[str]:
+        """The uploaded files without a recorded ``ColdSummary`` (uploaded by an older version)."""
+        with self._lock:
+            rows = self.db.execute(f"SELECT name FROM {UPLOADED} WHERE max_recorded_us IS NULL").fetchall()
+        return {str(name) for (name,) in rows}
+
+    def discarded(self, before: float) -> list[str]:
+        """The copies in the cold tier of files forgotten (merged away) at or before `before`
+        (seconds since the epoch), and not named by a listed file again: those to delete."""
+        with self._lock:
+            rows = self.db.execute(
+                f"SELECT name FROM {DISCARDED} WHERE discarded_at <= ? AND name NOT IN (SELECT name FROM files) "
+                "ORDER BY name",
+                [before],
+            ).fetchall()
+        return [str(name) for (name,) in rows]
+
+    def forget_discarded(self, names: list[str]) -> None:
+        """The copies `names` are deleted from the cold tier: stop tracking them.
+
+        Raises:
+            StoreError: the catalog could not be written (they are deleted again next time).
+        """
+        with self._lock:
+            try:
+                self.db.execute(f"DELETE FROM {DISCARDED} WHERE name IN (SELECT unnest(?::VARCHAR[]))", [names])
+            except duckdb.Error as exc:
+                raise store_os_error(exc, self.where, "update the catalog") from exc
+
+    def summaries(self) -> dict[str, ColdSummary]:
+        """What opening needs of each uploaded file that has it recorded (``ColdSummary``), by name."""
+        with self._lock:
+            try:
+                recorded = dict(self.db.execute(
+                    f"SELECT name, max_recorded_us FROM {UPLOADED} WHERE max_recorded_us IS NOT NULL"
+                ).fetchall())
+                heads = self.db.sql(f"SELECT name, stream_id, version FROM {UPLOADED_HEADS}").to_arrow_table()
+            except duckdb.Error as exc:
+                raise CorruptionError(self.where, f"cannot read the catalog: {exc}") from exc
+        per_file: dict[str, dict[str, int]] = {name: {} for name in recorded}
+        names, ids, versions = (heads.column(c).to_pylist() for c in ("name", "stream_id", "version"))
+        for name, stream_id, version in zip(names, ids, versions, strict=True):
+            if name in per_file:
+                per_file[name][stream_id] = version
+        return {name: ColdSummary(per_file[name], int(us)) for name, us in recorded.items()}
 
     def checkpoints(self) -> dict[str, int]:
         """The checkpoints recorded here (those of retired log segments, and any later ones a flush saw)."""
@@ -287,16 +439,17 @@ class Catalog:
 
     def replace(
         self, added: list[FileEntry], removed: list[str], *, log_segment: int | None = None, log_required: bool = True,
-        checkpoints: dict[str, int] | None = None,
+        checkpoints: dict[str, int] | None = None, now: float | None = None,
     ) -> None:
         """Record new files and forget replaced ones (and where the log goes on, and the
-        `checkpoints` the log holds), in one transaction.
+        `checkpoints` the log holds), in one transaction. The copies in the cold tier of
+        forgotten files are recorded as discarded at `now` (seconds since the epoch; None: now).
 
         The manifest is not rewritten: the caller does so once the files are in place.
         """
         with self._lock:
             self._transaction(
-                added, removed, log_segment=log_segment, log_required=log_required, checkpoints=checkpoints
+                added, removed, log_segment=log_segment, log_required=log_required, checkpoints=checkpoints, now=now
             )
 
     def rebuild(
@@ -321,16 +474,26 @@ class Catalog:
     def _transaction(
         self, added: list[FileEntry], removed: list[str] | None, *, log_segment: int | None,
         log_required: bool = True, store_id: str | None = None, checkpoints: dict[str, int] | None = None,
+        now: float | None = None,
     ) -> None:
+        discarded_at = time.time() if now is None else now
         try:
             self.db.execute("BEGIN")
             if removed is None:
+                self.db.execute(f"INSERT OR IGNORE INTO {DISCARDED} SELECT name, ? FROM {UPLOADED}", [discarded_at])
                 self.db.execute("DELETE FROM files")
                 self.db.execute(f"DELETE FROM {UPLOADED}")
+                self.db.execute(f"DELETE FROM {UPLOADED_HEADS}")
             for name in removed or []:
+                self.db.execute(
+                    f"INSERT OR IGNORE INTO {DISCARDED} SELECT name, ? FROM {UPLOADED} WHERE name = ?",
+                    [discarded_at, name],
+                )
                 self.db.execute("DELETE FROM files WHERE name = ?", [name])
                 self.db.execute(f"DELETE FROM {UPLOADED} WHERE name = ?", [name])
+                self.db.execute(f"DELETE FROM {UPLOADED_HEADS} WHERE name = ?", [name])
             for e in added:
+                self.db.execute(f"DELETE FROM {DISCARDED} WHERE name = ?", [e.name])  # listed again: its copy stays
                 self.db.execute(
                     "INSERT INTO files (name, first_position, last_position, rows, bytes) VALUES (?, ?, ?, ?, ?)",
                     [e.name, e.first_position, e.last_position, e.rows, e.bytes],

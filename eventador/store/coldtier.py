@@ -10,6 +10,11 @@ while no reader pins it (``pins.remove_unless_pinned``). A read of a file that i
 the local disk fetches it (``fetch``: a temporary name, fsync, rename, then its checksum
 checked) through ``FileSegment._handles``, the one way a read reaches a file's bytes.
 
+When compaction merges uploaded files away, the catalog moves their names from the uploaded
+files to the discarded copies in the transaction that forgets them; the copies are deleted
+(``delete``) an hour later (``flushing.COPY_GRACE_SECONDS``), since reads begun before the merge may still fetch them,
+and never while a listed file has that name.
+
 The log and the hot tier stay on the local disk: the cold tier only ever holds files
 the store has flushed and the lake has committed.
 """
@@ -103,6 +108,19 @@ class ColdTier:
         except CorruptionError as exc:
             path.unlink(missing_ok=True)
             raise CorruptionError(f"{self.where}/{path.name}", f"the copy in the cold tier: {exc.reason}") from exc
+
+    def delete(self, name: str) -> None:
+        """Delete the copy of data file `name` (gone already: nothing to do).
+
+        Raises:
+            LakeError: the object store failed.
+        """
+        try:
+            self.fs.delete_file(f"{self.base}/{name}")
+        except FileNotFoundError:
+            pass
+        except (OSError, pa.ArrowException) as exc:
+            raise LakeError(self.uri, f"cannot delete {name} from {self.where}: {exc}") from exc
 
     def _size(self, remote: str) -> int | None:
         info = self.fs.get_file_info(remote)

@@ -24,6 +24,7 @@ from eventador.errors import InvalidInputError, ReadOnlyError, StoreClosedError
 from eventador.messages import Event, TypeRegistry
 from eventador.messages import registry as default_registry
 from eventador.store.buffer import HotBuffer
+from eventador.store.catalog import SUMMARIES
 from eventador.store.reads import READ_BATCH, Reader, StoreState, check_stream_id, type_names
 from eventador.store.records import RecordedEvent
 from eventador.store.snapshots import SnapshotStore
@@ -97,7 +98,8 @@ class StoreCore(Reader):
         self._views: SqlViews | None = None
         self._live: LiveViews | None = None  # live SQL views (live_views.py), loaded on first use
         self._cold: ColdTier | None = None  # the data files' copies in object storage (store/coldtier.py)
-        self._evict_fetched = False  # whether opening drops again what it fetched (a bounded local tier)
+        self._local_bytes: int | None = None  # the bound of the local copies of evicted files (LakeTarget)
+        self._cache_dir: Path | None = None  # where a read-only opener fetches evicted files (never data/)
         self.lake: LakePublisher | None = None
         """The publisher of the store's lake table (``open_store(lake=...)``), else None."""
         self._changed = threading.Condition()
@@ -109,7 +111,7 @@ class StoreCore(Reader):
 
     def _fetcher(self) -> Callable[[Path], None] | None:
         """How an evicted data file of this store is fetched back (None: none ever is)."""
-        return self._cold.fetch if self._cold is not None and not self.read_only else None
+        return self._cold.fetch if self._cold is not None else None
 
     @property
     def _data_dir(self) -> Path:
@@ -120,6 +122,12 @@ class StoreCore(Reader):
     def _wal_dir(self) -> Path:
         assert self.path is not None
         return self.path / "wal"
+
+    @property
+    def _summaries_dir(self) -> Path:
+        # The uploaded files' summaries, for read-only openers (catalog.ColdSummary).
+        assert self.path is not None
+        return self.path / SUMMARIES
 
     @property
     def _pending_dir(self) -> Path:

@@ -10,6 +10,7 @@ import contextlib
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -17,7 +18,7 @@ from eventador.codec import make_decoder
 from eventador.errors import InvalidInputError, StoreError, store_os_error
 from eventador.store.buffer import HotBuffer
 from eventador.store.bulk import NewStreams
-from eventador.store.catalog import FileEntry, FileFacts
+from eventador.store.catalog import Catalog, ColdSummary, FileEntry, FileFacts
 from eventador.store.checksums import remember
 from eventador.store.compaction import full_merge, tiered_merge
 from eventador.store.core import StoreCore
@@ -26,9 +27,13 @@ from eventador.store.records import datetime_to_micros
 from eventador.store.segments import FileSegment, MemorySegment, Segment, sort_for_segment, unify, write_segment
 from eventador.store.wal import fsync_directory
 
-__all__ = ["TRASH_SECONDS", "Flushing"]
+if TYPE_CHECKING:
+    from eventador.store.coldtier import ColdTier
+
+__all__ = ["COPY_GRACE_SECONDS", "TRASH_SECONDS", "Flushing"]
 
 TRASH_SECONDS = 60.0  # merged-away files outlive the merge so long (and while a reader pins them)
+COPY_GRACE_SECONDS = 3600.0  # and their copies in the cold tier so long: reads begun before may still fetch them
 
 
 class Flushing(StoreCore):
@@ -243,7 +248,7 @@ class Flushing(StoreCore):
         try:
             catalog.replace(
                 [entry], [e.name for e in old], log_segment=self._log_segment, log_required=self._log_required,
-                checkpoints=self._flushed_checkpoints,
+                checkpoints=self._flushed_checkpoints, now=self.clock.now().timestamp(),
             )
         except StoreError:
             pending.path.unlink(missing_ok=True)
@@ -261,22 +266,34 @@ class Flushing(StoreCore):
         remember(final)  # sealed from these bytes: its new name (and change time) need no second read
         return FileSegment(final, first, last, table.num_rows, self._fetcher())
 
-    def offload_files(self, published: int, local_bytes: int) -> None:
+    def offload_files(self, published: int, local_bytes: int | None) -> None:
         """Upload to the cold tier the data files whose events are all at or below position
         `published` (the lake holds them), then delete local copies of uploaded files, least
-        recently read first, until the local ones take at most `local_bytes`.
+        recently read first, until the local ones take at most `local_bytes` (None: neither,
+        every file stays local); and delete the copies of files merged away
+        ``COPY_GRACE_SECONDS`` ago (store/coldtier.py).
 
         A file goes only after the catalog (and manifest) durably record its copy, and never
         while a reader pins it or a SQL relation may still read it. Part of the store's
         internal API: the lake's publisher calls it after each publish.
 
         Raises:
-            LakeError: an upload failed (nothing uploaded since is deleted; the next call goes on).
+            LakeError: an upload or a deletion failed (nothing uploaded since is deleted; the next call goes on).
             StoreError: the catalog could not record an upload.
         """
         catalog, cold = self._catalog, self._cold
         if catalog is None or cold is None:
             return
+        if local_bytes is not None:
+            self._offload(catalog, cold, published, local_bytes)
+        due = catalog.discarded(self.clock.now().timestamp() - COPY_GRACE_SECONDS)
+        for name in due:
+            cold.delete(name)
+            self._drop_summary(name)
+        if due:
+            catalog.forget_discarded(due)
+
+    def _offload(self, catalog: Catalog, cold: ColdTier, published: int, local_bytes: int) -> None:
         uploaded = catalog.uploaded()
         files = [s for s in self.state().segments if isinstance(s, FileSegment)]
         for segment in files:
@@ -287,16 +304,54 @@ class Flushing(StoreCore):
                 cold.upload(segment.path)
             except FileNotFoundError:
                 continue  # merged away meanwhile: no longer the catalog's
-            if catalog.mark_uploaded(name):  # durable (a DuckDB commit and the manifest) before any delete
+            summary = self._summary(segment)
+            self._leave_summary(name, summary)  # before the manifest says "uploaded": readers look for it then
+            if catalog.mark_uploaded(name, summary):  # durable (a DuckDB commit and the manifest) before any delete
                 uploaded.add(name)
                 segment.uploaded = True
+            else:  # merged away meanwhile: no reader ever knew of this copy
+                cold.delete(name)
+                self._drop_summary(name)
+        self._evict_down_to(files, local_bytes)
+
+    @staticmethod
+    def _evict_down_to(files: list[FileSegment], local_bytes: int) -> None:
+        """Delete local copies of the uploaded `files`, least recently read first, until the local
+        ones take at most `local_bytes` (never one a reader pins or a SQL relation may read)."""
         local = [s for s in files if s.path.exists()]
         total = sum(s.bytes for s in local)
         for segment in sorted(local, key=lambda s: s.last_used):
             if total <= local_bytes:
                 break
-            if segment.uploaded and segment.path.name in uploaded and segment.evict(remove_unless_pinned):
+            if segment.uploaded and segment.evict(remove_unless_pinned):
                 total -= segment.bytes
+
+    def _file_heads(self, segment: Segment, *, keep: bool = True) -> dict[str, int]:
+        """Each stream's newest version in one file (read once per file, unless not `keep`:
+        files never change). Opening keeps them for a reader's refresh; it also drops those of
+        files gone (``_install``)."""
+        name = segment.path.name if isinstance(segment, FileSegment) else None
+        heads = self._heads_of.get(name) if name is not None else None
+        if heads is None:
+            table = segment.heads()
+            ids, versions = table.column("stream_id").to_pylist(), table.column("version_max").to_pylist()
+            heads = dict(zip(ids, versions, strict=True))
+            if name is not None and keep:
+                self._heads_of[name] = heads
+        return heads
+
+    def _summary(self, segment: FileSegment) -> ColdSummary:
+        """What opening needs of `segment` once it may be evicted (read from its local file)."""
+        return ColdSummary(self._file_heads(segment, keep=False), segment.max_recorded_us())
+
+    def _leave_summary(self, name: str, summary: ColdSummary) -> None:
+        """Leave `summary` of uploaded file `name` in ``summaries/``, where read-only openers
+        look (they cannot open the catalog); one that cannot be written costs them a fetch."""
+        with contextlib.suppress(OSError):
+            summary.write(self._summaries_dir / name)
+
+    def _drop_summary(self, name: str) -> None:
+        (self._summaries_dir / name).unlink(missing_ok=True)
 
     def _publish(self) -> None:
         """Rewrite manifest.json, the list of files read-only openers load, after the catalog changed.

@@ -232,8 +232,7 @@ class LakePublisher:
         with self._lock:
             try:
                 self._publish()
-                if self.target.local_bytes is not None:
-                    self.store.offload_files(self.published, self.target.local_bytes)
+                self.store.offload_files(self.published, self.target.local_bytes)
             except LakeError as exc:
                 self._failed(exc)
                 raise

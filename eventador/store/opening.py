@@ -12,6 +12,7 @@ instead, again on ``refresh``. Closing lets go of each thing held, even when ano
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,11 +23,20 @@ import cbor2
 from eventador.errors import CorruptionError, InvalidInputError, StoreError, store_os_error
 from eventador.store.appends import decode_columns, frame_records
 from eventador.store.buffer import HotBuffer
-from eventador.store.catalog import CATALOG, Catalog, FileEntry, FileFacts, holds_store, read_facts, read_manifest
+from eventador.store.catalog import (
+    CATALOG,
+    Catalog,
+    ColdSummary,
+    FileEntry,
+    FileFacts,
+    holds_store,
+    read_facts,
+    read_manifest,
+)
 from eventador.store.flushing import TRASH_SECONDS, Flushing
 from eventador.store.lock import DirectoryLock
 from eventador.store.pins import Pins, remove_unless_pinned
-from eventador.store.segments import FileSegment, Segment
+from eventador.store.segments import EvictedFile, FileSegment, Segment
 from eventador.store.snapshots import SnapshotStore
 from eventador.store.wal import WriteAheadLog, fsync_directory, scan_segment
 
@@ -67,6 +77,7 @@ class Opening(Flushing):
             recovered, leftovers = self._recover_beside_unnamed(entries, catalog)
             self._install(recovered)
             self._discard(leftovers)
+            self._summarize_uploaded(catalog)
             existing = WriteAheadLog.segments(self._wal_dir)
             first = max(existing[-1][0] if existing else 0, catalog.log_segment) + 1
             self._wal = WriteAheadLog(
@@ -112,7 +123,9 @@ class Opening(Flushing):
         unnamed = self._unnamed_files({e.name for e in entries}, catalog.store_id)
         required = catalog.log_segment if catalog.log_required else 0
         try:
-            recovered = self._recover(entries, catalog.store_id, required, catalog.checkpoints(), repair=True)
+            recovered = self._recover(
+                entries, catalog.store_id, required, catalog.checkpoints(), catalog.uploaded(), repair=True
+            )
         except CorruptionError as exc:
             # A log that does not follow the catalog's files, beside files it does not name:
             # the catalog is the stale one.
@@ -159,6 +172,23 @@ class Opening(Flushing):
             "the catalog from the files",
         )
 
+    def _summarize_uploaded(self, catalog: Catalog) -> None:
+        """Record what opening needs of uploaded files that have it not recorded (an older version
+        uploaded them): this opening fetched them, the next ones will not. And leave each
+        uploaded file's summary in ``summaries/`` for readers (deleting those of no copy)."""
+        files = {s.path.name: s for s in self._segments if isinstance(s, FileSegment)}
+        missing = catalog.unsummarized()
+        if missing:
+            catalog.record_summaries({name: self._summary(files[name]) for name in missing if name in files})
+        folder = self._summaries_dir
+        left = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+        uploaded = catalog.uploaded()
+        for name in sorted(uploaded - left):
+            if name in files:
+                self._leave_summary(name, self._summary(files[name]))
+        for name in left - uploaded - set(catalog.discarded(float("inf"))):  # (a reader may use those meanwhile)
+            (folder / name).unlink(missing_ok=True)
+
     def _discard(self, paths: list[Path]) -> None:
         """Delete data files whose events other files or the log hold; those a reader still
         reads wait in the trash."""
@@ -185,8 +215,8 @@ class Opening(Flushing):
         while True:
             try:
                 recovered = self._recover(
-                    list(manifest.files), manifest.store_id,
-                    manifest.log_segment if manifest.log_required else 0, dict(manifest.checkpoints), repair=False,
+                    list(manifest.files), manifest.store_id, manifest.log_segment if manifest.log_required else 0,
+                    dict(manifest.checkpoints), manifest.uploaded, repair=False,
                 )
                 break
             except (FileNotFoundError, CorruptionError) as exc:
@@ -198,8 +228,8 @@ class Opening(Flushing):
                         missing = Path(exc.filename or self.path)
                         if missing.name in manifest.uploaded:
                             raise CorruptionError(
-                                str(missing), "evicted to the cold tier of the store's lake: a read-only opener "
-                                "reads local files only (ev.open_lake reads the lake's table)",
+                                str(missing), "evicted to the cold tier of the store's lake: open the store "
+                                "read-only with its writer's lake= to fetch it (or ev.open_lake for the lake's table)",
                             ) from exc
                         raise CorruptionError(str(missing), "missing") from exc
                     raise
@@ -209,6 +239,10 @@ class Opening(Flushing):
                     time.sleep(0.002)
         self._install(recovered)
         self._pins.keep_only(s.path for s in recovered.segments if isinstance(s, FileSegment))
+        cache = self._cache_dir
+        if cache is not None and self._local_bytes is not None:  # its own fetched files, within the bound
+            fetched = [s for s in recovered.segments if isinstance(s, FileSegment) and s.path.parent == cache]
+            self._evict_down_to(fetched, self._local_bytes)
 
     def refresh(self) -> None:
         """Read-only stores: load what the writer has added since opening (or the last refresh)."""
@@ -219,24 +253,25 @@ class Opening(Flushing):
             self._load_read_only()
 
     def _recover(
-        self, entries: list[FileEntry], store_id: str | None, log_segment: int, checkpoints: dict[str, int], *,
-        repair: bool,
+        self, entries: list[FileEntry], store_id: str | None, log_segment: int, checkpoints: dict[str, int],
+        uploaded: set[str] | frozenset[str], *, repair: bool,
     ) -> _Recovered:
         """The state the files `entries` and the log after them hold; `log_segment`: the segment
         the log must reach (0: none); `checkpoints`: those the catalog (or manifest) recorded,
-        which the log's move forward. Files already open are used again (a reader's refresh).
+        which the log's move forward; `uploaded`: the files with copies in the cold tier. Files
+        already open are used again (a reader's refresh).
 
         Raises:
             CorruptionError: a file or log segment is missing, damaged, or disagrees with the catalog.
             FileNotFoundError: (read-only) a file vanished: the writer merged it away meanwhile.
         """
-        segments = self._open_files(entries, store_id)
+        segments = self._open_files(entries, store_id, uploaded)
         heads: dict[str, int] = {}
         last_recorded = 0
         for segment in segments:
             heads.update(self._file_heads(segment))
             last_recorded = max(last_recorded, segment.max_recorded_us())
-            if self._evict_fetched and isinstance(segment, FileSegment) and segment.fetched:
+            if self._local_bytes is not None and isinstance(segment, FileSegment) and segment.fetched:
                 segment.evict(remove_unless_pinned)  # a bounded local tier: read again on demand
         end = entries[-1].last_position if entries else 0
         log = self._check_log(log_segment)
@@ -258,11 +293,14 @@ class Opening(Flushing):
         names = {s.path.name for s in recovered.segments if isinstance(s, FileSegment)}
         self._heads_of = {name: heads for name, heads in self._heads_of.items() if name in names}
 
-    def _open_files(self, entries: list[FileEntry], store_id: str | None) -> list[Segment]:
-        """The data files `entries` name, checked against them (and pinned, by a reader)."""
+    def _open_files(
+        self, entries: list[FileEntry], store_id: str | None, uploaded: set[str] | frozenset[str]
+    ) -> list[Segment]:
+        """The data files `entries` name, checked against them (and pinned, by a reader: one
+        evicted meanwhile is fetched into the reader's own folder, never into ``data/``)."""
         opened = {s.path.name: s for s in self._segments if isinstance(s, FileSegment)}
         fetch = self._fetcher()
-        uploaded = self._catalog.uploaded() if self._catalog is not None else set()
+        summaries = self._catalog.summaries() if self._catalog is not None and fetch is not None else {}
         segments: list[Segment] = []
         expected = 1
         for e in entries:
@@ -276,19 +314,31 @@ class Opening(Flushing):
             ):
                 segments.append(segment)
                 continue
+            summary = summaries.get(e.name)
+            fetch_into = fetch
             if self._pins is not None:
-                self._pins.pin(path)
-            elif not path.exists() and e.name in uploaded and fetch is None:
+                path, summary = self._pin_or_place(path, uploaded=e.name in uploaded)
+                fetch_into = fetch if path.parent == self._cache_dir else None  # never into the writer's data/
+            if fetch_into is not None and summary is not None and not path.exists():
+                # Evicted: opened from its catalog entry and summary, fetched when a read needs it.
+                segment = FileSegment(
+                    path, e.first_position, e.last_position, e.rows, fetch_into,
+                    evicted=EvictedFile(e.bytes, store_id, summary.max_recorded_us),
+                )
+                self._heads_of[e.name] = summary.heads
+                segments.append(segment)
+                continue
+            if self._pins is None and not path.exists() and e.name in uploaded and fetch is None:
                 raise CorruptionError(
                     str(path), "evicted: its copy is in the cold tier of the store's lake; open the store with the "
                     "same lake= to fetch it (never `eventador repair`, which would drop its events)"
                 )
-            elif not path.exists() and e.name not in uploaded:
+            if self._pins is None and not path.exists() and e.name not in uploaded:
                 raise CorruptionError(
                     str(path), f"listed in the catalog but missing; `eventador repair {self.path}` "
                     "names in the catalog what the remaining files hold"
                 )
-            segment = FileSegment(path, e.first_position, e.last_position, e.rows, fetch)
+            segment = FileSegment(path, e.first_position, e.last_position, e.rows, fetch_into)
             segment.uploaded = e.name in uploaded
             facts = FileFacts.from_schema(segment.schema())
             problem = facts.disagreement(e, store_id) if facts is not None else None
@@ -302,17 +352,23 @@ class Opening(Flushing):
             segments.append(segment)
         return segments
 
-    def _file_heads(self, segment: Segment) -> dict[str, int]:
-        """Each stream's newest version in one file (read once per file: files never change)."""
-        name = segment.path.name if isinstance(segment, FileSegment) else None
-        heads = self._heads_of.get(name) if name is not None else None
-        if heads is None:
-            table = segment.heads()
-            ids, versions = table.column("stream_id").to_pylist(), table.column("version_max").to_pylist()
-            heads = dict(zip(ids, versions, strict=True))
-            if name is not None:
-                self._heads_of[name] = heads
-        return heads
+    def _pin_or_place(self, path: Path, *, uploaded: bool) -> tuple[Path, ColdSummary | None]:
+        """A reader's hold on data file `path`: pinned where it is (it stays), or, evicted, the
+        place in the reader's own folder to fetch it into, with the writer's summary of it if
+        there is one (None: opening fetches it).
+
+        Raises:
+            FileNotFoundError: it is gone and has no copy (merged away since the manifest).
+        """
+        assert self._pins is not None
+        try:
+            self._pins.pin(path)
+            return path, None
+        except FileNotFoundError:
+            if self._cache_dir is None or not uploaded:
+                raise
+        place = self._cache_dir / path.name
+        return place, None if place.exists() else ColdSummary.read(self._summaries_dir / path.name)
 
     def _check_log(self, required: int) -> list[tuple[int, Path]]:
         """Segment `required` of the log is there (0: any). A segment missing between two
@@ -419,6 +475,9 @@ class Opening(Flushing):
             held.append(("let go of the files read from", pins.release))
         held.append(("delete merged-away files of", lambda: self._empty_trash(everything=True)))
         held.extend(("close a file of", s.close) for s in self._segments if isinstance(s, FileSegment))
+        cache, self._cache_dir = self._cache_dir, None
+        if cache is not None:
+            held.append(("remove the fetched files of", lambda: shutil.rmtree(cache, ignore_errors=True)))
         if catalog is not None:
             held.append(("close the catalog of", catalog.close))
         lockfile, self._lockfile = self._lockfile, None

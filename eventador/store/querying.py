@@ -168,8 +168,9 @@ class Querying(StoreCore):
         """The connection ``sql`` runs on: the store's database, or for a read-only store a
         private in-memory one that (without `allow_external`) opens no file outside the store."""
         con = self._new_connection()
-        if not self.allow_external:
-            restrict(con, None if self.path is None else self._data_dir)
+        if not self.allow_external:  # (and a read-only opener's folder of fetched files)
+            dirs = [] if self.path is None else [self._data_dir, *filter(None, [self._cache_dir])]
+            restrict(con, dirs)
         return con
 
     def connect(self) -> duckdb.DuckDBPyConnection:

