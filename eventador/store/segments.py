@@ -268,7 +268,9 @@ def _events_from_columns(
             if values is None:
                 continue  # a column missing, of another type, or with a null: the payload decides
             if plan:
-                built = list(map(_maker(cls, tuple(plan)), *values))
+                # A constant field repeats without end: the rows bound the map (when every
+                # field is a constant, an upcaster having added them all, nothing else does).
+                built = list(itertools.islice(map(_maker(cls, tuple(plan)), *values), part.num_rows))
             else:
                 built = list(map(new, itertools.repeat(cls, part.num_rows)))
             if rows is None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import subprocess
+import sys
+import textwrap
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +121,41 @@ def test_a_required_field_no_version_gives_is_an_error_not_null(store: ev.EventS
     # Fields every version has still read, and the new rows alone read whole.
     assert store.sql(f'SELECT sum(amount) FROM "{t}"').fetchall() == [(15,)]
     assert store.sql(f'SELECT account FROM "{t}" WHERE position > 1').fetchall() == [("b1",)]
+
+
+def test_rows_whose_every_field_is_now_a_constant_read_as_many_events_as_rows(tmp_path: Path) -> None:
+    """An upcaster that drops every stored field and adds the new ones with defaults: the
+    rows build from constants alone. That read once never ended, filling the memory, so it
+    runs in a child process with its memory capped (a MemoryError there fails the test)."""
+    script = textwrap.dedent(
+        f"""
+        import resource, types
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+        import eventador as ev
+        from eventador.upcasting import Add, Drop, upcaster
+
+        def event_class(version, fields, defaults=None):
+            def body(ns):
+                ns["__annotations__"] = dict(fields)
+                ns.update(defaults or {{}})
+            return types.new_class("E", (ev.Event,), {{"event_type": "all.Constant", "version": version}}, body)
+
+        v1 = event_class(1, {{"a": int}})
+        with ev.open_store({str(tmp_path / "store")!r}) as store:
+            store.append("s", [v1(a=1), v1(a=2), v1(a=3)])
+            store.flush()
+            upcaster("all.Constant", 1, Drop("a"), Add("b", 5), Add("c", "x"))
+            v2 = event_class(2, {{"b": int, "c": str}})
+            store.append("s", [v2(b=7, c="y")], expected_version=3)
+            store.flush()
+            read = [(r.position, r.event.b, r.event.c) for r in store.read_all()]
+            assert read == [(1, 5, "x"), (2, 5, "x"), (3, 5, "x"), (4, 7, "y")], read
+            rows = store.sql('SELECT position, b, c FROM "all.Constant" ORDER BY position').fetchall()
+            assert rows == read, rows
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_convert_with_sql_retypes_a_field(store: ev.EventStore, prefix: str) -> None:
