@@ -337,7 +337,7 @@ def _ratio(
 
 def run(quick: bool, *, reps: int | None = None) -> list[dict[str, Any]]:
     """The four scenarios, both sides; quick: small sizes, one repetition of the writes, nothing judged."""
-    write_reps = reps or (1 if quick else 21)
+    write_reps = reps or (1 if quick else 61)  # each rep is milliseconds: many, for a steady median
     read_reps = reps or (2 if quick else 5)
     n = 10_000 if quick else 1_000_000
     out: list[dict[str, Any]] = []
