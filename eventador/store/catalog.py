@@ -27,6 +27,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -332,19 +333,13 @@ class Catalog:
             StoreError: the catalog or the manifest could not be written.
         """
         with self._lock:
-            try:
-                self.db.execute("BEGIN")
+            with self._atomically():
                 self.db.execute(
                     f"INSERT OR IGNORE INTO {UPLOADED} (name) SELECT name FROM files WHERE name = ?", [name]
                 )
                 row = self.db.execute(f"SELECT count(*) FROM {UPLOADED} WHERE name = ?", [name]).fetchone()
                 if row and row[0]:
                     self._record_summary(name, summary)
-                self.db.execute("COMMIT")
-            except duckdb.Error as exc:
-                with contextlib.suppress(duckdb.Error):
-                    self.db.execute("ROLLBACK")
-                raise store_os_error(exc, self.where, "update the catalog") from exc
             if not row or not row[0]:
                 return False
             self.write_manifest()
@@ -357,16 +352,9 @@ class Catalog:
         Raises:
             StoreError: the catalog could not be written.
         """
-        with self._lock:
-            try:
-                self.db.execute("BEGIN")
-                for name, summary in summaries.items():
-                    self._record_summary(name, summary)
-                self.db.execute("COMMIT")
-            except duckdb.Error as exc:
-                with contextlib.suppress(duckdb.Error):
-                    self.db.execute("ROLLBACK")
-                raise store_os_error(exc, self.where, "update the catalog") from exc
+        with self._lock, self._atomically():
+            for name, summary in summaries.items():
+                self._record_summary(name, summary)
 
     def _record_summary(self, name: str, summary: ColdSummary) -> None:
         """(Inside a transaction.) Keep `summary` with uploaded file `name`, if it is uploaded."""
@@ -477,8 +465,7 @@ class Catalog:
         now: float | None = None,
     ) -> None:
         discarded_at = time.time() if now is None else now
-        try:
-            self.db.execute("BEGIN")
+        with self._atomically():
             if removed is None:
                 self.db.execute(f"INSERT OR IGNORE INTO {DISCARDED} SELECT name, ? FROM {UPLOADED}", [discarded_at])
                 self.db.execute("DELETE FROM files")
@@ -510,16 +497,25 @@ class Catalog:
                     "ON CONFLICT (name) DO UPDATE SET position = greatest(position, excluded.position)",
                     [name, position],
                 )
-            self.db.execute("COMMIT")
-        except duckdb.Error as exc:
-            with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
-                self.db.execute("ROLLBACK")
-            where = ":memory:" if self.directory is None else self.directory / "catalog.duckdb"
-            raise store_os_error(exc, where, "update the catalog") from exc
         if log_segment is not None:
             self.log_segment, self.log_required = log_segment, log_required
         if store_id is not None:
             self.store_id = store_id
+
+    @contextlib.contextmanager
+    def _atomically(self) -> Iterator[None]:
+        """One DuckDB transaction around the block: committed, or rolled back (a DuckDB error
+        raised as a StoreError naming the catalog). The caller holds the lock."""
+        try:
+            self.db.execute("BEGIN")
+            yield
+            self.db.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
+                self.db.execute("ROLLBACK")
+            if isinstance(exc, duckdb.Error):
+                raise store_os_error(exc, self.where, "update the catalog") from exc
+            raise
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new connection to the catalog database, for one thread (SQL views, projections, queues)."""

@@ -5,6 +5,7 @@ when it cannot start (never a mock S3)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,15 +17,7 @@ from eventador.testing.seaweed import WeedServer
 @pytest.fixture(scope="session")
 def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
     """A running SeaweedFS S3 server for the session; skips (saying why) when it cannot start."""
-    server = WeedServer(tmp_path_factory.mktemp("weed"))
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.skip(f"the S3 lake tests need a real SeaweedFS server, which did not start: {exc}")
-    try:
-        yield server
-    finally:
-        server.kill()
+    yield from _running(tmp_path_factory.mktemp("weed"), "the S3 lake tests need a real SeaweedFS server")
 
 
 @pytest.fixture
@@ -36,11 +29,17 @@ def s3_lake(weed: WeedServer) -> tuple[str, dict[str, str]]:
 @pytest.fixture
 def own_weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
     """A SeaweedFS server of the test's own, which the test may kill (the session's stays up)."""
-    server = WeedServer(tmp_path_factory.mktemp("weed-own"))
+    yield from _running(tmp_path_factory.mktemp("weed-own"), "this test kills a real SeaweedFS server of its own")
+
+
+def _running(folder: Path, needs: str) -> Iterator[WeedServer]:
+    """A SeaweedFS server in `folder`, started, yielded and killed at the end; skips the test
+    (saying what `needs` it) when the server does not start."""
+    server = WeedServer(folder)
     try:
         server.start()
     except RuntimeError as exc:
-        pytest.skip(f"this test kills a real SeaweedFS server of its own, which did not start: {exc}")
+        pytest.skip(f"{needs}, which did not start: {exc}")
     try:
         yield server
     finally:
