@@ -60,6 +60,7 @@ __all__ = [
     "decode_value",
     "encode_coded_rows",
     "encode_event",
+    "encode_fields",
     "encode_rows",
     "encode_value",
     "import_class",
@@ -657,28 +658,55 @@ def encode_events(events: list[Event]) -> list[bytes]:
     cls = kinds.pop() if len(kinds) == 1 else None
     if cls is None or not issubclass(cls, Event) or issubclass(cls, UnknownEvent):
         return [encode_event(e) for e in events]
+    payloads = _encode_checked(cls, list(map(_instance_dict, events)))
+    # None: a value to convert or refuse, event by event (which names the first bad one).
+    return payloads if payloads is not None else [encode_event(e) for e in events]
+
+
+def encode_fields(cls: type[Event], values: list[dict[str, Any]]) -> list[bytes]:
+    """The payloads of events of `cls` given as their fields (each a dict of every field by
+    name, as an instance's ``__dict__``), without making the events: the bytes
+    ``encode_events`` gives for the instances. For a writer that holds its events' fields
+    already (an adapter of another library's stored events).
+
+    Raises:
+        SerializationError: as ``encode_event``, naming the first bad value.
+    """
+    payloads = _encode_checked(cls, values)
+    if payloads is None:  # the instances, only to convert or name a bad value as encode_event does
+        return [encode_event(_instance_of(cls, v)) for v in values]
+    return payloads
+
+
+def _instance_of(cls: type[Event], values: dict[str, Any]) -> Event:
+    event = object.__new__(cls)
+    object.__setattr__(event, "__dict__", dict(values))
+    return event
+
+
+def _encode_checked(cls: type[Event], values: list[dict[str, Any]]) -> list[bytes] | None:
+    """The payloads of `values` (fields of events of `cls`), each field checked a column at
+    a time; None when a value is not plainly of its field's type (converted or refused event
+    by event, by the caller)."""
     schema = schema_of(cls)
-    values = list(map(_instance_dict, events))
-    for name, accepted in schema.accepts:
-        # The set of types of a checked field's values, in C loops (a column at a time).
-        if not set(map(type, map(operator.itemgetter(name), values))).issubset(accepted):
-            # A wrong type, or a subclass (bool in an int field, a NumPy or pandas scalar):
-            # event by event, which converts what it can and names the first bad value.
-            return [encode_event(e) for e in events]
     try:
+        for name, accepted in schema.accepts:
+            # The set of types of a checked field's values, in C loops (a column at a time).
+            if not set(map(type, map(operator.itemgetter(name), values))).issubset(accepted):
+                return None  # a wrong type, or a subclass (bool in an int field, a NumPy scalar)
         for name in schema.decimals:
             if not all(value is None or value.is_finite() for value in map(operator.itemgetter(name), values)):
-                raise SerializationError(name, None, "not finite")  # named below, event by event
+                return None
         for name, digits in declared_digits(cls).items():
             if not all(value is None or digits.holds(value) for value in map(operator.itemgetter(name), values)):
-                raise SerializationError(name, None, "too many digits")  # named below, event by event
+                return None
         for name, path in schema.walked:
             for value in map(operator.itemgetter(name), values):
                 if type(value) not in _LEAVES:
                     check_value(value, path)
         return _encode_each(values)
     except Exception:
-        return [encode_event(e) for e in events]  # raises, naming the first bad value
+        return None
 
 
 def _encode_each(values: list[dict[str, Any]]) -> list[bytes]:

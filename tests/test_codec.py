@@ -24,6 +24,7 @@ from eventador.codec import (
     decode_value,
     encode_event,
     encode_events,
+    encode_fields,
     encode_value,
     is_label_of,
     make_decoder,
@@ -514,6 +515,8 @@ def test_a_batch_encodes_to_the_bytes_of_each_event_alone(
     mixed: list[ev.Event] = [*same, *others]
     rnd.shuffle(mixed)
     assert encode_events(mixed) == [encode_event(e) for e in mixed]
+    # Given as fields, not events (the eventsourcing adapter's records): the same bytes.
+    assert encode_fields(Everything, [dict(e.__dict__) for e in same]) == [encode_event(e) for e in same]
 
 
 @pytest.mark.parametrize(
@@ -529,6 +532,9 @@ def test_a_bad_value_in_a_batch_raises_as_it_would_alone(changes: dict[str, Any]
     batch = [example(), example(), example(**changes), example(), example()]
     with pytest.raises(ev.SerializationError) as caught:
         encode_events(batch)
+    assert caught.value.path == path
+    with pytest.raises(ev.SerializationError) as caught:
+        encode_fields(Everything, [dict(e.__dict__) for e in batch])
     assert caught.value.path == path
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "frame_records",
     "joint_body",
     "prepare_append",
+    "prepare_encoded",
     "verify_expected",
 ]
 
@@ -47,7 +48,7 @@ class PreparedAppend:
 
     stream_id: str
     expected: int | ExpectedVersion
-    events: list[Event]
+    events: list[Event] | None  # None: given encoded (prepare_encoded), decoded when read
     types: list[str]
     ids: list[bytes]
     occurred: list[int | None]
@@ -228,6 +229,29 @@ def prepare_append(
     return PreparedAppend(
         stream_id, expected_version, batch, types, split_ids(ids), occurred, payloads, versions, meta, stream_type,
         record,
+    )
+
+
+def prepare_encoded(
+    stream_id: str, event_type: str, schema_version: int, payloads: list[bytes], expected_version: int | ExpectedVersion,
+    *, logged: bool = True,
+) -> PreparedAppend:
+    """One stream's append of events already encoded: `payloads` of `event_type` at
+    `schema_version`, each what ``encode_event`` gives for its event (``codec.encode_fields``
+    makes them without making the events). No instances are kept: a read of them decodes.
+
+    Raises:
+        InvalidInputError: a bad stream id or expected version.
+    """
+    check_new_stream_id(stream_id)
+    check_expected(expected_version)
+    check_text(event_type, "event_type")
+    n = len(payloads)
+    types, occurred, versions = [event_type] * n, [None] * n, [schema_version] * n
+    ids = new_event_ids(n)
+    record = encode_columns(types, ids, occurred, payloads, versions) if logged else b""
+    return PreparedAppend(
+        stream_id, expected_version, None, types, split_ids(ids), occurred, payloads, versions, None, None, record
     )
 
 

@@ -17,7 +17,14 @@ import cbor2
 
 from eventador.errors import CheckpointConflict, ConcurrencyError
 from eventador.messages import Event
-from eventador.store.appends import PreparedAppend, joint_body, prepare_append, verify_expected
+from eventador.store.appends import (
+    PreparedAppend,
+    check_checkpoint,
+    joint_body,
+    prepare_append,
+    prepare_encoded,
+    verify_expected,
+)
 from eventador.store.flushing import Flushing
 from eventador.store.records import ANY, ExpectedVersion, datetime_to_micros
 
@@ -27,7 +34,8 @@ __all__ = ["Committing"]
 class Committing(Flushing):
     """The write path of ``append`` and ``append_many``; see ``EventStore``."""
 
-    # The store's internal API for appends (docs/architecture.md): prepare_append, commit_each.
+    # The store's internal API for appends (docs/architecture.md): prepare_append, prepare_encoded,
+    # commit_each, commit_together.
 
     def prepare_append(
         self,
@@ -49,6 +57,31 @@ class Committing(Flushing):
             stream_id, events, expected_version, metadata, occurred_at, stream_type, logged=self._wal is not None
         )
 
+    def prepare_encoded(
+        self, stream_id: str, event_type: str, schema_version: int, payloads: list[bytes],
+        expected_version: int | ExpectedVersion = ANY,
+    ) -> PreparedAppend:
+        """One stream's append of events encoded already (``codec.encode_fields``): the
+        payloads of `event_type` at `schema_version`. ``commit_together`` writes it.
+
+        Raises:
+            InvalidInputError: a bad stream id, event type or expected version.
+        """
+        return prepare_encoded(
+            stream_id, event_type, schema_version, payloads, expected_version, logged=self._wal is not None
+        )
+
+    def commit_together(self, appends: list[PreparedAppend], checkpoint: tuple[str, int] | None = None) -> list[int]:
+        """``append_streams`` of prepared appends (``prepare_append``, ``prepare_encoded``):
+        all of them and `checkpoint` in one frame, or, on any conflict, none; returns the
+        position of each event, in the order given.
+
+        Raises:
+            ConcurrencyError, CheckpointConflict: as ``append_streams``; nothing is written.
+            StoreError: the store is closed or read-only, or the log failed.
+        """
+        return self._commit_together(appends, check_checkpoint(checkpoint))
+
     def _commit(self, appends: list[PreparedAppend]) -> list[int]:
         """All of `appends` or, on any conflict, none: one lock, one frame, one fsync; returns
         each stream's new version."""
@@ -58,7 +91,7 @@ class Committing(Flushing):
         """All of `appends` and `checkpoint` in one frame, or, on any conflict, none; returns
         the position of each event, in the order given."""
         _, last = self._commit_some(appends, each=False, checkpoint=checkpoint)
-        count = sum(len(a.events) for a in appends)
+        count = sum(len(a.payloads) for a in appends)
         return list(range(last - count + 1, last + 1))
 
     def commit_each(self, appends: list[PreparedAppend]) -> list[int | ConcurrencyError]:
@@ -92,7 +125,7 @@ class Committing(Flushing):
                 for a in appends:  # every check before the first write
                     current = pending.get(a.stream_id, heads.get(a.stream_id, 0))
                     verify_expected(a.stream_id, a.expected, current)
-                    pending[a.stream_id] = current + len(a.events)
+                    pending[a.stream_id] = current + len(a.payloads)
                 if checkpoint is not None:
                     previous = self._checkpoints.get(checkpoint[0], 0)
                     if checkpoint[1] <= previous:
@@ -108,7 +141,8 @@ class Committing(Flushing):
                     except ConcurrencyError as conflict:
                         versions.append(conflict)
                         continue
-                if not a.events:
+                n = len(a.payloads)
+                if not n:
                     versions.append(current)
                     continue
                 first = buffer.first_position + len(buffer)
@@ -117,7 +151,7 @@ class Committing(Flushing):
                     head = cbor2.dumps([first, a.stream_id, current + 1, recorded, a.stream_type, a.metadata])
                     if each:
                         try:
-                            lsn = wal.add(b"\x87" + head[1:] + a.logged, first + len(a.events) - 1)
+                            lsn = wal.add(b"\x87" + head[1:] + a.logged, first + n - 1)
                         except BaseException:
                             self._forget_unlogged()  # this call's earlier streams, if any
                             raise
@@ -127,9 +161,9 @@ class Committing(Flushing):
                     a.stream_id, current + 1, recorded, a.stream_type, a.metadata,
                     a.types, a.ids, a.occurred, a.payloads, a.events, a.versions,
                 )
-                heads[a.stream_id] = current + len(a.events)
-                versions.append(current + len(a.events))
-                last = first + len(a.events) - 1
+                heads[a.stream_id] = current + n
+                versions.append(current + n)
+                last = first + n - 1
             if wal is not None and (records or checkpoint is not None):
                 # One frame: one append's record as it always was, or several and the checkpoint.
                 body = records[0] if len(records) == 1 and checkpoint is None else joint_body(records, checkpoint)

@@ -111,7 +111,7 @@ def test_one_insert_may_come_back_to_an_originator(school: DogSchool) -> None:
 
 
 def test_inserted_events_are_stored_as_the_codec_encodes_them(tmp_path: Path) -> None:
-    """insert_events makes its records without __init__ and encodes a batch at once: the
+    """insert_events encodes its records from their fields, never making them: the
     bytes stored, in the hot tier and in the log read back, are encode_event's."""
     env = {"PERSISTENCE_MODULE": MODULE, "EVENTADOR_PATH": str(tmp_path)}
     a, b = uuid4(), uuid4()

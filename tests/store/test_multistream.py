@@ -23,6 +23,7 @@ import cbor2
 import pytest
 
 import eventador as ev
+from eventador.codec import encode_event, encode_fields
 from eventador.store.appends import frame_records
 from eventador.store.wal import WriteAheadLog, scan_segment
 from tests.store.test_crash import LINE_TIMEOUT, lines_of, next_line
@@ -65,6 +66,50 @@ def test_append_many_and_append_streams_write_one_frame_and_append_its_own(tmp_p
         segment = WriteAheadLog.segments(tmp_path / "s" / "wal")[-1][1]
         assert next(scan_segment(segment, repair=False)).body[:1] == b"\x87"
         assert store.verify().ok
+
+
+@pytest.mark.parametrize("on_disk", [False, True], ids=["memory", "disk"])
+def test_encoded_appends_read_back_as_their_events_and_commit_all_or_nothing(tmp_path: Path, on_disk: bool) -> None:
+    """prepare_encoded + commit_together (the eventsourcing adapter's insert): no instance is
+    kept, so reads decode the payloads, in the hot tier, from a file and after a reopen."""
+    path = tmp_path / "s" if on_disk else None
+    events = {"a": [deposit("a", "1"), deposit("a", "2")], "b": [deposit("b", "3")]}
+
+    def encoded(stream: str, at: int) -> object:
+        fields = [dict(e.__dict__) for e in events[stream]]
+        return store.prepare_encoded(stream, Deposited.event_type, 1, encode_fields(Deposited, fields), at)
+
+    store = ev.open_store(path)
+    try:
+        assert store.commit_together([encoded("a", 0), encoded("b", ev.NO_STREAM)], ("up", 7)) == [1, 2, 3]
+        with pytest.raises(ev.ConcurrencyError):  # b is at 1: nothing of a is written either
+            store.commit_together([encoded("a", 2), encoded("b", 0)], ("up", 8))
+        with pytest.raises(ev.CheckpointConflict):
+            store.commit_together([encoded("a", 2)], ("up", 7))
+        assert store.last_position == 3 and store.checkpoint("up") == 7
+        expected = [*events["a"], *events["b"]]
+        assert [r.event for r in store.read_all()] == expected
+        assert store.sql('SELECT note FROM "test.Deposited" ORDER BY position').fetchall() == [("1",), ("2",), ("3",)]
+        store.flush()
+        assert [r.event for r in store.read_stream("a")] == events["a"]
+    finally:
+        store.close()
+    if on_disk:
+        with ev.open_store(path) as store:
+            assert [r.event for r in store.read_all()] == expected
+            assert store.checkpoint("up") == 7
+
+
+def test_an_encoded_append_is_checked_before_anything_is_written(tmp_path: Path) -> None:
+    with ev.open_store(tmp_path / "s") as store:
+        good = store.prepare_encoded("a", Deposited.event_type, 1, [encode_event(deposit("a"))], 0)
+        with pytest.raises(ev.InvalidInputError, match="stream_id"):
+            store.prepare_encoded("", Deposited.event_type, 1, [encode_event(deposit("a"))], 0)
+        with pytest.raises(ev.InvalidInputError, match="expected_version"):
+            store.prepare_encoded("a", Deposited.event_type, 1, [encode_event(deposit("a"))], -2)
+        with pytest.raises(ev.InvalidInputError, match="position"):
+            store.commit_together([good], ("up", "seven"))  # type: ignore[arg-type]
+        assert store.last_position == 0 and store.checkpoints() == {}
 
 
 def test_repair_keeps_the_checkpoints_of_retired_log_segments(tmp_path: Path) -> None:

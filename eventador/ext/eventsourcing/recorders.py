@@ -41,9 +41,11 @@ from eventsourcing.persistence import (
     TrackingRecorder,
 )
 
+from eventador.codec import encode_fields
 from eventador.errors import CheckpointConflict, ConcurrencyError
 from eventador.messages import Event
 from eventador.store import EventStore, RecordedEvent
+from eventador.store.appends import PreparedAppend
 from eventador.store.snapshots import Snapshot
 
 __all__ = [
@@ -60,6 +62,7 @@ __all__ = [
 _SELECT_BATCH = 500  # events a subscription reads at a time
 _originator_id = operator.attrgetter("originator_id")
 _originator_version = operator.attrgetter("originator_version")
+_Records = tuple[str, list[dict[str, Any]], int]  # a stream, its records' fields, the version it must be at
 
 
 class StoredEventRecord(Event, event_type="StoredEvent"):
@@ -69,18 +72,11 @@ class StoredEventRecord(Event, event_type="StoredEvent"):
     originator_version: int
     state: bytes
 
-    @classmethod
-    def _of(cls, stored_events: Sequence[StoredEvent]) -> list[Event]:
-        """The records of `stored_events`, made without ``__init__`` (filling each one's
-        ``__dict__`` costs less than a keyword call, on every event inserted). Nothing is
-        checked here: the store checks every field's type before anything is written."""
-        new, fill = object.__new__, object.__setattr__
-        records: list[Event] = []
-        for s in stored_events:
-            record = new(cls)
-            fill(record, "__dict__", {"topic": s.topic, "originator_version": s.originator_version, "state": s.state})
-            records.append(record)
-        return records
+    @staticmethod
+    def _fields(stored_events: Sequence[StoredEvent]) -> list[dict[str, Any]]:
+        """The fields of the records of `stored_events`, each as a record's ``__dict__``
+        (``codec.encode_fields`` checks every field's type before anything is written)."""
+        return [{"topic": s.topic, "originator_version": s.originator_version, "state": s.state} for s in stored_events]
 
 
 class _FirstVersions:
@@ -127,18 +123,35 @@ class EventadorRecorder:
     def _originator_id(self, stream_id: str) -> UUID | str:
         return UUID(stream_id) if self._uuid_ids else stream_id
 
-    def _write(
-        self, appends: list[tuple[str, list[Event], int]], tracking: Tracking | None
-    ) -> list[int]:
-        """Append `appends` and the tracking record in one frame; returns the events' positions.
+    def _write(self, appends: list[tuple[str, list[Event], int]], tracking: Tracking | None) -> list[int]:
+        """Append `appends` (a stream, its events, the version it must be at) and the tracking
+        record in one frame; returns the events' positions (what a view writes with its tracking).
 
         Raises:
             IntegrityError: a version is taken (or would leave a gap), or the tracking record
                 does not move its upstream application's position forward; nothing is written.
         """
+        store = self.store
+        return self._commit(
+            [store.prepare_append(stream_id, events, expected_version=at) for stream_id, events, at in appends], tracking
+        )
+
+    def _write_records(self, appends: list[_Records], tracking: Tracking | None) -> list[int]:
+        """``_write`` of stored events' records given by their fields: encoded from the
+        fields, the records are never made (most of an insert's cost, on every event)."""
+        store, kind, version = self.store, StoredEventRecord.event_type, StoredEventRecord.schema_version
+        return self._commit(
+            [
+                store.prepare_encoded(stream_id, kind, version, encode_fields(StoredEventRecord, fields), at)
+                for stream_id, fields, at in appends
+            ],
+            tracking,
+        )
+
+    def _commit(self, prepared: list[PreparedAppend], tracking: Tracking | None) -> list[int]:
         checkpoint = None if tracking is None else (tracking.application_name, tracking.notification_id)
         try:
-            return self.store.append_streams(appends, checkpoint=checkpoint)
+            return self.store.commit_together(prepared, checkpoint)
         except CheckpointConflict as exc:
             raise IntegrityError(
                 f"{exc.name!r} is tracked up to notification {exc.current} already: {tracking} is not above it"
@@ -173,16 +186,16 @@ class EventadorAggregateRecorder(EventadorRecorder, AggregateRecorder):
         appends, new_streams = self._plan(stored_events)
         if not appends and tracking is None:
             return []
-        positions = self._write(appends, tracking)
+        positions = self._write_records(appends, tracking)
         self._firsts.update(new_streams)  # only once they exist
         return positions
 
-    def _plan(self, stored_events: Sequence[StoredEvent]) -> tuple[list[tuple[str, list[Event], int]], dict[str, int]]:
+    def _plan(self, stored_events: Sequence[StoredEvent]) -> tuple[list[_Records], dict[str, int]]:
         """The appends for `stored_events` (a run of one originator's events each, with the
         stream version it must be at) and the first versions of streams they begin."""
         if not isinstance(stored_events, list):
             stored_events = list(stored_events)  # read more than once below
-        records = StoredEventRecord._of(stored_events)
+        records = StoredEventRecord._fields(stored_events)  # each one's fields
         if records and self._one_run(stored_events):  # an aggregate's events: no step per event
             stream_id = str(stored_events[0].originator_id)
             version = stored_events[0].originator_version
@@ -194,7 +207,7 @@ class EventadorAggregateRecorder(EventadorRecorder, AggregateRecorder):
                     f"originator {stream_id}: version {version} comes before its first recorded one, {first}"
                 )
             return [(stream_id, records, version - first)], {}
-        appends: list[tuple[str, list[Event], int]] = []
+        appends: list[_Records] = []
         new_streams: dict[str, int] = {}
         last: dict[str, int] = {}  # each originator's newest version planned
         originator: object = None
