@@ -15,6 +15,7 @@ from typing import Any
 
 import cbor2
 
+from eventador.clock import now_micros
 from eventador.errors import CheckpointConflict, ConcurrencyError
 from eventador.messages import Event
 from eventador.store.appends import (
@@ -26,7 +27,7 @@ from eventador.store.appends import (
     verify_expected,
 )
 from eventador.store.flushing import Flushing
-from eventador.store.records import ANY, ExpectedVersion, datetime_to_micros
+from eventador.store.records import ANY, ExpectedVersion
 
 __all__ = ["Committing"]
 
@@ -111,7 +112,7 @@ class Committing(Flushing):
         """Write `appends` (and `checkpoint`); returns each stream's new version (or, `each`, its
         conflict) and the last position written (0: none). Not `each`: every check comes
         before the first write, and all go into one frame."""
-        now = datetime_to_micros(self.clock.now())
+        now = now_micros(self.clock)
         lsn = 0
         versions: list[int | ConcurrencyError] = []
         records: list[bytes] = []  # not each: the appends' records, for one frame

@@ -617,6 +617,19 @@ def test_recorded_at_never_goes_back_across_a_reopen(factory: DirectoryStoreFact
     assert [r.position for r in store.as_of(datetime(2026, 3, 1, tzinfo=UTC)).read_all()] == []
 
 
+def test_recorded_at_is_the_clocks_time_to_the_microsecond(factory: DirectoryStoreFactory) -> None:
+    manual = ev.ManualClock(datetime(2026, 6, 1, 12, 0, 0, 123456, tzinfo=UTC))
+    store = factory.open(clock=manual)
+    store.append("acc-1", [opened()])
+    assert [r.recorded_at for r in store.read_all()] == [datetime(2026, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)]
+    store.close()
+    store = factory.open(clock=ev.SystemClock())  # read without making a datetime: the same time
+    before = datetime.now(UTC)
+    store.append("acc-1", [deposited()])
+    after = datetime.now(UTC)
+    assert before <= store.read_stream("acc-1", from_version=2)[0].recorded_at <= after
+
+
 # -- reading without the writer's classes -------------------------------------------------------
 
 
