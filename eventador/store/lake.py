@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from eventador.errors import InvalidInputError, LakeError
-from eventador.store.lake_files import write_file
+from eventador.store.lake_files import add_action, encode_file, put_file
 from eventador.store.lake_schema import LAKE_ENVELOPE, SHARD, to_lake
 
 if TYPE_CHECKING:
@@ -150,6 +150,12 @@ class LakePublisher:
         """Why the last attempt failed (None: it did not)."""
         self.last_seconds = 0.0
         """How long the last publish that committed events took (reading, converting, committing)."""
+        self.last_parts: dict[str, float] = {}
+        """Where `last_seconds` went, in seconds: ``convert`` (the rows in the lake's schema,
+        ``payload_json`` included), ``encode`` (the Parquet file's bytes and statistics),
+        ``upload`` (writing them to the table's storage), ``commit`` (the Delta commit and
+        reading its new version); a publish that adds columns to the table has one
+        ``write and commit`` instead of the last three."""
         self._deltalake = _deltalake()
         self._options = storage_options_for(target.uri, target.storage_options)
         self._table: Any = None
@@ -266,9 +272,13 @@ class LakePublisher:
                 if segment.first_position <= self.published:  # partly published (a file merged since)
                     table = table.filter(pc.greater(table.column("position"), self.published))
                 schema = table_schema(self._table)
-                self._commit(self._rows(table, schema), schema, segment.last_position)
+                converting = time.perf_counter()
+                rows = self._rows(table, schema)
+                parts = {"convert": time.perf_counter() - converting}
+                self._commit(rows, schema, segment.last_position, parts)
                 self.published = segment.last_position
                 self.last_seconds = time.perf_counter() - started
+                self.last_parts = parts
                 if offered is not None and offered[1] <= self.published:
                     self._offered = None
         except Exception as exc:  # delta-rs's errors, an object store away, a file merged away
@@ -280,28 +290,37 @@ class LakePublisher:
             classes=self.store.registry.classes(),
         )
 
-    def _commit(self, rows: pa.Table, schema: pa.Schema, last: int) -> None:
-        """`rows` and the watermark `last` in one Delta commit (`schema`: the table's)."""
+    def _commit(self, rows: pa.Table, schema: pa.Schema, last: int, parts: dict[str, float]) -> None:
+        """`rows` and the watermark `last` in one Delta commit (`schema`: the table's); the
+        seconds of writing the file and of the commit go into `parts`."""
         deltalake = self._deltalake
         properties = deltalake.CommitProperties(
             app_transactions=[deltalake.Transaction(self.target.app_id, last)],
             custom_metadata={"eventador.store_id": self.store_id, "eventador.last_position": str(last)},
         )
+        started = time.perf_counter()
         if not set(rows.column_names) <= set(schema.names):  # a new type's columns: delta-rs merges the schema
             deltalake.write_deltalake(
                 self._table, rows, mode="append", partition_by=[SHARD], schema_mode="merge",
                 storage_options=self._options, commit_properties=properties,
             )
+            parts["write and commit"] = time.perf_counter() - started
             return
         if self._files is None:
             from deltalake._internal import DeltaFileSystemHandler
 
             self._files = DeltaFileSystemHandler(self.target.uri, self._options)
-        add = write_file(self._files, rows, self.target.shard)
+        path, body, stats = encode_file(rows, self.target.shard)
+        uploading = time.perf_counter()
+        put_file(self._files, path, body)
+        committing = time.perf_counter()
+        parts["encode"], parts["upload"] = uploading - started, committing - uploading
+        add = add_action(path, body.size, self.target.shard, stats)
         self._table.create_write_transaction(
             [add], mode="append", schema=schema, partition_by=[SHARD], commit_properties=properties,
         )
         self._table.update_incremental()  # else the next commit, from this snapshot, conflicts with this one
+        parts["commit"] = time.perf_counter() - committing
 
     def compact(self) -> None:
         """The store merged files: merge this shard's small lake files too, soon (in the publisher's thread)."""

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from eventador.store.lake_schema import SHARD
 
-__all__ = ["add_action", "file_stats", "write_file"]
+__all__ = ["add_action", "encode_file", "file_stats", "put_file"]
 
 _DICTIONARY = ["stream_id", "event_type", "stream_type", "metadata_json"]  # few distinct values
 _PARQUET_STATISTICS = ["position", "stream_id", "version", "event_type", "recorded_at", "occurred_at"]
@@ -35,24 +35,27 @@ _TEXT_BOUND = 32  # characters: Delta readers compare string bounds of at most t
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def write_file(handler: Any, rows: pa.Table, shard: str) -> Any:
-    """Write `rows` (the lake's layout, shard `shard`) as a new Parquet file of the table that
-    `handler` (deltalake's ``DeltaFileSystemHandler``) reaches; returns its add action."""
+def encode_file(rows: pa.Table, shard: str) -> tuple[str, pa.Buffer, str]:
+    """`rows` (the lake's layout, shard `shard`) as a new Parquet file of the table: its path
+    in the table (a new unique name), its bytes and its Delta statistics."""
     buffer = pa.BufferOutputStream()
     data = rows.drop_columns([SHARD])
     pq.write_table(
         data, buffer, compression="snappy", use_dictionary=[c for c in _DICTIONARY if c in data.column_names],
         write_statistics=[c for c in _PARQUET_STATISTICS if c in data.column_names],
     )
-    body = buffer.getvalue()
     # The partition's directory, by name only: the add action's partition value is what counts.
     path = f"{SHARD}={_UNSAFE.sub('_', shard)}/part-{uuid.uuid4().hex}.parquet"
+    return path, buffer.getvalue(), file_stats(rows)
+
+
+def put_file(handler: Any, path: str, body: pa.Buffer) -> None:
+    """Write `body` at `path` of the table that `handler` (deltalake's ``DeltaFileSystemHandler``) reaches."""
     out = handler.open_output_stream(path)
     try:
         out.write(body.to_pybytes())
     finally:
         out.close()
-    return add_action(path, body.size, shard, file_stats(rows))
 
 
 def add_action(path: str, size: int, shard: str, stats: str) -> Any:

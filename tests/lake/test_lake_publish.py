@@ -53,6 +53,11 @@ def test_each_flush_is_one_commit_with_the_watermark(tmp_path: Path) -> None:
             fill(store, 10, flush * 10)
             store.flush()
             store.lake.sync()
+            # Where the publish's time went: the first adds the events' columns to the table.
+            parts = store.lake.last_parts
+            expected = {"convert", "write and commit"} if flush == 0 else {"convert", "encode", "upload", "commit"}
+            assert set(parts) == expected
+            assert 0 < sum(parts.values()) <= store.lake.last_seconds
         table = DeltaTable(str(lake))
         assert table.version() == 3  # the table's creation, then one commit per flush
         assert table.transaction_version("eventador:main") == 30
