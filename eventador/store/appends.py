@@ -233,8 +233,13 @@ def prepare_append(
 
 
 def prepare_encoded(
-    stream_id: str, event_type: str, schema_version: int, payloads: list[bytes], expected_version: int | ExpectedVersion,
-    *, logged: bool = True,
+    stream_id: str,
+    event_type: str,
+    schema_version: int,
+    payloads: list[bytes],
+    expected_version: int | ExpectedVersion,
+    *,
+    logged: bool = True,
 ) -> PreparedAppend:
     """One stream's append of events already encoded: `payloads` of `event_type` at
     `schema_version`, each what ``encode_event`` gives for its event (``codec.encode_fields``
@@ -247,7 +252,8 @@ def prepare_encoded(
     check_expected(expected_version)
     check_text(event_type, "event_type")
     n = len(payloads)
-    types, occurred, versions = [event_type] * n, [None] * n, [schema_version] * n
+    occurred: list[int | None] = [None] * n
+    types, versions = [event_type] * n, [schema_version] * n
     ids = new_event_ids(n)
     record = encode_columns(types, ids, occurred, payloads, versions) if logged else b""
     return PreparedAppend(

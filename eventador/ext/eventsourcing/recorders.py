@@ -131,10 +131,9 @@ class EventadorRecorder:
             IntegrityError: a version is taken (or would leave a gap), or the tracking record
                 does not move its upstream application's position forward; nothing is written.
         """
-        store = self.store
-        return self._commit(
-            [store.prepare_append(stream_id, events, expected_version=at) for stream_id, events, at in appends], tracking
-        )
+        prepare = self.store.prepare_append
+        prepared = [prepare(stream_id, events, expected_version=at) for stream_id, events, at in appends]
+        return self._commit(prepared, tracking)
 
     def _write_records(self, appends: list[_Records], tracking: Tracking | None) -> list[int]:
         """``_write`` of stored events' records given by their fields: encoded from the
