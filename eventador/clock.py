@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "ManualClock", "SystemClock", "now_micros"]
+__all__ = ["Clock", "ManualClock", "SystemClock", "datetime_to_micros", "micros_to_datetime", "now_micros"]
 
 
 @runtime_checkable
@@ -36,16 +36,26 @@ class SystemClock:
         return "SystemClock()"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def micros_to_datetime(us: int) -> datetime:
+    """Microseconds since 1970 (UTC) as an aware datetime (how the store keeps its times)."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def datetime_to_micros(when: datetime) -> int:
+    """An aware datetime as microseconds since 1970 (UTC)."""
+    delta = when - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
 def now_micros(clock: Clock) -> int:
     """`clock`'s time in microseconds since 1970 (UTC); the real clock's without making a
     datetime (the store reads it at every append)."""
     if type(clock) is SystemClock:
         return time.time_ns() // 1000  # datetime.now floors to the microsecond alike
-    delta = clock.now() - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+    return datetime_to_micros(clock.now())
 
 
 class ManualClock:

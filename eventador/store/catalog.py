@@ -397,11 +397,8 @@ class Catalog:
         Raises:
             StoreError: the catalog could not be written (they are deleted again next time).
         """
-        with self._lock:
-            try:
-                self.db.execute(f"DELETE FROM {DISCARDED} WHERE name IN (SELECT unnest(?::VARCHAR[]))", [names])
-            except duckdb.Error as exc:
-                raise store_os_error(exc, self.where, "update the catalog") from exc
+        with self._lock, self._atomically():
+            self.db.execute(f"DELETE FROM {DISCARDED} WHERE name IN (SELECT unnest(?::VARCHAR[]))", [names])
 
     def summaries(self) -> dict[str, ColdSummary]:
         """What opening needs of each uploaded file that has it recorded (``ColdSummary``), by name."""

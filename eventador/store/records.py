@@ -6,17 +6,18 @@ import enum
 import itertools
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
+from eventador.clock import datetime_to_micros, micros_to_datetime
 from eventador.codec import decode_value
 from eventador.messages import Event, event_data, fields_html
 from eventador.upcasting import upcasters
 
-__all__ = ["ANY", "NO_STREAM", "STREAM_EXISTS", "ExpectedVersion", "RecordedEvent"]
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+__all__ = [
+    "ANY", "NO_STREAM", "STREAM_EXISTS", "ExpectedVersion", "RecordedEvent", "datetime_to_micros", "micros_to_datetime",
+]
 
 
 class ExpectedVersion(enum.Enum):
@@ -36,15 +37,6 @@ class ExpectedVersion(enum.Enum):
 ANY = ExpectedVersion.ANY
 NO_STREAM = ExpectedVersion.NO_STREAM
 STREAM_EXISTS = ExpectedVersion.STREAM_EXISTS
-
-
-def micros_to_datetime(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
-
-
-def datetime_to_micros(when: datetime) -> int:
-    delta = when - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 class RecordedEvent(tuple[Any, ...]):

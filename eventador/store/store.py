@@ -30,7 +30,7 @@ from eventador.clock import Clock
 from eventador.errors import InvalidInputError
 from eventador.messages import Event, TypeRegistry
 from eventador.store import dataframes
-from eventador.store.appends import check_checkpoint, prepare_append
+from eventador.store.appends import prepare_append
 from eventador.store.catalog import Catalog, read_manifest
 from eventador.store.committing import Committing
 from eventador.store.core import Durability as Durability  # its name here before the split
@@ -266,7 +266,7 @@ class EventStore(Opening, Committing, Querying):
                 )
             stream_id, events, expected = item
             prepared.append(prepare_append(stream_id, events, expected, metadata, None, stream_type, logged=logged))
-        return self._commit_together(prepared, check_checkpoint(checkpoint))
+        return self.commit_together(prepared, checkpoint)
 
     def checkpoint(self, name: str) -> int:
         """The position checkpoint `name` was last recorded at (``append_streams``); 0 when never."""
