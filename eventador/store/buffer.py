@@ -133,6 +133,9 @@ class HotBuffer:
         take = operator.itemgetter(*rows) if len(rows) > 1 else (lambda column: (column[rows[0]],))
         first = self.first_position
         events = take(self.events)
+        recorded, occurred = take(self.recorded), take(self.occurred)
+        if any(t is not None for t in occurred):  # null where it is recorded_at, as in every tier
+            occurred = [None if t == r else t for t, r in zip(occurred, recorded, strict=True)]
         columns = [
             take(self.stream_ids),
             take(self.versions),
@@ -140,8 +143,8 @@ class HotBuffer:
             current_types(take(self.event_types), events),
             events,
             take(self.event_ids),
-            take(self.recorded),
-            take(self.occurred),
+            recorded,
+            occurred,
             take(self.metadata),
             take(self.schema_versions),
         ]

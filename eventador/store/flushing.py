@@ -22,6 +22,7 @@ from eventador.store.catalog import Catalog, ColdSummary, FileEntry, FileFacts
 from eventador.store.checksums import remember
 from eventador.store.compaction import full_merge, tiered_merge
 from eventador.store.core import StoreCore
+from eventador.store.lake_schema import without_lake_columns
 from eventador.store.pins import remove_unless_pinned
 from eventador.store.records import datetime_to_micros
 from eventador.store.segments import FileSegment, MemorySegment, Segment, sort_for_segment, unify, write_segment
@@ -88,6 +89,8 @@ class Flushing(StoreCore):
     def _flush_buffer(self, buffer: HotBuffer) -> None:
         classes = self.registry.classes()
         table = sort_for_segment(buffer.to_arrow(len(buffer), classes, make_decoder(self.registry)))
+        if self.lake is not None:  # the file is written once, for the store and for the lake's table
+            table = self.lake.layout(table)
         segment = self._write_segment(table, buffer.first_position, buffer.last_position)
         with self._lock:
             self._segments.append(segment)
@@ -135,7 +138,8 @@ class Flushing(StoreCore):
             self.lake.flushed()
 
     def _merge(self, group: list[Segment]) -> None:
-        table = sort_for_segment(unify([s.read_table() for s in group]))
+        # Without the lake's columns: the table takes a merged file's events converted (the lake merges its own).
+        table = sort_for_segment(unify([without_lake_columns(s.read_table()) for s in group]))
         merged = self._write_segment(table, group[0].first_position, group[-1].last_position, replaced=group)
         with self._lock:
             start = self._segments.index(group[0])

@@ -1,14 +1,18 @@
 """Publishing a store's flushed events as a Delta Lake table (a local path or S3-compatible storage).
 
 ``open_store(path, lake="s3://bucket/events")`` (or ``lake=LakeTarget(...)``) attaches a
-``LakePublisher``. Each flush hands it the new file's rows and wakes its thread, which turns
-the events after the table's watermark into the lake's schema (store/lake_schema.py), writes
-them as a Parquet file (store/lake_files.py) and commits each store file's in one Delta
-commit: the new file's add action and an application transaction (``txn``: app id
-``eventador:<shard>``, version = the last position published). The add and the watermark land
-together or not at all, so a re-run (after a crash, a timeout whose commit did land, a reopen)
-publishes from the watermark and nothing twice. Opening publishes what the store flushed while
-no publisher ran (the catalog's files past the watermark, read back). The store's compaction
+``LakePublisher``. The flush writes its data file in the lake's layout (``layout``: the
+store's columns and the lake's beside them, store/lake_schema.py), and wakes the publisher's
+thread, which adds that very file to the table: a hard link into the table's folder (a copy
+across file systems), or one upload to object storage, and one Delta commit of its add
+action and an application transaction (``txn``: app id ``eventador:<shard>``, version = the
+last position published). A file the table cannot take as it is (written before the lake was
+configured, merged, imported, or whose lake columns have other types than the table's) has
+its events converted to the lake's schema and written as a new file (store/lake_files.py).
+The add and the watermark land together or not at all, so a re-run (after a crash, a timeout
+whose commit did land, a reopen) publishes from the watermark and nothing twice. Opening
+publishes what the store flushed while no publisher ran (the catalog's files past the
+watermark, read back). The store's compaction
 compacts the shard's lake files too: Delta's optimize, removes plus adds with ``dataChange=false``.
 
 The store never waits for the lake: its log and files are the record. A lake that fails (the
@@ -28,14 +32,16 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from eventador.errors import InvalidInputError, LakeError
-from eventador.store.lake_files import add_action, encode_file, put_file
-from eventador.store.lake_schema import LAKE_ENVELOPE, SHARD, to_lake
+from eventador.store.lake_files import add_action, encode_file, file_stats, link_file, put_file, table_path
+from eventador.store.lake_schema import LAKE_ENVELOPE, SHARD, lake_rows, matches_table, to_lake, with_lake_columns
+from eventador.store.segments import FileSegment
 
 if TYPE_CHECKING:
     from eventador.store.store import EventStore
@@ -96,6 +102,13 @@ def storage_options_for(uri: str, options: dict[str, str]) -> dict[str, str]:
     return options if "://" not in uri or uri.startswith("file://") else {**_QUICK, **options}
 
 
+def _local_root(uri: str) -> Path | None:
+    """The table's folder when `uri` is on the local file system (a path or ``file://``), else None."""
+    if uri.startswith("file://"):
+        return Path(uri.removeprefix("file://"))
+    return None if "://" in uri else Path(uri)
+
+
 def _deltalake() -> Any:
     try:
         import deltalake
@@ -151,11 +164,15 @@ class LakePublisher:
         self.last_seconds = 0.0
         """How long the last publish that committed events took (reading, converting, committing)."""
         self.last_parts: dict[str, float] = {}
-        """Where `last_seconds` went, in seconds: ``convert`` (the rows in the lake's schema,
-        ``payload_json`` included), ``encode`` (the Parquet file's bytes and statistics),
-        ``upload`` (writing them to the table's storage), ``commit`` (the Delta commit and
-        reading its new version); a publish that adds columns to the table has one
-        ``write and commit`` instead of the last three."""
+        """Where `last_seconds` went, in seconds. A data file added as it is: ``stats`` (the
+        add action's statistics), ``upload`` (the file into the table's storage: a link, a copy
+        or an upload), ``commit`` (the Delta commit and reading its new version). A file
+        converted: ``convert`` (the rows in the lake's schema, ``payload_json`` included),
+        ``encode`` (the new file's bytes and statistics), ``upload``, ``commit``; one that adds
+        columns to the table has one ``write and commit`` instead of the last three."""
+        self.layout_seconds = 0.0
+        """How long the last flush took to add the lake's columns to its file (``layout``): the
+        part of publishing that the flush does, once for the store and the table."""
         self._deltalake = _deltalake()
         self._options = storage_options_for(target.uri, target.storage_options)
         self._table: Any = None
@@ -169,6 +186,8 @@ class LakePublisher:
         self._compact_wanted = False
         self._offered: tuple[int, int, pa.Table] | None = None
         self._files: Any = None  # deltalake's file system handler of the table, made at the first file
+        self._schema = LAKE_ENVELOPE  # the table's, as of its last snapshot here (read by flushes)
+        self._local = _local_root(target.uri)
 
     # -- opening and closing --------------------------------------------------------------
 
@@ -182,6 +201,7 @@ class LakePublisher:
                 bucket), or its shard holds positions past the store's (another store's shard).
         """
         self._table = self._open_table()
+        self._schema = table_schema(self._table)
         self.published = self._watermark()
         if self.published > flushed:
             raise LakeError(
@@ -245,6 +265,18 @@ class LakePublisher:
             self._succeeded()
         return self.published
 
+    def layout(self, rows: pa.Table) -> pa.Table:
+        """The rows of a data file the store is about to write, in the layout the table takes
+        as it is: the lake's columns beside the store's (store/lake_schema.py); called by the
+        flush, in the flushing thread."""
+        started = time.perf_counter()
+        layout = with_lake_columns(
+            rows, self.target.shard, self._schema, payload_json=self.target.payload_json,
+            classes=self.store.registry.classes(),
+        )
+        self.layout_seconds = time.perf_counter() - started
+        return layout
+
     def offer(self, first: int, last: int, rows: pa.Table) -> None:
         """The rows of the data file of positions `first`..`last` the store just wrote: their
         publish takes them from memory instead of reading the file back (only the latest is
@@ -269,13 +301,19 @@ class LakePublisher:
                     table = offered[2]
                 else:
                     table = segment.read_table()
-                if segment.first_position <= self.published:  # partly published (a file merged since)
-                    table = table.filter(pc.greater(table.column("position"), self.published))
                 schema = table_schema(self._table)
-                converting = time.perf_counter()
-                rows = self._rows(table, schema)
-                parts = {"convert": time.perf_counter() - converting}
-                self._commit(rows, schema, segment.last_position, parts)
+                parts: dict[str, float] = {}
+                whole = segment.first_position > self.published
+                if whole and isinstance(segment, FileSegment) and matches_table(table, schema):
+                    self._add_file(segment, table, schema, parts)
+                else:
+                    if segment.first_position <= self.published:  # partly published (a file merged since)
+                        table = table.filter(pc.greater(table.column("position"), self.published))
+                    converting = time.perf_counter()
+                    rows = self._rows(table, schema)
+                    parts["convert"] = time.perf_counter() - converting
+                    self._commit(rows, schema, segment.last_position, parts)
+                self._schema = table_schema(self._table)
                 self.published = segment.last_position
                 self.last_seconds = time.perf_counter() - started
                 self.last_parts = parts
@@ -290,37 +328,64 @@ class LakePublisher:
             classes=self.store.registry.classes(),
         )
 
+    def _add_file(self, segment: FileSegment, table: pa.Table, schema: pa.Schema, parts: dict[str, float]) -> None:
+        """The store's own data file of `segment` (`table`: its rows, in the lake's layout) into
+        the table as it is, and the watermark, in one Delta commit; seconds go into `parts`."""
+        started = time.perf_counter()
+        stats = file_stats(lake_rows(table))
+        source = segment.path
+        path = table_path(self.target.shard, f"{source.stem}-{self.store_id[:12]}.parquet")
+        placing = time.perf_counter()
+        if self._local is not None:
+            link_file(source, self._local / path)
+        else:
+            put_file(self._handler(), path, pa.py_buffer(source.read_bytes()))
+        committing = time.perf_counter()
+        parts["stats"], parts["upload"] = placing - started, committing - placing
+        add = add_action(path, source.stat().st_size, self.target.shard, stats)
+        self._commit_add(add, schema, segment.last_position)
+        parts["commit"] = time.perf_counter() - committing
+
     def _commit(self, rows: pa.Table, schema: pa.Schema, last: int, parts: dict[str, float]) -> None:
-        """`rows` and the watermark `last` in one Delta commit (`schema`: the table's); the
-        seconds of writing the file and of the commit go into `parts`."""
-        deltalake = self._deltalake
-        properties = deltalake.CommitProperties(
-            app_transactions=[deltalake.Transaction(self.target.app_id, last)],
-            custom_metadata={"eventador.store_id": self.store_id, "eventador.last_position": str(last)},
-        )
+        """`rows` written as a new file, and the watermark `last`, in one Delta commit
+        (`schema`: the table's); the seconds of writing the file and of the commit go into `parts`."""
         started = time.perf_counter()
         if not set(rows.column_names) <= set(schema.names):  # a new type's columns: delta-rs merges the schema
-            deltalake.write_deltalake(
+            self._deltalake.write_deltalake(
                 self._table, rows, mode="append", partition_by=[SHARD], schema_mode="merge",
-                storage_options=self._options, commit_properties=properties,
+                storage_options=self._options, commit_properties=self._properties(last),
             )
             parts["write and commit"] = time.perf_counter() - started
             return
+        path, body, stats = encode_file(rows, self.target.shard)
+        uploading = time.perf_counter()
+        put_file(self._handler(), path, body)
+        committing = time.perf_counter()
+        parts["encode"], parts["upload"] = uploading - started, committing - uploading
+        self._commit_add(add_action(path, body.size, self.target.shard, stats), schema, last)
+        parts["commit"] = time.perf_counter() - committing
+
+    def _commit_add(self, add: Any, schema: pa.Schema, last: int) -> None:
+        """One Delta commit: the data file's `add` action and the watermark `last`."""
+        self._table.create_write_transaction(
+            [add], mode="append", schema=schema, partition_by=[SHARD], commit_properties=self._properties(last),
+        )
+        self._table.update_incremental()  # else the next commit, from this snapshot, conflicts with this one
+
+    def _properties(self, last: int) -> Any:
+        deltalake = self._deltalake
+        return deltalake.CommitProperties(
+            app_transactions=[deltalake.Transaction(self.target.app_id, last)],
+            custom_metadata={"eventador.store_id": self.store_id, "eventador.last_position": str(last)},
+        )
+
+    def _handler(self) -> Any:
+        """deltalake's file system handler of the table's storage (its URI and options)."""
         if self._files is None:
             from deltalake._internal import DeltaFileSystemHandler
 
             self._files = DeltaFileSystemHandler(self.target.uri, self._options)
-        path, body, stats = encode_file(rows, self.target.shard)
-        uploading = time.perf_counter()
-        put_file(self._files, path, body)
-        committing = time.perf_counter()
-        parts["encode"], parts["upload"] = uploading - started, committing - uploading
-        add = add_action(path, body.size, self.target.shard, stats)
-        self._table.create_write_transaction(
-            [add], mode="append", schema=schema, partition_by=[SHARD], commit_properties=properties,
-        )
-        self._table.update_incremental()  # else the next commit, from this snapshot, conflicts with this one
-        parts["commit"] = time.perf_counter() - committing
+        return self._files
 
     def compact(self) -> None:
         """The store merged files: merge this shard's small lake files too, soon (in the publisher's thread)."""

@@ -12,12 +12,16 @@ a file written but never committed is not in the table (Delta's vacuum removes i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import re
+import shutil
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -25,8 +29,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from eventador.store.lake_schema import SHARD
+from eventador.store.wal import fsync_directory
 
-__all__ = ["add_action", "encode_file", "file_stats", "put_file"]
+__all__ = ["add_action", "encode_file", "file_stats", "link_file", "put_file", "table_path"]
 
 _DICTIONARY = ["stream_id", "event_type", "stream_type", "metadata_json"]  # few distinct values
 _PARQUET_STATISTICS = ["position", "stream_id", "version", "event_type", "recorded_at", "occurred_at"]
@@ -44,9 +49,32 @@ def encode_file(rows: pa.Table, shard: str) -> tuple[str, pa.Buffer, str]:
         data, buffer, compression="snappy", use_dictionary=[c for c in _DICTIONARY if c in data.column_names],
         write_statistics=[c for c in _PARQUET_STATISTICS if c in data.column_names],
     )
-    # The partition's directory, by name only: the add action's partition value is what counts.
-    path = f"{SHARD}={_UNSAFE.sub('_', shard)}/part-{uuid.uuid4().hex}.parquet"
-    return path, buffer.getvalue(), file_stats(rows)
+    return table_path(shard, f"part-{uuid.uuid4().hex}.parquet"), buffer.getvalue(), file_stats(rows)
+
+
+def table_path(shard: str, name: str) -> str:
+    """The path in the table of a data file `name` of shard `shard`: in the partition's
+    folder, by name only (the add action's partition value is what counts)."""
+    return f"{SHARD}={_UNSAFE.sub('_', shard)}/{name}"
+
+
+def link_file(source: Path, target: Path) -> None:
+    """`source` (a store's data file, never changed once written) at `target` in a local
+    table's folder: a hard link, or a copy where the two are on different file systems.
+    Through a temporary name, so `target` only ever holds the whole file, and durable before
+    the commit that names it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        temp.unlink()
+    try:
+        os.link(source, temp)
+    except OSError:  # another file system, or one without hard links
+        shutil.copyfile(source, temp)
+        with open(temp, "rb") as copy:
+            os.fsync(copy.fileno())
+    os.replace(temp, target)
+    fsync_directory(target.parent)
 
 
 def put_file(handler: Any, path: str, body: pa.Buffer) -> None:

@@ -32,7 +32,18 @@ from eventador.store.lake_json import payload_json as build_payload_json
 if TYPE_CHECKING:
     from eventador.messages import Event
 
-__all__ = ["LAKE_ENVELOPE", "SHARD", "lake_column_name", "to_lake", "to_store_layout"]
+__all__ = [
+    "LAKE_ENVELOPE",
+    "SHARD",
+    "is_lake_column",
+    "lake_column_name",
+    "lake_rows",
+    "matches_table",
+    "to_lake",
+    "to_store_layout",
+    "with_lake_columns",
+    "without_lake_columns",
+]
 
 SHARD = "shard"
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -55,6 +66,13 @@ LAKE_ENVELOPE = pa.schema(
     ]
 )
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+PAYLOAD_JSON = "payload_json"
+
+
+def is_lake_column(name: str) -> bool:
+    """True for a column only the lake reads: ``payload_json`` and the typed ``<type>__<field>``
+    (the store's typed columns always hold a dot, the lake's never do)."""
+    return name == PAYLOAD_JSON or ("__" in name and "." not in name)
 
 
 def lake_column_name(event_type: str, field: str) -> str:
@@ -137,3 +155,44 @@ def to_store_layout(table: pa.Table) -> pa.Table:
         [columns.get(f.name, table.column(f.name) if f.name in table.column_names else None) for f in ENVELOPE],
         schema=ENVELOPE,
     )
+
+
+def with_lake_columns(
+    table: pa.Table, shard: str, published: pa.Schema | None = None, *, payload_json: bool = True,
+    classes: dict[str, type[Event]] | None = None,
+) -> pa.Table:
+    """The store's rows `table` in the layout a store with a lake writes its data files in:
+    the store's columns, ``occurred_at`` never null, and the lake's own columns beside them
+    (``payload_json``, all null without `payload_json`; the typed ``<type>__<field>``), so
+    that the flush's file is also the lake's (its readers read the table's columns and skip
+    the others). The arguments are `to_lake`'s."""
+    lake = to_lake(table, shard, published, payload_json=payload_json, classes=classes)
+    layout = table.set_column(table.schema.get_field_index("occurred_at"), "occurred_at", lake.column("occurred_at"))
+    for name in lake.column_names:
+        if is_lake_column(name):
+            layout = layout.append_column(name, lake.column(name))
+    return layout
+
+
+def without_lake_columns(table: pa.Table) -> pa.Table:
+    """`table` without the lake's own columns (a merged file: the lake merges its own)."""
+    return table.drop_columns([name for name in table.column_names if is_lake_column(name)])
+
+
+def matches_table(table: pa.Table, published: pa.Schema) -> bool:
+    """True when `table` (a data file's rows) was written in the lake's layout and each of its
+    lake columns is a column of the table's schema `published`, of the same type: then the
+    file itself can be added to the table."""
+    if PAYLOAD_JSON not in table.column_names:
+        return False
+    names = set(published.names)
+    return all(
+        field.name in names and published.field(field.name).type == field.type
+        for field in table.schema
+        if is_lake_column(field.name)
+    )
+
+
+def lake_rows(table: pa.Table) -> pa.Table:
+    """The columns of `table` (a data file in the lake's layout) that the lake's readers read."""
+    return table.select([n for n in table.column_names if n in LAKE_ENVELOPE.names or is_lake_column(n)])

@@ -178,6 +178,9 @@ def _to_records(
             cols.append(schema_versions(table))
         else:
             column = table.column(name)
+            if name == "occurred_at" and column.null_count < len(column):
+                # Null where it is recorded_at, as in every tier (a file written for a lake has every one).
+                column = pc.if_else(pc.equal(column, table.column("recorded_at")), pa.scalar(None, column.type), column)
             if name in ("recorded_at", "occurred_at"):
                 column = column.cast(pa.int64())
             elif name == "event_id":
@@ -1012,6 +1015,7 @@ def write_segment(
     return FileSegment(final, first, last, table.num_rows)
 
 
+_JSON_TEXTS = ("metadata_json", "payload_json")  # payload_json: in files written for a lake (store/lake_schema.py)
 _DELTA_COLUMNS = ("position", "version")  # rising runs: delta-packed, they need no compression
 _SMALL_DICTIONARY = 16 << 10
 
@@ -1024,7 +1028,8 @@ def column_layout(table: pa.Table) -> dict[str, Any]:
     event types, currencies) and random event ids do not shrink, and every compressed
     page read costs a fresh decompressor: about a tenth of reading one stream's rows.
     """
-    texts = [f.name for f in table.schema if pa.types.is_string(f.type) and f.name != "metadata_json"]
+    # JSON texts are mostly unique: a dictionary would be built and dropped.
+    texts = [f.name for f in table.schema if pa.types.is_string(f.type) and f.name not in _JSON_TEXTS]
     plain = ["event_id", *_DELTA_COLUMNS]
     for name in texts:
         distinct = pc.unique(table.column(name))

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -53,9 +54,10 @@ def test_each_flush_is_one_commit_with_the_watermark(tmp_path: Path) -> None:
             fill(store, 10, flush * 10)
             store.flush()
             store.lake.sync()
-            # Where the publish's time went: the first adds the events' columns to the table.
+            # Where the publish's time went: the first adds the events' columns to the table;
+            # the others add the store's own data file as it is.
             parts = store.lake.last_parts
-            expected = {"convert", "write and commit"} if flush == 0 else {"convert", "encode", "upload", "commit"}
+            expected = {"convert", "write and commit"} if flush == 0 else {"stats", "upload", "commit"}
             assert set(parts) == expected
             assert 0 < sum(parts.values()) <= store.lake.last_seconds
         table = DeltaTable(str(lake))
@@ -64,6 +66,41 @@ def test_each_flush_is_one_commit_with_the_watermark(tmp_path: Path) -> None:
         history = [h for h in table.history() if h["operation"] == "WRITE"]
         assert [h["eventador.last_position"] for h in history] == ["30", "20", "10"]
     assert positions(lake) == list(range(1, 31))
+
+
+def test_the_table_adds_the_stores_own_file_written_once(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(lake), max_lag=None), flush_every=1000) as store:
+        assert store.lake is not None
+        fill(store, 10)
+        store.flush()
+        store.lake.sync()  # the first publish adds the type's columns: a file of its own
+        fill(store, 10, 10)
+        when = datetime(2021, 5, 6, tzinfo=UTC)
+        store.append("acc-y", [LakeDeposited(account="y", amount=7, fee=Decimal("2.5"), note="q")], occurred_at=when)
+        hot = list(store.read_all())
+        store.flush()
+        store.lake.sync()
+        segment = store.state().segments[-1]
+        assert isinstance(segment, FileSegment)
+        files = [lake / f for f in pa.table(DeltaTable(str(lake)).get_add_actions()).column("path").to_pylist()]
+        assert len(files) == 2
+        assert sum(os.path.samefile(f, segment.path) for f in files) == 1  # a hard link: the bytes written once
+        # The store reads its file as before: the same records, the same SQL.
+        assert list(store.read_all()) == hot
+        assert store.sql("select * from events").columns == ev.open_store(tmp_path / "plain").sql(
+            "select * from events").columns
+        lake_reader = ev.open_lake(lake)
+        assert [r.event for r in lake_reader.read_all()] == [r.event for r in hot]
+        assert lake_reader.read_stream("acc-y")[0].occurred_at == when
+        rows = lake_reader.sql("select count(*), sum(lake_Money_Deposited__amount), count(payload_json), "
+                               "min(occurred_at) from events").fetchall()
+        assert rows == [(21, sum(range(20)) + 7, 21, when)]
+        # The store's compaction deletes its files; the table's links stay.
+        store.compact(min_files=2)
+        store._empty_trash(everything=True)
+    assert not segment.path.exists()
+    assert positions(lake) == list(range(1, 22))
 
 
 def test_the_schema_is_stable_and_plain(tmp_path: Path) -> None:
@@ -283,7 +320,7 @@ def test_a_flush_hands_its_rows_to_the_publisher_which_publishes_what_reading_th
     assert rows(handed).equals(rows(read))
 
 
-def test_a_failed_commit_is_retried_with_a_new_file_and_nothing_twice(tmp_path: Path) -> None:
+def test_a_failed_commit_is_retried_with_the_same_file_and_nothing_twice(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(lake), max_lag=None), flush_every=1000) as store:
         assert store.lake is not None
@@ -301,7 +338,8 @@ def test_a_failed_commit_is_retried_with_a_new_file_and_nothing_twice(tmp_path: 
     assert positions(lake) == list(range(1, 21))
     written = {p.relative_to(lake).as_posix() for p in lake.rglob("*.parquet")}
     committed = set(pa.table(DeltaTable(str(lake)).get_add_actions()).column("path").to_pylist())
-    assert len(committed) == 2 and committed < written  # the failed commits' files: written, never in the table
+    # The store's own file, linked again at each attempt under one name: nothing left beside the table.
+    assert len(committed) == 2 and committed == written
 
 
 def test_each_file_carries_the_statistics_readers_skip_files_by(tmp_path: Path) -> None:
@@ -328,3 +366,38 @@ def test_each_file_carries_the_statistics_readers_skip_files_by(tmp_path: Path) 
     assert ours["max.recorded_at"] >= max(r["max.recorded_at"] for r in actions[:1])
     dataset = DeltaTable(str(lake)).to_pyarrow_dataset()  # its fragments carry the statistics as guarantees
     assert dataset.to_table(filter=pc.field("position") > 3).num_rows == 5
+
+
+@pytest.fixture
+def other_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real tmpfs: a file system other than the store's, mounted for the test."""
+    mount_point = tmp_path / "other"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)], capture_output=True, text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here ({done.stderr.strip()}): this test needs one")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_table_on_another_file_system_gets_a_copy(tmp_path: Path, other_disk: Path) -> None:
+    lake = other_disk / "lake"
+    assert os.stat(other_disk).st_dev != os.stat(tmp_path).st_dev  # no hard link can cross
+    with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(lake), max_lag=None), flush_every=1000) as store:
+        assert store.lake is not None
+        for flush in range(2):
+            fill(store, 10, flush * 10)
+            store.flush()
+            store.lake.sync()
+        assert set(store.lake.last_parts) == {"stats", "upload", "commit"}
+        segment = store.state().segments[-1]
+        assert isinstance(segment, FileSegment)
+        copies = [p for p in lake.rglob("*.parquet") if p.read_bytes() == segment.path.read_bytes()]
+        assert len(copies) == 1 and not os.path.samefile(copies[0], segment.path)
+        assert not list(lake.rglob(".*.tmp"))  # the temporary name is gone
+    assert positions(lake) == list(range(1, 21))
