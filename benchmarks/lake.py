@@ -46,6 +46,7 @@ if str(ROOT) not in sys.path:
 
 import eventador as ev  # noqa: E402
 from benchmarks.common import log, perf, result  # noqa: E402
+from eventador.store.segments import FileSegment  # noqa: E402
 
 BUDGET = 0.10
 STREAMS = 1_000
@@ -68,9 +69,9 @@ def _batches(n: int, flushes: int) -> list[list[tuple[str, list[ev.Event]]]]:
 
 def _flushes(
     path: Path, target: ev.LakeTarget, n: int, flushes: int
-) -> tuple[list[float], list[float], list[dict[str, float]]]:
-    """(flush seconds, publish seconds, the publish's parts in seconds) of each flush; the
-    flush's lake columns are among the parts, as ``layout``."""
+) -> tuple[list[float], list[float], list[dict[str, float]], bytes]:
+    """(flush seconds, publish seconds, the publish's parts in seconds) of each flush, and the
+    last data file's bytes; the flush's lake columns are among the parts, as ``layout``."""
     flush_s, publish_s, parts = [], [], []
     with ev.open_store(path, lake=target, flush_every=10 * n) as store:
         lake = store.lake
@@ -83,7 +84,25 @@ def _flushes(
             lake.sync()  # waits for the thread's publish of this flush (or does it)
             publish_s.append(lake.last_seconds)
             parts.append({**lake.last_parts, "layout": lake.layout_seconds})
-    return flush_s, publish_s, parts
+        last = store.state().segments[-1]
+        body = last.path.read_bytes() if isinstance(last, FileSegment) else b""
+    return flush_s, publish_s, parts, body
+
+
+def _floor(server: Any, bucket: str, body: bytes, turns: int) -> tuple[float, float]:
+    """Median seconds of the object store's least for a publish: one PUT of the data file
+    `body`, and one PUT of a commit's size (1.5 KB), through pyarrow's S3 client."""
+    files = server.filesystem()
+
+    def put(name: str, data: bytes) -> float:
+        t0 = perf()
+        with files.open_output_stream(f"{bucket}/floor/{name}") as out:
+            out.write(data)
+        return perf() - t0
+
+    whole = [put(f"file-{i}", body) for i in range(turns)]
+    small = [put(f"commit-{i}.json", b"x" * 1500) for i in range(turns)]
+    return statistics.median(whole), statistics.median(small)
 
 
 def _writer_seconds(path: Path, target: ev.LakeTarget | None, batches: list[list[tuple[str, list[ev.Event]]]]) -> float:
@@ -146,8 +165,12 @@ _PARTS = [
 ]
 
 
-def _measure(name: str, path: Path, target: ev.LakeTarget, n: int, flushes: int, quick: bool) -> list[dict[str, Any]]:
-    flush_s, publish_s, parts = _flushes(path, target, n, flushes)
+def _measure(
+    name: str, path: Path, target: ev.LakeTarget, n: int, flushes: int, quick: bool, server: Any = None,
+) -> list[dict[str, Any]]:
+    """The flushes and publishes of a store with `target`; with `server` (S3), the object
+    store's own floor beside them."""
+    flush_s, publish_s, parts, body = _flushes(path, target, n, flushes)
     shares = [p / f for p, f in zip(publish_s, flush_s, strict=True)]
     # What the lake adds to a flush without it: the lake's columns in the flush, and the publish.
     layouts = [p["layout"] for p in parts]
@@ -158,6 +181,13 @@ def _measure(name: str, path: Path, target: ev.LakeTarget, n: int, flushes: int,
     def part_share(names: tuple[str, ...]) -> list[float]:
         return [sum(p.get(k, 0.0) for k in names) / f * 100 for p, f in later]
 
+    floor = []
+    if server is not None:  # what the object store asks of any publish that adds a file and commits it
+        whole, small = _floor(server, target.uri.removeprefix("s3://").split("/")[0], body, max(flushes, 3))
+        log(f"  {name}: one PUT of the {len(body):,}-byte data file {whole * 1e3:.1f} ms, one 1.5 KB PUT "
+            f"{small * 1e3:.1f} ms")
+        floor = [result(f"{name}: the object store's floor (one PUT of the file, one small PUT) / flush",
+                        [(whole + small) / f * 100 for f in flush_s], "%")]
     return [
         result(f"{name}: flush of {n:,} events", [s * 1e3 for s in flush_s], "ms"),
         result(f"{name}: publish of the flush", [s * 1e3 for s in publish_s], "ms"),
@@ -172,6 +202,7 @@ def _measure(name: str, path: Path, target: ev.LakeTarget, n: int, flushes: int,
             f"{name}: (lake columns + publish) / (flush - lake columns)", [t * 100 for t in totals], "%",
             f"<= {BUDGET:.0%}", passed=None if quick else statistics.median(totals) <= BUDGET,
         ),
+        *floor,
     ]
 
 
@@ -210,7 +241,7 @@ def run(quick: bool, *, reps: int | None = None) -> list[dict[str, Any]]:
 
             for name, with_json in (("S3 lake (SeaweedFS)", True), ("S3 lake, no payload_json", False)):
                 out += _measure(name, root / f"s3-{with_json}", s3(f"events-{with_json}", with_json=with_json),
-                                n, flushes, quick)
+                                n, flushes, quick, server)
             out += _slowdown("S3 lake (SeaweedFS)", root, lambda rep: s3(f"writer-{rep}"), n, writer_flushes,
                              turns, quick, server_pid=server.process.pid if server.process else None)
         finally:

@@ -72,7 +72,8 @@ class WeedServer:
             "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true",
         }
 
-    def _filesystem(self) -> pafs.S3FileSystem:
+    def filesystem(self) -> pafs.S3FileSystem:
+        """pyarrow's file system of this server (its buckets are top-level folders)."""
         return pafs.S3FileSystem(
             access_key=ACCESS_KEY, secret_key=SECRET_KEY, endpoint_override=self.endpoint.removeprefix("http://"),
             scheme="http", region="us-east-1", connect_timeout=1, request_timeout=5, allow_bucket_creation=True,
@@ -105,7 +106,7 @@ class WeedServer:
     def bucket(self, name: str | None = None) -> str:
         """Create a bucket (a new one by default); returns its name."""
         name = name or f"b-{uuid.uuid4().hex[:12]}"
-        self._filesystem().create_dir(name)
+        self.filesystem().create_dir(name)
         return name
 
     def kill(self) -> None:
