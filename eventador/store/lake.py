@@ -268,12 +268,17 @@ class LakePublisher:
     def layout(self, rows: pa.Table) -> pa.Table:
         """The rows of a data file the store is about to write, in the layout the table takes
         as it is: the lake's columns beside the store's (store/lake_schema.py); called by the
-        flush, in the flushing thread."""
+        flush, in the flushing thread. Where they cannot be built, the rows as they are (logged):
+        their publish converts them."""
         started = time.perf_counter()
-        layout = with_lake_columns(
-            rows, self.target.shard, self._schema, payload_json=self.target.payload_json,
-            classes=self.store.registry.classes(),
-        )
+        try:
+            layout = with_lake_columns(
+                rows, self.target.shard, self._schema, payload_json=self.target.payload_json,
+                classes=self.store.registry.classes(),
+            )
+        except Exception as exc:  # the lake never fails a flush: the publish converts the file's rows
+            log.warning("lake %s: the flush writes its file without the lake's columns: %s", self.target.uri, exc)
+            layout = rows
         self.layout_seconds = time.perf_counter() - started
         return layout
 

@@ -401,3 +401,25 @@ def test_a_table_on_another_file_system_gets_a_copy(tmp_path: Path, other_disk: 
         assert len(copies) == 1 and not os.path.samefile(copies[0], segment.path)
         assert not list(lake.rglob(".*.tmp"))  # the temporary name is gone
     assert positions(lake) == list(range(1, 21))
+
+
+def test_a_flush_never_fails_for_the_lakes_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    def broken(*args: object, **kwargs: object) -> pa.Table:
+        raise ValueError("no lake columns today")
+
+    lake = tmp_path / "lake"
+    with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(lake), max_lag=None), flush_every=1000) as store:
+        assert store.lake is not None
+        fill(store, 10)
+        store.flush()
+        store.lake.sync()
+        monkeypatch.setattr("eventador.store.lake.with_lake_columns", broken)
+        fill(store, 10, 10)
+        store.flush()  # written without them, and published converted
+        assert "no lake columns today" in caplog.text
+        assert store.lake.sync() == 20
+        assert set(store.lake.last_parts) == {"convert", "encode", "upload", "commit"}
+        assert "payload_json" not in store.state().segments[-1].read_table().column_names
+    assert positions(lake) == list(range(1, 21))
+    assert ev.open_lake(lake).sql("select count(payload_json) from events").fetchall() == [(20,)]
