@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +21,8 @@ from deltalake import DeltaTable
 import eventador as ev
 from eventador.store.lake_schema import LAKE_ENVELOPE, lake_column_name
 from eventador.store.segments import FileSegment
+
+CHILD = Path(__file__).resolve().parents[1] / "workers" / "coldtier_child.py"
 
 
 class LakeDeposited(ev.Event, event_type="lake.Money.Deposited"):
@@ -423,3 +426,38 @@ def test_a_flush_never_fails_for_the_lakes_columns(tmp_path: Path, monkeypatch: 
         assert "payload_json" not in store.state().segments[-1].read_table().column_names
     assert positions(lake) == list(range(1, 21))
     assert ev.open_lake(lake).sql("select count(payload_json) from events").fetchall() == [(20,)]
+
+
+def test_a_writer_killed_mid_publish_leaves_the_table_equal_to_the_log(tmp_path: Path) -> None:
+    """A real child process, flushing every 7 events into a local lake (each file linked into
+    the table and committed), killed with SIGKILL; reopened, the table ends exactly the log."""
+    lake = tmp_path / "lake"
+    acknowledged: dict[str, int] = {}
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), str(tmp_path / "s"), str(lake), "{}", "keep"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    assert child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "OPEN", "the child did not open the store"
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            line = child.stdout.readline()
+            if not line:
+                break
+            append = json.loads(line)
+            acknowledged[append["stream"]] = append["version"]
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+    assert sum(acknowledged.values()) > 14  # a few flushes, so some files were in the table
+    with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(lake), max_lag=None)) as store:
+        assert store.lake is not None
+        for stream, version in acknowledged.items():
+            assert store.stream_version(stream) >= version
+        store.flush()
+        assert store.lake.sync() == store.last_position
+        last = store.last_position
+    assert positions(lake) == list(range(1, last + 1))  # nothing lost, nothing twice
+    assert not list(lake.rglob("*.tmp"))  # a placing cut short was done again
