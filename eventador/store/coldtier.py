@@ -46,14 +46,19 @@ class ColdTier:
 
     def __init__(self, uri: str, storage_options: dict[str, str], shard: str) -> None:
         self.uri = uri
-        self.fs, root = _filesystem(uri, storage_options)
-        self.base = f"{root}/_eventador/{shard}"
+        self.fs, self.root = _filesystem(uri, storage_options)
+        self.base = f"{self.root}/_eventador/{shard}"
         self._local = isinstance(self.fs, pafs.LocalFileSystem)  # a local lake: copies fsynced like the store's
         self.where = f"{uri.rstrip('/')}/_eventador/{shard}"
         """The cold tier's location, as a URI (for messages)."""
 
-    def upload(self, path: Path) -> None:
+    def upload(self, path: Path, twin: str | None = None) -> None:
         """Copy the local file `path` to the cold tier, whole under its final name or not at all.
+
+        `twin`: where the lake's table holds the same bytes (the publish placed the store's own
+        file there; a path under the lake's URI): in object storage the store copies it there
+        itself (S3 CopyObject: whole or nothing, no bytes sent), and the file is uploaded as
+        any other only when that copy fails.
 
         Raises:
             LakeError: the object store failed (nothing is under the final name unless it is whole).
@@ -67,6 +72,8 @@ class ColdTier:
                 return  # uploaded before a crash came between the upload and its record
             if self._local:
                 _copy_durably(path, Path(temp), Path(final))
+            elif twin is not None and self._copied(f"{self.root}/{twin}", final, size):
+                pass
             else:
                 with open(path, "rb") as source, self.fs.open_output_stream(temp) as sink:
                     while chunk := source.read(_CHUNK):
@@ -83,6 +90,16 @@ class ColdTier:
             raise LakeError(self.uri, f"cannot upload {path.name} to {self.where}: {exc}") from exc
         if found != size:
             raise LakeError(self.uri, f"{path.name} in {self.where} is {found} bytes after its upload, not {size}")
+
+    def _copied(self, source: str, final: str, size: int) -> bool:
+        """Whether the object store copied `source` (`size` bytes) to `final` itself."""
+        try:
+            if self._size(source) != size:
+                return False
+            self.fs.copy_file(source, final)
+        except (OSError, pa.ArrowException):
+            return False  # gone (a vacuum of the table), or no server-side copy: uploaded instead
+        return True
 
     def fetch(self, path: Path) -> None:
         """Download the file named like `path` to `path` (a temporary name, fsync, rename) and

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -270,12 +270,13 @@ class Flushing(StoreCore):
         remember(final)  # sealed from these bytes: its new name (and change time) need no second read
         return FileSegment(final, first, last, table.num_rows, self._fetcher())
 
-    def offload_files(self, published: int, local_bytes: int | None) -> None:
+    def offload_files(self, published: int, local_bytes: int | None, twins: Mapping[str, str] | None = None) -> None:
         """Upload to the cold tier the data files whose events are all at or below position
         `published` (the lake holds them), then delete local copies of uploaded files, least
         recently read first, until the local ones take at most `local_bytes` (None: neither,
         every file stays local); and delete the copies of files merged away
-        ``COPY_GRACE_SECONDS`` ago (store/coldtier.py).
+        ``COPY_GRACE_SECONDS`` ago (store/coldtier.py). `twins`: by file name, where the lake's
+        table holds the same bytes (``ColdTier.upload``).
 
         A file goes only after the catalog (and manifest) durably record its copy, and never
         while a reader pins it or a SQL relation may still read it. Part of the store's
@@ -289,7 +290,7 @@ class Flushing(StoreCore):
         if catalog is None or cold is None:
             return
         if local_bytes is not None:
-            self._offload(catalog, cold, published, local_bytes)
+            self._offload(catalog, cold, published, local_bytes, twins or {})
         due = catalog.discarded(self.clock.now().timestamp() - COPY_GRACE_SECONDS)
         for name in due:
             cold.delete(name)
@@ -297,7 +298,9 @@ class Flushing(StoreCore):
         if due:
             catalog.forget_discarded(due)
 
-    def _offload(self, catalog: Catalog, cold: ColdTier, published: int, local_bytes: int) -> None:
+    def _offload(
+        self, catalog: Catalog, cold: ColdTier, published: int, local_bytes: int, twins: Mapping[str, str]
+    ) -> None:
         uploaded = catalog.uploaded()
         files = [s for s in self.state().segments if isinstance(s, FileSegment)]
         for segment in files:
@@ -305,7 +308,7 @@ class Flushing(StoreCore):
             if name in uploaded or segment.last_position > published:
                 continue
             try:
-                cold.upload(segment.path)
+                cold.upload(segment.path, twins.get(name))
             except FileNotFoundError:
                 continue  # merged away meanwhile: no longer the catalog's
             summary = self._summary(segment)

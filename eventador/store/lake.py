@@ -188,6 +188,7 @@ class LakePublisher:
         self._files: Any = None  # deltalake's file system handler of the table, made at the first file
         self._schema = LAKE_ENVELOPE  # the table's, as of its last snapshot here (read by flushes)
         self._local = _local_root(target.uri)
+        self._placed: dict[str, str] = {}  # data files added as they are: their paths in the table, by name
 
     # -- opening and closing --------------------------------------------------------------
 
@@ -203,6 +204,10 @@ class LakePublisher:
         self._table = self._open_table()
         self._schema = table_schema(self._table)
         self.published = self._watermark()
+        if self._local is not None:  # placings a crash cut short (Delta's vacuum skips hidden names)
+            folder = self._local / table_path(self.target.shard, "")
+            for temp in folder.glob(f".*-{self.store_id[:12]}.parquet.tmp"):
+                temp.unlink(missing_ok=True)
         if self.published > flushed:
             raise LakeError(
                 self.target.uri,
@@ -258,7 +263,10 @@ class LakePublisher:
         with self._lock:
             try:
                 self._publish()
-                self.store.offload_files(self.published, self.target.local_bytes)
+                self.store.offload_files(self.published, self.target.local_bytes, self._placed)
+                if self._placed:  # only the store's files of now can need their twin
+                    names = {s.path.name for s in self.store.state().segments if isinstance(s, FileSegment)}
+                    self._placed = {n: p for n, p in self._placed.items() if n in names}
             except LakeError as exc:
                 self._failed(exc)
                 raise
@@ -349,6 +357,8 @@ class LakePublisher:
         parts["stats"], parts["upload"] = placing - started, committing - placing
         add = add_action(path, source.stat().st_size, self.target.shard, stats)
         self._commit_add(add, schema, segment.last_position)
+        if self.target.local_bytes is not None:  # the cold tier's copy is made from it (store/coldtier.py)
+            self._placed[source.name] = path
         parts["commit"] = time.perf_counter() - committing
 
     def _commit(self, rows: pa.Table, schema: pa.Schema, last: int, parts: dict[str, float]) -> None:

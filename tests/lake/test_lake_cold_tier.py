@@ -298,3 +298,42 @@ def test_a_cold_tier_where_it_cannot_live_is_refused_by_name(tmp_path: Path) -> 
         ev.open_store(tmp_path / "s", lake=ev.LakeTarget("gs://bucket/events", local_bytes=0))
     with pytest.raises(ev.InvalidInputError, match="local_bytes must be"):
         ev.LakeTarget(str(tmp_path / "lake"), local_bytes=-1)
+
+
+def test_the_object_store_copies_the_tables_file_itself(tmp_path: Path, s3_lake: tuple[str, dict[str, str]]) -> None:
+    uri, options = s3_lake
+    cold = ColdTier(uri, options, "main")
+    local = tmp_path / "000000000001-000000000002.parquet"
+    local.write_bytes(b"local bytes!")
+    twin = "shard=main/twin.parquet"
+    with cold.fs.open_output_stream(f"{cold.root}/{twin}") as out:
+        out.write(b"table bytes!")  # the same size, other bytes: which one the copy holds tells who made it
+    cold.upload(local, twin)
+    with cold.fs.open_input_stream(f"{cold.base}/{local.name}") as copy:
+        assert copy.read() == b"table bytes!"  # copied by the object store, no bytes sent
+    # A twin that is gone (a vacuum of the table): the file is uploaded as any other.
+    other = tmp_path / "000000000003-000000000004.parquet"
+    other.write_bytes(b"uploaded")
+    cold.upload(other, "shard=main/gone.parquet")
+    with cold.fs.open_input_stream(f"{cold.base}/{other.name}") as copy:
+        assert copy.read() == b"uploaded"
+
+
+def test_on_s3_the_cold_copy_is_the_tables_file(tmp_path: Path, s3_lake: tuple[str, dict[str, str]]) -> None:
+    uri, options = s3_lake
+    target = ev.LakeTarget(uri, storage_options=options, max_lag=None, local_bytes=0)
+    with ev.open_store(tmp_path / "s", lake=target, flush_every=10**6) as store:
+        assert store.lake is not None
+        for flush in range(2):  # the second flush's file is the table's as it is
+            fill(store, 30, flush * 30)
+            store.flush()
+            store.lake.sync()
+        assert set(store.lake.last_parts) == {"stats", "upload", "commit"}
+        segment = files(store)[-1]
+        assert not segment.path.exists()  # evicted: its copy is in the cold tier
+        cold = ColdTier(uri, options, "main")
+        (placed,) = [f for f in ev.open_lake(uri, storage_options=options).files() if segment.path.stem in f]
+        with cold.fs.open_input_stream(f"{cold.base}/{segment.path.name}") as copy, \
+                cold.fs.open_input_stream(placed.removeprefix("s3://")) as table_file:
+            assert copy.read() == table_file.read()
+        assert [r.event.amount for r in store.read_stream("acc-1")] == list(range(1, 60, 5))  # fetched back

@@ -19,6 +19,7 @@ import pytest
 from deltalake import DeltaTable
 
 import eventador as ev
+from eventador.store.catalog import read_manifest
 from eventador.store.lake_schema import LAKE_ENVELOPE, lake_column_name
 from eventador.store.segments import FileSegment
 
@@ -461,3 +462,19 @@ def test_a_writer_killed_mid_publish_leaves_the_table_equal_to_the_log(tmp_path:
         last = store.last_position
     assert positions(lake) == list(range(1, last + 1))  # nothing lost, nothing twice
     assert not list(lake.rglob("*.tmp"))  # a placing cut short was done again
+
+
+def test_opening_removes_the_placings_a_crash_cut_short(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(lake), max_lag=None)) as store:
+        fill(store, 5)
+    store_id = read_manifest(tmp_path / "s").store_id
+    assert store_id
+    folder = lake / "shard=main"
+    cut_short = folder / f".000000000006-000000000012-{store_id[:12]}.parquet.tmp"  # linked, never renamed
+    cut_short.write_bytes(b"PAR1")
+    others = folder / ".000000000006-000000000012-0123456789ab.parquet.tmp"  # another store's: not ours
+    others.write_bytes(b"PAR1")
+    with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(lake), max_lag=None)):
+        pass
+    assert not cut_short.exists() and others.exists()
