@@ -12,8 +12,8 @@ its events converted to the lake's schema and written as a new file (store/lake_
 The add and the watermark land together or not at all, so a re-run (after a crash, a timeout
 whose commit did land, a reopen) publishes from the watermark and nothing twice. Opening
 publishes what the store flushed while no publisher ran (the catalog's files past the
-watermark, read back). The store's compaction
-compacts the shard's lake files too: Delta's optimize, removes plus adds with ``dataChange=false``.
+watermark, read back). The store's compaction compacts the shard's lake files too: Delta's
+optimize, removes plus adds with ``dataChange=false``.
 
 The store never waits for the lake: its log and files are the record. A lake that fails (the
 object store away, a timeout) is retried by the thread with a growing delay; the table catches
