@@ -10,6 +10,7 @@ atomic append: events of different shards are ordered by ``recorded_at`` only.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import html
 import itertools
@@ -37,6 +38,7 @@ from eventador.shards.layout import ShardLayout
 from eventador.shards.repository import ShardedRepository
 from eventador.store import ANY, EventStore, ExpectedVersion, RecordedEvent, open_store
 from eventador.store.core import Durability
+from eventador.store.lake import LakeTarget
 from eventador.store.reads import Replay, check_limit, check_stream_id, run_sql
 from eventador.store.segments import unify
 from eventador.store.sqlguard import SqlRelation, check_query, fixed_names, restrict
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
 
 S = TypeVar("S", bound=State)
 
-__all__ = ["ShardedStore", "open_shard", "open_sharded"]
+__all__ = ["ShardedStore", "open_shard", "open_sharded", "shard_lake"]
 
 
 def open_sharded(
@@ -73,7 +75,9 @@ def open_sharded(
     default all, none when `read_only`); the others open read-only when first read, and
     show what their writers had logged then (``refresh()`` looks again). `durability`,
     `clock`, `registry`, `allow_external` and `options` (``flush_every``...) go to every
-    shard's ``open_store``; `shard_options(i)` adds options for shard ``i`` alone.
+    shard's ``open_store``; `shard_options(i)` adds options for shard ``i`` alone. A `lake`
+    (a URI or ``LakeTarget``) is one table for all: shard ``i`` publishes under the partition
+    ``shard_lake`` names (``"<i>"``, or ``"<name>-<i>"`` for a ``LakeTarget(shard=name)``).
 
     Raises:
         ShardLockedError: another process writes one of the `writable` shards (names it).
@@ -92,6 +96,13 @@ def open_sharded(
         durability=durability, clock=clock, registry=registry, allow_external=allow_external,
         shard_options=shard_options, **options,
     )
+
+
+def shard_lake(lake: str | LakeTarget, shard: int) -> LakeTarget:
+    """The lake target of shard `shard` of a sharded store given `lake`: the same table, the
+    partition ``"<shard>"`` (``"<name>-<shard>"`` when `lake` names a shard other than ``main``)."""
+    target = lake if isinstance(lake, LakeTarget) else LakeTarget(lake)
+    return dataclasses.replace(target, shard=str(shard) if target.shard == "main" else f"{target.shard}-{shard}")
 
 
 def open_shard(root: str | os.PathLike[str], shard: int, **options: Any) -> ShardedStore:
@@ -372,6 +383,8 @@ class ShardedStore:
 
     def _open(self, shard: int, *, write: bool) -> EventStore:
         options = dict(self._options)
+        if options.get("lake") is not None:  # one table: each shard publishes under a partition of its own
+            options["lake"] = shard_lake(options["lake"], shard)
         if self._shard_options is not None:
             options.update(self._shard_options(shard))
         path = self.layout.directories[shard]

@@ -478,3 +478,27 @@ def test_opening_removes_the_placings_a_crash_cut_short(tmp_path: Path) -> None:
     with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(lake), max_lag=None)):
         pass
     assert not cut_short.exists() and others.exists()
+
+
+def test_a_sharded_store_publishes_every_shard_into_one_table(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    target = ev.LakeTarget(str(lake), max_lag=None)
+    with ev.open_sharded(tmp_path / "bank", shards=2, lake=target, flush_every=1000) as bank:
+        fill(bank, 40)  # type: ignore[arg-type]  # a sharded store appends as a store does
+        bank.flush()
+        for i in range(2):
+            shard = bank.shard(i)
+            assert shard.lake is not None and shard.lake.target.shard == str(i)
+            shard.lake.sync()
+        truth = bank.sql('SELECT count(*), sum(amount) FROM "lake.Money.Deposited"').fetchall()
+        streams = {f"acc-{i}": [r.event for r in bank.read_stream(f"acc-{i}")] for i in range(7)}
+        owners = {s: bank.shard_of(s) for s in streams}
+    reader = ev.open_lake(lake)
+    assert reader.sql("SELECT count(*), sum(lake_Money_Deposited__amount) FROM events").fetchall() == truth
+    assert dict(reader.sql("SELECT shard, count(*) FROM events GROUP BY 1").fetchall()).keys() == {"0", "1"}
+    for stream, events in streams.items():  # each stream in its shard's partition, whole
+        assert [r.event for r in ev.open_lake(lake, shard=str(owners[stream])).read_stream(stream)] == events
+    # One writer process per shard (a service): the same partitions.
+    with ev.open_shard(tmp_path / "bank", 1, lake=target) as one:
+        assert one.shard(1).lake is not None and one.shard(1).lake.target.shard == "1"
+        assert one.shard(0).lake is None  # read-only: it publishes nothing
