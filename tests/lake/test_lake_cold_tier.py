@@ -5,11 +5,6 @@ test kills it), real files, and a real writer process killed with SIGKILL."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +16,7 @@ from eventador.store.catalog import read_manifest
 from eventador.store.coldtier import ColdTier
 from eventador.store.pins import Pins
 from eventador.store.segments import FileSegment
-
-CHILD = Path(__file__).resolve().parents[1] / "workers" / "coldtier_child.py"
+from tests.support.coldtier import kill_writer_after
 
 
 class ColdDeposited(ev.Event, event_type="lake.cold.Deposited"):
@@ -169,22 +163,7 @@ def test_a_writer_killed_mid_upload_or_eviction_loses_nothing_acknowledged(
     uri, options = s3_lake
     acknowledged: dict[str, int] = {}
     for round_ in range(rounds):
-        child = subprocess.Popen(
-            [sys.executable, str(CHILD), str(tmp_path / "s"), uri, json.dumps(options)],
-            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
-        )
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "OPEN", "the child did not open the store"
-        deadline = time.monotonic() + 1.0 + round_ * 0.7
-        while time.monotonic() < deadline:
-            line = child.stdout.readline()
-            if not line:
-                break
-            append = json.loads(line)
-            acknowledged[append["stream"]] = append["version"]
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-        child.stdout.close()
+        kill_writer_after(1.0 + round_ * 0.7, str(tmp_path / "s"), uri, json.dumps(options), acknowledged=acknowledged)
     cold = ColdTier(uri, options, "main")
     copies = cold.fs.get_file_info(pafs.FileSelector(cold.base, allow_not_found=True))
     assert any(c.base_name.endswith(".parquet") for c in copies)  # the child was uploading when killed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,8 +21,7 @@ import eventador as ev
 from eventador.store.catalog import read_manifest
 from eventador.store.lake_schema import LAKE_ENVELOPE, lake_column_name
 from eventador.store.segments import FileSegment
-
-CHILD = Path(__file__).resolve().parents[1] / "workers" / "coldtier_child.py"
+from tests.support.coldtier import kill_writer_after
 
 
 class LakeDeposited(ev.Event, event_type="lake.Money.Deposited"):
@@ -36,6 +34,14 @@ class LakeDeposited(ev.Event, event_type="lake.Money.Deposited"):
 def fill(store: ev.EventStore, n: int, start: int = 0) -> None:
     for i in range(start, start + n):
         store.append(f"acc-{i % 7}", [LakeDeposited(account=f"acc-{i % 7}", amount=i, fee=Decimal("0.25"))])
+
+
+def published(store: ev.EventStore, n: int, start: int = 0) -> None:
+    """`n` events appended, flushed and published."""
+    fill(store, n, start)
+    store.flush()
+    assert store.lake is not None
+    store.lake.sync()
 
 
 def positions(uri: str | Path) -> list[int]:
@@ -76,9 +82,7 @@ def test_the_table_adds_the_stores_own_file_written_once(tmp_path: Path) -> None
     lake = tmp_path / "lake"
     with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(lake), max_lag=None), flush_every=1000) as store:
         assert store.lake is not None
-        fill(store, 10)
-        store.flush()
-        store.lake.sync()  # the first publish adds the type's columns: a file of its own
+        published(store, 10)  # the first publish adds the type's columns: a file of its own
         fill(store, 10, 10)
         when = datetime(2021, 5, 6, tzinfo=UTC)
         store.append("acc-y", [LakeDeposited(account="y", amount=7, fee=Decimal("2.5"), note="q")], occurred_at=when)
@@ -328,9 +332,7 @@ def test_a_failed_commit_is_retried_with_the_same_file_and_nothing_twice(tmp_pat
     lake = tmp_path / "lake"
     with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(lake), max_lag=None), flush_every=1000) as store:
         assert store.lake is not None
-        fill(store, 10)
-        store.flush()
-        store.lake.sync()
+        published(store, 10)
         blocker = lake / "_delta_log" / f"{DeltaTable(str(lake)).version() + 1:020d}.json"
         blocker.mkdir()  # the next commit cannot be written: its file is, first
         fill(store, 10, 10)
@@ -395,9 +397,7 @@ def test_a_table_on_another_file_system_gets_a_copy(tmp_path: Path, other_disk: 
     with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(lake), max_lag=None), flush_every=1000) as store:
         assert store.lake is not None
         for flush in range(2):
-            fill(store, 10, flush * 10)
-            store.flush()
-            store.lake.sync()
+            published(store, 10, flush * 10)
         assert set(store.lake.last_parts) == {"stats", "upload", "commit"}
         segment = store.state().segments[-1]
         assert isinstance(segment, FileSegment)
@@ -415,9 +415,7 @@ def test_a_flush_never_fails_for_the_lakes_columns(tmp_path: Path, monkeypatch: 
     lake = tmp_path / "lake"
     with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(lake), max_lag=None), flush_every=1000) as store:
         assert store.lake is not None
-        fill(store, 10)
-        store.flush()
-        store.lake.sync()
+        published(store, 10)
         monkeypatch.setattr("eventador.store.lake.with_lake_columns", broken)
         fill(store, 10, 10)
         store.flush()  # written without them, and published converted
@@ -434,24 +432,7 @@ def test_a_writer_killed_mid_publish_leaves_the_table_equal_to_the_log(tmp_path:
     the table and committed), killed with SIGKILL; reopened, the table ends exactly the log."""
     lake = tmp_path / "lake"
     acknowledged: dict[str, int] = {}
-    child = subprocess.Popen(
-        [sys.executable, str(CHILD), str(tmp_path / "s"), str(lake), "{}", "keep"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
-    )
-    assert child.stdout is not None
-    try:
-        assert child.stdout.readline().strip() == "OPEN", "the child did not open the store"
-        deadline = time.monotonic() + 1.5
-        while time.monotonic() < deadline:
-            line = child.stdout.readline()
-            if not line:
-                break
-            append = json.loads(line)
-            acknowledged[append["stream"]] = append["version"]
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-        child.stdout.close()
+    kill_writer_after(1.5, str(tmp_path / "s"), str(lake), "{}", "keep", acknowledged=acknowledged)
     assert sum(acknowledged.values()) > 14  # a few flushes, so some files were in the table
     with ev.open_store(tmp_path / "s", lake=ev.LakeTarget(str(lake), max_lag=None)) as store:
         assert store.lake is not None

@@ -1,9 +1,16 @@
-"""Helpers of the cold-tier tests (tests/lake/test_lake_cold_*.py)."""
+"""Helpers of the cold-tier and lake tests (tests/lake/)."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pyarrow.fs as pafs
 
@@ -24,3 +31,30 @@ def hidden(target: ev.LakeTarget) -> Iterator[None]:
     finally:
         for path in copies:
             cold.fs.move(f"{path}.hidden", path)
+
+
+CHILD = Path(__file__).resolve().parents[1] / "workers" / "coldtier_child.py"
+
+
+def kill_writer_after(seconds: float, *args: str, acknowledged: dict[str, int]) -> None:
+    """Run tests/workers/coldtier_child.py with `args` for `seconds` once it has opened its
+    store, record each append it acknowledged (stream -> version) in `acknowledged`, then
+    SIGKILL it."""
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), *args], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    assert child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "OPEN", "the child did not open the store"
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            line = child.stdout.readline()
+            if not line:
+                break
+            append = json.loads(line)
+            acknowledged[append["stream"]] = append["version"]
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
