@@ -199,21 +199,23 @@ class LakePublisher:
 
         Raises:
             LakeError: the lake cannot be reached or created (bad URI, credentials, missing
-                bucket), or its shard holds positions past the store's (another store's shard).
+                bucket), or its shard is another store's: claimed by one, or holding positions
+                past this store's.
         """
         self._table = self._open_table()
         self._schema = table_schema(self._table)
         self.published = self._watermark()
-        if self._local is not None:  # placings a crash cut short (Delta's vacuum skips hidden names)
-            folder = self._local / table_path(self.target.shard, "")
-            for temp in folder.glob(f".*-{self.store_id[:12]}.parquet.tmp"):
-                temp.unlink(missing_ok=True)
         if self.published > flushed:
             raise LakeError(
                 self.target.uri,
                 f"shard {self.target.shard!r} already holds positions up to {self.published}, past this store's "
                 f"{flushed}: it is another store's shard (give this store its own shard)",
             )
+        self._claim()
+        if self._local is not None:  # placings a crash cut short (Delta's vacuum skips hidden names)
+            folder = self._local / table_path(self.target.shard, "")
+            for temp in folder.glob(f".*-{self.store_id[:12]}.parquet.tmp"):
+                temp.unlink(missing_ok=True)
         self._thread = threading.Thread(target=self._run, name=f"eventador-lake-{self.target.shard}", daemon=True)
         self._thread.start()
         self._wake.set()  # publish what the store flushed while no publisher ran
@@ -243,6 +245,41 @@ class LakePublisher:
         if not set(LAKE_ENVELOPE.names) <= names:
             raise LakeError(uri, f"is a Delta table without eventador's columns ({sorted(names)})")
         return table
+
+    def _claim(self) -> None:
+        """Make this store the shard's one writer, or refuse: the table records the writer of each
+        shard as an application transaction (``eventador-owner:<shard>``, version: the store id's
+        first 60 bits), set by the first store that publishes there. Two stores claiming a shard
+        at once both commit from the same snapshot: Delta lets one win and the other reads it.
+
+        Raises:
+            LakeError: another store claimed the shard.
+        """
+        owner_id, mine = f"eventador-owner:{self.target.shard}", int(self.store_id[:15], 16)
+        owner = self._table.transaction_version(owner_id)
+        if owner is None:
+            deltalake = self._deltalake
+            properties = deltalake.CommitProperties(
+                app_transactions=[deltalake.Transaction(owner_id, mine)],
+                custom_metadata={"eventador.store_id": self.store_id, "eventador.claims": self.target.shard},
+            )
+            failure: Exception | None = None
+            try:
+                self._table.create_write_transaction(
+                    [], mode="append", schema=self._schema, partition_by=[SHARD], commit_properties=properties,
+                )
+            except Exception as exc:  # another store's claim landed first (read below), or the lake failed
+                failure = exc
+            self._table.update_incremental()
+            owner = self._table.transaction_version(owner_id)
+            if owner is None and failure is not None:
+                raise LakeError(self.target.uri, f"cannot claim shard {self.target.shard!r}: {reason(failure)}")
+        if owner != mine:
+            raise LakeError(
+                self.target.uri,
+                f"shard {self.target.shard!r} is written by another store (the table records its writer): "
+                "give this store its own shard",
+            )
 
     def _watermark(self) -> int:
         return int(self._table.transaction_version(self.target.app_id) or 0)

@@ -64,6 +64,9 @@ def link_file(source: Path, target: Path) -> None:
     Through a temporary name, so `target` only ever holds the whole file, and durable before
     the commit that names it."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and os.path.samefile(source, target):
+        return  # placed before a crash came between the placing and its commit (a rename onto
+        # another link of the same file does nothing, and would leave the temporary name behind)
     temp = target.with_name(f".{target.name}.tmp")
     with contextlib.suppress(FileNotFoundError):
         temp.unlink()

@@ -162,11 +162,15 @@ def test_a_writer_killed_mid_upload_or_eviction_loses_nothing_acknowledged(
 ) -> None:
     uri, options = s3_lake
     acknowledged: dict[str, int] = {}
-    for round_ in range(rounds):
-        kill_writer_after(1.0 + round_ * 0.7, str(tmp_path / "s"), uri, json.dumps(options), acknowledged=acknowledged)
     cold = ColdTier(uri, options, "main")
-    copies = cold.fs.get_file_info(pafs.FileSelector(cold.base, allow_not_found=True))
-    assert any(c.base_name.endswith(".parquet") for c in copies)  # the child was uploading when killed
+
+    def uploaded() -> bool:
+        copies = cold.fs.get_file_info(pafs.FileSelector(cold.base, allow_not_found=True))
+        return any(c.base_name.endswith(".parquet") for c in copies)
+
+    for round_ in range(rounds):  # killed once the child has uploaded, while it goes on uploading
+        kill_writer_after(1.0 + round_ * 0.7, str(tmp_path / "s"), uri, json.dumps(options), acknowledged=acknowledged,
+                          until=uploaded)
     target = ev.LakeTarget(uri, storage_options=options, max_lag=None, local_bytes=0)
     with ev.open_store(tmp_path / "s", lake=target) as store:
         assert store.lake is not None

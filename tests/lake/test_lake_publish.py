@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from deltalake import DeltaTable
 
 import eventador as ev
 from eventador.store.catalog import read_manifest
+from eventador.store.lake_files import link_file
 from eventador.store.lake_schema import LAKE_ENVELOPE, lake_column_name
 from eventador.store.segments import FileSegment
 from tests.support.coldtier import kill_writer_after
@@ -71,9 +73,9 @@ def test_each_flush_is_one_commit_with_the_watermark(tmp_path: Path) -> None:
             assert set(parts) == expected
             assert 0 < sum(parts.values()) <= store.lake.last_seconds
         table = DeltaTable(str(lake))
-        assert table.version() == 3  # the table's creation, then one commit per flush
+        assert table.version() == 4  # the table's creation, the shard's claim, then one commit per flush
         assert table.transaction_version("eventador:main") == 30
-        history = [h for h in table.history() if h["operation"] == "WRITE"]
+        history = [h for h in table.history() if h["operation"] == "WRITE" and "eventador.last_position" in h]
         assert [h["eventador.last_position"] for h in history] == ["30", "20", "10"]
     assert positions(lake) == list(range(1, 31))
 
@@ -483,3 +485,59 @@ def test_a_sharded_store_publishes_every_shard_into_one_table(tmp_path: Path) ->
     with ev.open_shard(tmp_path / "bank", 1, lake=target) as one:
         assert one.shard(1).lake is not None and one.shard(1).lake.target.shard == "1"
         assert one.shard(0).lake is None  # read-only: it publishes nothing
+
+
+def test_two_stores_claiming_one_shard_the_second_is_refused(tmp_path: Path) -> None:
+    """Before, a second store at the first one's position took the shard too: sharing its
+    watermark, its events counted as published and never reached the table."""
+    lake = str(tmp_path / "lake")
+    first = ev.open_store(tmp_path / "a", lake=ev.LakeTarget(lake, max_lag=None))
+    try:
+        with pytest.raises(ev.LakeError, match="shard 'main' is written by another store"):
+            ev.open_store(tmp_path / "b", lake=ev.LakeTarget(lake, max_lag=None))
+        with ev.open_store(tmp_path / "b") as store:  # closed again, its events kept
+            fill(store, 3)
+        published(first, 3)
+    finally:
+        first.close()
+    with ev.open_store(tmp_path / "a", lake=lake):
+        pass  # its own shard: reopened as before
+
+
+def test_of_stores_claiming_a_new_shard_at_once_one_wins(tmp_path: Path) -> None:
+    lake = str(tmp_path / "lake")
+    ev.open_store(tmp_path / "first", lake=lake).close()  # the table exists; shard "new" is unclaimed
+    outcomes: list[object] = []
+
+    def claim(name: str) -> None:
+        try:
+            outcomes.append(ev.open_store(tmp_path / name, lake=ev.LakeTarget(lake, shard="new", max_lag=None)))
+        except ev.LakeError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(f"s{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stores = [o for o in outcomes if isinstance(o, ev.EventStore)]
+    try:
+        assert len(stores) == 1 and len(outcomes) == 3
+        assert all("written by another store" in str(o) for o in outcomes if not isinstance(o, ev.EventStore))
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_placing_a_file_placed_before_leaves_nothing_beside_it(tmp_path: Path) -> None:
+    """A crash after the placing and before the commit: the next publish places the same file
+    again. Renaming a link onto another link of the same file does nothing (POSIX), so the
+    temporary name would stay behind."""
+    source = tmp_path / "data" / "000000000001-000000000007.parquet"
+    source.parent.mkdir()
+    source.write_bytes(b"PAR1 a data file PAR1")
+    target = tmp_path / "lake" / "shard=main" / "000000000001-000000000007-abc.parquet"
+    link_file(source, target)
+    link_file(source, target)
+    assert os.path.samefile(source, target)
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]

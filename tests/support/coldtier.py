@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,10 +36,12 @@ def hidden(target: ev.LakeTarget) -> Iterator[None]:
 CHILD = Path(__file__).resolve().parents[1] / "workers" / "coldtier_child.py"
 
 
-def kill_writer_after(seconds: float, *args: str, acknowledged: dict[str, int]) -> None:
+def kill_writer_after(
+    seconds: float, *args: str, acknowledged: dict[str, int], until: Callable[[], bool] | None = None
+) -> None:
     """Run tests/workers/coldtier_child.py with `args` for `seconds` once it has opened its
-    store, record each append it acknowledged (stream -> version) in `acknowledged`, then
-    SIGKILL it."""
+    store (and longer, up to 30 s, until `until()` holds: a loaded machine is slow), record
+    each append it acknowledged (stream -> version) in `acknowledged`, then SIGKILL it."""
     child = subprocess.Popen(
         [sys.executable, str(CHILD), *args], stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": os.getcwd()},
@@ -47,8 +49,9 @@ def kill_writer_after(seconds: float, *args: str, acknowledged: dict[str, int]) 
     assert child.stdout is not None
     try:
         assert child.stdout.readline().strip() == "OPEN", "the child did not open the store"
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        started = time.monotonic()
+        while time.monotonic() < started + seconds or (until is not None and not until()):
+            assert time.monotonic() < started + 30, "the writer did not get there in 30 s"
             line = child.stdout.readline()
             if not line:
                 break
