@@ -27,6 +27,7 @@ delta-rs does not survive ``fork``: processes that publish must be started with 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import re
 import threading
@@ -248,14 +249,15 @@ class LakePublisher:
 
     def _claim(self) -> None:
         """Make this store the shard's one writer, or refuse: the table records the writer of each
-        shard as an application transaction (``eventador-owner:<shard>``, version: the store id's
-        first 60 bits), set by the first store that publishes there. Two stores claiming a shard
+        shard as an application transaction (``eventador-owner:<shard>``, version: 60 bits of the
+        store id's SHA-256), set by the first store that publishes there. Two stores claiming a shard
         at once both commit from the same snapshot: Delta lets one win and the other reads it.
 
         Raises:
             LakeError: another store claimed the shard.
         """
-        owner_id, mine = f"eventador-owner:{self.target.shard}", int(self.store_id[:15], 16)
+        owner_id = f"eventador-owner:{self.target.shard}"
+        mine = int(hashlib.sha256(self.store_id.encode()).hexdigest()[:15], 16)  # a version is an int64
         owner = self._table.transaction_version(owner_id)
         if owner is None:
             deltalake = self._deltalake
@@ -270,7 +272,10 @@ class LakePublisher:
                 )
             except Exception as exc:  # another store's claim landed first (read below), or the lake failed
                 failure = exc
-            self._table.update_incremental()
+            try:
+                self._table.update_incremental()
+            except Exception as exc:
+                raise LakeError(self.target.uri, f"cannot claim shard {self.target.shard!r}: {reason(exc)}") from exc
             owner = self._table.transaction_version(owner_id)
             if owner is None and failure is not None:
                 raise LakeError(self.target.uri, f"cannot claim shard {self.target.shard!r}: {reason(failure)}")
