@@ -87,6 +87,8 @@ class HotBuffer:
         """Add one append's rows, given as columns (one entry per event in each)."""
         start = len(self.payloads)
         n = len(payloads)
+        if recorded_us in occurred:  # kept as null, as every tier reads an occurred_at equal to recorded_at
+            occurred = [None if t == recorded_us else t for t in occurred]
         self.stream_ids.extend([stream_id] * n)
         self.versions.extend(range(first_version, first_version + n))
         self.recorded.extend([recorded_us] * n)
@@ -133,9 +135,6 @@ class HotBuffer:
         take = operator.itemgetter(*rows) if len(rows) > 1 else (lambda column: (column[rows[0]],))
         first = self.first_position
         events = take(self.events)
-        recorded, occurred = take(self.recorded), take(self.occurred)
-        if any(t is not None for t in occurred):  # null where it is recorded_at, as in every tier
-            occurred = [None if t == r else t for t, r in zip(occurred, recorded, strict=True)]
         columns = [
             take(self.stream_ids),
             take(self.versions),
@@ -143,8 +142,8 @@ class HotBuffer:
             current_types(take(self.event_types), events),
             events,
             take(self.event_ids),
-            recorded,
-            occurred,
+            take(self.recorded),
+            take(self.occurred),
             take(self.metadata),
             take(self.schema_versions),
         ]

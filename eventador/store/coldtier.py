@@ -55,10 +55,10 @@ class ColdTier:
     def upload(self, path: Path, twin: str | None = None) -> None:
         """Copy the local file `path` to the cold tier, whole under its final name or not at all.
 
-        `twin`: where the lake's table holds the same bytes (the publish placed the store's own
-        file there; a path under the lake's URI): in object storage the store copies it there
-        itself (S3 CopyObject: whole or nothing, no bytes sent), and the file is uploaded as
-        any other only when that copy fails.
+        `twin`: where the lake's table holds the same bytes if the publish placed the store's
+        own file there (a path under the lake's URI): in object storage the store copies it
+        there itself (S3 CopyObject: whole or nothing, no bytes sent); the file is uploaded as
+        any other where that copy fails or the twin is not there (or not of its size).
 
         Raises:
             LakeError: the object store failed (nothing is under the final name unless it is whole).

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -270,13 +270,15 @@ class Flushing(StoreCore):
         remember(final)  # sealed from these bytes: its new name (and change time) need no second read
         return FileSegment(final, first, last, table.num_rows, self._fetcher())
 
-    def offload_files(self, published: int, local_bytes: int | None, twins: Mapping[str, str] | None = None) -> None:
+    def offload_files(
+        self, published: int, local_bytes: int | None, twin: Callable[[str], str] | None = None
+    ) -> None:
         """Upload to the cold tier the data files whose events are all at or below position
         `published` (the lake holds them), then delete local copies of uploaded files, least
         recently read first, until the local ones take at most `local_bytes` (None: neither,
         every file stays local); and delete the copies of files merged away
-        ``COPY_GRACE_SECONDS`` ago (store/coldtier.py). `twins`: by file name, where the lake's
-        table holds the same bytes (``ColdTier.upload``).
+        ``COPY_GRACE_SECONDS`` ago (store/coldtier.py). `twin`: where the lake's table holds a
+        file's bytes if it took the file as it is, by the file's name (``ColdTier.upload``).
 
         A file goes only after the catalog (and manifest) durably record its copy, and never
         while a reader pins it or a SQL relation may still read it. Part of the store's
@@ -290,7 +292,7 @@ class Flushing(StoreCore):
         if catalog is None or cold is None:
             return
         if local_bytes is not None:
-            self._offload(catalog, cold, published, local_bytes, twins or {})
+            self._offload(catalog, cold, published, local_bytes, twin)
         due = catalog.discarded(self.clock.now().timestamp() - COPY_GRACE_SECONDS)
         for name in due:
             cold.delete(name)
@@ -299,7 +301,7 @@ class Flushing(StoreCore):
             catalog.forget_discarded(due)
 
     def _offload(
-        self, catalog: Catalog, cold: ColdTier, published: int, local_bytes: int, twins: Mapping[str, str]
+        self, catalog: Catalog, cold: ColdTier, published: int, local_bytes: int, twin: Callable[[str], str] | None
     ) -> None:
         uploaded = catalog.uploaded()
         files = [s for s in self.state().segments if isinstance(s, FileSegment)]
@@ -308,7 +310,7 @@ class Flushing(StoreCore):
             if name in uploaded or segment.last_position > published:
                 continue
             try:
-                cold.upload(segment.path, twins.get(name))
+                cold.upload(segment.path, twin(name) if twin is not None else None)
             except FileNotFoundError:
                 continue  # merged away meanwhile: no longer the catalog's
             summary = self._summary(segment)

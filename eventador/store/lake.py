@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 from eventador.errors import InvalidInputError, LakeError
 from eventador.store.lake_files import add_action, encode_file, file_stats, link_file, put_file, table_path
 from eventador.store.lake_schema import LAKE_ENVELOPE, SHARD, lake_rows, matches_table, to_lake, with_lake_columns
-from eventador.store.segments import FileSegment
+from eventador.store.segments import FileSegment, Segment
 
 if TYPE_CHECKING:
     from eventador.store.store import EventStore
@@ -51,6 +51,7 @@ __all__ = ["LakePublisher", "LakeTarget", "load_table", "storage_options_for", "
 
 log = logging.getLogger("eventador.lake")
 
+_CONFLICT_TRIES = 5  # commits in a row that another shard's schema change may beat
 COMPACT_FILES = 8  # a shard's lake files before the store's compaction compacts them too
 _RETRY_FIRST, _RETRY_MAX = 0.5, 30.0  # seconds between publishing attempts while the lake fails
 # Defaults for object stores: an unreachable endpoint fails in seconds, not minutes.
@@ -189,7 +190,6 @@ class LakePublisher:
         self._files: Any = None  # deltalake's file system handler of the table, made at the first file
         self._schema = LAKE_ENVELOPE  # the table's, as of its last snapshot here (read by flushes)
         self._local = _local_root(target.uri)
-        self._placed: dict[str, str] = {}  # data files added as they are: their paths in the table, by name
 
     # -- opening and closing --------------------------------------------------------------
 
@@ -215,7 +215,7 @@ class LakePublisher:
         self._claim()
         if self._local is not None:  # placings a crash cut short (Delta's vacuum skips hidden names)
             folder = self._local / table_path(self.target.shard, "")
-            for temp in folder.glob(f".*-{self.store_id[:12]}.parquet.tmp"):
+            for temp in folder.glob(f".{self._file_name('*')}.tmp"):
                 temp.unlink(missing_ok=True)
         self._thread = threading.Thread(target=self._run, name=f"eventador-lake-{self.target.shard}", daemon=True)
         self._thread.start()
@@ -305,10 +305,7 @@ class LakePublisher:
         with self._lock:
             try:
                 self._publish()
-                self.store.offload_files(self.published, self.target.local_bytes, self._placed)
-                if self._placed:  # only the store's files of now can need their twin
-                    names = {s.path.name for s in self.store.state().segments if isinstance(s, FileSegment)}
-                    self._placed = {n: p for n, p in self._placed.items() if n in names}
+                self.store.offload_files(self.published, self.target.local_bytes, self._path_in_table)
             except LakeError as exc:
                 self._failed(exc)
                 raise
@@ -346,36 +343,51 @@ class LakePublisher:
         try:
             if self.error is not None:  # a failed commit may have landed: read the watermark again
                 self._table.update_incremental()
+                self._schema = table_schema(self._table)
                 self.published = self._watermark()
             for segment in segments:
                 if segment.last_position <= self.published:
                     continue
-                started = time.perf_counter()
-                offered = self._offered
-                if offered is not None and offered[:2] == (segment.first_position, segment.last_position):
-                    table = offered[2]
-                else:
-                    table = segment.read_table()
-                schema = table_schema(self._table)
-                parts: dict[str, float] = {}
-                whole = segment.first_position > self.published
-                if whole and isinstance(segment, FileSegment) and matches_table(table, schema):
-                    self._add_file(segment, table, schema, parts)
-                else:
-                    if segment.first_position <= self.published:  # partly published (a file merged since)
-                        table = table.filter(pc.greater(table.column("position"), self.published))
-                    converting = time.perf_counter()
-                    rows = self._rows(table, schema)
-                    parts["convert"] = time.perf_counter() - converting
-                    self._commit(rows, schema, segment.last_position, parts)
-                self._schema = table_schema(self._table)
-                self.published = segment.last_position
-                self.last_seconds = time.perf_counter() - started
-                self.last_parts = parts
-                if offered is not None and offered[1] <= self.published:
-                    self._offered = None
+                for attempt in range(_CONFLICT_TRIES):
+                    try:
+                        self._publish_segment(segment)
+                        break
+                    except self._deltalake.exceptions.CommitFailedError:
+                        # Another shard changed the table's schema meanwhile (its new columns): the
+                        # commit did not land; again from the new snapshot.
+                        if attempt == _CONFLICT_TRIES - 1:
+                            raise
+                        self._table.update_incremental()
+                        self._schema = table_schema(self._table)
         except Exception as exc:  # delta-rs's errors, an object store away, a file merged away
             raise LakeError(self.target.uri, f"publishing from position {self.published + 1}: {reason(exc)}") from exc
+
+    def _publish_segment(self, segment: Segment) -> None:
+        """The events of `segment` past the watermark in one commit: its file as it is, or converted."""
+        started = time.perf_counter()
+        offered = self._offered
+        if offered is not None and offered[:2] == (segment.first_position, segment.last_position):
+            table = offered[2]
+        else:
+            table = segment.read_table()
+        schema = self._schema
+        parts: dict[str, float] = {}
+        whole = segment.first_position > self.published
+        if whole and isinstance(segment, FileSegment) and matches_table(table, schema):
+            self._add_file(segment, table, schema, parts)
+        else:
+            if segment.first_position <= self.published:  # partly published (a file merged since)
+                table = table.filter(pc.greater(table.column("position"), self.published))
+            converting = time.perf_counter()
+            rows = self._rows(table, schema)
+            parts["convert"] = time.perf_counter() - converting
+            self._commit(rows, schema, segment.last_position, parts)
+        self._schema = table_schema(self._table)
+        self.published = segment.last_position
+        self.last_seconds = time.perf_counter() - started
+        self.last_parts = parts
+        if offered is not None and offered[1] <= self.published:
+            self._offered = None
 
     def _rows(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
         return to_lake(
@@ -389,19 +401,26 @@ class LakePublisher:
         started = time.perf_counter()
         stats = file_stats(lake_rows(table))
         source = segment.path
-        path = table_path(self.target.shard, f"{source.stem}-{self.store_id[:12]}.parquet")
+        path = self._path_in_table(source.name)
         placing = time.perf_counter()
         if self._local is not None:
             link_file(source, self._local / path)
         else:
-            put_file(self._handler(), path, pa.py_buffer(source.read_bytes()))
+            put_file(self._handler(), path, source.read_bytes())
         committing = time.perf_counter()
         parts["stats"], parts["upload"] = placing - started, committing - placing
         add = add_action(path, source.stat().st_size, self.target.shard, stats)
         self._commit_add(add, schema, segment.last_position)
-        if self.target.local_bytes is not None:  # the cold tier's copy is made from it (store/coldtier.py)
-            self._placed[source.name] = path
         parts["commit"] = time.perf_counter() - committing
+
+    def _file_name(self, stem: str) -> str:
+        """The name in the table of the store's data file `stem`.parquet: unique to this store."""
+        return f"{stem}-{self.store_id[:12]}.parquet"
+
+    def _path_in_table(self, name: str) -> str:
+        """Where the table holds the store's data file `name` once added as it is (the cold
+        tier copies it from there: store/coldtier.py; a file converted is not there)."""
+        return table_path(self.target.shard, self._file_name(name.removesuffix(".parquet")))
 
     def _commit(self, rows: pa.Table, schema: pa.Schema, last: int, parts: dict[str, float]) -> None:
         """`rows` written as a new file, and the watermark `last`, in one Delta commit
@@ -416,7 +435,7 @@ class LakePublisher:
             return
         path, body, stats = encode_file(rows, self.target.shard)
         uploading = time.perf_counter()
-        put_file(self._handler(), path, body)
+        put_file(self._handler(), path, body.to_pybytes())
         committing = time.perf_counter()
         parts["encode"], parts["upload"] = uploading - started, committing - uploading
         self._commit_add(add_action(path, body.size, self.target.shard, stats), schema, last)

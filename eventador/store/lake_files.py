@@ -80,11 +80,11 @@ def link_file(source: Path, target: Path) -> None:
     fsync_directory(target.parent)
 
 
-def put_file(handler: Any, path: str, body: pa.Buffer) -> None:
+def put_file(handler: Any, path: str, body: bytes) -> None:
     """Write `body` at `path` of the table that `handler` (deltalake's ``DeltaFileSystemHandler``) reaches."""
     out = handler.open_output_stream(path)
     try:
-        out.write(body.to_pybytes())
+        out.write(body)
     finally:
         out.close()
 

@@ -504,7 +504,7 @@ def test_two_stores_claiming_one_shard_the_second_is_refused(tmp_path: Path) -> 
         pass  # its own shard: reopened as before
 
 
-def test_of_stores_claiming_a_new_shard_at_once_one_wins(tmp_path: Path) -> None:
+def test_stores_claiming_a_new_shard_at_once_one_wins(tmp_path: Path) -> None:
     lake = str(tmp_path / "lake")
     ev.open_store(tmp_path / "first", lake=lake).close()  # the table exists; shard "new" is unclaimed
     outcomes: list[object] = []
@@ -541,3 +541,25 @@ def test_placing_a_file_placed_before_leaves_nothing_beside_it(tmp_path: Path) -
     link_file(source, target)
     assert os.path.samefile(source, target)
     assert sorted(p.name for p in target.parent.iterdir()) == [target.name]
+
+
+def test_a_commit_beaten_by_another_shards_new_columns_is_made_again_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Shard b adds its type's columns after shard a read the table: a's commit (from the older
+    snapshot) conflicts, and is made again from the new one, not left to a later retry."""
+    lake = str(tmp_path / "lake")
+    a = ev.open_store(tmp_path / "a", lake=ev.LakeTarget(lake, shard="a", max_lag=None))
+    try:
+        with ev.open_store(tmp_path / "b", lake=ev.LakeTarget(lake, shard="b", max_lag=None)) as b:
+            b.append("o-1", [LakeOpened(owner="x")])
+            b.flush()
+            assert b.lake is not None and b.lake.sync() == 1
+        assert a.lake is not None
+        fill(a, 5)
+        a.flush()
+        assert a.lake.sync() == 5
+        assert "publishing failed" not in caplog.text
+    finally:
+        a.close()
+    assert ev.open_lake(lake, shard="a").last_position == 5
